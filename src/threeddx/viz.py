@@ -70,8 +70,7 @@ def save_preview(
         handles=[Patch(color=BONE_COLOURS[i % len(BONE_COLOURS)], label=n) for i, n in enumerate(bones)],
         loc="lower right", fontsize=7, framealpha=0.7,
     )
-    cmap = plt.get_cmap("turbo").copy()
-    cmap.set_bad("black")
+    cmap = plt.get_cmap("turbo").with_extremes(bad="black")
     axes[2].imshow(f, cmap=cmap, vmin=vmin, vmax=vmax)
     axes[2].set_title("front face (nearest bone)")
     im = axes[3].imshow(b, cmap=cmap, vmin=vmin, vmax=vmax)

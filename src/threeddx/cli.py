@@ -131,6 +131,49 @@ def _bones_center_world(scene) -> np.ndarray:
     return 0.5 * (world.min(0) + world.max(0))
 
 
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="training data: synthetic CTs around real bone shapes, rendered at seeded poses",
+        description=(
+            "Build a training set from the LLP26 adult shapes (subjects 0-21; 22-25 are reserved "
+            "and refused) and random shapes from a PCA of the training subjects: a synthetic CT per "
+            "subject, rendered at seeded AP poses. Resumable: run the same command again to finish."
+        ),
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--subjects", default="0-21", help="LLP26 subjects, e.g. 0-21 or 0,3,5 (default 0-21)")
+    p.add_argument("--random-subjects", type=int, default=0, help="random PCA shapes (training split)")
+    p.add_argument("--poses", type=int, default=4, help="views per subject (default 4)")
+    p.add_argument("--size", type=int, default=256, help="detector pixels per side (default 256)")
+    p.add_argument("--bones", nargs="+", default=None, help="bones (default: pelvis sacrum femur_left femur_right)")
+    p.add_argument("--voxel-mm", type=float, default=1.0, help="synthetic CT voxel size (default 1 mm)")
+    p.add_argument("--write-ct", action="store_true", help="also write each subject's CT and labels as NIfTI")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of shapes, tissues and poses (default 0)")
+    p.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .anatomy import DEFAULT_BONES, parse_subject_range
+    from .simulate import SimSettings, simulate
+
+    settings = SimSettings(
+        subjects=parse_subject_range(args.subjects) if args.subjects else [],
+        random_subjects=args.random_subjects,
+        poses=args.poses,
+        size=args.size,
+        seed=args.seed,
+        bones=list(args.bones or DEFAULT_BONES),
+        voxel_mm=args.voxel_mm,
+        write_ct=args.write_ct,
+    )
+    if args.workers < 1:
+        raise InputError("--workers must be at least 1")
+    simulate(settings, args.out, workers=args.workers)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="3ddx",
@@ -139,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"3ddx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_render(sub)
+    _add_simulate(sub)
     return parser
 
 

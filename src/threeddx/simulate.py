@@ -1,0 +1,285 @@
+"""The training-set simulator: real bone shapes -> synthetic CTs -> rendered samples.
+
+For every subject (an LLP26 subject 0-21, or a random shape from a PCA built on
+the training subjects only) the simulator articulates the hips (seeded), builds
+a synthetic CT around the bones (seeded tissues), and renders ``poses`` seeded
+views around the standard AP hip preset. Output folder::
+
+    DIR/settings.json                 the settings; a run with other settings is refused
+    DIR/manifest.csv                  one row per sample (written last)
+    DIR/samples/SUBJECT/pose_PP.npz   render.npz format (+ subject, split, pose)
+    DIR/samples/SUBJECT/pose_00.png   a preview of each subject's first pose
+    DIR/meshes/SUBJECT/BONE.ply       ground-truth meshes, world (LPS) mm
+    DIR/ct/SUBJECT_{ct,labels}.nii.gz with --write-ct
+
+Resumable: every file is written to a temporary name and renamed, so a file
+that exists is complete; a restarted run skips complete samples and subjects
+and rewrites nothing. Deterministic: a subject's shape, tissues and poses
+depend only on the seed and the subject, not on the worker or the order.
+
+The iso-centre of the preset is 30 mm above the midpoint of the hip-joint
+centres, which puts the iliac crests and the proximal femurs in the 430 mm
+detector (352 mm wide at the iso-centre).
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import multiprocessing as mp
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .anatomy import (
+    BONE_PARTS,
+    PART_LABEL_IDS,
+    PARTS,
+    ShapePCA,
+    articulate,
+    bone_meshes,
+    load_shape,
+    subject_split,
+)
+from .errors import InputError
+from .io import atomic_path, save_npz_atomic
+
+ISOCENTER_ABOVE_HIPS_MM = 30.0
+SETTINGS_VERSION = 1
+MANIFEST_COLUMNS = ("sample_id", "subject_id", "source", "subject_index", "split", "pose", "size", "render", "mesh_dir")
+
+
+@dataclass
+class SimSettings:
+    """Everything that determines a simulated dataset (saved as settings.json)."""
+
+    subjects: list[int] = field(default_factory=lambda: list(range(22)))
+    random_subjects: int = 0
+    poses: int = 4
+    size: int = 256
+    seed: int = 0
+    bones: list[str] = field(default_factory=lambda: list(BONE_PARTS))
+    voxel_mm: float = 1.0
+    write_ct: bool = False
+    split_seed: int = 0
+    version: int = SETTINGS_VERSION
+
+    def check(self) -> None:
+        if self.poses < 1:
+            raise InputError(f"--poses must be at least 1, got {self.poses}")
+        if self.size < 16:
+            raise InputError(f"--size must be at least 16 pixels, got {self.size}")
+        if self.random_subjects < 0:
+            raise InputError("--random-subjects must be 0 or more")
+        if not (0.25 <= self.voxel_mm <= 4.0):
+            raise InputError(f"--voxel-mm must be within 0.25-4 mm, got {self.voxel_mm}")
+        unknown = [b for b in self.bones if b not in BONE_PARTS]
+        if unknown:
+            raise InputError(f"unknown bone(s) {', '.join(unknown)}; known: {', '.join(BONE_PARTS)}")
+        if not self.subjects and not self.random_subjects:
+            raise InputError("nothing to simulate: no --subjects and no --random-subjects")
+
+
+@dataclass(frozen=True)
+class SubjectJob:
+    subject_id: str  # "llp26-07" or "pca-0003"
+    source: str  # "llp26" or "pca"
+    index: int
+    split: str
+
+
+def plan(settings: SimSettings) -> list[SubjectJob]:
+    split = subject_split(settings.split_seed)
+    jobs = [SubjectJob(f"llp26-{k:02d}", "llp26", k, split[k]) for k in settings.subjects]
+    jobs += [SubjectJob(f"pca-{r:04d}", "pca", r, "train") for r in range(settings.random_subjects)]
+    return jobs
+
+
+def training_subjects(settings: SimSettings) -> list[int]:
+    return sorted(k for k, s in subject_split(settings.split_seed).items() if s == "train")
+
+
+def _seeds(settings: SimSettings, job: SubjectJob) -> dict[str, np.random.SeedSequence]:
+    ss = np.random.SeedSequence([settings.seed, 0 if job.source == "llp26" else 1, job.index])
+    shape, hips, tissue, poses = ss.spawn(4)
+    return {"shape": shape, "hips": hips, "tissue": tissue, "poses": poses}
+
+
+def sample_path(out: Path, job: SubjectJob, pose: int) -> Path:
+    return out / "samples" / job.subject_id / f"pose_{pose:02d}.npz"
+
+
+def _mesh_path(out: Path, job: SubjectJob, bone: str) -> Path:
+    return out / "meshes" / job.subject_id / f"{bone}.ply"
+
+
+def subject_complete(out: Path, settings: SimSettings, job: SubjectJob) -> bool:
+    paths = [sample_path(out, job, p) for p in range(settings.poses)]
+    paths += [_mesh_path(out, job, b) for b in settings.bones]
+    if settings.write_ct:
+        paths += [out / "ct" / f"{job.subject_id}_ct.nii.gz", out / "ct" / f"{job.subject_id}_labels.nii.gz"]
+    return all(p.exists() for p in paths)
+
+
+# --------------------------------------------------------------------- worker
+_PCA: ShapePCA | None = None
+
+
+def _subject_shape(settings: SimSettings, job: SubjectJob, seeds):
+    if job.source == "llp26":
+        base = load_shape(job.index)
+    else:
+        global _PCA
+        if _PCA is None or list(_PCA.subjects) != training_subjects(settings):
+            _PCA = ShapePCA.fit(training_subjects(settings))
+        base = _PCA.sample(np.random.default_rng(seeds["shape"]), like=load_shape(training_subjects(settings)[0]))
+    return articulate(base, np.random.default_rng(seeds["hips"]))
+
+
+def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
+    """Simulate one subject's missing files. Returns the number of samples written."""
+    from .geometry import sample_pose, standard_ap_geometry
+    from .render import BoneField, Scene, hu_to_mu, render
+    from .phantom import synthesize_ct
+    from .viz import save_preview
+
+    if subject_complete(out, settings, job):
+        return 0
+    seeds = _seeds(settings, job)
+    shape, hip_angles = _subject_shape(settings, job, seeds)
+    parts_used = [p for p in PARTS if any(p in BONE_PARTS[b] for b in settings.bones)]
+    bone_parts = {p: (shape.vertices[p], shape.faces[p]) for p in parts_used}
+    sct = synthesize_ct(
+        bone_parts, PART_LABEL_IDS, {b: BONE_PARTS[b] for b in settings.bones}, shape.hip_centers,
+        np.random.default_rng(seeds["tissue"]), spacing=settings.voxel_mm,
+    )
+    for bone, mesh in bone_meshes(shape, settings.bones).items():
+        path = _mesh_path(out, job, bone)
+        if not path.exists():
+            with atomic_path(path) as tmp:
+                mesh.export(tmp, file_type="ply")
+    if settings.write_ct:
+        import SimpleITK as sitk
+
+        for kind, vol in (("ct", sct.ct), ("labels", sct.labels)):
+            path = out / "ct" / f"{job.subject_id}_{kind}.nii.gz"
+            if not path.exists():
+                with atomic_path(path) as tmp:
+                    sitk.WriteImage(vol.to_sitk(), str(tmp))
+    scene = Scene(
+        mu=hu_to_mu(sct.ct.array), index_to_world=sct.ct.index_to_world,
+        bones=[BoneField(b, *sct.occupancy[b]) for b in settings.bones],
+    )
+    del sct
+    iso = np.array([0.0, 0.0, ISOCENTER_ABOVE_HIPS_MM])
+    pose_seeds = seeds["poses"].spawn(settings.poses)
+    written = 0
+    for p in range(settings.poses):
+        path = sample_path(out, job, p)
+        if path.exists():
+            continue
+        geom = standard_ap_geometry(iso, size=settings.size).with_pose(sample_pose(iso, np.random.default_rng(pose_seeds[p])))
+        res = render(scene, geom)
+        if p == 0:
+            save_preview(path.with_suffix(".png"), res.image, res.masks, res.depth_front, res.depth_back, res.bones,
+                         title=f"{job.subject_id} ({job.split}), pose {p}")
+        save_npz_atomic(
+            path, **res.arrays(), subject=np.array(job.subject_id), split=np.array(job.split), pose=np.array(p),
+            hip_angles=np.array(json.dumps(hip_angles)),
+        )
+        written += 1
+    return written
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_job(args) -> tuple[str, int]:
+    settings, job, out = args
+    return job.subject_id, run_subject(settings, job, out)
+
+
+def _cache_job(k: int) -> int:
+    load_shape(k)
+    return k
+
+
+# ------------------------------------------------------------------- driver
+def check_settings(out: Path, settings: SimSettings) -> None:
+    """Write settings.json, or refuse a folder made with other settings."""
+    path = out / "settings.json"
+    mine = asdict(settings)
+    if path.exists():
+        try:
+            theirs = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise InputError(f"{path} is not valid JSON; is {out} a simulator folder?") from None
+        diff = [f"{k}: {theirs.get(k)!r} there, {v!r} now" for k, v in mine.items() if theirs.get(k) != v]
+        if diff:
+            raise InputError(f"{out} was made with other settings ({'; '.join(diff)}); use another --out")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} is not empty and has no settings.json: not a simulator folder")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(mine, indent=2) + "\n")
+
+
+def write_manifest(out: Path, settings: SimSettings, jobs: Iterable[SubjectJob]) -> Path:
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(MANIFEST_COLUMNS)
+    for job in jobs:
+        for p in range(settings.poses):
+            w.writerow([
+                f"{job.subject_id}_p{p:02d}", job.subject_id, job.source, job.index, job.split, p, settings.size,
+                sample_path(out, job, p).relative_to(out).as_posix(), (Path("meshes") / job.subject_id).as_posix(),
+            ])
+    path = out / "manifest.csv"
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+    return path
+
+
+def simulate(settings: SimSettings, out: Path, workers: int = 1, progress: bool = True) -> Path:
+    """Run (or resume) a simulation into ``out``; returns the manifest's path."""
+    from tqdm.auto import tqdm
+
+    settings.check()
+    out = Path(out)
+    check_settings(out, settings)
+    jobs = plan(settings)
+    todo = [j for j in jobs if not subject_complete(out, settings, j)]
+    workers = max(1, min(workers, len(todo) or 1))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    need = sorted({j.index for j in todo if j.source == "llp26"} | (set(training_subjects(settings)) if settings.random_subjects else set()))
+    t0 = time.perf_counter()
+    if workers == 1:
+        _worker_init(threads)
+        for k in tqdm(need, desc="shapes", unit="subject", disable=not progress or not need, leave=False):
+            load_shape(k)
+        with tqdm(total=len(todo), desc="simulate", unit="subject", disable=not progress) as bar:
+            for j in todo:
+                run_subject(settings, j, out)
+                bar.update()
+    else:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(threads,), maxtasksperchild=None) as pool:
+            for _ in tqdm(pool.imap_unordered(_cache_job, need), total=len(need), desc="shapes", unit="subject",
+                          disable=not progress or not need, leave=False):
+                pass
+            args = [(settings, j, out) for j in todo]
+            for _ in tqdm(pool.imap_unordered(_run_job, args), total=len(args), desc="simulate", unit="subject",
+                          disable=not progress):
+                pass
+    manifest = write_manifest(out, settings, jobs)
+    if progress:
+        n = len(jobs) * settings.poses
+        print(f"{n} samples from {len(jobs)} subjects in {out} ({time.perf_counter() - t0:.0f} s); manifest {manifest}")
+    return manifest

@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from .errors import InputError
 from .io import Volume
+from .raster import points_in_triangles
 
 #: Uniform ranges of the tissue model (HU, mm). See docs/data.md.
 TISSUE_RANGES: dict[str, tuple[float, float]] = {
@@ -81,7 +82,7 @@ class Grid:
 
 
 def voxelise(vertices: np.ndarray, faces: np.ndarray, grid: Grid, supersample: int = 2) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Partial-volume occupancy of a closed, outward-oriented mesh on ``grid``.
+    """Partial-volume occupancy of a closed mesh on ``grid`` (either orientation).
 
     Returns ``(occupancy, offset)``: a (z, y, x) float32 crop in [0, 1] around the
     mesh (clipped to the grid) and the grid index (i, j, k) of its voxel 0.
@@ -100,36 +101,16 @@ def voxelise(vertices: np.ndarray, faces: np.ndarray, grid: Grid, supersample: i
     Z = (u[:, 2] - lo[2] + 0.5) * s - 0.5 + np.sqrt(3.0) * 1e-5
     Y = u[:, 1] - lo[1]
     f = np.asarray(faces)
-    ax, bx, cxv = X[f[:, 0]], X[f[:, 1]], X[f[:, 2]]
-    az, bz, czv = Z[f[:, 0]], Z[f[:, 1]], Z[f[:, 2]]
-    # outward normal's y-component (sign only): +y crossing enters where n_y < 0
+    # outward normal's y-component (sign only): a +y crossing enters where n_y < 0
     e1 = u[f[:, 1]] - u[f[:, 0]]
     e2 = u[f[:, 2]] - u[f[:, 0]]
     ny_sign = -np.sign(e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2])
-    x0 = np.ceil(np.minimum(np.minimum(ax, bx), cxv)).astype(np.int64)
-    x1 = np.floor(np.maximum(np.maximum(ax, bx), cxv)).astype(np.int64)
-    z0 = np.ceil(np.minimum(np.minimum(az, bz), czv)).astype(np.int64)
-    z1 = np.floor(np.maximum(np.maximum(az, bz), czv)).astype(np.int64)
-    w = np.clip(x1 - x0 + 1, 0, None)
-    h = np.clip(z1 - z0 + 1, 0, None)
-    counts = w * h
-    tri = np.repeat(np.arange(len(f)), counts)
-    start = np.repeat(np.cumsum(counts) - counts, counts)
-    local = np.arange(counts.sum()) - start
-    px = x0[tri] + local % w[tri]
-    pz = z0[tri] + local // w[tri]
-    # barycentric coordinates in the (X, Z) plane
-    v0x, v0z = bx[tri] - ax[tri], bz[tri] - az[tri]
-    v1x, v1z = cxv[tri] - ax[tri], czv[tri] - az[tri]
-    v2x, v2z = px - ax[tri], pz - az[tri]
-    den = v0x * v1z - v1x * v0z
-    ok = np.abs(den) > 1e-12
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b = (v2x * v1z - v1x * v2z) / den
-        c = (v0x * v2z - v2x * v0z) / den
-        a = 1.0 - b - c
-    ok &= (a >= 0) & (b >= 0) & (c >= 0) & (px >= 0) & (px < cx * s) & (pz >= 0) & (pz < cz * s)
-    tri, px, pz, a, b, c = tri[ok], px[ok], pz[ok], a[ok], b[ok], c[ok]
+    # an inward-oriented mesh (negative signed volume) gets its crossings' signs flipped
+    signed_volume = np.einsum("ij,ij->", u[f[:, 0]], np.cross(e1, e2)) / 6.0
+    if signed_volume < 0:
+        ny_sign = -ny_sign
+    xz = np.stack([X, Z], axis=1)
+    tri, px, pz, a, b, c = points_in_triangles(xz[f[:, 0]], xz[f[:, 1]], xz[f[:, 2]], shape=(cx * s, cz * s))
     yc = a * Y[f[tri, 0]] + b * Y[f[tri, 1]] + c * Y[f[tri, 2]]
     sign = ny_sign[tri]
     # per crossing: voxel jc holds it; the part of jc above it and every voxel after are inside (entry)

@@ -428,3 +428,23 @@ def available_devices() -> Iterable[str]:
     yield "cpu"
     if torch.cuda.is_available():
         yield "cuda"
+
+
+def mesh_silhouette(vertices_world: np.ndarray, faces: np.ndarray, geometry: XrayGeometry) -> np.ndarray:
+    """Exact silhouette of a triangle mesh: pixels whose centre ray hits any triangle.
+
+    Vertices in world mm; returns a (rows, cols) bool mask. Used to check masks
+    and to tell which part of a surface the detector sees.
+    """
+    from .raster import points_in_triangles
+
+    row, col, _ = geometry.project(vertices_world)
+    f = np.asarray(faces)
+    uv = np.stack([col + np.sqrt(2.0) * 1e-7, row + np.sqrt(3.0) * 1e-7], axis=1)
+    front = np.all(np.isfinite(uv[f]), axis=(1, 2))
+    f = f[front]
+    rows, cols = geometry.detector_shape
+    _, u, v, *_ = points_in_triangles(uv[f[:, 0]], uv[f[:, 1]], uv[f[:, 2]], shape=(cols, rows))
+    mask = np.zeros((rows, cols), bool)
+    mask[v, u] = True
+    return mask

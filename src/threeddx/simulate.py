@@ -247,6 +247,13 @@ def write_manifest(out: Path, settings: SimSettings, jobs: Iterable[SubjectJob])
     return path
 
 
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files left by a killed run (see io.atomic_path): never complete, so removed."""
+    for p in out.rglob(".*.tmp*"):
+        if p.is_file():
+            p.unlink()
+
+
 def simulate(settings: SimSettings, out: Path, workers: int = 1, progress: bool = True) -> Path:
     """Run (or resume) a simulation into ``out``; returns the manifest's path."""
     from tqdm.auto import tqdm
@@ -254,6 +261,7 @@ def simulate(settings: SimSettings, out: Path, workers: int = 1, progress: bool 
     settings.check()
     out = Path(out)
     check_settings(out, settings)
+    _remove_stale_temporaries(out)
     jobs = plan(settings)
     todo = [j for j in jobs if not subject_complete(out, settings, j)]
     workers = max(1, min(workers, len(todo) or 1))

@@ -1,0 +1,178 @@
+"""Reading simulated samples for training: a PyTorch Dataset over a manifest.
+
+Only **photometric** augmentation is offered (intensity, contrast, gamma,
+noise): geometric changes (crop, flip, rotate, resize) would change the
+pixel-to-ray mapping that the depth targets are defined through, and a flip
+would also swap the left and right femur channels. Every hook's output is
+checked to keep the image's shape.
+
+Resolution: a sample can be read at its stored size or downsampled by an
+integer factor ``f``. The new pixel (i, j) covers the f x f block of old pixels;
+its ray passes through the block's centre, so its depth is the mean of the
+block's central 1 (odd f) or 2 x 2 (even f) depths, and it is in the mask only
+if all of those are. The geometry is resampled to match
+(:meth:`~threeddx.geometry.XrayGeometry.resample`).
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .geometry import XrayGeometry
+
+
+def normalise_radiograph(image: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
+    """Per-image intensity normalisation of any radiograph to [0, 1] (float32).
+
+    Robust percentiles, so the network sees the same range whatever produced
+    the image (our renderer, another DRR renderer, a detector's raw or processed
+    output). Bone is expected bright; :func:`threeddx.io` readers of real
+    radiographs invert MONOCHROME1 images before this.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim != 2:
+        raise InputError(f"expected a 2D grey image, got shape {img.shape}")
+    if not np.all(np.isfinite(img)):
+        raise InputError("image contains NaN or infinite values")
+    lo, hi = np.percentile(img, [lo_pct, hi_pct])
+    if not hi > lo:
+        raise InputError("image is constant: nothing to see")
+    return np.clip((img - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+Hook = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]
+
+
+@dataclass
+class PhotometricAugment:
+    """Random gamma, contrast, brightness and Gaussian noise on a [0, 1] image."""
+
+    gamma: tuple[float, float] = (0.7, 1.4)
+    contrast: tuple[float, float] = (0.8, 1.2)
+    brightness: tuple[float, float] = (-0.08, 0.08)
+    noise_sd: tuple[float, float] = (0.0, 0.03)
+
+    def __call__(self, img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        g = float(rng.uniform(*self.gamma))
+        c = float(rng.uniform(*self.contrast))
+        b = float(rng.uniform(*self.brightness))
+        sd = float(rng.uniform(*self.noise_sd))
+        out = img.clamp(0, 1) ** g
+        out = (out - 0.5) * c + 0.5 + b
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        out = out + sd * torch.randn(out.shape, generator=gen)
+        return out.clamp(0, 1)
+
+
+def read_manifest(root: str | Path) -> list[dict[str, str]]:
+    path = Path(root) / "manifest.csv"
+    if not path.exists():
+        raise InputError(f"no manifest.csv in {root}: run 3ddx simulate first")
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def downsample_sample(
+    image: np.ndarray, masks: np.ndarray, front: np.ndarray, back: np.ndarray, factor: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Integer-factor downsampling that keeps depths on the new pixels' rays (module doc)."""
+    f = int(factor)
+    if f == 1:
+        return image, masks, front, back
+    h, w = image.shape
+    if h % f or w % f:
+        raise InputError(f"cannot downsample {h}x{w} by {f}")
+    img = image.reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+    c = [f // 2] if f % 2 else [f // 2 - 1, f // 2]
+
+    def centre(a: np.ndarray) -> np.ndarray:
+        blocks = a.reshape(a.shape[0], h // f, f, w // f, f)
+        return blocks[:, :, c][:, :, :, :, c]  # (C, H', k, W', k)
+
+    m = centre(masks.astype(bool)).all(axis=(2, 4))
+    fr = np.where(m, centre(front).mean(axis=(2, 4)), 0.0)
+    bk = np.where(m, centre(back).mean(axis=(2, 4)), 0.0)
+    return img.astype(np.float32), m.astype(np.uint8), fr.astype(np.float32), bk.astype(np.float32)
+
+
+class SimulatedDataset(torch.utils.data.Dataset):
+    """Samples of a ``3ddx simulate`` folder.
+
+    Each item is a dict: ``image`` (1, H, W) float32 in [0, 1] (per-image
+    normalised, then augmented), ``masks`` (C, H, W) float32 0/1,
+    ``depth_front`` / ``depth_back`` (C, H, W) float32 mm (0 outside the masks),
+    ``geometry`` (JSON string at this resolution), ``sample_id``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | Sequence[str] | None = "train",
+        size: int | None = None,
+        bones: Sequence[str] | None = None,
+        augment: Sequence[Hook] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.root = Path(root)
+        rows = read_manifest(self.root)
+        splits = None if split is None else ({split} if isinstance(split, str) else set(split))
+        self.rows = [r for r in rows if splits is None or r["split"] in splits]
+        if not self.rows:
+            raise InputError(f"no samples of split {split!r} in {self.root / 'manifest.csv'}")
+        stored = int(self.rows[0]["size"])
+        self.size = stored if size is None else int(size)
+        if stored % self.size:
+            raise InputError(f"size {self.size} must divide the stored size {stored}")
+        self.factor = stored // self.size
+        with np.load(self.root / self.rows[0]["render"]) as z:
+            self.stored_bones = [str(b) for b in z["bones"]]
+        self.bones = list(bones) if bones else self.stored_bones
+        missing = [b for b in self.bones if b not in self.stored_bones]
+        if missing:
+            raise InputError(f"bone(s) {', '.join(missing)} not in the samples (they have {', '.join(self.stored_bones)})")
+        self.channels = [self.stored_bones.index(b) for b in self.bones]
+        self.augment = list(augment or [])
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations are seeded by (seed, epoch, index): reproducible, different each epoch."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.rows[i]
+        path = self.root / row["render"]
+        try:
+            with np.load(path) as z:
+                image, masks = z["image"], z["masks"][self.channels]
+                front, back = z["depth_front"][self.channels], z["depth_back"][self.channels]
+                geom = XrayGeometry.from_json(str(z["geometry"]))
+        except (OSError, KeyError, ValueError) as e:
+            raise InputError(f"cannot read sample {path}: {e}") from None
+        image, masks, front, back = downsample_sample(image, masks, front, back, self.factor)
+        if self.factor != 1:
+            geom = geom.resample(self.size)
+        img = torch.from_numpy(normalise_radiograph(image))[None]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        for hook in self.augment:
+            out = hook(img, rng)
+            if out.shape != img.shape:
+                raise InputError("an augmentation changed the image's shape: that would break the pixel-to-ray geometry")
+            img = out
+        return {
+            "image": img.float(),
+            "masks": torch.from_numpy(masks.astype(np.float32)),
+            "depth_front": torch.from_numpy(front.astype(np.float32)),
+            "depth_back": torch.from_numpy(back.astype(np.float32)),
+            "geometry": geom.to_json(),
+            "sample_id": row["sample_id"],
+        }

@@ -1,0 +1,78 @@
+"""Simulator throughput: samples per second with 1 and 2 workers, and peak memory.
+
+    .venv/bin/python benchmarks/simulate.py [--subjects 0-3] [--poses 4] [--size 256]
+
+Each row runs ``3ddx simulate`` in a fresh process into a fresh folder, with
+the LLP26 shape cache already built (building it is a one-off: ~30 s for the
+first subject of a process, ~7 s for each next one), so the rows measure the
+per-dataset work: synthetic CT, rendering, writing. "peak MB / process" is
+the largest resident memory of any one process of the run (each worker holds
+one subject's CT at a time). The last table times loading cached subjects.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+_MEASURE = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def run(subjects: str, poses: int, size: int, workers: int) -> tuple[float, float]:
+    """Wall time (s) and the peak RSS (MB) of the largest process of one simulate run."""
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [sys.executable, "-m", "threeddx.cli", "simulate", "--out", str(Path(d) / "out"), "--subjects",
+               subjects, "--poses", str(poses), "--size", str(size), "--workers", str(workers)]
+        t = time.perf_counter()
+        # a wrapper process, so that RUSAGE_CHILDREN covers this run only
+        out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], check=True, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+    return wall, int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--subjects", default="0-3")
+    ap.add_argument("--poses", type=int, default=4)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+
+    from threeddx.anatomy import load_shape, parse_subject_range
+
+    ids = parse_subject_range(args.subjects)
+    for k in ids:  # warm the shape cache (not timed)
+        load_shape(k)
+    n = len(ids) * args.poses
+    print(f"# simulate benchmark: subjects {args.subjects} x {args.poses} poses = {n} samples at {args.size} px, "
+          f"{platform.machine()}, Python {sys.version.split()[0]}")
+    print()
+    print("| workers | wall s | samples/s | s/subject | peak MB / process |")
+    print("|---|---|---|---|---|")
+    base = None
+    for w in args.workers:
+        wall, peak = run(args.subjects, args.poses, args.size, w)
+        base = base or wall
+        print(f"| {w} | {wall:.1f} | {n / wall:.2f} | {wall / len(ids):.1f} | {peak:.0f} |")
+    print()
+    times = []
+    for _ in range(3):
+        for k in ids:
+            t = time.perf_counter()
+            load_shape(k)
+            times.append((time.perf_counter() - t) * 1000)
+    print(f"loading a cached subject: median {statistics.median(times):.1f} ms (max {max(times):.1f} ms, "
+          f"{len(times)} loads)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The dual-face network: one 2D encoder-decoder from the X-ray to masks and depths.
+
+A U-Net with residual blocks (GroupNorm, SiLU). Input: the per-image
+normalised radiograph (B, 1, H, W). Output, per bone ``c``:
+
+* ``mask_logits[:, c]``: the bone's mask logit (multi-label: bones overlap);
+* ``depth_front[:, c]`` = SDD * (lo + (hi - lo) * sigmoid(a)): positive by
+  construction and within [lo, hi] x SDD (defaults 0.5-1.0: 500-1000 mm for the
+  standard preset), i.e. predicted relative to the source-to-detector distance;
+* ``depth_back[:, c]`` = front + thickness_scale * softplus(b): never in front of
+  the front face.
+
+The single-depth baseline (``single_depth=True``) is the same network with one
+depth map for the whole image (the nearest bone surface), trained with the
+``"single"`` loss; it still predicts the per-bone masks.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    bones: list[str] = field(default_factory=lambda: ["pelvis", "femur_left", "femur_right"])
+    width: int = 32  # channels at full resolution
+    levels: int = 4  # down-sampling steps
+    blocks: int = 1  # residual blocks per level
+    single_depth: bool = False
+    sdd_mm: float = 1000.0
+    depth_lo: float = 0.5  # fraction of the SDD
+    depth_hi: float = 1.0
+    thickness_mm: float = 20.0  # scale of the back-face offset
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _groups(c: int) -> int:
+    for g in (8, 4, 2, 1):
+        if c % g == 0:
+            return g
+    return 1
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.n1 = nn.GroupNorm(_groups(cin), cin)
+        self.c1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.n2 = nn.GroupNorm(_groups(cout), cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c1(F.silu(self.n1(x)))
+        h = self.c2(F.silu(self.n2(h)))
+        return h + self.skip(x)
+
+
+class DualFaceNet(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        w, L = cfg.width, cfg.levels
+        chans = [w * min(2**i, 8) for i in range(L + 1)]
+        self.stem = nn.Conv2d(1, chans[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        self.enc = nn.ModuleList()
+        for i in range(L + 1):
+            cin = chans[max(i - 1, 0)] if i else chans[0]
+            blocks = [ResBlock(cin if b == 0 else chans[i], chans[i]) for b in range(cfg.blocks)]
+            self.enc.append(nn.Sequential(*blocks))
+            if i < L:
+                self.down.append(nn.Conv2d(chans[i], chans[i], 3, stride=2, padding=1))
+        self.dec = nn.ModuleList()
+        for i in reversed(range(L)):
+            blocks = [ResBlock(chans[i + 1] + chans[i] if b == 0 else chans[i], chans[i]) for b in range(cfg.blocks)]
+            self.dec.append(nn.Sequential(*blocks))
+        c = len(cfg.bones)
+        self.n_depth = 1 if cfg.single_depth else 2 * c
+        self.head = nn.Sequential(nn.GroupNorm(_groups(chans[0]), chans[0]), nn.SiLU(), nn.Conv2d(chans[0], c + self.n_depth, 1))
+        with torch.no_grad():
+            # start the front depth near the preset's iso-centre (820 mm of a 1000 mm SDD)
+            b = self.head[-1].bias
+            b.zero_()
+            frac = (0.82 - cfg.depth_lo) / (cfg.depth_hi - cfg.depth_lo)
+            frac = min(max(frac, 0.05), 0.95)
+            start = torch.logit(torch.tensor(frac))
+            if cfg.single_depth:
+                b[c] = start
+            else:
+                b[c : 2 * c] = start
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2**self.cfg.levels
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.downsample_factor
+        if x.shape[-1] % f or x.shape[-2] % f:
+            raise ValueError(f"image size {tuple(x.shape[-2:])} must be a multiple of {f}")
+        h = self.stem(x)
+        skips = []
+        for i, enc in enumerate(self.enc):
+            h = enc(h)
+            if i < len(self.down):
+                skips.append(h)
+                h = self.down[i](h)
+        for dec in self.dec:
+            s = skips.pop()
+            h = F.interpolate(h, size=s.shape[-2:], mode="bilinear", align_corners=False)
+            h = dec(torch.cat([h, s], dim=1))
+        out = self.head(h)
+        cfg, c = self.cfg, len(self.cfg.bones)
+        span = cfg.sdd_mm * (cfg.depth_hi - cfg.depth_lo)
+        res = {"mask_logits": out[:, :c]}
+        if cfg.single_depth:
+            res["depth"] = cfg.sdd_mm * cfg.depth_lo + span * torch.sigmoid(out[:, c : c + 1])
+        else:
+            front = cfg.sdd_mm * cfg.depth_lo + span * torch.sigmoid(out[:, c : 2 * c])
+            res["depth_front"] = front
+            res["depth_back"] = front + cfg.thickness_mm * F.softplus(out[:, 2 * c : 3 * c])
+        return res
+
+
+def nearest_surface(masks: torch.Tensor, front: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single-depth target: per pixel the nearest front face over all bones, and its mask.
+
+    (B, C, H, W) -> (B, 1, H, W) depth (0 where no bone) and mask.
+    """
+    m = masks > 0.5
+    d = torch.where(m, front, torch.full_like(front, float("inf"))).amin(dim=1, keepdim=True)
+    union = m.any(dim=1, keepdim=True)
+    return torch.where(union, d, torch.zeros_like(d)), union.to(front.dtype)

@@ -1,0 +1,438 @@
+"""Training: YAML config -> checkpoints, CSV and TensorBoard logs.
+
+``3ddx train --config CONFIG.yaml [--resume CKPT] [--loss MODE]``. The same
+command launched by ``torchrun --nproc_per_node N`` trains on N GPUs (or N CPU
+processes with the gloo backend) with DistributedDataParallel; rank 0 writes
+logs and checkpoints.
+
+Determinism: on a CPU, the same config gives the same losses, and resuming from
+``last.pt`` continues exactly: the data order of epoch e is drawn from (seed, e),
+augmentations from (seed, e, index), and the checkpoint holds the model,
+optimiser, scheduler and RNG states.
+
+Checkpoints (``best.pt`` by lowest validation depth AbsRel, ``last.pt``) hold
+the config, the model's bones and settings, the nominal geometry the model was
+trained for (the standard AP preset at the training resolution), and for CASI
+models the depth offset used at inference (see :func:`casi_offset_prior`).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+
+from . import __version__
+from .errors import InputError
+from .geometry import standard_ap_geometry
+from .io import atomic_path
+from .losses import MODES, mask_loss, scale_invariant_loss
+from .model import DualFaceNet, ModelConfig, nearest_surface
+
+CKPT_FORMAT = 1
+LOSS_CHOICES = ("single", "dependent", "independent", "casi")
+
+DEFAULTS: dict[str, Any] = {
+    "data": {"root": "data", "size": None, "bones": ["pelvis", "femur_left", "femur_right"],
+             "train_split": "train", "val_split": "val", "workers": 0, "limit_train": None},
+    "model": {"width": 32, "levels": 4, "blocks": 1},
+    "loss": {"mode": "dependent", "casi": False, "lam": 0.85, "alpha": 10.0, "seg_weight": 1.0},
+    "optim": {"lr": 1e-3, "weight_decay": 1e-4, "epochs": 20, "batch_size": 8, "schedule": "cosine", "grad_clip": 1.0},
+    "augment": True,
+    "seed": 0,
+    "device": "auto",
+    "amp": True,
+    "out": "runs/default",
+}
+
+
+def _merge(base: dict, over: dict, where: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if k not in base:
+            raise InputError(f"config: unknown key {where}{k!r} (known: {', '.join(base)})")
+        out[k] = _merge(base[k], v, f"{where}{k}.") if isinstance(base[k], dict) and isinstance(v, dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """Defaults, then the YAML file, then ``overrides`` (same nesting)."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise InputError(f"cannot read config {path}: {e.strerror}") from None
+        try:
+            user = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        cfg = _merge(cfg, user)
+    cfg = _merge(cfg, overrides or {})
+    if cfg["loss"]["mode"] not in MODES:
+        raise InputError(f"config: loss.mode must be one of {MODES}, got {cfg['loss']['mode']!r}")
+    return cfg
+
+
+def loss_override(name: str) -> dict:
+    """``--loss`` shorthand -> config overrides (casi = dependent SI, center-aligned)."""
+    if name not in LOSS_CHOICES:
+        raise InputError(f"--loss must be one of {', '.join(LOSS_CHOICES)}")
+    if name == "casi":
+        return {"loss": {"mode": "dependent", "casi": True}}
+    return {"loss": {"mode": name, "casi": False}}
+
+
+# ------------------------------------------------------------------ helpers
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _dist_init(device: torch.device) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local)
+
+
+def _device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError("config device is cuda but no CUDA device is available")
+        return torch.device("cuda", local_rank if name == "cuda" else torch.device(name).index)
+    return torch.device(name)
+
+
+def depth_prediction(out: dict[str, torch.Tensor], single: bool) -> torch.Tensor:
+    """Stack a model's depth outputs as the loss sees them: (B, M, H, W)."""
+    return out["depth"] if single else torch.cat([out["depth_front"], out["depth_back"]], dim=1)
+
+
+def depth_targets(batch: dict, single: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if single:
+        return nearest_surface(batch["masks"], batch["depth_front"])
+    m = batch["masks"]
+    return torch.cat([batch["depth_front"], batch["depth_back"]], 1), torch.cat([m, m], 1)
+
+
+def casi_offset_prior(dataset) -> float:
+    """Mean ground-truth bone depth (mm) over a dataset: the CASI model's offset at inference.
+
+    A CASI-trained network predicts shape, not position; at inference its depths
+    are shifted so that their masked mean equals this prior (the geometry
+    preset's typical bone depth, measured on the training set). The error of
+    this choice is the spread of the true mean depth over patients and poses.
+    """
+    s, n = 0.0, 0
+    for i in range(len(dataset)):
+        item = dataset[i]
+        m = item["masks"] > 0.5
+        s += float(item["depth_front"][m].sum() + item["depth_back"][m].sum())
+        n += 2 * int(m.sum())
+    if n == 0:
+        raise InputError("no bone pixel in the training set: cannot compute the CASI offset")
+    return s / n
+
+
+def apply_casi_offset(pred: torch.Tensor, mask: torch.Tensor, offset_mm: float) -> torch.Tensor:
+    """Shift (B, M, H, W) depths so that their mean inside ``mask`` is ``offset_mm`` per image."""
+    v = (mask > 0.5).to(pred.dtype)
+    mean = (pred * v).sum(dim=(1, 2, 3), keepdim=True) / v.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
+    return pred - mean + offset_mm
+
+
+# ------------------------------------------------------------------ training
+class Trainer:
+    def __init__(self, cfg: dict, resume: str | Path | None = None, progress: bool = True) -> None:
+        from .dataset import PhotometricAugment, SimulatedDataset
+
+        self.cfg = cfg
+        self.progress = progress
+        dev = _device(cfg["device"], int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = _dist_init(dev)
+        self.device = dev
+        if dev.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        _seed_everything(int(cfg["seed"]))
+        d = cfg["data"]
+        aug = [PhotometricAugment()] if cfg["augment"] else []
+        self.train_set = SimulatedDataset(d["root"], d["train_split"], d["size"], d["bones"], aug, seed=cfg["seed"])
+        if d.get("limit_train"):
+            self.train_set.rows = self.train_set.rows[: int(d["limit_train"])]
+        self.val_set = SimulatedDataset(d["root"], d["val_split"], d["size"], d["bones"], None) if d["val_split"] else None
+        self.size = self.train_set.size
+        self.single = cfg["loss"]["mode"] == "single"
+        self.mcfg = ModelConfig(bones=list(self.train_set.bones), single_depth=self.single, **cfg["model"])
+        self.model = DualFaceNet(self.mcfg).to(dev)
+        if self.size % self.model.downsample_factor:
+            raise InputError(f"data.size {self.size} must be a multiple of {self.model.downsample_factor} (2^levels)")
+        self.ddp = self.model
+        if self.dist.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[dev.index] if dev.type == "cuda" else None
+            )
+        o = cfg["optim"]
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=o["lr"], weight_decay=o["weight_decay"])
+        self.steps_per_epoch = math.ceil(len(self.train_set) / (o["batch_size"] * self.dist.world))
+        total = max(1, o["epochs"] * self.steps_per_epoch)
+        if o["schedule"] == "cosine":
+            self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        elif o["schedule"] == "constant":
+            self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 1.0)
+        else:
+            raise InputError(f"config: optim.schedule must be cosine or constant, got {o['schedule']!r}")
+        self.amp = bool(cfg["amp"]) and dev.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.epoch, self.step, self.best = 0, 0, float("inf")
+        self.casi_offset = casi_offset_prior(self.train_set) if cfg["loss"]["casi"] else None
+        self.out = Path(cfg["out"])
+        if resume:
+            self._load(resume)
+
+    # ---------------------------------------------------------- checkpoints
+    def geometry(self):
+        from .simulate import ISOCENTER_ABOVE_HIPS_MM
+
+        g = standard_ap_geometry((0.0, 0.0, ISOCENTER_ABOVE_HIPS_MM), size=self.size)
+        with np.load(self.train_set.root / self.train_set.rows[0]["render"]) as z:
+            from .geometry import XrayGeometry
+
+            stored = XrayGeometry.from_json(str(z["geometry"])).resample(self.size)
+        return stored.with_pose(g.world_to_source)
+
+    def state(self) -> dict:
+        return {
+            "format": CKPT_FORMAT,
+            "threeddx_version": __version__,
+            "config": self.cfg,
+            "model_config": self.mcfg.to_dict(),
+            "bones": list(self.mcfg.bones),
+            "geometry": self.geometry().to_json(),
+            "casi_offset_mm": self.casi_offset,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.best,
+            "rng": _rng_state(),
+        }
+
+    def _save(self, name: str) -> None:
+        with atomic_path(self.out / name) as tmp:
+            torch.save(self.state(), tmp)
+
+    def _load(self, path: str | Path) -> None:
+        ck = load_checkpoint(path, map_location=self.device)
+        if ck["model_config"] != self.mcfg.to_dict():
+            raise InputError(f"{path}: the checkpoint's model settings differ from the config's")
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        self.epoch, self.step, self.best = ck["epoch"], ck["step"], ck["best"]
+        self.casi_offset = ck["casi_offset_mm"]
+        _set_rng_state(ck["rng"])
+
+    # ---------------------------------------------------------- loops
+    def _batch_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        lc = self.cfg["loss"]
+        with torch.autocast("cuda", enabled=self.amp):
+            out = self.ddp(batch["image"])
+        pred = depth_prediction(out, self.single).float()
+        tgt, m = depth_targets(batch, self.single)
+        dl = scale_invariant_loss(pred, tgt, m, lc["mode"], lc["casi"], lc["lam"], lc["alpha"])
+        ml = mask_loss(out["mask_logits"].float(), batch["masks"])
+        return dl + lc["seg_weight"] * ml, dl, ml
+
+    def _loader(self, dataset, shuffle: bool, epoch: int):
+        from torch.utils.data import DataLoader, DistributedSampler
+
+        sampler = DistributedSampler(dataset, self.dist.world, self.dist.rank, shuffle=shuffle, seed=int(self.cfg["seed"]))
+        sampler.set_epoch(epoch)
+        return DataLoader(
+            dataset, batch_size=self.cfg["optim"]["batch_size"], sampler=sampler,
+            num_workers=int(self.cfg["data"]["workers"]), collate_fn=_collate,
+        )
+
+    def _to(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def train_epoch(self) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        self.train_set.set_epoch(self.epoch)
+        sums = np.zeros(3)
+        n = 0
+        loader = self._loader(self.train_set, True, self.epoch)
+        clip = self.cfg["optim"]["grad_clip"]
+        for batch in tqdm(loader, desc=f"epoch {self.epoch + 1}", leave=False, disable=not (self.progress and self.dist.main)):
+            batch = self._to(batch)
+            loss, dl, ml = self._batch_loss(batch)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if clip:
+                self.scaler.unscale_(self.opt)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.sched.step()
+            self.step += 1
+            sums += [float(loss), float(dl), float(ml)]
+            n += 1
+        return {"train_loss": sums[0] / n, "train_depth_loss": sums[1] / n, "train_mask_loss": sums[2] / n}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        if self.val_set is None:
+            return {}
+        self.model.eval()
+        tot = {"loss": 0.0, "abs": 0.0, "sq": 0.0, "px": 0.0, "dice": 0.0, "n": 0}
+        for batch in self._loader(self.val_set, False, 0):
+            batch = self._to(batch)
+            loss, _, _ = self._batch_loss(batch)
+            out = self.model(batch["image"])
+            pred = depth_prediction(out, self.single).float()
+            tgt, m = depth_targets(batch, self.single)
+            if self.casi_offset is not None:
+                pm = torch.sigmoid(out["mask_logits"]) > 0.5
+                pm = pm.any(1, keepdim=True) if self.single else torch.cat([pm, pm], 1)
+                pred = apply_casi_offset(pred, pm.float(), self.casi_offset)
+            v = (m > 0.5) & (tgt > 0)
+            err = (pred - tgt)[v]
+            tot["loss"] += float(loss) * len(batch["image"])
+            tot["abs"] += float((err.abs() / tgt[v]).sum())
+            tot["sq"] += float((err**2).sum())
+            tot["px"] += int(v.sum())
+            pm = (torch.sigmoid(out["mask_logits"]) > 0.5).float()
+            inter = (pm * batch["masks"]).sum(dim=(2, 3))
+            den = pm.sum(dim=(2, 3)) + batch["masks"].sum(dim=(2, 3))
+            tot["dice"] += float(((2 * inter + 1e-6) / (den + 1e-6)).mean(1).sum())
+            tot["n"] += len(batch["image"])
+        if self.dist.world > 1:
+            t = torch.tensor([tot[k] for k in ("loss", "abs", "sq", "px", "dice", "n")], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            tot = dict(zip(("loss", "abs", "sq", "px", "dice", "n"), t.tolist()))
+        px = max(tot["px"], 1)
+        return {
+            "val_loss": tot["loss"] / max(tot["n"], 1),
+            "val_absrel": tot["abs"] / px,
+            "val_rmse_mm": math.sqrt(tot["sq"] / px),
+            "val_dice": tot["dice"] / max(tot["n"], 1),
+        }
+
+    def fit(self) -> dict[str, float]:
+        from torch.utils.tensorboard import SummaryWriter
+
+        epochs = int(self.cfg["optim"]["epochs"])
+        writer = SummaryWriter(str(self.out / "tb")) if self.dist.main else None
+        last: dict[str, float] = {}
+        try:
+            while self.epoch < epochs:
+                t0 = time.perf_counter()
+                rec = self.train_epoch()
+                rec.update(self.validate())
+                self.epoch += 1
+                rec.update({"epoch": self.epoch, "step": self.step, "lr": self.sched.get_last_lr()[0],
+                            "seconds": time.perf_counter() - t0})
+                if self.dist.main:
+                    self._log(rec, writer)
+                    metric = rec.get("val_absrel", rec["train_depth_loss"])
+                    if metric < self.best:
+                        self.best = metric
+                        self._save("best.pt")
+                    self._save("last.pt")
+                last = rec
+        finally:
+            if writer is not None:
+                writer.close()
+        return last
+
+    def _log(self, rec: dict, writer) -> None:
+        path = self.out / "metrics.csv"
+        cols = ["epoch", "step", "train_loss", "train_depth_loss", "train_mask_loss", "val_loss", "val_absrel",
+                "val_rmse_mm", "val_dice", "lr", "seconds"]
+        new = not path.exists()
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(cols)
+            w.writerow([rec.get(c, "") for c in cols])
+        for k, v in rec.items():
+            if k not in ("epoch", "step"):
+                writer.add_scalar(k, v, self.epoch)
+        if self.progress:
+            msg = ", ".join(f"{k} {rec[k]:.4g}" for k in ("train_loss", "val_absrel", "val_rmse_mm", "val_dice") if k in rec)
+            print(f"epoch {self.epoch}/{self.cfg['optim']['epochs']}: {msg} ({rec['seconds']:.1f} s)")
+
+
+def _collate(items: list[dict]) -> dict:
+    out = {}
+    for k in items[0]:
+        vals = [it[k] for it in items]
+        out[k] = torch.stack(vals) if torch.is_tensor(vals[0]) else vals
+    return out
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Read a checkpoint, with a clear error for a missing, corrupt or foreign file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"checkpoint not found: {path}")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise InputError(f"cannot read checkpoint {path}: {type(e).__name__}") from None
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise InputError(f"{path} is not a 3ddx checkpoint of format {CKPT_FORMAT}")
+    return ck
+
+
+def train(cfg: dict, resume: str | Path | None = None, progress: bool = True) -> dict[str, float]:
+    trainer = Trainer(cfg, resume, progress)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.dist.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()

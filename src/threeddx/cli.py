@@ -174,6 +174,46 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the dual-face network (or the single-depth baseline) from a YAML config",
+        description=(
+            "Train from a YAML config (see configs/). Multi-GPU: launch the same command with "
+            "torchrun --nproc_per_node N (DistributedDataParallel)."
+        ),
+    )
+    p.add_argument("--config", type=Path, required=True, help="YAML config")
+    p.add_argument("--resume", type=Path, help="continue from a checkpoint (last.pt)")
+    p.add_argument("--loss", help="override the loss: single, dependent, independent or casi")
+    p.add_argument("--data", help="override data.root")
+    p.add_argument("--out", help="override out (run folder)")
+    p.add_argument("--epochs", type=int, help="override optim.epochs")
+    p.add_argument("--device", help="override device (cpu, cuda, auto)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import load_config, loss_override, train
+
+    over: dict = {}
+    if args.loss:
+        over.update(loss_override(args.loss))
+    if args.data:
+        over["data"] = {"root": args.data}
+    if args.out:
+        over["out"] = args.out
+    if args.epochs is not None:
+        over.setdefault("optim", {})["epochs"] = args.epochs
+    if args.device:
+        over["device"] = args.device
+    cfg = load_config(args.config, over)
+    rec = train(cfg, resume=args.resume)
+    if rec:
+        print(f"done: {cfg['out']}/last.pt and best.pt (epoch {rec['epoch']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="3ddx",
@@ -183,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_render(sub)
     _add_simulate(sub)
+    _add_train(sub)
     return parser
 
 

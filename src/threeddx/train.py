@@ -60,7 +60,7 @@ def _merge(base: dict, over: dict, where: str = "") -> dict:
     out = copy.deepcopy(base)
     for k, v in (over or {}).items():
         if k not in base:
-            raise InputError(f"config: unknown key {where}{k!r} (known: {', '.join(base)})")
+            raise InputError(f"config: unknown key '{where}{k}' (known: {', '.join(base)})")
         out[k] = _merge(base[k], v, f"{where}{k}.") if isinstance(base[k], dict) and isinstance(v, dict) else v
     return out
 
@@ -272,6 +272,20 @@ class Trainer:
         self.epoch, self.step, self.best = ck["epoch"], ck["step"], ck["best"]
         self.casi_offset = ck["casi_offset_mm"]
         _set_rng_state(ck["rng"])
+        self._truncate_log(self.epoch)
+
+    def _truncate_log(self, epoch: int) -> None:
+        """Drop log rows after ``epoch`` (written by a run killed before its checkpoint)."""
+        path = self.out / "metrics.csv"
+        if not self.dist.main or not path.exists():
+            return
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
+        if len(keep) != len(rows):
+            with atomic_path(path) as tmp:
+                with open(tmp, "w", newline="") as f:
+                    csv.writer(f).writerows(keep)
 
     # ---------------------------------------------------------- loops
     def _batch_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -318,7 +332,7 @@ class Trainer:
             self.scaler.update()
             self.sched.step()
             self.step += 1
-            sums += [float(loss), float(dl), float(ml)]
+            sums += [loss.item(), dl.item(), ml.item()]
             n += 1
         return {"train_loss": sums[0] / n, "train_depth_loss": sums[1] / n, "train_mask_loss": sums[2] / n}
 

@@ -1,0 +1,146 @@
+"""The network and training: shapes, overfitting, exact resume, torchrun/DDP."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from threeddx.errors import InputError
+from threeddx.model import DualFaceNet, ModelConfig, nearest_surface
+from threeddx.train import Trainer, load_checkpoint, load_config, loss_override, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_model_outputs_positive_ordered_depths():
+    net = DualFaceNet(ModelConfig(bones=["a", "b"], width=8, levels=2))
+    out = net(torch.rand(2, 1, 32, 32))
+    assert out["mask_logits"].shape == out["depth_front"].shape == out["depth_back"].shape == (2, 2, 32, 32)
+    assert torch.all(out["depth_front"] >= 500) and torch.all(out["depth_front"] <= 1000)
+    assert torch.all(out["depth_back"] >= out["depth_front"])
+    single = DualFaceNet(ModelConfig(bones=["a", "b"], width=8, levels=2, single_depth=True))(torch.rand(1, 1, 32, 32))
+    assert single["depth"].shape == (1, 1, 32, 32) and single["mask_logits"].shape == (1, 2, 32, 32)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        net(torch.rand(1, 1, 30, 32))
+
+
+def test_nearest_surface_target():
+    masks = torch.tensor([[[[1.0, 0.0, 1.0]], [[1.0, 1.0, 0.0]]]])
+    front = torch.tensor([[[[900.0, 0.0, 850.0]], [[880.0, 910.0, 0.0]]]])
+    d, m = nearest_surface(masks, front)
+    assert d.tolist() == [[[[880.0, 910.0, 850.0]]]] and m.tolist() == [[[[1.0, 1.0, 1.0]]]]
+
+
+def test_config_errors():
+    with pytest.raises(InputError, match="unknown key 'optim.lrr'"):
+        load_config(None, {"optim": {"lrr": 1}})
+    with pytest.raises(InputError, match="loss.mode"):
+        load_config(None, {"loss": {"mode": "pooled"}})
+    assert loss_override("casi") == {"loss": {"mode": "dependent", "casi": True}}
+
+
+def tiny_cfg(root, out, **over):
+    cfg = load_config(REPO / "configs" / "tiny.yaml", {"data": {"root": str(root)}, "out": str(out)})
+    for k, v in over.items():
+        cfg[k].update(v) if isinstance(v, dict) else cfg.__setitem__(k, v)
+    return cfg
+
+
+def test_tiny_config_overfits_four_samples(small_sim, tmp_path):
+    """Depth loss falls by 10x within a few hundred steps on a CPU."""
+    cfg = tiny_cfg(small_sim, tmp_path, augment=False,
+                   optim={"lr": 3e-3, "batch_size": 4, "schedule": "constant", "epochs": 1},
+                   data={"limit_train": 4, "val_split": None}, model={"width": 16, "levels": 3})
+    tr = Trainer(cfg, progress=False)
+    batch = tr._to(next(iter(tr._loader(tr.train_set, False, 0))))
+    losses = []
+    for _ in range(300):
+        loss, dl, _ = tr._batch_loss(batch)
+        tr.opt.zero_grad()
+        loss.backward()
+        tr.opt.step()
+        losses.append(dl.item())
+    first, last = losses[0], min(losses[-20:])
+    assert last < first / 10, (first, last)
+
+
+KILL_AFTER_FIRST_EPOCH = """
+import os, sys
+import threeddx.train as t
+orig = t.Trainer._save
+def save(self, name):
+    orig(self, name)
+    if name == "last.pt" and self.epoch == 1:
+        os.kill(os.getpid(), 9)  # a hard kill right after the first epoch's checkpoint
+t.Trainer._save = save
+from threeddx.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_killed_training_resumes_exactly(small_sim, tmp_path):
+    """Training 2 epochs equals training 1 epoch, being killed, and resuming for 1 (CPU)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(small_sim), "--epochs", "2"]
+    train(tiny_cfg(small_sim, a, optim={"epochs": 2}), progress=False)
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_EPOCH, *args, "--out", str(b)], capture_output=True)
+    assert killed.returncode == -9
+    assert load_checkpoint(b / "last.pt")["epoch"] == 1
+    resumed = subprocess.run([sys.executable, "-m", "threeddx.cli", *args, "--out", str(b), "--resume", str(b / "last.pt")],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
+    assert ca["epoch"] == cb["epoch"] == 2 and ca["step"] == cb["step"]
+    for k in ca["model"]:
+        torch.testing.assert_close(ca["model"][k], cb["model"][k], rtol=0, atol=0)
+    rows = lambda p: list(csv.DictReader(open(p / "metrics.csv")))  # noqa: E731
+    ra, rb = rows(a), rows(b)
+    assert [r["train_loss"] for r in ra] == [r["train_loss"] for r in rb]
+    assert [r["val_absrel"] for r in ra] == [r["val_absrel"] for r in rb]
+    # the checkpoint knows what it was trained for
+    assert ca["bones"] == ["pelvis", "femur_left", "femur_right"]
+    assert '"detector_shape": [64, 64]' in ca["geometry"]
+    assert (a / "best.pt").exists() and any((a / "tb").iterdir())
+
+
+@pytest.mark.parametrize("loss", ["single", "independent", "casi"])
+def test_every_loss_trains_one_epoch(small_sim, tmp_path, loss):
+    from threeddx.train import loss_override
+
+    cfg = tiny_cfg(small_sim, tmp_path, optim={"epochs": 1})
+    for k, v in loss_override(loss).items():
+        cfg[k].update(v)
+    rec = train(cfg, progress=False)
+    assert rec["val_absrel"] < 0.5 and 0 <= rec["val_dice"] <= 1
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert (ck["casi_offset_mm"] is not None) == (loss == "casi")
+    if loss == "casi":
+        assert 700 < ck["casi_offset_mm"] < 950
+
+
+def test_torchrun_ddp_on_cpu(small_sim, tmp_path):
+    """The same command under torchrun trains with DistributedDataParallel (gloo on a CPU)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "threeddx.cli", "train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(small_sim),
+         "--out", str(tmp_path), "--epochs", "1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert ck["epoch"] == 1 and ck["step"] == 1  # 4 train samples / (batch 4 x 2 ranks) -> 1 step
+    assert len(list(csv.DictReader(open(tmp_path / "metrics.csv")))) == 1
+
+
+def test_bad_checkpoint(tmp_path):
+    p = tmp_path / "x.pt"
+    p.write_bytes(b"garbage")
+    with pytest.raises(InputError, match="cannot read checkpoint"):
+        load_checkpoint(p)
+    torch.save({"hello": 1}, p)
+    with pytest.raises(InputError, match="not a 3ddx checkpoint"):
+        load_checkpoint(p)

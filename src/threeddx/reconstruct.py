@@ -1,0 +1,191 @@
+"""From a bone's mask and front/back depth maps to 3D points and a closed mesh.
+
+Methods (``method=``):
+
+* ``"dual"`` (default) — direct dual-face meshing. Every masked pixel gives a
+  front vertex and a back vertex (back-projected through the geometry). Each
+  2x2 block of masked pixels gives two front triangles (facing the source) and
+  the two mirrored back triangles; the front surface's boundary edges (the
+  silhouette, including holes such as the obturator foramen) are joined to the
+  matching back edges by wall quads, where the bone's surface runs along the
+  rays. The result is closed and consistently oriented (every edge shared by
+  exactly two triangles, in opposite directions).
+* ``"poisson"`` — a point-cloud surface reconstruction from both faces'
+  points: screened Poisson (Kazhdan & Hoppe 2013) through the optional
+  ``pymeshlab`` package (GPL-3; installed by scripts/install.sh, imported
+  only for this method). Normals come from the depth maps' local tangent planes and are
+  oriented by the known view direction: towards the source on the front face,
+  away from it on the back face.
+* ``"front"`` — the single-depth baseline: the front face only, an open surface.
+
+Clean-up: connected components smaller than ``min_component`` of the largest
+are dropped; optional Laplacian (Taubin) smoothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+from .geometry import XrayGeometry
+
+METHODS = ("dual", "poisson", "front")
+
+
+@dataclass
+class FacePoints:
+    """Back-projected points of one bone, world mm: (N, 3) each, and their pixels (N, 2)."""
+
+    front: np.ndarray
+    back: np.ndarray
+    pixels: np.ndarray
+
+
+def backproject_bone(mask: np.ndarray, front: np.ndarray, back: np.ndarray | None, geometry: XrayGeometry) -> FacePoints:
+    """Front (and back) surface points of one bone in world mm."""
+    m = np.asarray(mask) > 0.5
+    m &= np.isfinite(front) & (front > 0)
+    if back is not None:
+        m &= np.isfinite(back) & (back > 0)
+    fw, _, idx = geometry.backproject(front, m)
+    bw = geometry.backproject(back, m)[0] if back is not None else np.empty((0, 3))
+    return FacePoints(front=fw, back=bw, pixels=idx)
+
+
+def _grid_triangles(mask: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Triangles over every 2x2 block of masked pixels, wound so the front faces the source.
+
+    Pixel (i, j) -> vertex ``index[i, j]``. With +x along columns, +y along rows
+    and +z towards the detector, the winding (i,j) -> (i+1,j) -> (i,j+1) has its
+    normal along -z in the source frame: towards the source.
+    """
+    q = mask[:-1, :-1] & mask[1:, :-1] & mask[:-1, 1:] & mask[1:, 1:]
+    i, j = np.nonzero(q)
+    a, b = index[i, j], index[i + 1, j]
+    c, d = index[i, j + 1], index[i + 1, j + 1]
+    return np.concatenate([np.stack([a, b, c], 1), np.stack([b, d, c], 1)])
+
+
+def _boundary_edges(faces: np.ndarray) -> np.ndarray:
+    """Directed edges used by exactly one triangle (and not reversed by another)."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    key = e[:, 0].astype(np.int64) * (int(faces.max()) + 1) + e[:, 1]
+    rev = e[:, 1].astype(np.int64) * (int(faces.max()) + 1) + e[:, 0]
+    return e[~np.isin(key, rev)]
+
+
+def dual_face_mesh(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geometry: XrayGeometry, close: bool = True):
+    """The direct dual-face mesh (module doc) as a ``trimesh.Trimesh`` in world mm."""
+    import trimesh
+
+    m = np.asarray(mask) > 0.5
+    m &= np.isfinite(front) & (front > 0)
+    if close:
+        m &= np.isfinite(back) & (back > 0)
+    index = -np.ones(m.shape, np.int64)
+    n = int(m.sum())
+    index[m] = np.arange(n)
+    tri = _grid_triangles(m, index)
+    if len(tri) == 0:
+        raise InputError("mask has no 2x2 block of pixels: nothing to mesh")
+    fw = geometry.backproject(front, m)[0]
+    if not close:
+        mesh = trimesh.Trimesh(fw, tri, process=False)
+        mesh.remove_unreferenced_vertices()
+        return mesh
+    bw = geometry.backproject(back, m)[0]
+    edges = _boundary_edges(tri)
+    a, b = edges[:, 0], edges[:, 1]
+    walls = np.concatenate([np.stack([b, a, a + n], 1), np.stack([b, a + n, b + n], 1)])
+    faces = np.concatenate([tri, tri[:, ::-1] + n, walls])
+    mesh = trimesh.Trimesh(np.concatenate([fw, bw]), faces, process=False)
+    mesh.remove_unreferenced_vertices()
+    return mesh
+
+
+def _normals_from_depth(mask: np.ndarray, points_grid: np.ndarray) -> np.ndarray:
+    """Per-pixel normals from the back-projected point grid (H, W, 3): cross of central differences."""
+    p = points_grid
+    dx = np.zeros_like(p)
+    dy = np.zeros_like(p)
+    dx[:, 1:-1] = p[:, 2:] - p[:, :-2]
+    dy[1:-1] = p[2:] - p[:-2]
+    n = np.cross(dy, dx)
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    return np.where(norm > 0, n / np.maximum(norm, 1e-12), 0.0)
+
+
+def oriented_points(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geometry: XrayGeometry):
+    """Both faces' points (world mm) with normals oriented by the view direction."""
+    m = (np.asarray(mask) > 0.5) & (front > 0) & (back > 0)
+    dirs = geometry.ray_directions_world()
+    src = geometry.source_position_world
+    pts, nrm = [], []
+    for depth, sign in ((front, -1.0), (back, 1.0)):
+        grid = src + dirs * depth[..., None]
+        n = _normals_from_depth(m, grid)
+        flip = np.sum(n * dirs, axis=-1) * sign < 0
+        n[flip] *= -1
+        bad = np.linalg.norm(n, axis=-1) == 0
+        n[bad] = sign * dirs[bad]
+        pts.append(grid[m])
+        nrm.append(n[m])
+    return np.concatenate(pts), np.concatenate(nrm)
+
+
+def poisson_mesh(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geometry: XrayGeometry, depth: int = 8):
+    """Screened Poisson surface (pymeshlab) from both faces' oriented points, world mm.
+
+    ``depth`` is the octree depth (8: cells of 1/256 of the cloud's extent).
+    The result is closed by construction.
+    """
+    import trimesh
+
+    try:
+        import pymeshlab
+    except ImportError:
+        raise InputError("--mesh poisson needs the optional package pymeshlab (scripts/install.sh installs it)") from None
+    pts, nrm = oriented_points(mask, front, back, geometry)
+    if len(pts) < 50:
+        raise InputError("too few points for a Poisson reconstruction")
+    ms = pymeshlab.MeshSet()
+    ms.add_mesh(pymeshlab.Mesh(vertex_matrix=pts, v_normals_matrix=nrm))
+    ms.generate_surface_reconstruction_screened_poisson(depth=depth, preclean=True)
+    m = ms.current_mesh()
+    return trimesh.Trimesh(m.vertex_matrix(), m.face_matrix(), process=False)
+
+
+def clean_mesh(mesh, min_component: float = 0.05, smooth_iterations: int = 0):
+    """Drop components below ``min_component`` of the largest's faces; optional Taubin smoothing."""
+    import trimesh
+
+    parts = mesh.split(only_watertight=False)
+    if len(parts) > 1:
+        biggest = max(len(p.faces) for p in parts)
+        mesh = trimesh.util.concatenate([p for p in parts if len(p.faces) >= min_component * biggest])
+    if smooth_iterations:
+        trimesh.smoothing.filter_taubin(mesh, iterations=smooth_iterations)
+    return mesh
+
+
+def reconstruct_bone(
+    mask: np.ndarray,
+    front: np.ndarray,
+    back: np.ndarray | None,
+    geometry: XrayGeometry,
+    method: str = "dual",
+    smooth_iterations: int = 0,
+):
+    """One bone's surface mesh (world mm) by ``method`` (module doc)."""
+    if method not in METHODS:
+        raise InputError(f"unknown mesh method {method!r}; choose from {', '.join(METHODS)}")
+    if not (np.asarray(mask) > 0.5).any():
+        raise InputError("empty mask")
+    if method == "front" or back is None:
+        mesh = dual_face_mesh(mask, front, front, geometry, close=False)
+    elif method == "dual":
+        mesh = dual_face_mesh(mask, front, back, geometry)
+    else:
+        mesh = poisson_mesh(mask, front, back, geometry)
+    return clean_mesh(mesh, smooth_iterations=smooth_iterations)

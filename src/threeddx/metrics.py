@@ -73,8 +73,17 @@ def surface_distances(pred, gt, density: float = DEFAULT_DENSITY, seed: int = 0)
     }
 
 
-def visible_part(mesh, geometry: XrayGeometry, margin_px: float = 0.0):
-    """The faces of ``mesh`` whose three vertices project inside the detector (world mm in, mesh out)."""
+def visible_part(mesh, geometry: XrayGeometry, margin_px: float = 0.0, max_edge_mm: float = 5.0):
+    """The faces of ``mesh`` whose three vertices project inside the detector (world mm in, mesh out).
+
+    Faces longer than ``max_edge_mm`` are subdivided first, so the cut follows
+    the detector's edge to within a few mm whatever the mesh's resolution.
+    """
+    import trimesh
+
+    if mesh.edges_unique_length.max() > max_edge_mm:
+        v, f = trimesh.remesh.subdivide_to_size(mesh.vertices, mesh.faces, max_edge=max_edge_mm, max_iter=20)
+        mesh = trimesh.Trimesh(v, f, process=False)
     row, col, _ = geometry.project(mesh.vertices)
     rows, cols = geometry.detector_shape
     inside = (row >= -0.5 + margin_px) & (row <= rows - 0.5 - margin_px) & (col >= -0.5 + margin_px) & (col <= cols - 0.5 - margin_px)

@@ -1,0 +1,131 @@
+"""Reconstruction and surface metrics against shapes with known distances."""
+import math
+
+import numpy as np
+import pytest
+import trimesh
+from scipy.spatial import cKDTree
+
+from phantoms import ellipsoid_occupancy, make_volume
+from threeddx.errors import InputError
+from threeddx.geometry import rotation_matrix, standard_ap_geometry
+from threeddx.metrics import depth_metrics, dice, point_to_surface, sample_surface, surface_distances, visible_part
+from threeddx.reconstruct import backproject_bone, reconstruct_bone
+from threeddx.render import Scene, crop_occupancy, render
+
+
+def test_concentric_spheres():
+    a, b = trimesh.creation.icosphere(6, radius=40.0), trimesh.creation.icosphere(6, radius=41.0)
+    r = surface_distances(a, b)
+    assert r["assd"] == pytest.approx(1.0, abs=0.02)
+    assert r["hd95"] == pytest.approx(1.0, abs=0.05)
+    assert r["chamfer"] == pytest.approx(2.0, abs=0.04)
+    assert r["within_2mm"] == 100.0 and r["within_1mm"] > 50
+
+
+def test_mesh_against_itself_is_zero():
+    m = trimesh.creation.icosphere(5, radius=25.0)
+    r = surface_distances(m, m)
+    assert r["assd"] < 1e-9 and r["hd95"] < 1e-9
+
+
+def test_shifted_flat_patch_gives_the_shift():
+    patch = trimesh.Trimesh([[-100, -100, 0], [100, -100, 0], [100, 100, 0], [-100, 100, 0]], [[0, 1, 2], [0, 2, 3]])
+    moved = patch.copy()
+    moved.apply_translation([0, 0, 0.7])
+    r = surface_distances(patch, moved)
+    assert r["assd"] == pytest.approx(0.7, abs=1e-6) and r["hd95"] == pytest.approx(0.7, abs=1e-6)
+
+
+def test_sampling_is_uniform_and_seeded():
+    m = trimesh.creation.box((10.0, 20.0, 40.0))
+    a, b = sample_surface(m, 2.0, seed=3), sample_surface(m, 2.0, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert len(a) == pytest.approx(m.area * 2.0, rel=0.01)
+    # the two 20 x 40 faces hold 1600 / 2800 of the area
+    on_x_faces = np.isclose(np.abs(a[:, 0]), 5.0).mean()
+    assert on_x_faces == pytest.approx(1600 / 2800, abs=0.02)
+
+
+def ellipsoid_render(size=256):
+    vol = make_volume((96, 96, 96))
+    c, axes, rot = (-4.0, 6.0, -2.5), (30.0, 18.0, 22.0), rotation_matrix((1, 2, 0.5), math.radians(35))
+    occ = ellipsoid_occupancy(vol, c, axes, rot, partial=True)
+    g = standard_ap_geometry((0, 0, 0), size=size, detector_mm=120.0)
+    res = render(Scene(mu=np.zeros(vol.array.shape, np.float32), index_to_world=vol.index_to_world,
+                       bones=[crop_occupancy(occ, "e")]), g, drr=False)
+    exact = trimesh.creation.icosphere(6)
+    exact.vertices = exact.vertices * np.array(axes) @ rot.T + np.array(c)
+    return res, g, exact
+
+
+@pytest.fixture(scope="module")
+def ellipsoid():
+    return ellipsoid_render()
+
+
+@pytest.mark.parametrize("method", ["dual", "poisson"])
+def test_oracle_ellipsoid_within_0p3_mm(ellipsoid, method):
+    res, g, exact = ellipsoid
+    mesh = reconstruct_bone(res.masks[0], res.depth_front[0], res.depth_back[0], g, method)
+    assert mesh.is_watertight
+    r = surface_distances(mesh, exact)
+    assert r["assd"] < 0.3, r
+    assert mesh.volume == pytest.approx(exact.volume, rel=0.03)
+
+
+def test_dual_mesh_is_closed_and_consistently_oriented(ellipsoid):
+    res, g, _ = ellipsoid
+    mesh = reconstruct_bone(res.masks[0], res.depth_front[0], res.depth_back[0], g, "dual")
+    assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
+
+
+def test_front_only_is_clearly_worse(ellipsoid):
+    res, g, exact = ellipsoid
+    front = reconstruct_bone(res.masks[0], res.depth_front[0], None, g, "front")
+    assert not front.is_watertight
+    assert surface_distances(front, exact)["assd"] > 2.0
+
+
+def test_empty_mask_is_refused():
+    g = standard_ap_geometry(size=16)
+    with pytest.raises(InputError, match="empty"):
+        reconstruct_bone(np.zeros((16, 16)), np.zeros((16, 16)), np.zeros((16, 16)), g)
+    with pytest.raises(InputError, match="unknown mesh method"):
+        reconstruct_bone(np.ones((16, 16)), np.ones((16, 16)), np.ones((16, 16)), g, "marching")
+
+
+def test_pelvis_oracle_mesh_is_not_worse_than_its_point_cloud(small_sim):
+    """On a simulated pelvis, meshing the GT depths costs at most 0.2 mm ASSD over the points themselves."""
+    from threeddx.dataset import read_manifest
+    from threeddx.geometry import XrayGeometry
+
+    row = read_manifest(small_sim)[0]
+    z = np.load(small_sim / row["render"])
+    g = XrayGeometry.from_json(str(z["geometry"]))
+    c = list(z["bones"]).index("pelvis")
+    gt = visible_part(trimesh.load(small_sim / row["mesh_dir"] / "pelvis.ply"), g)
+    mesh = reconstruct_bone(z["masks"][c], z["depth_front"][c], z["depth_back"][c], g, "dual")
+    mesh_assd = surface_distances(visible_part(mesh, g), gt)["assd"]
+    pts = backproject_bone(z["masks"][c], z["depth_front"][c], z["depth_back"][c], g)
+    cloud = np.concatenate([pts.front, pts.back])
+    gt_pts = sample_surface(gt, seed=1)
+    d = np.concatenate([point_to_surface(cloud, gt), cKDTree(cloud).query(gt_pts)[0]])
+    assert mesh_assd <= d.mean() + 0.2, (mesh_assd, d.mean())
+
+
+def test_visible_part_keeps_what_projects_inside():
+    g = standard_ap_geometry((0, 0, 0), size=64)
+    rod = trimesh.creation.cylinder(radius=10.0, height=800.0)  # along z: longer than the detector's view
+    part = visible_part(rod, g)
+    row, col, _ = g.project(part.vertices)
+    assert row.min() >= -0.5 and row.max() <= 63.5
+    assert part.area < rod.area
+
+
+def test_depth_metrics_and_dice_by_hand():
+    pred = np.array([[110.0, 90.0, 5.0]])
+    tgt = np.array([[100.0, 100.0, 0.0]])
+    r = depth_metrics(pred, tgt, np.ones_like(pred))
+    assert r["absrel"] == pytest.approx(0.1) and r["rmse_mm"] == pytest.approx(10.0)
+    assert dice(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0])) == pytest.approx(2 / 3)

@@ -120,7 +120,7 @@ def test_console_script_error_has_no_traceback(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "threeddx.cli", "render", "--ct", str(tmp_path / "x.nii"), "--labels",
          str(tmp_path / "y.nii"), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True,
+        capture_output=True, encoding="utf-8", errors="replace",
     )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1

@@ -192,14 +192,14 @@ sys.exit(main(sys.argv[1:]))
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, subject0):
     args = ["simulate", "--subjects", "0", "--poses", "3", "--size", "32", "--voxel-mm", "2", "--seed", "4"]
     killed = subprocess.run([sys.executable, "-c", KILL_AFTER_SECOND_RENDER, *args, "--out", str(tmp_path / "a")],
-                            capture_output=True, text=True)
+                            capture_output=True, encoding="utf-8", errors="replace")
     assert killed.returncode == -9
     assert not (tmp_path / "a" / "manifest.csv").exists()
     assert (tmp_path / "a" / "samples" / "llp26-00" / "pose_00.npz").exists()
     before = (tmp_path / "a" / "samples" / "llp26-00" / "pose_00.npz").stat().st_mtime_ns
     for out in ("a", "b"):  # resume a; run b in one go
         done = subprocess.run([sys.executable, "-m", "threeddx.cli", *args, "--out", str(tmp_path / out)],
-                              capture_output=True, text=True)
+                              capture_output=True, encoding="utf-8", errors="replace")
         assert done.returncode == 0, done.stderr
     assert (tmp_path / "a" / "samples" / "llp26-00" / "pose_00.npz").stat().st_mtime_ns == before  # not rewritten
     files = lambda d: sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())  # noqa: E731

@@ -90,7 +90,7 @@ def test_killed_training_resumes_exactly(small_sim, tmp_path):
     assert killed.returncode == -9
     assert load_checkpoint(b / "last.pt")["epoch"] == 1
     resumed = subprocess.run([sys.executable, "-m", "threeddx.cli", *args, "--out", str(b), "--resume", str(b / "last.pt")],
-                             capture_output=True, text=True)
+                             capture_output=True, encoding="utf-8", errors="replace")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     ca, cb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
     assert ca["epoch"] == cb["epoch"] == 2 and ca["step"] == cb["step"]
@@ -128,7 +128,7 @@ def test_torchrun_ddp_on_cpu(small_sim, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
          "-m", "threeddx.cli", "train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(small_sim),
          "--out", str(tmp_path), "--epochs", "1"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     ck = load_checkpoint(tmp_path / "last.pt")

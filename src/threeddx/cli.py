@@ -214,6 +214,67 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="X-ray in, bone meshes out",
+        description=(
+            "Predict every bone's mask and front/back depth maps from one radiograph and mesh them. "
+            "IMAGE: PNG, TIFF, NPY, NPZ or DICOM. Geometry: --geometry, else the DICOM's tags, else "
+            "the NPZ's own, else the checkpoint's."
+        ),
+    )
+    p.add_argument("image", type=Path)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--geometry", type=Path, help="geometry JSON of the image")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--mesh", default="dual", choices=["dual", "poisson"], help="meshing method (default dual)")
+    p.add_argument("--frame", default="world", choices=["world", "source"], help="coordinates of the outputs")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor, predict_file
+
+    predictor = Predictor(args.checkpoint, _device(args.device))
+    s = predict_file(args.image, predictor, args.out, args.geometry, args.mesh, args.frame)
+    for name, b in s["bones"].items():
+        vol = f", {b['volume_cm3']:.0f} cm3" if b["volume_cm3"] else ""
+        print(f"  {name}: {b['vertices']} vertices{vol}")
+    for name in s["missing"]:
+        print(f"  {name}: not found in the image")
+    total = sum(s["timings_s"].values())
+    print(f"wrote {args.out} ({total:.2f} s: " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in s["timings_s"].items()) + ")")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="ASSD / HD95 against the ground-truth meshes of a simulated split",
+        description="Evaluate a checkpoint (or, with --oracle, the ground-truth depths) on a simulated split.",
+    )
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--data", type=Path, required=True, help="a 3ddx simulate folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--mesh", default="dual", choices=["dual", "poisson", "front"])
+    p.add_argument("--oracle", action="store_true", help="use the ground-truth masks and depths")
+    p.add_argument("--bones", nargs="+")
+    p.add_argument("--limit", type=int, help="evaluate the first N samples only")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    evaluate(args.data, args.out, args.checkpoint, args.split, args.mesh, args.oracle, args.bones, args.limit,
+             device=_device(args.device))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="3ddx",
@@ -224,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render(sub)
     _add_simulate(sub)
     _add_train(sub)
+    _add_predict(sub)
+    _add_evaluate(sub)
     return parser
 
 

@@ -3,8 +3,8 @@
 Surface distances are computed on points sampled uniformly (area-weighted,
 seeded) over each surface, ``density`` points per mm² (default 0.5, i.e. one
 point per 2 mm², so ~30,000 points on a hemipelvis), each point's distance
-being the exact distance to the *other* mesh's surface (closest point on its
-triangles, not to its vertices). With A -> B the distances of A's points to B
+being its distance to the *other* mesh's surface (not to its vertices): exact
+within 4 mm, and beyond that within about 0.1 % (:func:`point_to_surface`). With A -> B the distances of A's points to B
 and B -> A the reverse, pooled into one set D:
 
 * **ASSD** = mean of D (the average symmetric surface distance);
@@ -30,12 +30,12 @@ MIN_POINTS = 2000
 MAX_POINTS = 100_000
 
 
-def sample_surface(mesh, density: float = DEFAULT_DENSITY, seed: int = 0) -> np.ndarray:
+def sample_surface(mesh, density: float = DEFAULT_DENSITY, seed: int = 0, max_points: int = MAX_POINTS) -> np.ndarray:
     """Uniform, seeded surface samples: (N, 3), N = area * density (clipped to a sane range)."""
     area = float(mesh.area)
     if not area > 0:
         raise InputError("mesh has no surface area")
-    n = int(np.clip(area * density, MIN_POINTS, MAX_POINTS))
+    n = int(np.clip(area * density, MIN_POINTS, max_points))
     rng = np.random.default_rng(seed)
     tri = mesh.triangles
     w = mesh.area_faces / area
@@ -46,11 +46,39 @@ def sample_surface(mesh, density: float = DEFAULT_DENSITY, seed: int = 0) -> np.
     return (1 - s)[:, None] * a + (s * (1 - r2))[:, None] * b + (s * r2)[:, None] * c
 
 
-def point_to_surface(points: np.ndarray, mesh) -> np.ndarray:
-    """Exact distance (mm) of each point to the mesh's surface."""
-    import trimesh
+#: (density per mm², use its distance above this many mm): coarse-to-fine levels of point_to_surface
+_LEVELS = ((0.1, 40.0), (1.0, 4.0))
 
-    _, d, _ = trimesh.proximity.closest_point(mesh, np.asarray(points, np.float64))
+
+def point_to_surface(points: np.ndarray, mesh, chunk: int = 2000) -> np.ndarray:
+    """Distance (mm) of each point to the mesh's surface, coarse to fine.
+
+    A nearest-neighbour query against uniform surface samples of density rho
+    overestimates a point's distance D by r^2 / 2D, r being the distance from
+    the point's foot to the nearest sample (mean r^2 = 1 / (pi rho), 95th
+    percentile 3 / (pi rho)), and its cost grows like rho * D^2 per point. So:
+    far points (over 40 mm by 0.1 samples/mm²) and middle ones (over 4 mm by
+    1 sample/mm²) take the sampled distance, with an overestimate of at most
+    0.04 mm on average and 0.12 mm at the 95th percentile behind a flat
+    surface, more behind a convex one (concentric spheres of 40 and 90 mm:
+    ASSD 50.06 instead of 50, +0.12 %); every point within
+    4 mm gets the exact closest point on the triangles (trimesh, chunked to
+    bound memory). One dense level took a minute on a poor reconstruction; this
+    takes seconds.
+    """
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    pts = np.asarray(points, np.float64)
+    d = np.full(len(pts), np.inf)
+    todo = np.arange(len(pts))
+    for density, use_above in _LEVELS:
+        samples = sample_surface(mesh, density=density, seed=12345, max_points=2_000_000)
+        d[todo] = cKDTree(samples).query(pts[todo])[0]
+        todo = todo[d[todo] <= use_above]
+    for i in range(0, len(todo), chunk):
+        idx = todo[i : i + chunk]
+        d[idx] = trimesh.proximity.closest_point(mesh, pts[idx])[1]
     return d
 
 
@@ -73,15 +101,17 @@ def surface_distances(pred, gt, density: float = DEFAULT_DENSITY, seed: int = 0)
     }
 
 
-def visible_part(mesh, geometry: XrayGeometry, margin_px: float = 0.0, max_edge_mm: float = 5.0):
+def visible_part(mesh, geometry: XrayGeometry, margin_px: float = 0.0, max_edge_mm: float | None = 5.0):
     """The faces of ``mesh`` whose three vertices project inside the detector (world mm in, mesh out).
 
-    Faces longer than ``max_edge_mm`` are subdivided first, so the cut follows
-    the detector's edge to within a few mm whatever the mesh's resolution.
+    With ``max_edge_mm``, faces longer than that are subdivided first, so the cut
+    follows the detector's edge to within a few mm whatever the mesh's
+    resolution (used for ground-truth meshes; a reconstruction is built from
+    detector pixels and needs no subdivision, ``max_edge_mm=None``).
     """
     import trimesh
 
-    if mesh.edges_unique_length.max() > max_edge_mm:
+    if max_edge_mm is not None and mesh.edges_unique_length.max() > max_edge_mm:
         v, f = trimesh.remesh.subdivide_to_size(mesh.vertices, mesh.faces, max_edge=max_edge_mm, max_iter=20)
         mesh = trimesh.Trimesh(v, f, process=False)
     row, col, _ = geometry.project(mesh.vertices)

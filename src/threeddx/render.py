@@ -396,7 +396,7 @@ def render(
     n_rays = geometry.detector_shape[0] * geometry.detector_shape[1]
     bar = tqdm(
         total=n_rays * (len(scene.bones) + int(drr)), desc="render", unit="ray",
-        unit_scale=True, leave=False, disable=not progress,
+        unit_scale=True, leave=False, disable=None if progress else True,
     )
     try:
         with torch.no_grad():

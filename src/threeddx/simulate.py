@@ -270,9 +270,9 @@ def simulate(settings: SimSettings, out: Path, workers: int = 1, progress: bool 
     t0 = time.perf_counter()
     if workers == 1:
         _worker_init(threads)
-        for k in tqdm(need, desc="shapes", unit="subject", disable=not progress or not need, leave=False):
+        for k in tqdm(need, desc="shapes", unit="subject", disable=None if progress and need else True, leave=False):
             load_shape(k)
-        with tqdm(total=len(todo), desc="simulate", unit="subject", disable=not progress) as bar:
+        with tqdm(total=len(todo), desc="simulate", unit="subject", disable=None if progress else True) as bar:
             for j in todo:
                 run_subject(settings, j, out)
                 bar.update()
@@ -280,11 +280,11 @@ def simulate(settings: SimSettings, out: Path, workers: int = 1, progress: bool 
         ctx = mp.get_context("spawn")
         with ctx.Pool(workers, initializer=_worker_init, initargs=(threads,), maxtasksperchild=None) as pool:
             for _ in tqdm(pool.imap_unordered(_cache_job, need), total=len(need), desc="shapes", unit="subject",
-                          disable=not progress or not need, leave=False):
+                          disable=None if progress and need else True, leave=False):
                 pass
             args = [(settings, j, out) for j in todo]
             for _ in tqdm(pool.imap_unordered(_run_job, args), total=len(args), desc="simulate", unit="subject",
-                          disable=not progress):
+                          disable=None if progress else True):
                 pass
     manifest = write_manifest(out, settings, jobs)
     if progress:

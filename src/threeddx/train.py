@@ -320,7 +320,7 @@ class Trainer:
         n = 0
         loader = self._loader(self.train_set, True, self.epoch)
         clip = self.cfg["optim"]["grad_clip"]
-        for batch in tqdm(loader, desc=f"epoch {self.epoch + 1}", leave=False, disable=not (self.progress and self.dist.main)):
+        for batch in tqdm(loader, desc=f"epoch {self.epoch + 1}", leave=False, disable=None if self.progress and self.dist.main else True):
             batch = self._to(batch)
             loss, dl, ml = self._batch_loss(batch)
             self.opt.zero_grad(set_to_none=True)

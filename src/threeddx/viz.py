@@ -84,3 +84,89 @@ def save_preview(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
+
+
+def draw_meshes(ax, meshes: dict, view: str = "front", max_faces: int = 60000) -> None:
+    """Shaded orthographic view of world-frame (LPS) meshes, drawn far to near.
+
+    ``front``: seen from anterior as an AP radiograph is read (patient's right on
+    the left, superior up). ``side``: seen from the patient's left (anterior on the
+    left, superior up).
+    """
+    from matplotlib.collections import PolyCollection
+
+    polys, shades, depths, colours = [], [], [], []
+    for c, (name, mesh) in enumerate(meshes.items()):
+        tri = mesh.triangles
+        n = mesh.face_normals
+        if len(tri) > max_faces:
+            keep = np.random.default_rng(0).choice(len(tri), max_faces, replace=False)
+            tri, n = tri[keep], n[keep]
+        if view == "front":
+            xy = tri[:, :, [0, 2]]
+            depth = -tri[:, :, 1].mean(1)  # anterior (small y) is near
+            light = np.array([0.0, -1.0, 0.0])
+        else:
+            xy = tri[:, :, [1, 2]]
+            depth = tri[:, :, 0].mean(1)  # the patient's left (large x) is near
+            light = np.array([1.0, 0.0, 0.0])
+        polys.append(xy)
+        shades.append(0.25 + 0.75 * np.abs(n @ light))
+        depths.append(depth)
+        colours.append(np.repeat(BONE_COLOURS[c % len(BONE_COLOURS)][None], len(tri), 0))
+    if not polys:
+        ax.text(0.5, 0.5, "no mesh", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    xy, shade, depth, col = (np.concatenate(v) for v in (polys, shades, depths, colours))
+    order = np.argsort(depth)  # far first
+    fc = col[order] * shade[order, None]
+    ax.add_collection(PolyCollection(xy[order], facecolors=fc, edgecolors="none"))
+    pts = xy.reshape(-1, 2)
+    ax.set_xlim(pts[:, 0].min() - 5, pts[:, 0].max() + 5)
+    ax.set_ylim(pts[:, 1].min() - 5, pts[:, 1].max() + 5)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def save_report(path, image, pred: dict, bones: Sequence[str], meshes_world: dict, title: str = "") -> None:
+    """The predict report: X-ray with masks, front/back depths, the meshes from the front and the side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    back = pred["depth_back"] if pred["depth_back"] is not None else pred["depth_front"]
+    f, b = composite_depths(pred["masks"], pred["depth_front"], back)
+    finite = np.concatenate([f[np.isfinite(f)], b[np.isfinite(b)]])
+    vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
+    fig, axes = plt.subplots(2, 3, figsize=(14, 9.5), constrained_layout=True)
+    axes[0, 0].imshow(mask_overlay(image, pred["masks"]))
+    axes[0, 0].set_title("X-ray and predicted masks")
+    axes[0, 0].legend(handles=[Patch(color=BONE_COLOURS[i % len(BONE_COLOURS)], label=n) for i, n in enumerate(bones)],
+                      loc="lower right", fontsize=7, framealpha=0.7)
+    cmap = plt.get_cmap("turbo").with_extremes(bad="black")
+    axes[0, 1].imshow(f, cmap=cmap, vmin=vmin, vmax=vmax)
+    axes[0, 1].set_title("front face (mm)")
+    im = axes[0, 2].imshow(b, cmap=cmap, vmin=vmin, vmax=vmax)
+    axes[0, 2].set_title("back face (mm)" if pred["depth_back"] is not None else "front face only (single depth)")
+    fig.colorbar(im, ax=axes[0, 1:], shrink=0.8, label="depth from source (mm)")
+    for ax in axes[0]:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ordered = {n: meshes_world[n] for n in bones if n in meshes_world}
+    draw_meshes(axes[1, 0], ordered, "front")
+    axes[1, 0].set_title("meshes, front (AP) view")
+    draw_meshes(axes[1, 1], ordered, "side")
+    axes[1, 1].set_title("meshes, side view (from the patient's left)")
+    axes[1, 2].set_axis_off()
+    lines = [f"{n}: {len(m.vertices)} vertices" + (", watertight" if m.is_watertight else "") for n, m in ordered.items()]
+    lines += [f"{n}: not found" for n in bones if n not in meshes_world]
+    axes[1, 2].text(0.02, 0.98, "\n".join(lines), va="top", family="monospace", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)

@@ -1,0 +1,309 @@
+"""X-ray in, bone meshes out: reading radiographs, running the network, writing results.
+
+Images: PNG/TIFF/JPEG (Pillow), NPY (a 2D array), NPZ (``image`` and, if
+present, ``geometry``: our render.npz), or DICOM (pydicom). Geometry, first
+found wins: ``--geometry G.json``; a DICOM's tags (Distance Source to
+Detector (0018,1110) and Imager Pixel Spacing (0018,1164), else Pixel Spacing
+(0028,0030); the principal point is the image centre); an NPZ's own geometry;
+the checkpoint's. A DICOM gives the detector, not the patient's pose: the pose
+is the checkpoint's nominal one, so the meshes are in that nominal frame.
+
+Intensities are normalised per image (robust percentiles), so images from
+other renderers or real detectors are handled alike; a MONOCHROME1 DICOM is
+inverted first so bone is bright. A non-square image is padded to a square
+(the principal point moves with it), then resampled to the model's resolution
+with the geometry resampled the same way.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .dataset import normalise_radiograph
+from .errors import InputError
+from .geometry import XrayGeometry
+from .io import atomic_path
+
+IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg"}
+
+
+# ------------------------------------------------------------------ reading
+def _is_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+        return len(head) == 132 and head[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _dicom_geometry(ds, path: Path, rows: int, cols: int, pose: np.ndarray) -> XrayGeometry:
+    sdd = ds.get((0x0018, 0x1110))
+    if sdd is None or sdd.value in (None, ""):
+        raise InputError(f"{path}: DICOM tag Distance Source to Detector (0018,1110) is missing; give --geometry")
+    spacing = ds.get((0x0018, 0x1164)) or ds.get((0x0028, 0x0030))
+    if spacing is None or not spacing.value:
+        raise InputError(
+            f"{path}: DICOM tags Imager Pixel Spacing (0018,1164) and Pixel Spacing (0028,0030) are both missing; give --geometry"
+        )
+    sr, sc = (float(v) for v in spacing.value)
+    return XrayGeometry(float(sdd.value), (rows, cols), (sr, sc), (cols / 2.0, rows / 2.0), pose)
+
+
+def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: XrayGeometry) -> tuple[np.ndarray, XrayGeometry, str]:
+    """(image float32 (H, W), its geometry, where the geometry came from)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"image not found: {path}")
+    suffix = path.suffix.lower()
+    own: XrayGeometry | None = None
+    try:
+        if _is_dicom(path) or suffix in (".dcm", ".dicom"):
+            import pydicom
+
+            ds = pydicom.dcmread(str(path))
+            img = ds.pixel_array.astype(np.float32)
+            if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+                img = img.max() - img
+            if img.ndim != 2:
+                raise InputError(f"{path}: expected a single-frame grey radiograph, got shape {img.shape}")
+            if geometry is None:
+                own = _dicom_geometry(ds, path, img.shape[0], img.shape[1], fallback.world_to_source)
+        elif suffix in IMAGE_SUFFIXES:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                im.load()
+                if im.mode in ("RGB", "RGBA", "P", "LA"):
+                    im = im.convert("L")
+                img = np.asarray(im, dtype=np.float32)
+        elif suffix == ".npy":
+            img = np.load(path).astype(np.float32)
+        elif suffix == ".npz":
+            with np.load(path) as z:
+                if "image" not in z:
+                    raise InputError(f"{path}: an NPZ image needs an 'image' array")
+                img = z["image"].astype(np.float32)
+                if "geometry" in z:
+                    own = XrayGeometry.from_json(str(z["geometry"]), where=f"{path}:geometry")
+        else:
+            raise InputError(f"{path}: unknown image type {suffix!r} (PNG, TIFF, JPEG, NPY, NPZ or DICOM)")
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Pillow/pydicom/numpy raise many kinds for a bad file
+        raise InputError(f"cannot read image {path}: {type(e).__name__}: {str(e)[:120]}") from None
+    if img.ndim != 2:
+        raise InputError(f"{path}: expected a 2D grey image, got shape {img.shape}")
+    geo, source = (geometry, "--geometry") if geometry is not None else (own, "file") if own is not None else (fallback, "checkpoint")
+    if geo.detector_shape != img.shape:
+        if source == "checkpoint" and np.isclose(img.shape[0] / img.shape[1], geo.detector_shape[0] / geo.detector_shape[1]):
+            geo = geo.resample(img.shape[0], img.shape[1])  # same detector read out at another size
+        else:
+            raise InputError(
+                f"{path}: image is {img.shape[0]}x{img.shape[1]} px but the geometry ({source}) has a "
+                f"{geo.detector_shape[0]}x{geo.detector_shape[1]} px detector"
+            )
+    return img, geo, source
+
+
+def to_model_resolution(img: np.ndarray, geo: XrayGeometry, size: int) -> tuple[np.ndarray, XrayGeometry]:
+    """Pad to square (principal point follows), then area-resample to ``size`` px with the geometry."""
+    h, w = img.shape
+    if h != w:
+        n = max(h, w)
+        top, left = (n - h) // 2, (n - w) // 2
+        img = np.pad(img, ((top, n - h - top), (left, n - w - left)), mode="edge")
+        if not np.isclose(geo.pixel_spacing[0], geo.pixel_spacing[1]):
+            raise InputError("non-square images need square pixels")
+        u0, v0 = geo.principal_point
+        from dataclasses import replace
+
+        geo = replace(geo, detector_shape=(n, n), principal_point=(u0 + left, v0 + top))
+    t = torch.from_numpy(np.ascontiguousarray(img))[None, None]
+    if t.shape[-1] != size:
+        t = torch.nn.functional.interpolate(t, size=(size, size), mode="area" if t.shape[-1] > size else "bilinear",
+                                            align_corners=None if t.shape[-1] > size else False)
+    return t[0, 0].numpy(), geo.resample(size)
+
+
+# ------------------------------------------------------------------ the model
+@dataclass
+class Predictor:
+    """A loaded checkpoint, ready to predict."""
+
+    checkpoint: Path
+    device: str = "cpu"
+    ck: dict = field(init=False, repr=False)
+    model: torch.nn.Module = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from .model import DualFaceNet, ModelConfig
+        from .train import load_checkpoint
+
+        self.ck = load_checkpoint(self.checkpoint, map_location=self.device)
+        self.model = DualFaceNet(ModelConfig(**self.ck["model_config"])).to(self.device).eval()
+        self.model.load_state_dict(self.ck["model"])
+
+    @property
+    def bones(self) -> list[str]:
+        return list(self.ck["bones"])
+
+    @property
+    def geometry(self) -> XrayGeometry:
+        return XrayGeometry.from_json(self.ck["geometry"], where=f"{self.checkpoint}:geometry")
+
+    @property
+    def size(self) -> int:
+        return self.geometry.detector_shape[0]
+
+    @property
+    def single_depth(self) -> bool:
+        return bool(self.ck["model_config"]["single_depth"])
+
+    @torch.no_grad()
+    def __call__(self, image01: np.ndarray) -> dict[str, np.ndarray]:
+        """Normalised (size, size) image -> masks (C,H,W) bool, depth_front/back (C,H,W) mm (back None for single)."""
+        from .train import apply_casi_offset
+
+        x = torch.from_numpy(image01)[None, None].to(self.device)
+        out = self.model(x)
+        masks = torch.sigmoid(out["mask_logits"]) > 0.5
+        if self.single_depth:
+            front = out["depth"].expand_as(out["mask_logits"])
+            back = None
+        else:
+            front, back = out["depth_front"], out["depth_back"]
+        off = self.ck.get("casi_offset_mm")
+        if off is not None and back is not None:
+            both = apply_casi_offset(torch.cat([front, back], 1), torch.cat([masks, masks], 1).float(), off)
+            front, back = both[:, : front.shape[1]], both[:, front.shape[1] :]
+        res = {"masks": masks[0].cpu().numpy(), "depth_front": (front[0] * masks[0]).cpu().numpy()}
+        res["depth_back"] = None if back is None else (back[0] * masks[0]).cpu().numpy()
+        return res
+
+
+# ------------------------------------------------------------------ predict
+def predict_file(
+    image_path: str | Path,
+    predictor: Predictor,
+    out: str | Path,
+    geometry_path: str | Path | None = None,
+    mesh_method: str = "dual",
+    frame: str = "world",
+    report: bool = True,
+) -> dict:
+    """Run the whole X-ray-to-meshes path and write the outputs (README). Returns the summary."""
+    import trimesh
+
+    from .reconstruct import backproject_bone, reconstruct_bone
+
+    if frame not in ("world", "source"):
+        raise InputError("--frame must be world or source")
+    t = {}
+    t0 = time.perf_counter()
+    given = XrayGeometry.load(geometry_path) if geometry_path else None
+    raw, geo_full, geo_source = read_radiograph(image_path, given, predictor.geometry)
+    image01 = normalise_radiograph(raw)
+    img, geo = to_model_resolution(image01, geo_full, predictor.size)
+    t["load_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    pred = predictor(img.astype(np.float32))
+    t["network_s"] = time.perf_counter() - t0
+
+    bones, meshes, world_meshes, clouds, missing = {}, {}, {}, {}, []
+    t_bp = t_mesh = 0.0
+    for c, name in enumerate(predictor.bones):
+        m = pred["masks"][c]
+        back = None if pred["depth_back"] is None else pred["depth_back"][c]
+        if m.sum() < 4:
+            missing.append(name)
+            continue
+        s = time.perf_counter()
+        pts = backproject_bone(m, pred["depth_front"][c], back, geo)
+        t_bp += time.perf_counter() - s
+        s = time.perf_counter()
+        try:
+            mesh = reconstruct_bone(m, pred["depth_front"][c], back, geo, "front" if back is None else mesh_method)
+        except InputError as e:
+            missing.append(f"{name} ({e})")
+            continue
+        t_mesh += time.perf_counter() - s
+        world_meshes[name] = mesh.copy()
+        if frame == "source":
+            mesh.apply_transform(geo.world_to_source)
+            pts.front, pts.back = geo.to_source(pts.front), geo.to_source(pts.back) if len(pts.back) else pts.back
+        meshes[name] = mesh
+        clouds[name] = pts
+        bones[name] = {
+            "vertices": int(len(mesh.vertices)),
+            "faces": int(len(mesh.faces)),
+            "watertight": bool(mesh.is_watertight),
+            "volume_cm3": float(mesh.volume / 1000) if mesh.is_watertight else None,
+            "mask_px": int(m.sum()),
+        }
+    t["backprojection_s"], t["meshing_s"] = t_bp, t_mesh
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    for name, mesh in meshes.items():
+        for ext in ("stl", "ply"):
+            with atomic_path(out / f"{name}.{ext}") as tmp:
+                mesh.export(tmp, file_type=ext)
+        pts = np.concatenate([clouds[name].front, clouds[name].back])
+        with atomic_path(out / f"{name}_points.ply") as tmp:
+            trimesh.PointCloud(pts).export(tmp, file_type="ply")
+    _write_maps(out, img, pred, predictor.bones)
+    t["writing_s"] = time.perf_counter() - t0
+    summary = {
+        "image": str(image_path),
+        "checkpoint": str(predictor.checkpoint),
+        "geometry_from": geo_source,
+        "model_geometry": geo.to_dict(),
+        "mesh_method": mesh_method if pred["depth_back"] is not None else "front",
+        "frame": frame,
+        "bones": bones,
+        "missing": missing,
+        "timings_s": {k: round(v, 4) for k, v in t.items()},
+    }
+    if report:
+        s = time.perf_counter()
+        from .viz import save_report
+
+        save_report(out / "report.png", img, pred, predictor.bones, world_meshes, title=Path(image_path).name)
+        summary["timings_s"]["report_s"] = round(time.perf_counter() - s, 4)
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _write_maps(out: Path, img: np.ndarray, pred: dict, bones: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .viz import composite_depths, mask_overlay
+
+    with atomic_path(out / "masks.png") as tmp:
+        plt.imsave(tmp, mask_overlay(img, pred["masks"]), format="png")
+    back = pred["depth_back"] if pred["depth_back"] is not None else pred["depth_front"]
+    f, b = composite_depths(pred["masks"], pred["depth_front"], back)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), constrained_layout=True)
+    finite = np.concatenate([f[np.isfinite(f)], b[np.isfinite(b)]])
+    vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0, 1)
+    cmap = plt.get_cmap("turbo").with_extremes(bad="black")
+    for ax, d, title in ((axes[0], f, "front face"), (axes[1], b, "back face")):
+        im = ax.imshow(d, cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes, shrink=0.8, label="depth from source (mm)")
+    with atomic_path(out / "depth.png") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)

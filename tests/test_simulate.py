@@ -258,6 +258,18 @@ def test_downsample_rejects_non_divisible():
         downsample_sample(np.zeros((10, 10)), np.zeros((1, 10, 10)), np.zeros((1, 10, 10)), np.zeros((1, 10, 10)), 3)
 
 
+def test_untargeted_bones_stay_in_the_ct(tmp_path, subject0):
+    """Targets pelvis only: the sacrum and femurs are still in the CT (and so in the DRR)."""
+    import SimpleITK as sitk
+
+    out = tmp_path / "sim"
+    simulate(SimSettings(subjects=[0], poses=1, size=32, seed=2, voxel_mm=4.0, write_ct=True, bones=["pelvis"]),
+             out, progress=False)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct" / "llp26-00_labels.nii.gz")))
+    assert {25, 75, 76, 77, 78} <= set(np.unique(labels).tolist())
+    assert list(np.load(out / "samples" / "llp26-00" / "pose_00.npz")["bones"]) == ["pelvis"]
+
+
 def test_written_ct_renders_like_the_sample_through_the_ordinary_path(tmp_path, subject0):
     """--write-ct output read back as a real CT (load_ct/load_labels, TotalSegmentator names)."""
     from threeddx.io import load_ct, load_labels, parse_bones

@@ -151,8 +151,9 @@ def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
         return 0
     seeds = _seeds(settings, job)
     shape, hip_angles = _subject_shape(settings, job, seeds)
-    parts_used = [p for p in PARTS if any(p in BONE_PARTS[b] for b in settings.bones)]
-    bone_parts = {p: (shape.vertices[p], shape.faces[p]) for p in parts_used}
+    # every part is anatomy in the CT, whatever the target bones: a pelvis-only
+    # target list must not make the sacrum vanish from the radiograph
+    bone_parts = {p: (shape.vertices[p], shape.faces[p]) for p in PARTS}
     sct = synthesize_ct(
         bone_parts, PART_LABEL_IDS, {b: BONE_PARTS[b] for b in settings.bones}, shape.hip_centers,
         np.random.default_rng(seeds["tissue"]), spacing=settings.voxel_mm,

@@ -18,23 +18,13 @@ display convention (a flipped copy matching better would reveal a mismatch).
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import platform
-import resource
 import statistics
 import sys
 import time
 
 import numpy as np
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _measure import in_fresh_process, peak_mb, rss_mb
 
 
 def _worker(kind: str, size: int, repeats: int, device: str, threads: int, q) -> None:
@@ -70,7 +60,7 @@ def _worker(kind: str, size: int, repeats: int, device: str, threads: int, q) ->
                 return drr(rot, xyz, parameterization="euler_angles", convention="ZXY")[0, 0].cpu().numpy()
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    base = _rss_mb()
+    base = rss_mb()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     img = run()
@@ -81,24 +71,12 @@ def _worker(kind: str, size: int, repeats: int, device: str, threads: int, q) ->
         img = run()
         sync()
         times.append(time.perf_counter() - t)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else _peak_mb() - base
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else peak_mb() - base
     q.put((statistics.median(times) * 1000, peak, np.asarray(img, np.float32)))
 
 
-def measure(kind: str, size: int, repeats: int, device: str, threads: int):
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_worker, args=(kind, size, repeats, device, threads, q))
-    p.start()
-    while True:  # a crashed worker must not leave us waiting forever
-        try:
-            out = q.get(timeout=1.0)
-            break
-        except Exception:  # noqa: BLE001 - queue.Empty
-            if not p.is_alive():
-                raise RuntimeError(f"benchmark worker for {kind} at {size} px died (exit code {p.exitcode})")
-    p.join()
-    return out
+def measure(*args):
+    return in_fresh_process(_worker, *args)
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> str:

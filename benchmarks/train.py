@@ -13,20 +13,15 @@ GPU configs).
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import platform
-import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from _measure import in_fresh_process, peak_mb, rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def _worker(config: str, size: int, batch: int, steps: int, device: str, threads: int, q) -> None:
@@ -49,7 +44,7 @@ def _worker(config: str, size: int, batch: int, steps: int, device: str, threads
     front = 750 + 100 * torch.rand(batch, c, size, size, device=device)
     tgt = torch.cat([front, front + 30], 1)
     sync = torch.cuda.synchronize if amp else (lambda: None)
-    base = _rss_mb()
+    base = rss_mb()
     if amp:
         torch.cuda.reset_peak_memory_stats()
 
@@ -72,25 +67,13 @@ def _worker(config: str, size: int, batch: int, steps: int, device: str, threads
         step()
         sync()
         times.append(time.perf_counter() - t)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if amp else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    peak = torch.cuda.max_memory_allocated() / 2**20 if amp else peak_mb() - base
     n_params = sum(p.numel() for p in model.parameters())
     q.put((batch / statistics.median(times), peak, n_params))
 
 
 def measure(*args):
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_worker, args=(*args, q))
-    p.start()
-    while True:
-        try:
-            out = q.get(timeout=1.0)
-            break
-        except Exception:  # noqa: BLE001 - queue.Empty
-            if not p.is_alive():
-                raise RuntimeError(f"benchmark worker {args} died (exit code {p.exitcode})")
-    p.join()
-    return out
+    return in_fresh_process(_worker, *args)
 
 
 def main() -> None:

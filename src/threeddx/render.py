@@ -31,7 +31,7 @@ Memory stays bounded: rays are processed in chunks so that at most
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -161,7 +161,6 @@ class _Rays:
     """Rays in one grid's continuous index space, Joseph-parametrised."""
 
     axis: int  # dominant index axis a
-    plane: tuple[int, int]  # the other two axes (b, c), b < c
     base: torch.Tensor  # (N, 2) in-plane index (b, c) where the ray meets slice index 0
     slope: torch.Tensor  # (N, 2) in-plane index change per slice
     t0: torch.Tensor  # (N,) mm along the ray at slice index 0
@@ -180,18 +179,15 @@ class _Rays:
         return self
 
 
-def _rays_in_grid(
-    geometry: XrayGeometry, world_to_index: np.ndarray, device: torch.device, axis: int | None = None
-) -> _Rays:
+def _rays_in_grid(geometry: XrayGeometry, world_to_index: np.ndarray, device: torch.device) -> _Rays:
     src = geometry.source_position_world
     dirs = geometry.ray_directions_world().reshape(-1, 3)
     o = world_to_index[:3, :3] @ src + world_to_index[:3, 3]
     d = dirs @ world_to_index[:3, :3].T  # index units per mm
-    if axis is None:
-        # the axis whose worst ray is still most parallel to it
-        ad = np.abs(d)
-        score = np.array([np.min(ad[:, a] / np.max(ad, axis=1)) for a in range(3)])
-        axis = int(np.argmax(score))
+    # the axis whose worst ray is still most parallel to it
+    ad = np.abs(d)
+    score = np.array([np.min(ad[:, a] / np.max(ad, axis=1)) for a in range(3)])
+    axis = int(np.argmax(score))
     da = d[:, axis]
     if np.any(np.abs(da) < 1e-9) or not (np.all(da > 0) or np.all(da < 0)):
         raise InputError("geometry: rays are parallel to every volume axis; cannot render this pose")
@@ -202,7 +198,6 @@ def _rays_in_grid(
     f64 = dict(device=device, dtype=torch.float64)
     return _Rays(
         axis=axis,
-        plane=(b, c),
         base=torch.as_tensor(base, **f64),
         slope=torch.as_tensor(slope, **f64),
         t0=torch.as_tensor(t0, **f64),
@@ -423,11 +418,6 @@ def render(
         geometry=geometry,
     )
 
-
-def available_devices() -> Iterable[str]:
-    yield "cpu"
-    if torch.cuda.is_available():
-        yield "cuda"
 
 
 def mesh_silhouette(vertices_world: np.ndarray, faces: np.ndarray, geometry: XrayGeometry) -> np.ndarray:

@@ -18,8 +18,8 @@ Methods (``method=``):
   away from it on the back face.
 * ``"front"`` — the single-depth baseline: the front face only, an open surface.
 
-Clean-up: connected components smaller than ``min_component`` of the largest
-are dropped; optional Laplacian (Taubin) smoothing.
+Clean-up: islands smaller than 5 % of the largest are dropped (on the 2D mask
+before meshing; on the mesh for Poisson); optional Taubin smoothing.
 """
 from __future__ import annotations
 
@@ -156,6 +156,23 @@ def poisson_mesh(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geometry
     return trimesh.Trimesh(m.vertex_matrix(), m.face_matrix(), process=False)
 
 
+def drop_small_islands(mask: np.ndarray, min_component: float = 0.05) -> np.ndarray:
+    """Keep the mask's 4-connected regions of at least ``min_component`` of the largest's pixels.
+
+    Done on the 2D mask, before meshing: each region becomes one closed mesh
+    component, and labelling pixels is ~100x cheaper than splitting a mesh.
+    """
+    from scipy import ndimage
+
+    m = np.asarray(mask) > 0.5
+    lab, n = ndimage.label(m)
+    if n <= 1:
+        return m
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = np.nonzero(sizes >= min_component * sizes.max())[0] + 1
+    return np.isin(lab, keep)
+
+
 def clean_mesh(mesh, min_component: float = 0.05, smooth_iterations: int = 0):
     """Drop components below ``min_component`` of the largest's faces; optional Taubin smoothing."""
     import trimesh
@@ -182,10 +199,15 @@ def reconstruct_bone(
         raise InputError(f"unknown mesh method {method!r}; choose from {', '.join(METHODS)}")
     if not (np.asarray(mask) > 0.5).any():
         raise InputError("empty mask")
+    mask = drop_small_islands(mask)
     if method == "front" or back is None:
         mesh = dual_face_mesh(mask, front, front, geometry, close=False)
     elif method == "dual":
         mesh = dual_face_mesh(mask, front, back, geometry)
     else:
-        mesh = poisson_mesh(mask, front, back, geometry)
-    return clean_mesh(mesh, smooth_iterations=smooth_iterations)
+        return clean_mesh(poisson_mesh(mask, front, back, geometry), smooth_iterations=smooth_iterations)
+    if smooth_iterations:
+        import trimesh
+
+        trimesh.smoothing.filter_taubin(mesh, iterations=smooth_iterations)
+    return mesh

@@ -287,6 +287,8 @@ def simulate(settings: SimSettings, out: Path, workers: int = 1, progress: bool 
             for _ in tqdm(pool.imap_unordered(_run_job, args), total=len(args), desc="simulate", unit="subject",
                           disable=None if progress else True):
                 pass
+            pool.close()  # let the workers exit by themselves (terminate() leaks their semaphores)
+            pool.join()
     manifest = write_manifest(out, settings, jobs)
     if progress:
         n = len(jobs) * settings.poses

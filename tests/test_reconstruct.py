@@ -88,6 +88,17 @@ def test_dual_mesh_is_closed_and_consistently_oriented(ellipsoid):
     assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
 
 
+def test_ragged_masks_still_give_closed_meshes():
+    """Random, ragged masks (diagonal contacts, holes, islands) still mesh watertight."""
+    g = standard_ap_geometry((0, 0, 0), size=64)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        mask = rng.random((64, 64)) > 0.35
+        front = 800 + 5 * rng.random((64, 64))
+        mesh = reconstruct_bone(mask, front, front + 20 + 5 * rng.random((64, 64)), g, "dual")
+        assert mesh.is_watertight and mesh.is_winding_consistent
+
+
 def test_front_only_is_clearly_worse(ellipsoid):
     res, g, exact = ellipsoid
     front = reconstruct_bone(res.masks[0], res.depth_front[0], None, g, "front")

@@ -53,15 +53,34 @@ def backproject_bone(mask: np.ndarray, front: np.ndarray, back: np.ndarray | Non
     return FacePoints(front=fw, back=bw, pixels=idx)
 
 
+def _manifold_blocks(mask: np.ndarray) -> np.ndarray:
+    """The 2x2 pixel blocks to triangulate: fully masked, with no diagonal-only contacts.
+
+    Two blocks that touch only at a corner would make that vertex a pinch where
+    two silhouette loops meet, and the wall edge through it would be shared by
+    four triangles (not watertight). Such pairs lose one block, repeated until
+    none is left.
+    """
+    q = mask[:-1, :-1] & mask[1:, :-1] & mask[:-1, 1:] & mask[1:, 1:]
+    for _ in range(64):
+        a, b, c, d = q[:-1, :-1], q[:-1, 1:], q[1:, :-1], q[1:, 1:]
+        main = a & d & ~b & ~c  # NW and SE only
+        anti = b & c & ~a & ~d  # NE and SW only
+        if not (main.any() or anti.any()):
+            break
+        q[1:, 1:] &= ~main
+        q[1:, :-1] &= ~anti
+    return q
+
+
 def _grid_triangles(mask: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Triangles over every 2x2 block of masked pixels, wound so the front faces the source.
+    """Triangles over the manifold 2x2 blocks of masked pixels, front facing the source.
 
     Pixel (i, j) -> vertex ``index[i, j]``. With +x along columns, +y along rows
     and +z towards the detector, the winding (i,j) -> (i+1,j) -> (i,j+1) has its
     normal along -z in the source frame: towards the source.
     """
-    q = mask[:-1, :-1] & mask[1:, :-1] & mask[:-1, 1:] & mask[1:, 1:]
-    i, j = np.nonzero(q)
+    i, j = np.nonzero(_manifold_blocks(mask))
     a, b = index[i, j], index[i + 1, j]
     c, d = index[i, j + 1], index[i + 1, j + 1]
     return np.concatenate([np.stack([a, b, c], 1), np.stack([b, d, c], 1)])

@@ -86,48 +86,45 @@ def save_preview(
     plt.close(fig)
 
 
-def draw_meshes(ax, meshes: dict, view: str = "front", max_faces: int = 60000) -> None:
-    """Shaded orthographic view of world-frame (LPS) meshes, drawn far to near.
+def mesh_view(meshes: dict, view: str = "front", size: int = 400, colours: dict | None = None) -> np.ndarray:
+    """Shaded orthographic picture (size x size RGB in [0, 1]) of world-frame (LPS) meshes.
 
+    A z-buffer over the triangles (the same rasteriser as the voxeliser).
     ``front``: seen from anterior as an AP radiograph is read (patient's right on
-    the left, superior up). ``side``: seen from the patient's left (anterior on the
-    left, superior up).
+    the left, superior up). ``side``: seen from the patient's left (anterior on
+    the left, superior up). ``colours``: bone name -> RGB (default: by position).
     """
-    from matplotlib.collections import PolyCollection
+    from .raster import points_in_triangles
 
-    polys, shades, depths, colours = [], [], [], []
+    img = np.ones((size, size, 3))
+    if not meshes:
+        return img
+    if view == "front":
+        axes, depth_axis, near_sign = (0, 2), 1, -1.0  # anterior (small y) is near
+    else:
+        axes, depth_axis, near_sign = (1, 2), 0, 1.0  # the patient's left (large x) is near
+    light = np.zeros(3)
+    light[depth_axis] = near_sign
+    allv = np.concatenate([m.vertices for m in meshes.values()])
+    lo, hi = allv[:, axes].min(0), allv[:, axes].max(0)
+    scale = (size - 8) / max(float((hi - lo).max()), 1e-6)
+    pix, dep, col = [], [], []
     for c, (name, mesh) in enumerate(meshes.items()):
-        tri = mesh.triangles
-        n = mesh.face_normals
-        if len(tri) > max_faces:
-            keep = np.random.default_rng(0).choice(len(tri), max_faces, replace=False)
-            tri, n = tri[keep], n[keep]
-        if view == "front":
-            xy = tri[:, :, [0, 2]]
-            depth = -tri[:, :, 1].mean(1)  # anterior (small y) is near
-            light = np.array([0.0, -1.0, 0.0])
-        else:
-            xy = tri[:, :, [1, 2]]
-            depth = tri[:, :, 0].mean(1)  # the patient's left (large x) is near
-            light = np.array([1.0, 0.0, 0.0])
-        polys.append(xy)
-        shades.append(0.25 + 0.75 * np.abs(n @ light))
-        depths.append(depth)
-        colours.append(np.repeat(BONE_COLOURS[c % len(BONE_COLOURS)][None], len(tri), 0))
-    if not polys:
-        ax.text(0.5, 0.5, "no mesh", ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
-        return
-    xy, shade, depth, col = (np.concatenate(v) for v in (polys, shades, depths, colours))
-    order = np.argsort(depth)  # far first
-    fc = col[order] * shade[order, None]
-    ax.add_collection(PolyCollection(xy[order], facecolors=fc, edgecolors="none"))
-    pts = xy.reshape(-1, 2)
-    ax.set_xlim(pts[:, 0].min() - 5, pts[:, 0].max() + 5)
-    ax.set_ylim(pts[:, 1].min() - 5, pts[:, 1].max() + 5)
-    ax.set_aspect("equal")
-    ax.set_xticks([])
-    ax.set_yticks([])
+        rgb = np.asarray(colours[name]) if colours and name in colours else BONE_COLOURS[c % len(BONE_COLOURS)]
+        uv = (mesh.vertices[:, axes] - lo) * scale + 4
+        uv[:, 1] = size - 1 - uv[:, 1]  # superior up
+        f = mesh.faces
+        tri, u, v, w0, w1, w2 = points_in_triangles(uv[f[:, 0]], uv[f[:, 1]], uv[f[:, 2]], shape=(size, size))
+        z = -near_sign * mesh.vertices[:, depth_axis]  # smaller is nearer
+        dep.append(w0 * z[f[tri, 0]] + w1 * z[f[tri, 1]] + w2 * z[f[tri, 2]])
+        shade = 0.25 + 0.75 * np.abs(mesh.face_normals[tri] @ light)
+        col.append(rgb[None] * shade[:, None])
+        pix.append(v * size + u)
+    pix, dep, col = np.concatenate(pix), np.concatenate(dep), np.concatenate(col)
+    order = np.lexsort((dep, pix))  # per pixel, nearest first
+    first = order[np.unique(pix[order], return_index=True)[1]]
+    img.reshape(-1, 3)[pix[first]] = col[first]
+    return img
 
 
 def save_report(path, image, pred: dict, bones: Sequence[str], meshes_world: dict, title: str = "") -> None:
@@ -157,10 +154,13 @@ def save_report(path, image, pred: dict, bones: Sequence[str], meshes_world: dic
         ax.set_xticks([])
         ax.set_yticks([])
     ordered = {n: meshes_world[n] for n in bones if n in meshes_world}
-    draw_meshes(axes[1, 0], ordered, "front")
-    axes[1, 0].set_title("meshes, front (AP) view")
-    draw_meshes(axes[1, 1], ordered, "side")
-    axes[1, 1].set_title("meshes, side view (from the patient's left)")
+    for ax, view, t in ((axes[1, 0], "front", "meshes, front (AP) view"),
+                        (axes[1, 1], "side", "meshes, side view (from the patient's left)")):
+        colours = {n: BONE_COLOURS[i % len(BONE_COLOURS)] for i, n in enumerate(bones)}
+        ax.imshow(mesh_view(ordered, view, colours=colours))
+        ax.set_title(t)
+        ax.set_xticks([])
+        ax.set_yticks([])
     axes[1, 2].set_axis_off()
     lines = [f"{n}: {len(m.vertices)} vertices" + (", watertight" if m.is_watertight else "") for n, m in ordered.items()]
     lines += [f"{n}: not found" for n in bones if n not in meshes_world]

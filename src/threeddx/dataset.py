@@ -25,6 +25,7 @@ import torch
 
 from .errors import InputError
 from .geometry import XrayGeometry
+from .render import window_image
 
 
 def normalise_radiograph(image: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
@@ -43,7 +44,7 @@ def normalise_radiograph(image: np.ndarray, lo_pct: float = 0.5, hi_pct: float =
     lo, hi = np.percentile(img, [lo_pct, hi_pct])
     if not hi > lo:
         raise InputError("image is constant: nothing to see")
-    return np.clip((img - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    return window_image(img, lo_pct, hi_pct)
 
 
 Hook = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]

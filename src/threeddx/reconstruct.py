@@ -139,10 +139,10 @@ def oriented_points(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geome
     """Both faces' points (world mm) with normals oriented by the view direction."""
     m = (np.asarray(mask) > 0.5) & (front > 0) & (back > 0)
     dirs = geometry.ray_directions_world()
-    src = geometry.source_position_world
+    everywhere = np.ones(m.shape, bool)
     pts, nrm = [], []
     for depth, sign in ((front, -1.0), (back, 1.0)):
-        grid = src + dirs * depth[..., None]
+        grid = geometry.backproject(depth, everywhere)[0].reshape(*m.shape, 3)
         n = _normals_from_depth(m, grid)
         flip = np.sum(n * dirs, axis=-1) * sign < 0
         n[flip] *= -1

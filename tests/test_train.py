@@ -57,7 +57,7 @@ def test_tiny_config_overfits_four_samples(small_sim, tmp_path):
     tr = Trainer(cfg, progress=False)
     batch = tr._to(next(iter(tr._loader(tr.train_set, False, 0))))
     losses = []
-    for _ in range(300):
+    for _ in range(500):
         loss, dl, _ = tr._batch_loss(batch)
         tr.opt.zero_grad()
         loss.backward()

@@ -91,7 +91,7 @@ def test_casi_value_and_gradient_ignore_a_constant_offset_inside_the_masks(mode)
         pred = (base + c * mask).requires_grad_(True)
         loss = scale_invariant_loss(pred, target, mask, mode, center_aligned=True)
         loss.backward()
-        results.append((float(loss), pred.grad.clone()))
+        results.append((loss.item(), pred.grad.clone()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-9)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-7, atol=1e-12)
     # without CASI the offset does change the loss

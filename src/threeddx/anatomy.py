@@ -217,6 +217,12 @@ def load_shape(k: int) -> Shape:
 
 
 # ---------------------------------------------------------------- articulation
+def knee_center(femur_vertices: np.ndarray, band_mm: float = 30.0) -> np.ndarray:
+    """Centre (mm) of a femur's distal end: the mean of its lowest ``band_mm`` (LPS: smallest z)."""
+    v = np.asarray(femur_vertices)
+    return v[v[:, 2] < v[:, 2].min() + band_mm].mean(0)
+
+
 def articulate(shape: Shape, rng: np.random.Generator | int | None, ranges: Mapping[str, float] | None = None) -> tuple[Shape, dict]:
     """Rotate each femur about its hip-joint centre by seeded angles (:data:`HIP_RANGES_DEG`).
 
@@ -234,8 +240,7 @@ def articulate(shape: Shape, rng: np.random.Generator | int | None, ranges: Mapp
         a = {k: float(rng.uniform(-v, v)) for k, v in rg.items()}
         # long axis: from the knee (lowest vertices) up to the hip centre
         v = shape.vertices[part]
-        knee = v[v[:, 2] < v[:, 2].min() + 30].mean(0)
-        axis = hjc - knee
+        axis = hjc - knee_center(v)
         r = (
             rotation_matrix(axis, math.radians(a["rotation"]))
             @ rotation_matrix((0, 1, 0), math.radians(a["adduction"] * (1 if side == "left" else -1)))

@@ -71,14 +71,6 @@ class Volume:
     def world_to_index(self) -> np.ndarray:
         return np.linalg.inv(self.index_to_world)
 
-    def corners_world(self) -> np.ndarray:
-        """The 8 corners of the voxel-covered box (voxel edges), world mm, (8, 3)."""
-        x, y, z = self.size_xyz
-        c = np.array(
-            [[i, j, k] for i in (-0.5, x - 0.5) for j in (-0.5, y - 0.5) for k in (-0.5, z - 0.5)]
-        )
-        return c @ self.index_to_world[:3, :3].T + self.index_to_world[:3, 3]
-
     def center_world(self) -> np.ndarray:
         x, y, z = self.size_xyz
         c = np.array([(x - 1) / 2.0, (y - 1) / 2.0, (z - 1) / 2.0])

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
+from .anatomy import knee_center
 from .io import Volume
 from .raster import points_in_triangles
 
@@ -205,8 +206,7 @@ def synthesize_ct(
     thigh_axes = []
     for part, hc in (("femur-l", hip_centers[0]), ("femur-r", hip_centers[1])):
         if part in bone_parts:
-            v = bone_parts[part][0]
-            thigh_axes.append((hc, v[v[:, 2] < v[:, 2].min() + 30].mean(0)))
+            thigh_axes.append((hc, knee_center(bone_parts[part][0])))
     r_t = tissue["thigh_radius_mm"]
     xx, yy = np.meshgrid(xs, ys, indexing="xy")  # (ny, nx)
     hu = np.full(grid.shape_zyx, HU_AIR, np.float32)

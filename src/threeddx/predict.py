@@ -258,7 +258,7 @@ def predict_file(
         pts = np.concatenate([clouds[name].front, clouds[name].back])
         with atomic_path(out / f"{name}_points.ply") as tmp:
             trimesh.PointCloud(pts).export(tmp, file_type="ply")
-    _write_maps(out, img, pred, predictor.bones)
+    _write_maps(out, img, pred)
     t["writing_s"] = time.perf_counter() - t0
     summary = {
         "image": str(image_path),
@@ -282,28 +282,15 @@ def predict_file(
     return summary
 
 
-def _write_maps(out: Path, img: np.ndarray, pred: dict, bones: list[str]) -> None:
+
+def _write_maps(out: Path, img: np.ndarray, pred: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .viz import composite_depths, mask_overlay
+    from .viz import mask_overlay, save_depth_maps
 
     with atomic_path(out / "masks.png") as tmp:
         plt.imsave(tmp, mask_overlay(img, pred["masks"]), format="png")
-    back = pred["depth_back"] if pred["depth_back"] is not None else pred["depth_front"]
-    f, b = composite_depths(pred["masks"], pred["depth_front"], back)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), constrained_layout=True)
-    finite = np.concatenate([f[np.isfinite(f)], b[np.isfinite(b)]])
-    vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0, 1)
-    cmap = plt.get_cmap("turbo").with_extremes(bad="black")
-    for ax, d, title in ((axes[0], f, "front face"), (axes[1], b, "back face")):
-        im = ax.imshow(d, cmap=cmap, vmin=vmin, vmax=vmax)
-        ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(im, ax=axes, shrink=0.8, label="depth from source (mm)")
-    with atomic_path(out / "depth.png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_depth_maps(out / "depth.png", pred["masks"], pred["depth_front"], pred["depth_back"])

@@ -42,6 +42,39 @@ def composite_depths(masks: np.ndarray, front: np.ndarray, back: np.ndarray) -> 
     return f, b
 
 
+def depth_display(masks: np.ndarray, front: np.ndarray, back: np.ndarray | None):
+    """What every depth picture shows: composite front/back maps, a shared 1-99 % range, turbo.
+
+    Returns ``(front, back, vmin, vmax, cmap)``; ``back=None`` (single depth) shows the front twice.
+    """
+    import matplotlib.pyplot as plt
+
+    f, b = composite_depths(masks, front, front if back is None else back)
+    finite = np.concatenate([f[np.isfinite(f)], b[np.isfinite(b)]])
+    vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
+    return f, b, vmin, vmax, plt.get_cmap("turbo").with_extremes(bad="black")
+
+
+def save_depth_maps(path, masks: np.ndarray, front: np.ndarray, back: np.ndarray | None) -> None:
+    """Front and back depth maps side by side with a colour bar in mm (predict's depth.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f, b, vmin, vmax, cmap = depth_display(masks, front, back)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), constrained_layout=True)
+    for ax, d, title in ((axes[0], f, "front face"), (axes[1], b, "back face")):
+        im = ax.imshow(d, cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes, shrink=0.8, label="depth from source (mm)")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
 def save_preview(
     path: str | Path,
     image: np.ndarray,
@@ -58,9 +91,7 @@ def save_preview(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    f, b = composite_depths(masks, depth_front, depth_back)
-    finite = np.concatenate([f[np.isfinite(f)], b[np.isfinite(b)]])
-    vmin, vmax = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+    f, b, vmin, vmax, cmap = depth_display(masks, depth_front, depth_back)
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.6), constrained_layout=True)
     axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("DRR")
@@ -70,7 +101,6 @@ def save_preview(
         handles=[Patch(color=BONE_COLOURS[i % len(BONE_COLOURS)], label=n) for i, n in enumerate(bones)],
         loc="lower right", fontsize=7, framealpha=0.7,
     )
-    cmap = plt.get_cmap("turbo").with_extremes(bad="black")
     axes[2].imshow(f, cmap=cmap, vmin=vmin, vmax=vmax)
     axes[2].set_title("front face (nearest bone)")
     im = axes[3].imshow(b, cmap=cmap, vmin=vmin, vmax=vmax)
@@ -135,16 +165,12 @@ def save_report(path, image, pred: dict, bones: Sequence[str], meshes_world: dic
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    back = pred["depth_back"] if pred["depth_back"] is not None else pred["depth_front"]
-    f, b = composite_depths(pred["masks"], pred["depth_front"], back)
-    finite = np.concatenate([f[np.isfinite(f)], b[np.isfinite(b)]])
-    vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
+    f, b, vmin, vmax, cmap = depth_display(pred["masks"], pred["depth_front"], pred["depth_back"])
     fig, axes = plt.subplots(2, 3, figsize=(14, 9.5), constrained_layout=True)
     axes[0, 0].imshow(mask_overlay(image, pred["masks"]))
     axes[0, 0].set_title("X-ray and predicted masks")
     axes[0, 0].legend(handles=[Patch(color=BONE_COLOURS[i % len(BONE_COLOURS)], label=n) for i, n in enumerate(bones)],
                       loc="lower right", fontsize=7, framealpha=0.7)
-    cmap = plt.get_cmap("turbo").with_extremes(bad="black")
     axes[0, 1].imshow(f, cmap=cmap, vmin=vmin, vmax=vmax)
     axes[0, 1].set_title("front face (mm)")
     im = axes[0, 2].imshow(b, cmap=cmap, vmin=vmin, vmax=vmax)

@@ -114,6 +114,7 @@ def evaluate(
         mesh_method = "front"
     density = DEFAULT_DENSITY if density is None else density
     results: list[dict] = []
+    gt_meshes: dict[Path, object] = {}  # a subject's meshes serve all of its poses
     for row in tqdm(rows_in, desc="evaluate", unit="image", disable=None if progress else True):
         with np.load(data / row["render"]) as z:
             geo_full = XrayGeometry.from_json(str(z["geometry"]))
@@ -137,7 +138,10 @@ def evaluate(
                 if m.sum() < 4:
                     raise InputError("empty predicted mask")
                 mesh = reconstruct_bone(m, pred["depth_front"][c], back, geo, mesh_method)
-                gt_mesh = trimesh.load(data / row["mesh_dir"] / f"{bone}.ply")
+                path = data / row["mesh_dir"] / f"{bone}.ply"
+                if path not in gt_meshes:
+                    gt_meshes[path] = trimesh.load(path)
+                gt_mesh = gt_meshes[path]
                 rec.update(surface_distances(visible_part(mesh, geo, max_edge_mm=None), visible_part(gt_mesh, geo), density))
                 rec["status"] = "ok"
             except InputError as e:

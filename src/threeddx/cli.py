@@ -228,20 +228,50 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--geometry", type=Path, help="geometry JSON of the image")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--mesh", default="dual", choices=["dual", "poisson"], help="meshing method (default dual)")
+    p.add_argument("--mesh", default="dual", choices=["dual", "poisson", "ssm"],
+                   help="meshing: dual-face (default), Poisson, or the fitted statistical shape model")
+    p.add_argument("--complete-femur", action="store_true",
+                   help="with --mesh ssm: output whole femurs; the part outside the image is inferred by the model")
+    _add_ssm_options(p)
     p.add_argument("--frame", default="world", choices=["world", "source"], help="coordinates of the outputs")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_predict)
+
+
+def _add_ssm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ssm-config", type=Path, help="YAML with an 'ssm' section (fit settings, see threeddx.ssm)")
+    p.add_argument("--ssm-coupled", action="store_true", help="fit one shape for pelvis and femurs (default per bone)")
+
+
+def _ssm_settings(args: argparse.Namespace, checkpoint_config: dict | None = None):
+    """Fit settings: the checkpoint config's ``ssm`` section, then --ssm-config, then --ssm-coupled."""
+    from .ssm import FitSettings
+
+    d = dict((checkpoint_config or {}).get("ssm") or {})
+    if getattr(args, "ssm_config", None):
+        import yaml
+
+        try:
+            user = yaml.safe_load(args.ssm_config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise InputError(f"cannot read --ssm-config {args.ssm_config}: {e}") from None
+        d.update(user.get("ssm", user) if isinstance(user, dict) else {})
+    if getattr(args, "ssm_coupled", False):
+        d["coupled"] = True
+    return FitSettings.from_dict(d)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor, predict_file
 
     predictor = Predictor(args.checkpoint, _device(args.device))
-    s = predict_file(args.image, predictor, args.out, args.geometry, args.mesh, args.frame)
+    s = predict_file(args.image, predictor, args.out, args.geometry, args.mesh, args.frame,
+                     ssm_settings=_ssm_settings(args, predictor.ck.get("config")), complete_femur=args.complete_femur)
     for name, b in s["bones"].items():
         vol = f", {b['volume_cm3']:.0f} cm3" if b["volume_cm3"] else ""
         print(f"  {name}: {b['vertices']} vertices{vol}")
+        if "inferred" in b:
+            print(f"    note: {b['inferred']}")
     for name in s["missing"]:
         print(f"  {name}: not found in the image")
     total = sum(s["timings_s"].values())
@@ -258,7 +288,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path)
     p.add_argument("--data", type=Path, required=True, help="a 3ddx simulate folder")
     p.add_argument("--split", default="test")
-    p.add_argument("--mesh", default="dual", choices=["dual", "poisson", "front"])
+    p.add_argument("--mesh", default="dual", choices=["dual", "poisson", "front", "ssm"])
+    _add_ssm_options(p)
     p.add_argument("--oracle", action="store_true", help="use the ground-truth masks and depths")
     p.add_argument("--bones", nargs="+")
     p.add_argument("--limit", type=int, help="evaluate the first N samples only")
@@ -271,7 +302,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     evaluate(args.data, args.out, args.checkpoint, args.split, args.mesh, args.oracle, args.bones, args.limit,
-             device=_device(args.device))
+             device=_device(args.device), ssm_settings=_ssm_settings(args) if args.mesh == "ssm" else None)
     return 0
 
 

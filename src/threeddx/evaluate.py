@@ -74,6 +74,24 @@ def markdown_table(rows: list[dict], bones: Sequence[str], label: str, n_images:
     )
 
 
+def _ssm_fits(pred: dict, pred_bones: Sequence[str], bones: Sequence[str], geo: XrayGeometry, settings) -> dict:
+    """Shape-model fits of one image's bones: bone -> FitResult, or the InputError that stopped it."""
+    from .reconstruct import backproject_bone
+    from .ssm import complete_bones_each
+
+    pts = {}
+    for b in bones:
+        c = pred_bones.index(b)
+        if pred["masks"][c].sum() >= 4:
+            back = None if pred["depth_back"] is None else pred["depth_back"][c]
+            fp = backproject_bone(pred["masks"][c], pred["depth_front"][c], back, geo)
+            pts[b] = np.concatenate([fp.front, fp.back])
+    fits = complete_bones_each(pts, settings)
+    for b in bones:
+        fits.setdefault(b, InputError("empty predicted mask"))
+    return fits
+
+
 def evaluate(
     data: str | Path,
     out: str | Path,
@@ -86,6 +104,7 @@ def evaluate(
     density: float | None = None,
     device: str = "cpu",
     progress: bool = True,
+    ssm_settings=None,
 ) -> dict:
     import trimesh
     from tqdm.auto import tqdm
@@ -110,7 +129,7 @@ def evaluate(
     missing = [b for b in bones if b not in stored]
     if missing:
         raise InputError(f"bone(s) {', '.join(missing)} are not in the samples of {data}")
-    if predictor is not None and predictor.single_depth:
+    if predictor is not None and predictor.single_depth and mesh_method != "ssm":
         mesh_method = "front"
     density = DEFAULT_DENSITY if density is None else density
     results: list[dict] = []
@@ -126,6 +145,11 @@ def evaluate(
         else:
             geo, pred_bones = geo_full, stored
             pred = {"masks": gt["masks"] > 0, "depth_front": gt["depth_front"], "depth_back": gt["depth_back"]}
+        fits: dict = {}
+        if mesh_method == "ssm":
+            t0 = time.perf_counter()
+            fits = _ssm_fits(pred, pred_bones, bones, geo, ssm_settings)
+            t_fit = (time.perf_counter() - t0) / max(len(fits), 1)
         for bone in bones:
             t0 = time.perf_counter()
             rec = {"sample_id": row["sample_id"], "subject_id": row["subject_id"], "bone": bone}
@@ -137,7 +161,13 @@ def evaluate(
             try:
                 if m.sum() < 4:
                     raise InputError("empty predicted mask")
-                mesh = reconstruct_bone(m, pred["depth_front"][c], back, geo, mesh_method)
+                if mesh_method == "ssm":
+                    if isinstance(fits.get(bone), InputError):
+                        raise fits[bone]
+                    mesh = fits[bone].mesh(bone)
+                    t0 -= t_fit  # the fit's time, shared out over the fitted bones
+                else:
+                    mesh = reconstruct_bone(m, pred["depth_front"][c], back, geo, mesh_method)
                 path = data / row["mesh_dir"] / f"{bone}.ply"
                 if path not in gt_meshes:
                     gt_meshes[path] = trimesh.load(path)

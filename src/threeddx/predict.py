@@ -196,8 +196,17 @@ def predict_file(
     mesh_method: str = "dual",
     frame: str = "world",
     report: bool = True,
+    ssm_settings: "FitSettings | None" = None,
+    complete_femur: bool = False,
 ) -> dict:
-    """Run the whole X-ray-to-meshes path and write the outputs (README). Returns the summary."""
+    """Run the whole X-ray-to-meshes path and write the outputs (README). Returns the summary.
+
+    ``mesh_method="ssm"``: the training-split shape model fitted to each bone's
+    front and back points (:mod:`threeddx.ssm`), clipped to the part that
+    projects inside the detector; with ``complete_femur`` the femurs are output
+    whole, the part outside the field of view being inferred by the model (the
+    summary says how much).
+    """
     import trimesh
 
     from .reconstruct import backproject_bone, reconstruct_bone
@@ -216,6 +225,9 @@ def predict_file(
     pred = predictor(img.astype(np.float32))
     t["network_s"] = time.perf_counter() - t0
 
+    method = "front" if pred["depth_back"] is None and mesh_method != "ssm" else mesh_method
+    if complete_femur and method != "ssm":
+        raise InputError("--complete-femur needs --mesh ssm")
     bones, meshes, world_meshes, clouds, missing = {}, {}, {}, {}, []
     t_bp = t_mesh = 0.0
     for c, name in enumerate(predictor.bones):
@@ -225,28 +237,40 @@ def predict_file(
             missing.append(name)
             continue
         s = time.perf_counter()
-        pts = backproject_bone(m, pred["depth_front"][c], back, geo)
+        clouds[name] = backproject_bone(m, pred["depth_front"][c], back, geo)
         t_bp += time.perf_counter() - s
+        if method == "ssm":
+            continue
         s = time.perf_counter()
         try:
-            mesh = reconstruct_bone(m, pred["depth_front"][c], back, geo, "front" if back is None else mesh_method)
+            world_meshes[name] = reconstruct_bone(m, pred["depth_front"][c], back, geo, method)
         except InputError as e:
             missing.append(f"{name} ({e})")
-            continue
+            del clouds[name]
         t_mesh += time.perf_counter() - s
-        world_meshes[name] = mesh.copy()
+    ssm_info: dict = {}
+    if method == "ssm" and clouds:
+        s = time.perf_counter()
+        world_meshes, ssm_info = _ssm_meshes(clouds, geo, ssm_settings, complete_femur)
+        for name in [b for b in clouds if b not in world_meshes]:
+            missing.append(f"{name} ({ssm_info[name]['error']})")
+            del clouds[name]
+        t_mesh += time.perf_counter() - s
+    for name, mesh in world_meshes.items():
+        mesh = mesh.copy()
+        pts = clouds[name]
         if frame == "source":
             mesh.apply_transform(geo.world_to_source)
             pts.front, pts.back = geo.to_source(pts.front), geo.to_source(pts.back) if len(pts.back) else pts.back
         meshes[name] = mesh
-        clouds[name] = pts
         bones[name] = {
             "vertices": int(len(mesh.vertices)),
             "faces": int(len(mesh.faces)),
             "watertight": bool(mesh.is_watertight),
             "volume_cm3": float(mesh.volume / 1000) if mesh.is_watertight else None,
-            "mask_px": int(m.sum()),
+            "mask_px": int(pred["masks"][predictor.bones.index(name)].sum()),
         }
+        bones[name].update(ssm_info.get(name, {}))
     t["backprojection_s"], t["meshing_s"] = t_bp, t_mesh
 
     t0 = time.perf_counter()
@@ -265,12 +289,14 @@ def predict_file(
         "checkpoint": str(predictor.checkpoint),
         "geometry_from": geo_source,
         "model_geometry": geo.to_dict(),
-        "mesh_method": mesh_method if pred["depth_back"] is not None else "front",
+        "mesh_method": method,
         "frame": frame,
         "bones": bones,
         "missing": missing,
         "timings_s": {k: round(v, 4) for k, v in t.items()},
     }
+    if ssm_info:
+        summary["ssm"] = ssm_info.get("_fit", {})
     if report:
         s = time.perf_counter()
         from .viz import save_report
@@ -281,6 +307,33 @@ def predict_file(
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
+
+def _ssm_meshes(clouds: dict, geo: XrayGeometry, settings, complete_femur: bool) -> tuple[dict, dict]:
+    """Fit the shape model to each bone's points: (bone -> world mesh, bone -> summary entries)."""
+    from .metrics import visible_part
+    from .ssm import complete_bones_each, outside_fraction
+
+    pts = {b: np.concatenate([c.front, c.back]) for b, c in clouds.items()}
+    fits = complete_bones_each(pts, settings)
+    meshes, info, fit_info = {}, {}, {}
+    for b, fit in fits.items():
+        if isinstance(fit, InputError):
+            info[b] = {"error": str(fit)}
+            continue
+        full = fit.mesh(b)
+        frac = outside_fraction(full, geo)
+        whole = complete_femur and b.startswith("femur")
+        meshes[b] = full if whole or frac == 0 else visible_part(full, geo, max_edge_mm=None)
+        info[b] = {"ssm_rms_mm": round(fit.rms_mm[b], 3), "outside_field_of_view_area": round(frac, 4)}
+        if whole:
+            info[b]["inferred"] = (
+                f"{100 * frac:.0f}% of this femur's surface lies outside the field of view and is inferred "
+                "by the shape model, not seen in the image"
+            )
+        key = "coupled" if sum(f is fit for f in fits.values()) > 1 else b
+        fit_info[key] = fit.to_dict()
+    info["_fit"] = fit_info
+    return meshes, info
 
 
 def _write_maps(out: Path, img: np.ndarray, pred: dict) -> None:

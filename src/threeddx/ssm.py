@@ -1,0 +1,503 @@
+"""Shape completion: fit a statistical shape model (SSM) of the bones to predicted surface points.
+
+The predicted front and back points leave gaps: at the silhouette rim, where
+bones overlap, and where a long bone leaves the field of view. Fitting a shape
+model fills them with plausible anatomy and gives every bone the same vertex
+correspondence (the LLP26 topology) whatever the image.
+
+**Model** (:class:`BoneSSM`). Built from the training subjects only (the fixed
+split of :func:`threeddx.anatomy.subject_split`, so the test subjects stay
+unseen; the package's own LLP26 PCA was built on all 26). Each bone of each
+subject (neutral pose, mm, the anatomy frame: LPS, hip-centre midpoint at the
+origin) is rigidly aligned to the bone's mean shape (generalised Procrustes,
+no scaling), then one PCA is taken over the concatenated aligned vertices of
+all the model's bones: a model of one bone (*per-bone* fitting) or of the
+pelvis and both femurs together (*coupled*: one set of shape weights, a pose
+per bone, since the hips articulate).
+
+**Fit** (:func:`fit_ssm`). Unknowns: per bone a rigid pose (rotation R,
+translation t; with ``scale=True`` a similarity), and standardised mode
+weights z (the shape is ``mean + modes @ (std * z)``). Minimised:
+
+    (1/N) sum_i w_i |s R x_i(z) + t - p_i|^2  +  reg * |z|^2
+
+where ``p_i`` are the predicted points (world mm) and ``x_i(z)`` their closest
+points on the model's surface (a barycentric point on a triangle, linear in
+z). This is iterative closest point with a Gaussian prior on the weights:
+``reg`` (mm²) plays the noise variance of the points relative to the unit
+prior; larger is stiffer. Each iteration finds the closest points, then takes
+one Gauss-Newton step of the point-to-plane form of the distance (pose
+increments and the weights solved together; it converges in ~10 iterations
+where point-to-point ICP crawled along flat surfaces for 100). Only
+data-to-model distances enter, so a missing region (a gap, the distal femur
+outside the detector) pulls on nothing and is filled by the prior; points
+further than ``max(outlier_mm, outlier_k * median)`` from the surface get
+weight 0 (robust to wrong depths). Deterministic: the only randomness is the
+seeded subsample of ``max_points`` points per bone.
+
+The model starts at the identity pose: in the anatomy frame, which is the
+simulator's world frame, and, for a real radiograph, the frame of the
+checkpoint's nominal pose when the patient lies as the preset says.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .io import atomic_path
+
+MIN_POINTS = 30
+
+
+# -------------------------------------------------------------- geometry
+def closest_point_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Barycentric coordinates (N, 3) of the closest point to ``p[i]`` on triangle ``(a[i], b[i], c[i])``.
+
+    Ericson's region test (Real-Time Collision Detection, 5.1.5), vectorised;
+    all arrays (N, 3), mm. The closest point is ``bary @ (a, b, c)``.
+    """
+    ab, ac, ap = b - a, c - a, p - a
+    d1, d2 = (ab * ap).sum(1), (ac * ap).sum(1)
+    bp = p - b
+    d3, d4 = (ab * bp).sum(1), (ac * bp).sum(1)
+    cp = p - c
+    d5, d6 = (ab * cp).sum(1), (ac * cp).sum(1)
+    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+
+    def div(x, y):
+        return np.divide(x, y, out=np.zeros_like(x), where=np.abs(y) > 1e-30)
+
+    den = va + vb + vc
+    v, w = div(vb, den), div(vc, den)
+    out = np.stack([1 - v - w, v, w], 1)  # interior
+    cases = [  # later entries win, so list them from the lowest priority up
+        ((va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0), "bc"),
+        ((vb <= 0) & (d2 >= 0) & (d6 <= 0), "ac"),
+        ((d6 >= 0) & (d5 <= d6), "c"),
+        ((vc <= 0) & (d1 >= 0) & (d3 <= 0), "ab"),
+        ((d3 >= 0) & (d4 <= d3), "b"),
+        ((d1 <= 0) & (d2 <= 0), "a"),
+    ]
+    for sel, region in cases:
+        if not sel.any():
+            continue
+        n = int(sel.sum())
+        if region == "a":
+            val = np.tile([1.0, 0, 0], (n, 1))
+        elif region == "b":
+            val = np.tile([0, 1.0, 0], (n, 1))
+        elif region == "c":
+            val = np.tile([0, 0, 1.0], (n, 1))
+        elif region == "ab":
+            t = div(d1[sel], d1[sel] - d3[sel])
+            val = np.stack([1 - t, t, np.zeros(n)], 1)
+        elif region == "ac":
+            t = div(d2[sel], d2[sel] - d6[sel])
+            val = np.stack([1 - t, np.zeros(n), t], 1)
+        else:
+            num, den2 = d4[sel] - d3[sel], (d4[sel] - d3[sel]) + (d5[sel] - d6[sel])
+            t = div(num, den2)
+            val = np.stack([np.zeros(n), 1 - t, t], 1)
+        out[sel] = val
+    return out
+
+
+class _SurfaceQuery:
+    """Closest points on a triangle mesh whose vertices move and whose topology does not.
+
+    Candidates for a query point are the faces around its nearest vertices
+    (``k`` of them), exact on those triangles; the vertex-to-face table is
+    built once per topology.
+    """
+
+    def __init__(self, faces: np.ndarray, n_vertices: int, k: int = 4):
+        self.faces = np.asarray(faces, np.int64)
+        self.k = k
+        counts = np.bincount(self.faces.ravel(), minlength=n_vertices)
+        table = np.full((n_vertices, max(int(counts.max()), 1)), -1, np.int64)
+        order = np.argsort(self.faces.ravel(), kind="stable")
+        vert = self.faces.ravel()[order]
+        start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        slot = np.arange(len(vert)) - start[vert]
+        table[vert, slot] = order // 3
+        self.vertex_faces = table
+
+    def __call__(self, vertices: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(face index (N,), barycentric (N, 3), distance mm (N,)) of each point's closest surface point."""
+        from scipy.spatial import cKDTree
+
+        _, near = cKDTree(vertices).query(points, k=self.k)
+        cand = self.vertex_faces[near.reshape(len(points), -1)].reshape(len(points), -1)  # (N, k * deg)
+        valid = cand >= 0
+        cf = np.where(valid, cand, 0)
+        tri = vertices[self.faces[cf]]  # (N, C, 3, 3)
+        n, c = cf.shape
+        pp = np.repeat(points[:, None, :], c, 1).reshape(-1, 3)
+        bary = closest_point_on_triangles(pp, *(tri.reshape(-1, 3, 3)[:, j] for j in range(3)))
+        q = np.einsum("nj,njk->nk", bary, tri.reshape(-1, 3, 3))
+        d = np.linalg.norm(q - pp, axis=1).reshape(n, c)
+        d[~valid] = np.inf
+        best = d.argmin(1)
+        rows = np.arange(n)
+        return cf[rows, best], bary.reshape(n, c, 3)[rows, best], d[rows, best]
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, w: np.ndarray, scale: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Weighted least-squares (R, t, s) with ``dst ~ s * R @ src + t`` (Umeyama 1991); (N, 3) mm."""
+    w = w / w.sum()
+    ms, md = w @ src, w @ dst
+    xs, xd = src - ms, dst - md
+    cov = (xd * w[:, None]).T @ xs
+    u, sv, vt = np.linalg.svd(cov)
+    d = np.ones(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[2] = -1
+    r = u @ np.diag(d) @ vt
+    s = float((sv * d).sum() / (w @ (xs**2).sum(1))) if scale else 1.0
+    return r, md - s * r @ ms, s
+
+
+# ------------------------------------------------------------------ model
+@dataclass
+class BoneSSM:
+    """A PCA shape model of one or several bones (module doc). Vertices in mm, anatomy frame."""
+
+    bones: tuple[str, ...]
+    mean: np.ndarray  # (V, 3), the bones' vertices one after another
+    modes: np.ndarray  # (3V, K) orthonormal columns
+    std: np.ndarray  # (K,) mm
+    offsets: tuple[int, ...]  # vertex offset of each bone in ``mean``, plus the total
+    faces: dict[str, np.ndarray] = field(repr=False)
+    subjects: tuple[int, ...] = ()
+
+    def n_modes(self) -> int:
+        return len(self.std)
+
+    def vertices(self, z: np.ndarray | None = None) -> np.ndarray:
+        """Model vertices (V, 3) for standardised weights ``z`` (zeros: the mean)."""
+        if z is None:
+            return self.mean.copy()
+        k = len(z)
+        return self.mean + (self.modes[:, :k] @ (self.std[:k] * z)).reshape(-1, 3)
+
+    def bone_slice(self, bone: str) -> slice:
+        i = self.bones.index(bone)
+        return slice(self.offsets[i], self.offsets[i + 1])
+
+    def mesh(self, bone: str, vertices: np.ndarray):
+        import trimesh
+
+        return trimesh.Trimesh(vertices[self.bone_slice(bone)], self.faces[bone], process=False)
+
+    # ------------------------------------------------------------ building
+    @classmethod
+    def fit(cls, subject_ids: Sequence[int], bones: Sequence[str], procrustes_iterations: int = 3) -> "BoneSSM":
+        """Build from LLP26 subjects (neutral pose): per-bone Procrustes alignment, then one PCA."""
+        from .anatomy import bone_meshes, load_shape
+
+        ids = tuple(int(k) for k in subject_ids)
+        if len(ids) < 2:
+            raise InputError("a shape model needs at least two subjects")
+        per_bone: dict[str, list[np.ndarray]] = {b: [] for b in bones}
+        faces: dict[str, np.ndarray] = {}
+        for k in ids:
+            for b, m in bone_meshes(load_shape(k), bones).items():
+                per_bone[b].append(np.asarray(m.vertices, np.float64))
+                faces[b] = np.asarray(m.faces, np.int64)
+        aligned = []
+        for b in bones:
+            x = np.stack(per_bone[b])  # (S, Vb, 3)
+            ref = x[0]
+            for _ in range(procrustes_iterations):
+                for s in range(len(x)):
+                    r, t, _ = umeyama(x[s], ref, np.ones(len(ref)))
+                    x[s] = x[s] @ r.T + t
+                ref = x.mean(0)
+            aligned.append(x)
+        data = np.concatenate(aligned, axis=1).reshape(len(ids), -1)
+        mean = data.mean(0)
+        _, sv, vt = np.linalg.svd(data - mean, full_matrices=False)
+        k = len(ids) - 1
+        offsets = tuple(int(v) for v in np.cumsum([0] + [a.shape[1] for a in aligned]))
+        return cls(bones=tuple(bones), mean=mean.reshape(-1, 3), modes=vt[:k].T.copy(), std=sv[:k] / math.sqrt(len(ids) - 1),
+                   offsets=offsets, faces=faces, subjects=ids)
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, bones=np.array(self.bones), mean=self.mean, modes=self.modes,
+                                    std=self.std, offsets=np.array(self.offsets), subjects=np.array(self.subjects),
+                                    **{f"faces_{b}": self.faces[b] for b in self.bones})
+
+    @classmethod
+    def load(cls, path: Path) -> "BoneSSM":
+        with np.load(path) as z:
+            bones = tuple(str(b) for b in z["bones"])
+            return cls(bones=bones, mean=z["mean"], modes=z["modes"], std=z["std"],
+                       offsets=tuple(int(v) for v in z["offsets"]), faces={b: z[f"faces_{b}"] for b in bones},
+                       subjects=tuple(int(v) for v in z["subjects"]))
+
+
+def training_ssm(bones: Sequence[str], subjects: Sequence[int] | None = None) -> BoneSSM:
+    """The shape model of ``bones`` from the training split's subjects, cached beside the LLP26 cache."""
+    from .anatomy import cache_dir, subject_split
+
+    if subjects is None:
+        subjects = sorted(k for k, s in subject_split().items() if s == "train")
+    key = hashlib.sha1(f"{','.join(bones)}|{','.join(map(str, subjects))}".encode()).hexdigest()[:12]
+    path = cache_dir() / f"ssm_{key}.npz"
+    if path.exists():
+        try:
+            return BoneSSM.load(path)
+        except Exception:  # a damaged cache file is rebuilt, not trusted
+            pass
+    model = BoneSSM.fit(subjects, bones)
+    model.save(path)
+    return model
+
+
+# -------------------------------------------------------------------- fit
+def _rodrigues(omega: np.ndarray) -> np.ndarray:
+    """Rotation matrix of the rotation vector ``omega`` (radians)."""
+    theta = float(np.linalg.norm(omega))
+    if theta < 1e-12:
+        return np.eye(3)
+    kx, ky, kz = omega / theta
+    kk = np.array([[0, -kz, ky], [kz, 0, -kx], [-ky, kx, 0]])
+    return np.eye(3) + math.sin(theta) * kk + (1 - math.cos(theta)) * kk @ kk
+
+
+@dataclass
+class FitSettings:
+    """Settings of :func:`fit_ssm` (the ``ssm`` section of a config)."""
+
+    modes: int = 15  # number of PCA modes fitted (at most the model's: 15 from 16 training subjects)
+    reg: float = 0.1  # prior weight, mm² (module doc)
+    scale: bool = False  # similarity instead of rigid pose
+    iterations: int = 30
+    tol_mm: float = 0.05  # stop when no vertex moved more than this
+    max_points: int = 3000  # per bone, seeded subsample
+    outlier_mm: float = 5.0
+    outlier_k: float = 3.0
+    coupled: bool = False  # one shape for pelvis and femurs (else a model per bone)
+    seed: int = 0
+    subjects: list[int] | None = None  # LLP26 subjects of the model; default the training split
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> "FitSettings":
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"config: unknown ssm setting(s) {', '.join(sorted(unknown))}")
+        out = cls(**d)
+        if out.modes < 1 or out.reg < 0 or out.iterations < 1 or out.max_points < MIN_POINTS:
+            raise InputError("config: ssm needs modes >= 1, reg >= 0, iterations >= 1, max_points >= 30")
+        return out
+
+
+@dataclass
+class FitResult:
+    """The fitted shape: vertices (world mm) per bone, weights, poses, and how well it fits."""
+
+    vertices: dict[str, np.ndarray]
+    faces: dict[str, np.ndarray]
+    z: np.ndarray
+    rotation: dict[str, np.ndarray]
+    translation: dict[str, np.ndarray]
+    scale: dict[str, float]
+    rms_mm: dict[str, float]
+    inliers: dict[str, float]
+    iterations: int
+    seconds: float
+
+    def mesh(self, bone: str):
+        import trimesh
+
+        return trimesh.Trimesh(self.vertices[bone], self.faces[bone], process=False)
+
+    def to_dict(self) -> dict:
+        """JSON-able summary (for summary.json)."""
+        return {
+            "mode_weights_sd": [round(float(v), 4) for v in self.z],
+            "pose": {b: {"rotation": np.round(self.rotation[b], 6).tolist(), "translation_mm": np.round(self.translation[b], 3).tolist(),
+                         "scale": round(self.scale[b], 5)} for b in self.rotation},
+            "rms_mm": {b: round(v, 3) for b, v in self.rms_mm.items()},
+            "inlier_fraction": {b: round(v, 4) for b, v in self.inliers.items()},
+            "iterations": self.iterations,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def check_points(points: np.ndarray, bone: str) -> np.ndarray:
+    """Validate one bone's point cloud (N, 3): finite, enough, not on a line or a point."""
+    p = np.asarray(points, np.float64)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise InputError(f"ssm fit: {bone}: points must be (N, 3), got shape {p.shape}")
+    if not np.isfinite(p).all():
+        raise InputError(f"ssm fit: {bone}: points contain NaN or infinite values")
+    if len(p) < MIN_POINTS:
+        raise InputError(f"ssm fit: {bone}: too few points ({len(p)}; need at least {MIN_POINTS})")
+    sv = np.linalg.svd(p - p.mean(0), compute_uv=False)
+    if sv[0] < 1e-6 or sv[1] < 1e-3 * sv[0]:
+        raise InputError(f"ssm fit: {bone}: the points are degenerate (all on a line or at one place)")
+    return p
+
+
+def fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSettings | None = None,
+            init: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> FitResult:
+    """Fit ``model`` to each bone's points (world mm); bones of the model without points follow the shape.
+
+    ``init``: optional starting (R, t) per bone (default: identity, module doc).
+    """
+    st = settings or FitSettings()
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(st.seed)
+    bones = [b for b in model.bones if b in points]
+    if not bones:
+        raise InputError(f"ssm fit: no points for any of the model's bones ({', '.join(model.bones)})")
+    data = {}
+    for b in bones:
+        p = check_points(points[b], b)
+        if len(p) > st.max_points:
+            p = p[np.sort(rng.choice(len(p), st.max_points, replace=False))]
+        data[b] = p
+    k = min(st.modes, model.n_modes())
+    basis = model.modes[:, :k] * model.std[:k]  # (3V, K): mm per unit z
+    queries = {b: _SurfaceQuery(model.faces[b], model.bone_slice(b).stop - model.bone_slice(b).start) for b in bones}
+    rot = {b: np.eye(3) for b in model.bones}
+    tra = {b: np.zeros(3) for b in model.bones}
+    scl = {b: 1.0 for b in model.bones}
+    for b, (r0, t0) in (init or {}).items():
+        rot[b], tra[b] = np.asarray(r0, float), np.asarray(t0, float)
+    z = np.zeros(k)
+    n_pose = 7 if st.scale else 6
+    n_par = n_pose * len(bones) + k
+    prev = None
+    it = 0
+    rms, inl = {}, {}
+    for it in range(1, st.iterations + 1):
+        verts = model.vertices(z)
+        h = np.zeros((n_par, n_par))
+        g = np.zeros(n_par)
+        n_w = 0.0
+        centre: dict[str, np.ndarray] = {}
+        for j, b in enumerate(bones):
+            sl = model.bone_slice(b)
+            world = scl[b] * verts[sl] @ rot[b].T + tra[b]
+            face, bary, dist = queries[b](world, data[b])
+            tau = max(st.outlier_mm, st.outlier_k * float(np.median(dist)))
+            w = (dist <= tau).astype(np.float64)
+            if w.sum() < MIN_POINTS:
+                raise InputError(f"ssm fit: {b}: fewer than {MIN_POINTS} points lie near the model; is the pose far off?")
+            rms[b] = float(np.sqrt((w * dist**2).sum() / w.sum()))
+            inl[b] = float(w.mean())
+            # point-to-plane residuals r = n . (y - p) of the closest surface points y
+            tri = world[model.faces[b][face]]
+            nrm = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+            nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
+            y = np.einsum("nj,njk->nk", bary, tri)
+            r = (nrm * (y - data[b])).sum(1)
+            c = centre[b] = (w @ y) / w.sum()  # rotations about the points' centroid
+            vid = model.faces[b][face] + sl.start
+            a = np.einsum("nj,njdk->ndk", bary, basis.reshape(-1, 3, k)[vid])  # model-frame d x / d z
+            cols = [np.cross(y - c, nrm), nrm]  # d r / d omega, d r / d t
+            if st.scale:
+                cols.append((nrm * (y - tra[b])).sum(1, keepdims=True))  # d r / d log s
+            cols.append(scl[b] * np.einsum("nd,de,nek->nk", nrm, rot[b], a))  # d r / d z
+            jac = np.concatenate(cols, 1)
+            idx = np.r_[np.arange(j * n_pose, (j + 1) * n_pose), np.arange(n_par - k, n_par)]
+            h[np.ix_(idx, idx)] += (jac * w[:, None]).T @ jac
+            g[idx] += (jac * w[:, None]).T @ r
+            n_w += w.sum()
+        # Gauss-Newton step of (1/N) sum w r^2 + reg |z|^2, the pose lightly damped
+        h /= n_w
+        g /= n_w
+        h[-k:, -k:] += st.reg * np.eye(k)
+        g[-k:] += st.reg * z
+        h[: n_par - k, : n_par - k] += 1e-6 * np.eye(n_par - k)
+        step = -np.linalg.solve(h, g)
+        z = z + step[-k:]
+        for j, b in enumerate(bones):
+            d = step[j * n_pose : (j + 1) * n_pose]
+            dr = _rodrigues(d[:3])
+            if st.scale:
+                scl[b] *= float(np.exp(d[6]))
+            rot[b] = dr @ rot[b]
+            tra[b] = dr @ (tra[b] - centre[b]) + centre[b] + d[3:6]
+        cur = np.concatenate([scl[b] * model.vertices(z)[model.bone_slice(b)] @ rot[b].T + tra[b] for b in bones])
+        if prev is not None and np.abs(cur - prev).max() < st.tol_mm:
+            break
+        prev = cur
+    verts = model.vertices(z)
+    out_v = {b: scl[b] * verts[model.bone_slice(b)] @ rot[b].T + tra[b] for b in model.bones}
+    return FitResult(
+        vertices=out_v, faces={b: model.faces[b] for b in model.bones}, z=z,
+        rotation={b: rot[b] for b in model.bones}, translation={b: tra[b] for b in model.bones},
+        scale={b: scl[b] for b in model.bones}, rms_mm=rms, inliers=inl, iterations=it,
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+#: Bones the LLP26-based model covers (the coupled model takes those of them present).
+MODEL_BONES = ("pelvis", "sacrum", "femur_left", "femur_right")
+
+
+def complete_bones(points: Mapping[str, np.ndarray], settings: FitSettings | None = None) -> dict[str, FitResult]:
+    """Fit the training-split shape model to each bone's points (world mm): bone -> its fit.
+
+    Per bone (default: one model and one fit per bone), or with
+    ``settings.coupled`` one model of all the given bones sharing the shape
+    weights (each bone keeps its own pose, the hips articulate).
+    """
+    st = settings or FitSettings()
+    subjects = st.subjects
+    unknown = [b for b in points if b not in MODEL_BONES]
+    if unknown:
+        raise InputError(f"ssm: no shape model for {', '.join(unknown)} (have: {', '.join(MODEL_BONES)})")
+    bones = [b for b in MODEL_BONES if b in points]
+    if st.coupled and len(bones) > 1:
+        fit = fit_ssm(training_ssm(bones, subjects), points, st)
+        return {b: fit for b in bones}
+    return {b: fit_ssm(training_ssm([b], subjects), {b: points[b]}, st) for b in bones}
+
+
+def complete_bones_each(points: Mapping[str, np.ndarray], settings: FitSettings | None = None) -> dict:
+    """Like :func:`complete_bones`, but a bone that cannot be fitted gives its InputError, not a failure.
+
+    (With ``coupled``, a failing bone is dropped from the joint fit and the
+    others are fitted together.)
+    """
+    out: dict = {}
+    pts = dict(points)
+    for b in list(pts):
+        try:
+            check_points(pts[b], b)
+        except InputError as e:
+            out[b] = e
+            del pts[b]
+    if pts:
+        try:
+            out.update(complete_bones(pts, settings))
+        except InputError:
+            for b, p in pts.items():
+                try:
+                    out.update(complete_bones({b: p}, settings))
+                except InputError as e:
+                    out[b] = e
+    return out
+
+
+def outside_fraction(mesh, geometry) -> float:
+    """Fraction of a mesh's surface area (0-1) whose faces project outside the detector."""
+    row, col, _ = geometry.project(np.asarray(mesh.vertices))
+    rows, cols = geometry.detector_shape
+    inside = (row >= -0.5) & (row <= rows - 0.5) & (col >= -0.5) & (col <= cols - 0.5)
+    out = ~inside[mesh.faces].all(axis=1)
+    return float(mesh.area_faces[out].sum() / max(mesh.area, 1e-12))

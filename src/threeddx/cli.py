@@ -225,7 +225,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("image", type=Path)
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
     p.add_argument("--geometry", type=Path, help="geometry JSON of the image")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--mesh", default="dual", choices=["dual", "poisson", "ssm"],
@@ -285,7 +285,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="ASSD / HD95 against the ground-truth meshes of a simulated split",
         description="Evaluate a checkpoint (or, with --oracle, the ground-truth depths) on a simulated split.",
     )
-    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface or single")
     p.add_argument("--data", type=Path, required=True, help="a 3ddx simulate folder")
     p.add_argument("--split", default="test")
     p.add_argument("--mesh", default="dual", choices=["dual", "poisson", "front", "ssm"])
@@ -306,6 +306,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the released models on the bundled example: meshes, report.png, ASSD/HD95",
+        description=(
+            "Predict the bundled example radiograph (a simulated test subject) with the released dual-face "
+            "model and the single-depth baseline, write meshes and report.png, and print ASSD and HD95 "
+            "against the ground truth."
+        ),
+    )
+    p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, device=_device(args.device))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="3ddx",
@@ -318,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_predict(sub)
     _add_evaluate(sub)
+    _add_demo(sub)
     return parser
 
 

@@ -111,7 +111,7 @@ def evaluate(
 
     from .dataset import normalise_radiograph, read_manifest
     from .metrics import DEFAULT_DENSITY, dice, surface_distances, visible_part
-    from .predict import Predictor, to_model_resolution
+    from .predict import RELEASED, Predictor, to_model_resolution
     from .reconstruct import reconstruct_bone
 
     data = Path(data)
@@ -122,7 +122,7 @@ def evaluate(
         raise InputError(f"no samples of split {split!r} in {data}")
     if limit:
         rows_in = rows_in[: int(limit)]
-    predictor = None if oracle else Predictor(Path(checkpoint), device)
+    predictor = None if oracle else Predictor(checkpoint, device)
     with np.load(data / rows_in[0]["render"]) as z:
         stored = [str(b) for b in z["bones"]]
     bones = list(bones or (predictor.bones if predictor else [b for b in ("pelvis", "femur_left", "femur_right") if b in stored]))
@@ -184,7 +184,12 @@ def evaluate(
     out = Path(out)
     n_images = len(rows_in)
     n_subjects = len({r["subject_id"] for r in rows_in})
-    label = "oracle (GT depths)" if oracle else Path(checkpoint).parent.name or str(checkpoint)
+    if oracle:
+        label = "oracle (GT depths)"
+    elif str(checkpoint) in RELEASED:
+        label = f"released {checkpoint}"
+    else:
+        label = Path(checkpoint).parent.name or str(checkpoint)
     label += f", {mesh_method}"
     summary = {
         "data": str(data), "split": split, "checkpoint": None if oracle else str(checkpoint), "oracle": oracle,

@@ -132,6 +132,23 @@ def to_model_resolution(img: np.ndarray, geo: XrayGeometry, size: int) -> tuple[
 
 
 # ------------------------------------------------------------------ the model
+#: The released models bundled with the package (src/threeddx/data/weights/MODEL_CARD.md).
+RELEASED = {"dualface": "dualface-128.pt", "single": "single-128.pt"}
+
+
+def resolve_checkpoint(name: str | Path | None) -> Path:
+    """A checkpoint path, or a released model's name (``dualface``, ``single``; None: ``dualface``)."""
+    if name is None or str(name) in RELEASED:
+        from importlib.resources import files
+
+        key = "dualface" if name is None else str(name)
+        path = Path(str(files("threeddx") / "data" / "weights" / RELEASED[key]))
+        if not path.exists():
+            raise InputError(f"the released model {key!r} is not installed ({path}); give --checkpoint")
+        return path
+    return Path(name)
+
+
 @dataclass
 class Predictor:
     """A loaded checkpoint, ready to predict."""
@@ -145,6 +162,7 @@ class Predictor:
         from .model import DualFaceNet, ModelConfig
         from .train import load_checkpoint
 
+        self.checkpoint = resolve_checkpoint(self.checkpoint)
         self.ck = load_checkpoint(self.checkpoint, map_location=self.device)
         self.model = DualFaceNet(ModelConfig(**self.ck["model_config"])).to(self.device).eval()
         self.model.load_state_dict(self.ck["model"])

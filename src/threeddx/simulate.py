@@ -49,7 +49,7 @@ from .errors import InputError
 from .io import atomic_path, save_npz_atomic
 
 ISOCENTER_ABOVE_HIPS_MM = 30.0
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2  # 2: poses shift +-10 mm along the beam (was +-40)
 MANIFEST_COLUMNS = ("sample_id", "subject_id", "source", "subject_index", "split", "pose", "size", "render", "mesh_dir")
 
 

@@ -443,6 +443,27 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ck
 
 
+#: What a released checkpoint keeps: enough to predict, nothing to resume training.
+RELEASE_KEYS = ("format", "threeddx_version", "model", "model_config", "config", "bones", "geometry", "casi_offset_mm", "epoch")
+
+
+def export_release(checkpoint: str | Path, out: str | Path, half: bool = True, info: dict | None = None) -> int:
+    """Write a slim, predict-only copy of a checkpoint (no optimiser or RNG state); returns its size in bytes.
+
+    ``half`` stores the weights as float16 (half the size; they are cast back
+    to float32 on loading). ``info`` (JSON-able) is kept under ``release``.
+    """
+    ck = load_checkpoint(checkpoint)
+    slim = {k: ck[k] for k in RELEASE_KEYS if k in ck}
+    if half:
+        slim["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
+    slim["release"] = dict(info or {})
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        torch.save(slim, tmp)
+    return out.stat().st_size
+
+
 def train(cfg: dict, resume: str | Path | None = None, progress: bool = True) -> dict[str, float]:
     trainer = Trainer(cfg, resume, progress)
     try:

@@ -40,7 +40,9 @@ def run(args: list[str]) -> None:
 def evaluate(out: Path, data: Path, split: str, extra: list[str]) -> dict:
     if not (out / "results.json").exists():
         run(["evaluate", "--data", str(data), "--split", split, "--out", str(out)] + extra)
-    return json.loads((out / "results.json").read_text())
+    summary = json.loads((out / "results.json").read_text())
+    summary["_dir"] = str(out)
+    return summary
 
 
 def train_seconds(run_dir: Path) -> float | None:
@@ -51,6 +53,13 @@ def train_seconds(run_dir: Path) -> float | None:
     if not log.exists():
         return None
     return sum(float(r["seconds"]) for r in csv.DictReader(log.open()) if r.get("seconds"))
+
+
+def _rows(summary: dict) -> list[dict]:
+    """The per-sample rows (results.csv) beside a results.json summary."""
+    import csv
+
+    return list(csv.DictReader(open(Path(summary["_dir"]) / "results.csv")))
 
 
 def cell(summary: dict, bone: str, what: str) -> str:
@@ -105,6 +114,20 @@ def main() -> int:
     n = table[0][1]
     lines.append(f"\nmm, mean (std) over {n['images']} test images of {n['subjects']} subjects; 'femur' pools left and right.")
     lines.append("Validation ASSD (mean of pelvis and femur) per row: " + ", ".join(f"{k} {v:.2f}" for k, v in val.items()))
+    lines.append("\nPer test subject (ASSD mm, pelvis / femurs pooled, mean over its poses):\n")
+    subjects = sorted({r["subject_id"] for _, s, _, _ in table[:1] for r in _rows(s)})
+    lines.append("| row | " + " | ".join(subjects) + " |")
+    lines.append("|---|" + "---|" * len(subjects))
+    for name, s, _, _ in table:
+        rows = _rows(s)
+        cells = []
+        for subj in subjects:
+            per = []
+            for group in (("pelvis",), ("femur_left", "femur_right")):
+                v = [float(r["assd"]) for r in rows if r["subject_id"] == subj and r["bone"] in group and r["status"] == "ok"]
+                per.append(f"{sum(v) / len(v):.2f}" if v else "n/a")
+            cells.append(" / ".join(per))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("\nCommands:\n" + "\n".join(f"- {name}: `{cmd}`" for name, _, _, cmd in table))
     text = "\n".join(lines) + "\n"
     base.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,7 @@ def main() -> int:
             f"{cfg['data']['size']} px.",
             "- Geometry: the standard AP preset (SDD 1000 mm, 430 mm detector, iso-centre 820 mm from the source, "
             "superior up, patient's right on the image's left), poses within +-10 deg tilt, +-8 deg rotation, "
-            "+-5 deg in-plane, +-25/25/40 mm.",
+            "+-5 deg in-plane, +-25/25 mm lateral/longitudinal and +-10 mm along the beam.",
             f"- Training: `{cmd}`; {cfg['optim']['epochs']} epochs on 2 CPU cores; released: best validation "
             f"epoch {ck['epoch']}.",
             f"- Test (`3ddx evaluate --data data/sim{a.size} --checkpoint {name}`): {figures(test)}.",

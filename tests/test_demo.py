@@ -1,0 +1,31 @@
+"""3ddx demo: the released weights on the bundled example (the README's main job)."""
+import json
+
+from threeddx.cli import main
+from threeddx.demo import BONES, example_path, ground_truth_meshes
+from threeddx.predict import Predictor
+
+
+def test_released_models_load_without_a_path():
+    dual, single = Predictor("dualface"), Predictor("single")
+    assert not dual.single_depth and single.single_depth
+    assert dual.bones == single.bones == list(BONES)
+    for p in (dual, single):
+        assert p.checkpoint.stat().st_size < 5e6  # a few MB: lives in the repository
+        assert "optimizer" not in p.ck and p.ck["release"]["test"]
+
+
+def test_demo_runs_end_to_end_and_dual_face_beats_the_baseline(tmp_path, capsys):
+    assert set(ground_truth_meshes(example_path())) == set(BONES)
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "pelvis ASSD" in printed and "dualface (dual)" in printed
+    res = json.loads((tmp_path / "demo.json").read_text())
+    dual, single = res["models"]["dualface"], res["models"]["single"]
+    for bone in BONES:
+        d, s = dual["bones"][bone], single["bones"][bone]
+        assert d["status"] == s["status"] == "ok"
+        assert d["assd"] < s["assd"] and d["hd95"] < s["hd95"], (bone, d, s)
+    for model in ("dualface", "single"):
+        for f in ("report.png", "summary.json", "pelvis.stl", "femur_left.ply"):
+            assert (tmp_path / model / f).stat().st_size > 1000

@@ -140,3 +140,14 @@ def test_predict_and_evaluate_with_the_shape_model(small_sim, tmp_path):
                  ssm_settings=st)
     for bone in ("pelvis", "femur_left", "femur_right"):
         assert r["bones"][bone]["n"] == 1 and 0 < r["bones"][bone]["assd_mean"] < 5.0
+
+
+def test_similarity_pose_recovers_a_scaled_shape(models):
+    gt = bone_meshes(load_shape(2), ["femur_left"])["femur_left"]
+    c = gt.vertices.mean(0)
+    gt = trimesh.Trimesh((gt.vertices - c) * 1.08 + c + [5.0, 0.0, -5.0], gt.faces, process=False)
+    pts = trimesh.sample.sample_surface(gt, 6000, seed=0)[0]
+    rigid = fit_ssm(models["femur_left"], {"femur_left": pts}, FitSettings(reg=0.01))
+    sim = fit_ssm(models["femur_left"], {"femur_left": pts}, FitSettings(reg=0.01, scale=True))
+    assert abs(sim.scale["femur_left"] - 1.08) < 0.005 and rigid.scale["femur_left"] == 1.0
+    assert surface_distances(sim.mesh("femur_left"), gt)["assd"] < 0.1 < surface_distances(rigid.mesh("femur_left"), gt)["assd"]

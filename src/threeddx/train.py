@@ -467,7 +467,12 @@ def export_release(checkpoint: str | Path, out: str | Path, half: bool = True, i
 def train(cfg: dict, resume: str | Path | None = None, progress: bool = True) -> dict[str, float]:
     trainer = Trainer(cfg, resume, progress)
     try:
-        return trainer.fit()
+        rec = trainer.fit()
+        if trainer.dist.world > 1:
+            # rank 0 hosts torchrun's rendezvous store: leaving while another rank is
+            # still shutting down aborted that rank (SIGABRT, ~1 run in 10 on 2 CPU ranks)
+            dist.barrier()
+        return rec
     finally:
         if trainer.dist.world > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -66,7 +66,7 @@ def main() -> int:
         for b in bones:
             c = pb.index(b)
             fp = backproject_bone(pred["masks"][c], pred["depth_front"][c], pred["depth_back"][c], geo)
-            pts[b] = np.concatenate([fp.front, fp.back])
+            pts[b] = fp.both()
         t0 = time.perf_counter()
         fits = complete_bones_each(pts, FitSettings(coupled=a.coupled))
         fit_s.append(time.perf_counter() - t0)

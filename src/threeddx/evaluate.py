@@ -85,7 +85,7 @@ def _ssm_fits(pred: dict, pred_bones: Sequence[str], bones: Sequence[str], geo: 
         if pred["masks"][c].sum() >= 4:
             back = None if pred["depth_back"] is None else pred["depth_back"][c]
             fp = backproject_bone(pred["masks"][c], pred["depth_front"][c], back, geo)
-            pts[b] = np.concatenate([fp.front, fp.back])
+            pts[b] = fp.both()
     fits = complete_bones_each(pts, settings)
     for b in bones:
         fits.setdefault(b, InputError("empty predicted mask"))

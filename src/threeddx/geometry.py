@@ -188,6 +188,13 @@ class XrayGeometry:
         depth = np.linalg.norm(ps, axis=-1)
         return row, col, depth
 
+    def on_detector(self, points_world: np.ndarray, margin_px: float = 0.0) -> np.ndarray:
+        """Whether each world point (..., 3) mm projects onto the detector (``margin_px`` inside its edge)."""
+        row, col, _ = self.project(points_world)
+        rows, cols = self.detector_shape
+        lo = -0.5 + margin_px
+        return (row >= lo) & (row <= rows - 0.5 - margin_px) & (col >= lo) & (col <= cols - 0.5 - margin_px)
+
     def backproject(
         self, depth: np.ndarray, mask: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -114,10 +114,7 @@ def visible_part(mesh, geometry: XrayGeometry, margin_px: float = 0.0, max_edge_
     if max_edge_mm is not None and mesh.edges_unique_length.max() > max_edge_mm:
         v, f = trimesh.remesh.subdivide_to_size(mesh.vertices, mesh.faces, max_edge=max_edge_mm, max_iter=20)
         mesh = trimesh.Trimesh(v, f, process=False)
-    row, col, _ = geometry.project(mesh.vertices)
-    rows, cols = geometry.detector_shape
-    inside = (row >= -0.5 + margin_px) & (row <= rows - 0.5 - margin_px) & (col >= -0.5 + margin_px) & (col <= cols - 0.5 - margin_px)
-    keep = inside[mesh.faces].all(axis=1)
+    keep = geometry.on_detector(mesh.vertices, margin_px)[mesh.faces].all(axis=1)
     if not keep.any():
         raise InputError("no part of the surface projects inside the detector")
     part = mesh.submesh([np.nonzero(keep)[0]], append=True)

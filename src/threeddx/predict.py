@@ -297,7 +297,7 @@ def predict_file(
         for ext in ("stl", "ply"):
             with atomic_path(out / f"{name}.{ext}") as tmp:
                 mesh.export(tmp, file_type=ext)
-        pts = np.concatenate([clouds[name].front, clouds[name].back])
+        pts = clouds[name].both()
         with atomic_path(out / f"{name}_points.ply") as tmp:
             trimesh.PointCloud(pts).export(tmp, file_type="ply")
     _write_maps(out, img, pred)
@@ -331,7 +331,7 @@ def _ssm_meshes(clouds: dict, geo: XrayGeometry, settings, complete_femur: bool)
     from .metrics import visible_part
     from .ssm import complete_bones_each, outside_fraction
 
-    pts = {b: np.concatenate([c.front, c.back]) for b, c in clouds.items()}
+    pts = {b: c.both() for b, c in clouds.items()}
     fits = complete_bones_each(pts, settings)
     meshes, info, fit_info = {}, {}, {}
     for b, fit in fits.items():

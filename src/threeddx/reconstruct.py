@@ -41,6 +41,10 @@ class FacePoints:
     back: np.ndarray
     pixels: np.ndarray
 
+    def both(self) -> np.ndarray:
+        """The front and back points together, (N_front + N_back, 3) world mm."""
+        return np.concatenate([self.front, self.back])
+
 
 def backproject_bone(mask: np.ndarray, front: np.ndarray, back: np.ndarray | None, geometry: XrayGeometry) -> FacePoints:
     """Front (and back) surface points of one bone in world mm."""

@@ -149,19 +149,13 @@ class _SurfaceQuery:
         return cf[rows, best], bary.reshape(n, c, 3)[rows, best], d[rows, best]
 
 
-def umeyama(src: np.ndarray, dst: np.ndarray, w: np.ndarray, scale: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
-    """Weighted least-squares (R, t, s) with ``dst ~ s * R @ src + t`` (Umeyama 1991); (N, 3) mm."""
-    w = w / w.sum()
-    ms, md = w @ src, w @ dst
-    xs, xd = src - ms, dst - md
-    cov = (xd * w[:, None]).T @ xs
-    u, sv, vt = np.linalg.svd(cov)
-    d = np.ones(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[2] = -1
-    r = u @ np.diag(d) @ vt
-    s = float((sv * d).sum() / (w @ (xs**2).sum(1))) if scale else 1.0
-    return r, md - s * r @ ms, s
+def rigid_align(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares rigid (R, t) with ``dst ~ R @ src + t`` for corresponding (N, 3) points (Kabsch, via SciPy)."""
+    from scipy.spatial.transform import Rotation
+
+    ms, md = src.mean(0), dst.mean(0)
+    r = Rotation.align_vectors(dst - md, src - ms)[0].as_matrix()
+    return r, md - r @ ms
 
 
 # ------------------------------------------------------------------ model
@@ -217,7 +211,7 @@ class BoneSSM:
             ref = x[0]
             for _ in range(procrustes_iterations):
                 for s in range(len(x)):
-                    r, t, _ = umeyama(x[s], ref, np.ones(len(ref)))
+                    r, t = rigid_align(x[s], ref)
                     x[s] = x[s] @ r.T + t
                 ref = x.mean(0)
             aligned.append(x)
@@ -382,8 +376,8 @@ def fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSetti
     prev = None
     it = 0
     rms, inl = {}, {}
+    verts = model.vertices(z)  # the current shape, updated at the end of each iteration
     for it in range(1, st.iterations + 1):
-        verts = model.vertices(z)
         h = np.zeros((n_par, n_par))
         g = np.zeros(n_par)
         n_w = 0.0
@@ -431,11 +425,11 @@ def fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSetti
                 scl[b] *= float(np.exp(d[6]))
             rot[b] = dr @ rot[b]
             tra[b] = dr @ (tra[b] - centre[b]) + centre[b] + d[3:6]
-        cur = np.concatenate([scl[b] * model.vertices(z)[model.bone_slice(b)] @ rot[b].T + tra[b] for b in bones])
+        verts = model.vertices(z)
+        cur = np.concatenate([scl[b] * verts[model.bone_slice(b)] @ rot[b].T + tra[b] for b in bones])
         if prev is not None and np.abs(cur - prev).max() < st.tol_mm:
             break
         prev = cur
-    verts = model.vertices(z)
     out_v = {b: scl[b] * verts[model.bone_slice(b)] @ rot[b].T + tra[b] for b in model.bones}
     return FitResult(
         vertices=out_v, faces={b: model.faces[b] for b in model.bones}, z=z,
@@ -496,8 +490,5 @@ def complete_bones_each(points: Mapping[str, np.ndarray], settings: FitSettings 
 
 def outside_fraction(mesh, geometry) -> float:
     """Fraction of a mesh's surface area (0-1) whose faces project outside the detector."""
-    row, col, _ = geometry.project(np.asarray(mesh.vertices))
-    rows, cols = geometry.detector_shape
-    inside = (row >= -0.5) & (row <= rows - 0.5) & (col >= -0.5) & (col <= cols - 0.5)
-    out = ~inside[mesh.faces].all(axis=1)
+    out = ~geometry.on_detector(np.asarray(mesh.vertices))[mesh.faces].all(axis=1)
     return float(mesh.area_faces[out].sum() / max(mesh.area, 1e-12))

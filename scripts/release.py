@@ -35,7 +35,7 @@ def figures(results: dict) -> str:
 
 def main() -> int:
     from threeddx.demo import make_example
-    from threeddx.train import export_release, load_checkpoint
+    from threeddx.checkpoint import export_release, load_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dualface", required=True, help="the ablation row released as the dual-face model")

@@ -111,7 +111,8 @@ def evaluate(
 
     from .dataset import normalise_radiograph, read_manifest
     from .metrics import DEFAULT_DENSITY, dice, surface_distances, visible_part
-    from .predict import RELEASED, Predictor, to_model_resolution
+    from .checkpoint import RELEASED
+    from .predict import Predictor, to_model_resolution
     from .reconstruct import reconstruct_bone
 
     data = Path(data)

@@ -136,3 +136,10 @@ def nearest_surface(masks: torch.Tensor, front: torch.Tensor) -> tuple[torch.Ten
     d = torch.where(m, front, torch.full_like(front, float("inf"))).amin(dim=1, keepdim=True)
     union = m.any(dim=1, keepdim=True)
     return torch.where(union, d, torch.zeros_like(d)), union.to(front.dtype)
+
+
+def apply_casi_offset(pred: torch.Tensor, mask: torch.Tensor, offset_mm: float) -> torch.Tensor:
+    """Shift (B, M, H, W) depths so that their mean inside ``mask`` is ``offset_mm`` per image."""
+    v = (mask > 0.5).to(pred.dtype)
+    mean = (pred * v).sum(dim=(1, 2, 3), keepdim=True) / v.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
+    return pred - mean + offset_mm

@@ -132,23 +132,6 @@ def to_model_resolution(img: np.ndarray, geo: XrayGeometry, size: int) -> tuple[
 
 
 # ------------------------------------------------------------------ the model
-#: The released models bundled with the package (src/threeddx/data/weights/MODEL_CARD.md).
-RELEASED = {"dualface": "dualface-128.pt", "single": "single-128.pt"}
-
-
-def resolve_checkpoint(name: str | Path | None) -> Path:
-    """A checkpoint path, or a released model's name (``dualface``, ``single``; None: ``dualface``)."""
-    if name is None or str(name) in RELEASED:
-        from importlib.resources import files
-
-        key = "dualface" if name is None else str(name)
-        path = Path(str(files("threeddx") / "data" / "weights" / RELEASED[key]))
-        if not path.exists():
-            raise InputError(f"the released model {key!r} is not installed ({path}); give --checkpoint")
-        return path
-    return Path(name)
-
-
 @dataclass
 class Predictor:
     """A loaded checkpoint, ready to predict."""
@@ -160,7 +143,7 @@ class Predictor:
 
     def __post_init__(self) -> None:
         from .model import DualFaceNet, ModelConfig
-        from .train import load_checkpoint
+        from .checkpoint import load_checkpoint, resolve_checkpoint
 
         self.checkpoint = resolve_checkpoint(self.checkpoint)
         self.ck = load_checkpoint(self.checkpoint, map_location=self.device)
@@ -186,7 +169,7 @@ class Predictor:
     @torch.no_grad()
     def __call__(self, image01: np.ndarray) -> dict[str, np.ndarray]:
         """Normalised (size, size) image -> masks (C,H,W) bool, depth_front/back (C,H,W) mm (back None for single)."""
-        from .train import apply_casi_offset
+        from .model import apply_casi_offset
 
         x = torch.from_numpy(image01)[None, None].to(self.device)
         out = self.model(x)

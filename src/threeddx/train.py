@@ -35,11 +35,11 @@ import yaml
 from . import __version__
 from .errors import InputError
 from .geometry import standard_ap_geometry
+from .checkpoint import CKPT_FORMAT, export_release, load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: F401 (re-exported)
 from .io import atomic_path
 from .losses import MODES, mask_loss, scale_invariant_loss
-from .model import DualFaceNet, ModelConfig, nearest_surface
+from .model import DualFaceNet, ModelConfig, apply_casi_offset, nearest_surface  # noqa: F401 (re-exported)
 
-CKPT_FORMAT = 1
 LOSS_CHOICES = ("single", "dependent", "independent", "casi")
 
 DEFAULTS: dict[str, Any] = {
@@ -98,16 +98,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def _set_rng_state(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
 
 
 @dataclass
@@ -170,13 +160,6 @@ def casi_offset_prior(dataset) -> float:
     if n == 0:
         raise InputError("no bone pixel in the training set: cannot compute the CASI offset")
     return s / n
-
-
-def apply_casi_offset(pred: torch.Tensor, mask: torch.Tensor, offset_mm: float) -> torch.Tensor:
-    """Shift (B, M, H, W) depths so that their mean inside ``mask`` is ``offset_mm`` per image."""
-    v = (mask > 0.5).to(pred.dtype)
-    mean = (pred * v).sum(dim=(1, 2, 3), keepdim=True) / v.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
-    return pred - mean + offset_mm
 
 
 # ------------------------------------------------------------------ training
@@ -254,12 +237,11 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "best": self.best,
-            "rng": _rng_state(),
+            "rng": rng_state(),
         }
 
     def _save(self, name: str) -> None:
-        with atomic_path(self.out / name) as tmp:
-            torch.save(self.state(), tmp)
+        save_checkpoint(self.state(), self.out / name)
 
     def _load(self, path: str | Path) -> None:
         ck = load_checkpoint(path, map_location=self.device)
@@ -271,7 +253,7 @@ class Trainer:
         self.scaler.load_state_dict(ck["scaler"])
         self.epoch, self.step, self.best = ck["epoch"], ck["step"], ck["best"]
         self.casi_offset = ck["casi_offset_mm"]
-        _set_rng_state(ck["rng"])
+        set_rng_state(ck["rng"])
         self._truncate_log(self.epoch)
 
     def _truncate_log(self, epoch: int) -> None:
@@ -427,41 +409,6 @@ def _collate(items: list[dict]) -> dict:
         vals = [it[k] for it in items]
         out[k] = torch.stack(vals) if torch.is_tensor(vals[0]) else vals
     return out
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a checkpoint, with a clear error for a missing, corrupt or foreign file."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"checkpoint not found: {path}")
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise InputError(f"cannot read checkpoint {path}: {type(e).__name__}") from None
-    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-        raise InputError(f"{path} is not a 3ddx checkpoint of format {CKPT_FORMAT}")
-    return ck
-
-
-#: What a released checkpoint keeps: enough to predict, nothing to resume training.
-RELEASE_KEYS = ("format", "threeddx_version", "model", "model_config", "config", "bones", "geometry", "casi_offset_mm", "epoch")
-
-
-def export_release(checkpoint: str | Path, out: str | Path, half: bool = True, info: dict | None = None) -> int:
-    """Write a slim, predict-only copy of a checkpoint (no optimiser or RNG state); returns its size in bytes.
-
-    ``half`` stores the weights as float16 (half the size; they are cast back
-    to float32 on loading). ``info`` (JSON-able) is kept under ``release``.
-    """
-    ck = load_checkpoint(checkpoint)
-    slim = {k: ck[k] for k in RELEASE_KEYS if k in ck}
-    if half:
-        slim["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
-    slim["release"] = dict(info or {})
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        torch.save(slim, tmp)
-    return out.stat().st_size
 
 
 def train(cfg: dict, resume: str | Path | None = None, progress: bool = True) -> dict[str, float]:

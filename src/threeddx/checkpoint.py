@@ -1,0 +1,122 @@
+"""Checkpoints: save, load safely, export a release, find the released models.
+
+A checkpoint is a ``torch.save`` dict of plain data (str, int, float, bool,
+None, lists, dicts) and tensors: the model's weights and settings, its bones,
+the nominal geometry it was trained for, the CASI offset, the training config
+and, for ``last.pt``, the optimiser, scheduler and RNG states.
+
+**Loading cannot run code.** :func:`load_checkpoint` reads with
+``torch.load(weights_only=True)``: PyTorch's restricted unpickler accepts only
+tensors and plain containers, so a crafted pickle (one whose ``__reduce__``
+calls ``os.system``, say) is refused before anything in it runs, with one line
+naming the file. For that, every state is stored as plain data: the Python
+and NumPy RNG states become lists and tensors (:func:`rng_state`).
+
+Neither this module nor :mod:`threeddx.model` imports the training code, so
+predict, evaluate and demo load models without it.
+"""
+from __future__ import annotations
+
+import pickle
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .io import atomic_path
+
+#: Checkpoint layout version (1: the first; still the same keys).
+CKPT_FORMAT = 1
+
+#: What a released checkpoint keeps: enough to predict, nothing to resume training.
+RELEASE_KEYS = ("format", "threeddx_version", "model", "model_config", "config", "bones", "geometry",
+                "casi_offset_mm", "epoch", "confidence")
+
+#: The released models bundled with the package (src/threeddx/data/weights/MODEL_CARD.md).
+RELEASED = {"dualface": "dualface-128.pt", "single": "single-128.pt"}
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch RNG states as plain data (loadable with ``weights_only=True``)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [int(version), list(internal), gauss],
+        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(s: dict) -> None:
+    """Restore what :func:`rng_state` saved."""
+    version, internal, gauss = s["python"]
+    random.setstate((int(version), tuple(int(v) for v in internal), gauss))
+    n = s["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(s["torch"])
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write ``state`` atomically (a complete file or the previous one, never half a file)."""
+    with atomic_path(Path(path)) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Read a checkpoint without running any code from it.
+
+    A missing, corrupt, foreign or code-carrying file ends in one
+    :class:`~threeddx.errors.InputError` line that names it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise InputError(f"checkpoint is not a file: {path}")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found is None:
+            raise InputError(f"cannot read checkpoint {path}: not a PyTorch checkpoint file") from None
+        # the restricted unpickler refused a global (a function or class) before calling it
+        raise InputError(f"refused checkpoint {path}: it asks to load {found.group(1)}, but a checkpoint may hold only "
+                         "tensors and plain data; 3ddx never loads code from a checkpoint") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise InputError(f"cannot read checkpoint {path}: {type(e).__name__}") from None
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise InputError(f"{path} is not a 3ddx checkpoint of format {CKPT_FORMAT}")
+    return ck
+
+
+def export_release(checkpoint: str | Path, out: str | Path, half: bool = True, info: dict | None = None) -> int:
+    """Write a slim, predict-only copy of a checkpoint (no optimiser or RNG state); returns its size in bytes.
+
+    ``half`` stores the weights as float16 (half the size; they are cast back
+    to float32 on loading). ``info`` (JSON-able) is kept under ``release``.
+    """
+    ck = load_checkpoint(checkpoint)
+    slim = {k: ck[k] for k in RELEASE_KEYS if k in ck}
+    if half:
+        slim["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
+    slim["release"] = dict(info or {})
+    out = Path(out)
+    save_checkpoint(slim, out)
+    return out.stat().st_size
+
+
+def resolve_checkpoint(name: str | Path | None) -> Path:
+    """A checkpoint path, or a released model's name (``dualface``, ``single``; None: ``dualface``)."""
+    if name is None or str(name) in RELEASED:
+        from importlib.resources import files
+
+        key = "dualface" if name is None else str(name)
+        path = Path(str(files("threeddx") / "data" / "weights" / RELEASED[key]))
+        if not path.exists():
+            raise InputError(f"the released model {key!r} is not installed ({path}); give --checkpoint")
+        return path
+    return Path(name)

@@ -1,0 +1,110 @@
+"""Checkpoints: loading never runs code; plain-data RNG states round-trip; release export."""
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from threeddx.checkpoint import (
+    export_release,
+    load_checkpoint,
+    resolve_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from threeddx.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "src" / "threeddx" / "data" / "example" / "llp26-10_p00.npz"
+
+
+class _Payload:
+    """Unpickling this runs ``touch MARKER``: what a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _malicious(tmp_path: Path, hidden_in_release: bool) -> tuple[Path, Path]:
+    marker = tmp_path / "pwned"
+    if hidden_in_release:
+        ck = load_checkpoint(resolve_checkpoint("dualface"))
+        ck["release"]["note"] = _Payload(marker)  # a copy of the released model with a payload inside
+    else:
+        ck = _Payload(marker)
+    path = tmp_path / "evil.pt"
+    torch.save(ck, path)
+    return path, marker
+
+
+@pytest.mark.parametrize("hidden_in_release", [False, True], ids=["bare", "inside-released-model"])
+def test_malicious_pickle_is_refused_before_anything_runs(tmp_path, hidden_in_release):
+    path, marker = _malicious(tmp_path, hidden_in_release)
+    with pytest.raises(InputError, match="refused checkpoint .*evil.pt.*never loads code"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["predict", str(EXAMPLE), "--checkpoint", "{ck}", "--out", "{tmp}/out"],
+        ["evaluate", "--checkpoint", "{ck}", "--data", "{tmp}/nodata", "--out", "{tmp}/out"],
+        ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--resume", "{ck}", "--data", "{tmp}/nodata",
+         "--out", "{tmp}/out"],
+    ],
+    ids=["predict", "evaluate", "train-resume"],
+)
+def test_cli_refuses_malicious_checkpoint_in_one_line(tmp_path, command):
+    path, marker = _malicious(tmp_path, hidden_in_release=True)
+    args = [a.format(ck=path, tmp=tmp_path) for a in command]
+    r = subprocess.run([sys.executable, "-m", "threeddx.cli", *args], capture_output=True, text=True, timeout=300)
+    assert not marker.exists(), "the checkpoint's payload ran"
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_rng_state_round_trips_as_plain_data(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    save_checkpoint({"format": 1, "rng": rng_state()}, tmp_path / "c.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])  # weights_only=True inside
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_release_export_is_slim_and_half(tmp_path):
+    state = {"format": 1, "model": {"w": torch.ones(3), "n": torch.tensor(2)}, "optimizer": {"x": 1},
+             "model_config": {}, "bones": ["pelvis"]}
+    save_checkpoint(state, tmp_path / "full.pt")
+    export_release(tmp_path / "full.pt", tmp_path / "rel.pt", info={"name": "t"})
+    rel = load_checkpoint(tmp_path / "rel.pt")
+    assert "optimizer" not in rel and rel["release"] == {"name": "t"}
+    assert rel["model"]["w"].dtype == torch.float16 and rel["model"]["n"].dtype == torch.int64
+
+
+@pytest.mark.parametrize("name", ["dualface", "single"])
+def test_released_models_load_safely(name):
+    ck = load_checkpoint(resolve_checkpoint(name))
+    assert ck["bones"] == ["pelvis", "femur_left", "femur_right"]
+
+
+def test_bad_checkpoint_files(tmp_path):
+    p = tmp_path / "x.pt"
+    p.write_bytes(b"garbage")
+    with pytest.raises(InputError, match="cannot read checkpoint"):
+        load_checkpoint(p)
+    torch.save({"hello": 1}, p)
+    with pytest.raises(InputError, match="not a 3ddx checkpoint"):
+        load_checkpoint(p)
+    with pytest.raises(InputError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")

@@ -8,7 +8,8 @@ its output exists, so an interrupted run continues where it stopped:
 1. ``3ddx simulate`` the benchmark recipe (the config's header) unless present;
 2. per row: ``3ddx train --config configs/ablation-SIZE.yaml --loss ROW --out runs/ablation-SIZE/ROW``
    (the same data, model, epochs and seed for every row);
-3. per row: ``3ddx evaluate`` on the val split (to pick the released model)
+3. per row: ``3ddx evaluate --chain random`` (the images through random imaging
+   chains, seeded: the training distribution) on the val split (to pick the released model)
    and on the test split; the oracle rows (ground-truth depths through the
    same meshing); with ``--ssm`` the shape-model completion of the best row;
 4. the table of test ASSD / HD95, mean (std), printed and written to
@@ -26,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXE = [sys.executable, "-m", "threeddx.cli"]
 RECIPES = {
-    128: "--subjects 0-21 --random-subjects 48 --poses 6 --size 128 --workers 2",
+    128: "--subjects 0-21 --random-subjects 48 --poses 6 --size 128 --voxel-mm 1.5 --workers 2",
     256: "--subjects 0-21 --random-subjects 200 --poses 8 --size 256 --workers 8",
 }
 COLS = ("pelvis", "femur_left", "femur_right", "femur")
@@ -90,7 +91,7 @@ def main() -> int:
                 cmd += ["--resume", str(rd / "last.pt")]
             run(cmd)
             (rd / "done.json").write_text("{}\n")
-        ck = ["--checkpoint", str(rd / "best.pt")]
+        ck = ["--checkpoint", str(rd / "best.pt"), "--chain", "random"]
         v = evaluate(rd / "eval-val", data, "val", ck)
         val[row] = (v["bones"]["pelvis"]["assd_mean"] + v["bones"]["femur"]["assd_mean"]) / 2
         table.append((row, evaluate(rd / "eval-test", data, "test", ck), train_seconds(rd),
@@ -101,7 +102,7 @@ def main() -> int:
     dual_rows = [r for r in val if r != "single"]
     if a.ssm and dual_rows:
         best = min(dual_rows, key=val.get)
-        ck = ["--checkpoint", str(base / best / "best.pt")]
+        ck = ["--checkpoint", str(base / best / "best.pt"), "--chain", "random"]
         table.append((f"{best} + ssm", evaluate(base / best / "eval-test-ssm", data, "test", ck + ["--mesh", "ssm"]), None,
                       f"3ddx evaluate --checkpoint runs/ablation-{a.size}/{best}/best.pt --mesh ssm"))
         table.append(("oracle, ssm", evaluate(base / "oracle-ssm", data, "test", ["--oracle", "--mesh", "ssm"]), None,

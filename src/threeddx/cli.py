@@ -151,7 +151,32 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--write-ct", action="store_true", help="also write each subject's CT and labels as NIfTI")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of shapes, tissues and poses (default 0)")
+    p.add_argument("--body", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="fix body parameters for every subject, e.g. fat_mm=80 thigh_spread_mm=-25 zip=1 "
+                   "(keys: threeddx.phantom.TISSUE_RANGES and OPTIONAL_PROBABILITIES; docs/data.md)")
+    p.add_argument("--sdd-mm", type=float, default=1000.0,
+                   help="source-to-detector distance (default 1000); the patient stays 180 mm from the detector")
+    p.add_argument("--beam-offset-mm", type=float, default=0.0,
+                   help="shift every pose along the beam, e.g. a table 30 mm higher (default 0)")
     p.set_defaults(func=cmd_simulate)
+
+
+def _body_overrides(items: Sequence[str]) -> dict[str, float]:
+    from .phantom import OPTIONAL_PROBABILITIES, TISSUE_RANGES
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--body items are KEY=VALUE, got {item!r}")
+        if key not in TISSUE_RANGES and key not in OPTIONAL_PROBABILITIES:
+            raise InputError(f"--body: unknown body parameter {key!r}; known: "
+                             f"{', '.join(sorted([*TISSUE_RANGES, *OPTIONAL_PROBABILITIES]))}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise InputError(f"--body {key}: {value!r} is not a number") from None
+    return out
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -167,6 +192,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         bones=list(args.bones or DEFAULT_BONES),
         voxel_mm=args.voxel_mm,
         write_ct=args.write_ct,
+        body=_body_overrides(args.body),
+        sdd_mm=args.sdd_mm,
+        beam_offset_mm=args.beam_offset_mm,
     )
     if args.workers < 1:
         raise InputError("--workers must be at least 1")
@@ -234,6 +262,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="with --mesh ssm: output whole femurs; the part outside the image is inferred by the model")
     _add_ssm_options(p)
     p.add_argument("--frame", default="world", choices=["world", "source"], help="coordinates of the outputs")
+    p.add_argument("--force", action="store_true",
+                   help="reconstruct every bone with a mask even when the image does not look like a hip radiograph")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_predict)
 
@@ -266,7 +296,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = Predictor(args.checkpoint, _device(args.device))
     s = predict_file(args.image, predictor, args.out, args.geometry, args.mesh, args.frame,
-                     ssm_settings=_ssm_settings(args, predictor.ck.get("config")), complete_femur=args.complete_femur)
+                     ssm_settings=_ssm_settings(args, predictor.ck.get("config")), complete_femur=args.complete_femur,
+                     force=args.force, warn=lambda line: print(f"3ddx: warning: {line}", file=sys.stderr))
     for name, b in s["bones"].items():
         vol = f", {b['volume_cm3']:.0f} cm3" if b["volume_cm3"] else ""
         print(f"  {name}: {b['vertices']} vertices{vol}")
@@ -274,6 +305,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"    note: {b['inferred']}")
     for name in s["missing"]:
         print(f"  {name}: not found in the image")
+    for name, b in s["bones"].items():
+        if not b["found"]:
+            print(f"  {name}: written because of --force, but not found ({s['checks'][name]['why_not']})")
     total = sum(s["timings_s"].values())
     print(f"wrote {args.out} ({total:.2f} s: " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in s["timings_s"].items()) + ")")
     return 0
@@ -285,8 +319,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="ASSD / HD95 against the ground-truth meshes of a simulated split",
         description="Evaluate a checkpoint (or, with --oracle, the ground-truth depths) on a simulated split.",
     )
-    p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface or single")
+    p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
     p.add_argument("--data", type=Path, required=True, help="a 3ddx simulate folder")
+    p.add_argument("--chain", help="imaging chain making each image from its material line integrals: 'random' "
+                   "(seeded by --seed) or a preset (standard, no-grid, low-dose, edge-enhanced, jpeg-8bit, inverted, "
+                   "...); default: the stored image")
+    p.add_argument("--seed", type=int, default=0, help="seed of the chains' noise and of random chains")
     p.add_argument("--split", default="test")
     p.add_argument("--mesh", default="dual", choices=["dual", "poisson", "front", "ssm"])
     _add_ssm_options(p)
@@ -301,8 +339,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
-    evaluate(args.data, args.out, args.checkpoint, args.split, args.mesh, args.oracle, args.bones, args.limit,
-             device=_device(args.device), ssm_settings=_ssm_settings(args) if args.mesh == "ssm" else None)
+    checkpoint = None if args.oracle else (args.checkpoint or "dualface")
+    evaluate(args.data, args.out, checkpoint, args.split, args.mesh, args.oracle, args.bones, args.limit,
+             device=_device(args.device), ssm_settings=_ssm_settings(args) if args.mesh == "ssm" else None,
+             chain=args.chain, seed=args.seed)
     return 0
 
 

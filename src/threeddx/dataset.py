@@ -1,5 +1,18 @@
 """Reading simulated samples for training: a PyTorch Dataset over a manifest.
 
+**Imaging chain on the fly**: a sample that stores material line integrals
+(``materials``, ``3ddx simulate`` since settings version 3) is turned into a
+detector image by :func:`threeddx.physics.radiograph` every time it is read:
+``chain="random"`` draws a new chain per (seed, epoch, index), reproducible and
+different each epoch (training); a preset name (``"standard"``, ``"no-grid"``,
+...) or a :class:`~threeddx.physics.Chain` gives fixed settings (evaluation
+sets); ``None`` reads the stored ``image`` (the windowed monochromatic DRR, and
+the only choice for older samples).
+
+**Negatives**: with ``negatives=p`` a share p of the items is replaced by an
+image without hip anatomy and empty targets (:mod:`threeddx.negatives`), so the
+network learns to find no bone where there is none.
+
 Only **photometric** augmentation is offered (intensity, contrast, gamma,
 noise): geometric changes (crop, flip, rotate, resize) would change the
 pixel-to-ray mapping that the depth targets are defined through, and a flip
@@ -119,6 +132,8 @@ class SimulatedDataset(torch.utils.data.Dataset):
         bones: Sequence[str] | None = None,
         augment: Sequence[Hook] | None = None,
         seed: int = 0,
+        chain: "str | Chain | None" = None,
+        negatives: float = 0.0,
     ) -> None:
         self.root = Path(root)
         rows = read_manifest(self.root)
@@ -141,6 +156,12 @@ class SimulatedDataset(torch.utils.data.Dataset):
         self.augment = list(augment or [])
         self.seed = seed
         self.epoch = 0
+        self.chain = chain
+        self.negatives = float(negatives)
+        if chain is not None and chain != "random":
+            from .physics import chain_from
+
+            chain_from(chain)  # an unknown preset is refused here, not at the first item
 
     def set_epoch(self, epoch: int) -> None:
         """Augmentations are seeded by (seed, epoch, index): reproducible, different each epoch."""
@@ -152,18 +173,43 @@ class SimulatedDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
         path = self.root / row["render"]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
         try:
             with np.load(path) as z:
                 image, masks = z["image"], z["masks"][self.channels]
                 front, back = z["depth_front"][self.channels], z["depth_back"][self.channels]
                 geom = XrayGeometry.from_json(str(z["geometry"]))
+                materials = None
+                if self.chain is not None:
+                    if "materials" not in z:
+                        raise InputError(f"sample {path} has no material line integrals (simulated before settings "
+                                         "version 3): use chain None or simulate again")
+                    materials = {str(n): z["materials"][k] for k, n in enumerate(z["material_names"])}
         except (OSError, KeyError, ValueError) as e:
             raise InputError(f"cannot read sample {path}: {e}") from None
+        negative = self.negatives > 0 and rng.random() < self.negatives
+        kind = str(rng.choice(["chest", "upside-down", "noise"], p=[0.45, 0.3, 0.25])) if negative else ""
+        if kind == "chest":
+            from .negatives import CHEST_VIEWS, chest_view
+
+            materials = chest_view(self.root / "negatives", geom, int(rng.integers(CHEST_VIEWS)))
+        if materials is not None:
+            from .physics import radiograph, replace_seed, sample_chain
+
+            chain = sample_chain(rng) if self.chain == "random" else replace_seed(self.chain, int(rng.integers(2**31)))
+            image = radiograph(materials, geom, chain)
+        if kind == "upside-down":
+            image = image[::-1].copy()
+        elif kind == "noise":
+            from .negatives import noise_image
+
+            image = noise_image(image.shape, rng)
+        if negative:
+            masks, front, back = np.zeros_like(masks), np.zeros_like(front), np.zeros_like(back)
         image, masks, front, back = downsample_sample(image, masks, front, back, self.factor)
         if self.factor != 1:
             geom = geom.resample(self.size)
         img = torch.from_numpy(normalise_radiograph(image))[None]
-        rng = np.random.default_rng([self.seed, self.epoch, i])
         for hook in self.augment:
             out = hook(img, rng)
             if out.shape != img.shape:

@@ -28,7 +28,7 @@ from .geometry import XrayGeometry
 from .io import atomic_path
 
 COLUMNS = ("sample_id", "subject_id", "bone", "status", "assd", "hd95", "chamfer", "within_1mm", "within_2mm",
-           "within_5mm", "dice", "seconds")
+           "within_5mm", "assd_beam_aligned", "beam_shift_mm", "dice", "false_area_pct", "found", "confidence", "seconds")
 FEMURS = ("femur_left", "femur_right")
 
 
@@ -52,9 +52,14 @@ def summarise(rows: list[dict], bones: Sequence[str]) -> dict:
             "assd_std": float(np.std([r["assd"] for r in ok])) if ok else None,
             "hd95_mean": float(np.mean([r["hd95"] for r in ok])) if ok else None,
             "hd95_std": float(np.std([r["hd95"] for r in ok])) if ok else None,
+            "assd_beam_aligned_mean": float(np.nanmean([r["assd_beam_aligned"] for r in ok])) if ok else None,
             "n": len(ok),
             "missing": sum(1 for r in rows if r["bone"] in members and r["status"] != "ok"),
         }
+        fa = [r["false_area_pct"] for r in rows if r["bone"] in members and not math.isnan(r.get("false_area_pct", math.nan))]
+        out[g]["false_area_pct_mean"] = float(np.mean(fa)) if fa else None
+        found = [r["found"] for r in rows if r["bone"] in members and r.get("found") is not None]
+        out[g]["refused_pct"] = 100.0 * (1.0 - float(np.mean(found))) if found else None
     return out
 
 
@@ -105,12 +110,26 @@ def evaluate(
     device: str = "cpu",
     progress: bool = True,
     ssm_settings=None,
+    chain=None,
+    seed: int = 0,
 ) -> dict:
+    """Evaluate a checkpoint (or the oracle) on a split; writes results.csv/json/md into ``out`` (module doc).
+
+    ``chain``: the imaging chain that makes each sample's image from its
+    material line integrals (:mod:`threeddx.physics`): a preset name, a
+    :class:`~threeddx.physics.Chain`, or ``"random"`` (a random chain per image,
+    seeded by ``seed`` and the sample's index); None uses the stored image.
+    Beside the surface metrics, each row has the ASSD after the best shift
+    along the beam, the false bone area (predicted mask outside the true
+    silhouettes, % of the true area), and whether the model judged the bone
+    found (:func:`threeddx.model.bone_checks`).
+    """
     import trimesh
     from tqdm.auto import tqdm
 
     from .dataset import normalise_radiograph, read_manifest
-    from .metrics import DEFAULT_DENSITY, dice, surface_distances, visible_part
+    from .metrics import DEFAULT_DENSITY, beam_aligned, dice, false_area_pct, surface_distances, visible_part
+    from .physics import chain_from, radiograph, replace_seed, sample_chain
     from .checkpoint import RELEASED
     from .predict import Predictor, to_model_resolution
     from .reconstruct import reconstruct_bone
@@ -133,17 +152,28 @@ def evaluate(
     if predictor is not None and predictor.single_depth and mesh_method != "ssm":
         mesh_method = "front"
     density = DEFAULT_DENSITY if density is None else density
+    if chain is not None and chain != "random":
+        chain = chain_from(chain)
     results: list[dict] = []
     gt_meshes: dict[Path, object] = {}  # a subject's meshes serve all of its poses
-    for row in tqdm(rows_in, desc="evaluate", unit="image", disable=None if progress else True):
+    for index, row in enumerate(tqdm(rows_in, desc="evaluate", unit="image", disable=None if progress else True)):
         with np.load(data / row["render"]) as z:
             geo_full = XrayGeometry.from_json(str(z["geometry"]))
             gt = {k: z[k] for k in ("image", "masks", "depth_front", "depth_back")}
+            if chain is not None:
+                if "materials" not in z:
+                    raise InputError(f"{data / row['render']} has no material line integrals: evaluate it without a chain")
+                mats = {str(n): z["materials"][k] for k, n in enumerate(z["material_names"])}
+                rng = np.random.default_rng([seed, index])
+                c = sample_chain(rng) if chain == "random" else replace_seed(chain, int(rng.integers(2**31)))
+                gt["image"] = radiograph(mats, geo_full, c)
         if predictor is not None:
             img, geo = to_model_resolution(normalise_radiograph(gt["image"]), geo_full, predictor.size)
             pred = predictor(img.astype(np.float32))
             pred_bones = predictor.bones
+            checks = pred["checks"]
         else:
+            checks = {}
             geo, pred_bones = geo_full, stored
             pred = {"masks": gt["masks"] > 0, "depth_front": gt["depth_front"], "depth_back": gt["depth_back"]}
         fits: dict = {}
@@ -158,6 +188,11 @@ def evaluate(
             m = pred["masks"][c]
             gt_mask = gt["masks"][stored.index(bone)]
             rec["dice"] = dice(m, gt_mask) if m.shape == gt_mask.shape else float("nan")
+            others = [gt["masks"][stored.index(b)] for b in stored if b != bone]
+            rec["false_area_pct"] = (false_area_pct(m, np.stack([gt_mask, *others])) if m.shape == gt_mask.shape
+                                     else float("nan"))
+            rec["found"] = checks.get(bone, {}).get("found")
+            rec["confidence"] = checks.get(bone, {}).get("confidence", float("nan"))
             back = None if pred["depth_back"] is None or mesh_method == "front" else pred["depth_back"][c]
             try:
                 if m.sum() < 4:
@@ -173,11 +208,14 @@ def evaluate(
                 if path not in gt_meshes:
                     gt_meshes[path] = trimesh.load(path)
                 gt_mesh = gt_meshes[path]
-                rec.update(surface_distances(visible_part(mesh, geo, max_edge_mm=None), visible_part(gt_mesh, geo), density))
+                mesh_v, gt_v = visible_part(mesh, geo, max_edge_mm=None), visible_part(gt_mesh, geo)
+                rec.update(surface_distances(mesh_v, gt_v, density))
+                aligned, rec["beam_shift_mm"] = beam_aligned(mesh_v, gt_v, geo)
+                rec["assd_beam_aligned"] = surface_distances(aligned, gt_v, density)["assd"]
                 rec["status"] = "ok"
             except InputError as e:
                 rec["status"] = f"missing: {e}"
-                for k in COLUMNS[4:10]:
+                for k in COLUMNS[4:12]:
                     rec[k] = float("nan")
             rec["seconds"] = time.perf_counter() - t0
             results.append(rec)
@@ -195,8 +233,14 @@ def evaluate(
     summary = {
         "data": str(data), "split": split, "checkpoint": None if oracle else str(checkpoint), "oracle": oracle,
         "mesh_method": mesh_method, "density_per_mm2": density, "images": n_images, "subjects": n_subjects,
+        "chain": chain if chain is None or isinstance(chain, str) else chain.to_dict(),
         "bones": summarise(results, bones),
     }
+    if predictor is not None:
+        by_image: dict[str, list] = {}
+        for r in results:
+            by_image.setdefault(r["sample_id"], []).append(bool(r["found"]))
+        summary["images_refused_pct"] = 100.0 * float(np.mean([not any(v) for v in by_image.values()]))
     buf = _io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
     w.writeheader()

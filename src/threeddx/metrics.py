@@ -134,3 +134,41 @@ def dice(pred: np.ndarray, target: np.ndarray) -> float:
     a, b = np.asarray(pred) > 0.5, np.asarray(target) > 0.5
     s = a.sum() + b.sum()
     return float(2 * (a & b).sum() / s) if s else 1.0
+
+
+def beam_aligned(pred, gt, geometry: XrayGeometry, iterations: int = 6, density: float = 0.25):
+    """``pred`` shifted along the beam (the ray through its centroid) to best fit ``gt`` (trimesh meshes, world mm).
+
+    One AP image cannot tell a shift along the beam from a slightly larger or
+    smaller patient; the shape error without that offset is what this isolates.
+    The shift minimises the mean squared closest-point distance along the ray
+    direction (a 1-D ICP, ``iterations`` steps). Returns ``(shifted mesh, shift_mm)``.
+    """
+    from scipy.spatial import cKDTree
+
+    d = np.asarray(pred.vertices.mean(0) - geometry.source_position_world, np.float64)
+    d /= np.linalg.norm(d)
+    p = sample_surface(pred, density, seed=1)
+    tree = cKDTree(sample_surface(gt, 4 * density, seed=2))
+    shift = 0.0
+    for _ in range(iterations):
+        _, idx = tree.query(p + shift * d)
+        step = float(np.mean((tree.data[idx] - (p + shift * d)) @ d))
+        shift += step
+        if abs(step) < 0.01:
+            break
+    out = pred.copy()
+    out.apply_translation(shift * d)
+    return out, shift
+
+
+def false_area_pct(pred_mask: np.ndarray, true_masks: np.ndarray) -> float:
+    """Predicted mask outside every true silhouette, in % of the bone's true area.
+
+    ``pred_mask`` (H, W) bool; ``true_masks`` (C, H, W) or (H, W): the true
+    silhouette of this bone first (its area is the denominator), then any others.
+    """
+    t = np.asarray(true_masks, bool)
+    t = t[None] if t.ndim == 2 else t
+    area = max(int(t[0].sum()), 1)
+    return 100.0 * float((np.asarray(pred_mask, bool) & ~t.any(0)).sum()) / area

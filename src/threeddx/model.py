@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -143,3 +144,55 @@ def apply_casi_offset(pred: torch.Tensor, mask: torch.Tensor, offset_mm: float) 
     v = (mask > 0.5).to(pred.dtype)
     mean = (pred * v).sum(dim=(1, 2, 3), keepdim=True) / v.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
     return pred - mean + offset_mm
+
+
+# ------------------------------------------------------------------ is there a bone?
+#: Decision rule of :func:`bone_checks` (calibrated in benchmarks/robustness.py, docs/results.md "Refusal").
+FOUND_MIN_CONFIDENCE = 0.75  # mean sigmoid probability inside the predicted mask
+FOUND_AREA_RATIO = (0.2, 5.0)  # predicted area / median training area
+FOUND_MAX_CENTROID_Z = 4.0  # |centroid - training mean| / training SD, per axis
+
+
+def bone_checks(probs: np.ndarray, bones: list[str], stats: dict | None) -> dict[str, dict]:
+    """Is each bone in the image? Per bone: confidence, plausibility figures, ``found`` and why not.
+
+    ``probs``: (C, H, W) sigmoid mask probabilities at the model's resolution.
+    ``stats``: the checkpoint's ``confidence`` entry (training masks' area and
+    centroid per bone, :func:`threeddx.train.mask_statistics`); None for older
+    checkpoints, which are judged on confidence and a minimum area only.
+
+    The **confidence** is the mean probability inside the predicted mask (0
+    when the mask is empty): the network's own certainty. A bone is found when
+    the confidence reaches :data:`FOUND_MIN_CONFIDENCE`, its area is within
+    :data:`FOUND_AREA_RATIO` of the training masks' median and its centroid
+    within :data:`FOUND_MAX_CENTROID_Z` standard deviations of theirs.
+    """
+    out: dict[str, dict] = {}
+    per_bone = (stats or {}).get("bones", {})
+    scale = probs.shape[-1] / float((stats or {}).get("size", probs.shape[-1]))
+    for c, b in enumerate(bones):
+        p = probs[c]
+        m = p > 0.5
+        area = int(m.sum())
+        conf = float(p[m].mean()) if area else 0.0
+        info: dict = {"confidence": round(conf, 4), "mask_px": area}
+        reasons = []
+        if area < 4:
+            reasons.append("no mask")
+        elif conf < FOUND_MIN_CONFIDENCE:
+            reasons.append(f"confidence {conf:.2f} < {FOUND_MIN_CONFIDENCE}")
+        st = per_bone.get(b)
+        if st and area >= 4:
+            ratio = area / (st["area_px_median"] * scale**2)
+            r, k = np.nonzero(m)
+            z = np.abs((np.array([r.mean(), k.mean()]) / scale - np.array(st["centroid_mean"])) / np.array(st["centroid_sd"]))
+            info.update({"area_ratio": round(float(ratio), 3), "centroid_z": round(float(z.max()), 2)})
+            if not FOUND_AREA_RATIO[0] <= ratio <= FOUND_AREA_RATIO[1]:
+                reasons.append(f"mask area {ratio:.2f}x the training median")
+            if z.max() > FOUND_MAX_CENTROID_Z:
+                reasons.append(f"mask {z.max():.1f} SD from where this bone lies in training images")
+        info["found"] = not reasons
+        if reasons:
+            info["why_not"] = "; ".join(reasons)
+        out[b] = info
+    return out

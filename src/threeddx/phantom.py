@@ -27,7 +27,7 @@ from .anatomy import knee_center
 from .io import Volume
 from .raster import points_in_triangles
 
-#: Uniform ranges of the tissue model (HU, mm). See docs/data.md.
+#: Ranges of the body and tissue model (HU, mm; uniform unless said). See docs/data.md.
 TISSUE_RANGES: dict[str, tuple[float, float]] = {
     "hu_fat": (-120.0, -80.0),
     "hu_muscle": (30.0, 60.0),
@@ -35,27 +35,61 @@ TISSUE_RANGES: dict[str, tuple[float, float]] = {
     "hu_trabecular": (150.0, 400.0),
     "trabecular_texture_sd": (20.0, 60.0),  # HU, smooth texture at ~4 mm
     "cortical_mm": (1.0, 2.5),
-    "fat_mm": (8.0, 45.0),  # subcutaneous fat thickness
-    "soft_lateral_mm": (25.0, 70.0),  # soft tissue beyond the pelvis' bony width, each side
-    "soft_ap_mm": (30.0, 90.0),  # beyond the pelvis' bony AP depth, front and back
-    "thigh_radius_mm": (65.0, 100.0),
-    "gas_pockets": (0.0, 4.0),  # bowel gas bubbles in the lower abdomen (integer count)
-    "gas_radius_mm": (8.0, 25.0),
+    # ---- habitus and outline
+    "fat_mm": (3.0, 80.0),  # subcutaneous fat, log-uniform: thin to obese
+    "muscle_lateral_mm": (15.0, 60.0),  # muscle beyond the pelvis' bony width, each side
+    "muscle_ap_mm": (10.0, 45.0),  # beyond the pelvis' bony AP depth, front and back
+    "outline_power": (1.7, 3.2),  # superellipse exponent: 2 round, > 2 wide and square-shouldered
+    "asymmetry_mm": (-15.0, 15.0),  # lateral shift of the outline
+    "panniculus_mm": (0.0, 70.0),  # anterior abdominal fold hanging over the groin (obese bodies only)
+    "fat_plane_mm": (0.0, 5.0),  # intermuscular fat plane inside the muscle
+    # ---- thighs
+    "thigh_radius_mm": (55.0, 110.0),
+    "thigh_spread_mm": (-25.0, 35.0),  # medial (touching) to lateral (apart) shift of each thigh
+    # ---- abdomen
+    "gas_pockets": (0.0, 6.0),  # bowel gas bubbles and loops (integer count; 0: none)
+    "gas_radius_mm": (6.0, 30.0),
+    "faecal_fraction": (0.0, 0.6),  # share of gas pockets that are mottled faeces
+    "bladder_radius_mm": (20.0, 55.0),
+    "hu_bladder": (0.0, 20.0),
+    # ---- outside and inside the body
+    "table_mm": (8.0, 25.0),  # carbon-fibre/foam table behind the patient
+    "hu_table": (-700.0, -300.0),
     "noise_sd": (5.0, 25.0),  # HU
 }
 
+#: Probabilities of the optional things in and on the body (per subject).
+OPTIONAL_PROBABILITIES: dict[str, float] = {
+    "table": 0.7,
+    "zip": 0.2,
+    "buttons": 0.25,
+    "gonad_shield": 0.1,
+    "calcifications": 0.25,
+    "panniculus": 0.5,  # given fat_mm > 35
+}
+
 HU_AIR = -1000.0
+#: Metal (steel zips, buttons, snaps, shields) in HU: the iron anchor of physics.decompose_hu.
+HU_METAL = 20000.0
 
 #: Default CT box around the hip-joint-centre midpoint (LPS mm): wide enough for
 #: the preset's cone (430 mm detector, magnification up to ~1.5 at the back of
-#: the box) at every pose of :func:`threeddx.geometry.sample_pose`.
-DEFAULT_BOX_MM = ((-245.0, 245.0), (-170.0, 170.0), (-300.0, 215.0))
+#: the box) at every pose of :func:`threeddx.geometry.sample_pose`, and for an
+#: obese body's outline (fat up to 80 mm).
+DEFAULT_BOX_MM = ((-275.0, 275.0), (-240.0, 200.0), (-300.0, 215.0))
 
 
 def sample_tissue(rng: np.random.Generator | int) -> dict[str, float]:
+    """One body's parameters within :data:`TISSUE_RANGES` and :data:`OPTIONAL_PROBABILITIES`."""
     rng = np.random.default_rng(rng)
     p = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in TISSUE_RANGES.items()}
+    lo, hi = TISSUE_RANGES["fat_mm"]
+    p["fat_mm"] = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     p["gas_pockets"] = float(int(rng.integers(int(TISSUE_RANGES["gas_pockets"][0]), int(TISSUE_RANGES["gas_pockets"][1]) + 1)))
+    for k, prob in OPTIONAL_PROBABILITIES.items():
+        p[k] = float(rng.random() < prob)
+    if p["fat_mm"] <= 35.0:
+        p["panniculus"] = 0.0
     return p
 
 
@@ -151,6 +185,34 @@ def _ellipse_inside(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, a: flo
     return ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1.0
 
 
+def _superellipse(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, a: float, b_front: float, b_back: float,
+                  n: float) -> np.ndarray:
+    """Normalised radius of a superellipse (< 1 inside); anterior (-y) and posterior semi-axes differ."""
+    b = np.where(yy < cy, b_front, b_back)
+    return (np.abs((xx - cx) / a) ** n + np.abs((yy - cy) / b) ** n) ** (1.0 / n)
+
+
+def _ball(hu: np.ndarray, grid: "Grid", centre: np.ndarray, radii: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
+    """(slices, mask) of an axis-aligned ellipsoid (LPS mm) on a crop of the grid."""
+    lo = np.floor((centre - radii - np.asarray(grid.origin)) / grid.spacing).astype(int)
+    hi = np.ceil((centre + radii - np.asarray(grid.origin)) / grid.spacing).astype(int) + 1
+    nz, ny, nx = hu.shape
+    lo = np.maximum(lo, 0)
+    hi = np.minimum(hi, [nx, ny, nz])
+    if np.any(hi <= lo):
+        return (slice(0, 0),) * 3, np.zeros((0, 0, 0), bool)
+    sl = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+    zz, yy, xx = np.meshgrid(*(grid.axis(m)[lo[m]:hi[m]] for m in (2, 1, 0)), indexing="ij")
+    inside = ((xx - centre[0]) / radii[0]) ** 2 + ((yy - centre[1]) / radii[1]) ** 2 + ((zz - centre[2]) / radii[2]) ** 2 <= 1
+    return sl, inside
+
+
+def _thin_plate_hu(thickness_mm: float, spacing: float, hu_material: float = HU_METAL) -> float:
+    """HU of one voxel layer holding a plate thinner than a voxel (partial volume, linear in HU)."""
+    f = min(1.0, thickness_mm / spacing)
+    return HU_AIR + f * (hu_material - HU_AIR) if f < 1 else hu_material
+
+
 def synthesize_ct(
     bone_parts: Mapping[str, tuple[np.ndarray, np.ndarray]],
     part_labels: Mapping[str, int],
@@ -160,6 +222,7 @@ def synthesize_ct(
     spacing: float = 1.0,
     box_mm=DEFAULT_BOX_MM,
     supersample: int = 2,
+    overrides: Mapping[str, float] | None = None,
 ) -> SyntheticCT:
     """Build a CT in HU around bone meshes (LPS mm, origin at the hip-centre midpoint).
 
@@ -168,11 +231,17 @@ def synthesize_ct(
         part_labels: part name -> label id written into the label map.
         bones: bone name -> its parts (the occupancy is kept per bone).
         hip_centers: (2, 3) left and right hip-joint centres (for the thighs).
-        rng: seed of the tissue parameters and noise.
+        rng: seed of the body and tissue parameters and noise.
         spacing: voxel size (mm).
+        overrides: body parameters to fix (keys of :data:`TISSUE_RANGES` and
+            :data:`OPTIONAL_PROBABILITIES`), e.g. ``{"fat_mm": 80}`` for an obese body.
     """
     rng = np.random.default_rng(rng)
     tissue = sample_tissue(rng)
+    unknown = [k for k in (overrides or {}) if k not in tissue]
+    if unknown:
+        raise InputError(f"unknown body parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(tissue))}")
+    tissue.update({k: float(v) for k, v in (overrides or {}).items()})
     grid = Grid.around(box_mm, spacing)
     nz, ny, nx = grid.shape_zyx
     xs, ys, zs = grid.axis(0), grid.axis(1), grid.axis(2)
@@ -180,10 +249,8 @@ def synthesize_ct(
     # ---- bones: per part occupancy, per bone union, labels
     part_occ = {p: voxelise(v, f, grid, supersample) for p, (v, f) in bone_parts.items()}
     labels = np.zeros(grid.shape_zyx, np.uint8)
-    bone_any = np.zeros(grid.shape_zyx, np.float32)
     for p, (occ, off) in part_occ.items():
         paste(labels, np.where(occ >= 0.5, np.uint8(part_labels[p]), np.uint8(0)), off, op=np.maximum)
-        paste(bone_any, occ, off)
     occupancy = {}
     for b, parts in bones.items():
         lo = np.min([part_occ[p][1] for p in parts], axis=0)
@@ -194,52 +261,129 @@ def synthesize_ct(
             paste(crop, o, tuple(np.array(off) - lo))
         occupancy[b] = (crop, tuple(int(v) for v in lo))
 
-    # ---- soft tissue envelope, slice by slice (z)
+    # ---- body outline, slice by slice (z): muscle inside fat inside a superellipse
     pelvis_pts = np.concatenate([v for p, (v, _) in bone_parts.items() if "pelvis" in p or p == "sacrum"])
     pmin, pmax = pelvis_pts.min(0), pelvis_pts.max(0)
-    a_out = 0.5 * (pmax[0] - pmin[0]) + tissue["soft_lateral_mm"]
-    b_out = 0.5 * (pmax[1] - pmin[1]) + tissue["soft_ap_mm"]
-    cx_p, cy_p = 0.5 * (pmax[0] + pmin[0]), 0.5 * (pmax[1] + pmin[1])
-    z_crotch = pmin[2] + 10.0
     fat = tissue["fat_mm"]
-    # thigh axis: from each hip centre to its knee (lowest 30 mm of the femur)
+    a_m = 0.5 * (pmax[0] - pmin[0]) + tissue["muscle_lateral_mm"]
+    b_m = 0.5 * (pmax[1] - pmin[1]) + tissue["muscle_ap_mm"]
+    belly = 1.0 + 0.35 * fat / 80.0  # the anterior wall bulges with fat
+    cx_p, cy_p = 0.5 * (pmax[0] + pmin[0]) + tissue["asymmetry_mm"], 0.5 * (pmax[1] + pmin[1])
+    n_pow = tissue["outline_power"]
+    z_crotch = pmin[2] + 10.0
     thigh_axes = []
     for part, hc in (("femur-l", hip_centers[0]), ("femur-r", hip_centers[1])):
         if part in bone_parts:
             thigh_axes.append((hc, knee_center(bone_parts[part][0])))
     r_t = tissue["thigh_radius_mm"]
+    fat_t = min(0.7 * fat, 0.5 * r_t)
     xx, yy = np.meshgrid(xs, ys, indexing="xy")  # (ny, nx)
     hu = np.full(grid.shape_zyx, HU_AIR, np.float32)
+    pann = tissue["panniculus_mm"] if tissue["panniculus"] else 0.0
+    plane = tissue["fat_plane_mm"]
     for k, z in enumerate(zs):
         outer = np.zeros((ny, nx), bool)
         inner = np.zeros((ny, nx), bool)
+        fatty = np.zeros((ny, nx), bool)
         # the trunk's outline narrows over 60 mm below the crotch level into the thighs
         taper = 1.0 if z >= z_crotch else 1.0 - 0.5 * (z_crotch - z) / 60.0
         if taper > 0.5:
-            a_z, b_z = a_out * taper, b_out * (0.5 + 0.5 * taper)
-            outer |= _ellipse_inside(xx, yy, cx_p, cy_p, a_z, b_z)
-            inner |= _ellipse_inside(xx, yy, cx_p, cy_p, max(a_z - fat, 1.0), max(b_z - fat, 1.0))
+            am, bm = a_m * taper, b_m * (0.5 + 0.5 * taper)
+            r_in = _superellipse(xx, yy, cx_p, cy_p, am, bm * belly, bm, n_pow)
+            outer |= _superellipse(xx, yy, cx_p, cy_p, am + fat, (bm + fat) * belly, bm + fat, n_pow) <= 1.0
+            inner |= r_in <= 1.0
+            if plane > 0:
+                fatty |= (r_in > 0.78) & (r_in <= 0.78 + plane / am)
+        if pann > 0 and z_crotch - pann <= z <= z_crotch + 110.0:
+            # the fold hangs in front of the groin: fat only
+            outer |= _ellipse_inside(xx, yy, cx_p, cy_p - (b_m + fat) * belly + 0.3 * pann, 0.75 * a_m, 0.5 * pann + fat)
         if z <= z_crotch + 60.0:
             for hc, knee in thigh_axes:
                 t = np.clip((z - hc[2]) / (knee[2] - hc[2]), -0.3, 1.2)
                 c = hc + t * (knee - hc)
-                # lateral offset: the thigh's soft tissue centre sits lateral of the femur shaft
-                lat = np.sign(hc[0] - cx_p) * 0.15 * r_t
-                outer |= _ellipse_inside(xx, yy, c[0] + lat, c[1], r_t, 0.9 * r_t)
-                inner |= _ellipse_inside(xx, yy, c[0] + lat, c[1], r_t - fat, 0.9 * r_t - fat)
+                # the thigh's soft tissue centre sits lateral of the femur shaft; spread < 0 brings them together
+                lat = np.sign(hc[0] - cx_p) * (0.15 * r_t + tissue["thigh_spread_mm"])
+                outer |= _ellipse_inside(xx, yy, c[0] + lat, c[1], r_t + fat_t, 0.9 * r_t + fat_t)
+                inner |= _ellipse_inside(xx, yy, c[0] + lat, c[1], r_t, 0.9 * r_t)
         sl = hu[k]
         sl[outer] = tissue["hu_fat"]
-        sl[inner] = tissue["hu_muscle"]
+        sl[inner & ~fatty] = tissue["hu_muscle"]
+    soft_body = hu > -500
 
-    # ---- bowel gas in the lower abdomen (never inside bone: bone is pasted after)
+    # ---- bladder: fluid above the pubic symphysis
+    centre = np.array([0.5 * (pmin[0] + pmax[0]), pmin[1] + 35.0, pmin[2] + 45.0 + tissue["bladder_radius_mm"]])
+    sl, m = _ball(hu, grid, centre, tissue["bladder_radius_mm"] * np.array([1.2, 0.9, 0.8]))
+    hu[sl][m & soft_body[sl]] = tissue["hu_bladder"]
+
+    # ---- bowel gas: bubbles and loops (chains of bubbles), some mottled as faeces
     for _ in range(int(tissue["gas_pockets"])):
-        c = np.array([rng.uniform(-60, 60), rng.uniform(-50, 10), rng.uniform(70, 150)])
-        r = rng.uniform(*TISSUE_RANGES["gas_radius_mm"]) * rng.uniform(0.6, 1.0, 3)
-        kk = np.nonzero(np.abs(zs - c[2]) <= r[2])[0]
-        for k in kk:
-            rr = np.sqrt(max(0.0, 1 - ((zs[k] - c[2]) / r[2]) ** 2))
-            m = _ellipse_inside(xx, yy, c[0], c[1], r[0] * rr + 1e-6, r[1] * rr + 1e-6)
-            hu[k][m & (hu[k] > -500)] = HU_AIR
+        c = np.array([rng.uniform(-90, 90), rng.uniform(-70, 20), rng.uniform(40, 190)])
+        r0 = rng.uniform(*TISSUE_RANGES["gas_radius_mm"])
+        step = rng.standard_normal(3) * np.array([1.0, 0.4, 1.0])
+        step = step / max(np.linalg.norm(step), 1e-9)
+        mottled = rng.random() < tissue["faecal_fraction"]
+        for _ in range(int(rng.integers(1, 6))):  # a loop: up to 5 bubbles along a wandering path
+            r = r0 * rng.uniform(0.6, 1.0, 3)
+            sl, m = _ball(hu, grid, c, r)
+            m = m & soft_body[sl]
+            if mottled and m.any():
+                speck = ndimage.gaussian_filter(rng.standard_normal(m.shape).astype(np.float32), 1.5 / spacing)
+                m = m & (speck > 0.15 * speck.std())
+            hu[sl][m] = HU_AIR
+            step = step + 0.5 * rng.standard_normal(3) * np.array([1.0, 0.3, 1.0])
+            step = step / max(np.linalg.norm(step), 1e-9)
+            c = c + step * r0 * 1.3
+
+    # ---- vascular calcifications along the iliac arteries (bifurcation -> groin)
+    if tissue["calcifications"]:
+        bif = np.array([cx_p, cy_p - 10.0, pmax[2] + 20.0])
+        for side in (-1.0, 1.0):
+            groin = np.array([side * 75.0, pmin[1] + 25.0, pmin[2] + 25.0])
+            for _ in range(int(rng.integers(3, 12))):
+                p = bif + rng.uniform(0, 1) * (groin - bif) + rng.normal(0, 2.0, 3)
+                sl, m = _ball(hu, grid, p, rng.uniform(1.0, 3.0) * np.array([1.0, 1.0, 1.5]))
+                hu[sl][m & soft_body[sl]] = rng.uniform(400.0, 1000.0)
+
+    # ---- on the body: the anterior skin line at the midline decides where metal sits
+    ix = int(np.clip(round((cx_p - grid.origin[0]) / spacing), 0, nx - 1))
+    def skin_front(z: float) -> float | None:  # noqa: E306
+        k = int(np.clip(round((z - grid.origin[2]) / spacing), 0, nz - 1))
+        col = np.nonzero(hu[k, :, ix] > -500)[0]
+        return None if len(col) == 0 else float(ys[col[0]])
+
+    def plate(x0: float, x1: float, z0: float, z1: float, thickness: float) -> None:
+        """A thin steel plate in the x-z plane, just in front of the skin."""
+        i0, i1 = (int(np.clip(round((v - grid.origin[0]) / spacing), 0, nx)) for v in (x0, x1))
+        for z in np.arange(z0, z1, spacing):
+            y = skin_front(z)
+            if y is None:
+                continue
+            k = int(np.clip(round((z - grid.origin[2]) / spacing), 0, nz - 1))
+            j = int(np.clip(round((y - 2.0 - grid.origin[1]) / spacing), 0, ny - 1))
+            hu[k, j, i0:i1] = np.maximum(hu[k, j, i0:i1], _thin_plate_hu(thickness, spacing))
+
+    if tissue["zip"]:
+        z0 = rng.uniform(40.0, 120.0)
+        plate(cx_p - 3.0, cx_p + 3.0, z0, z0 + rng.uniform(60.0, 150.0), 1.5)
+    if tissue["buttons"]:
+        for _ in range(int(rng.integers(1, 5))):
+            x0, z0, r = rng.uniform(-50, 50), rng.uniform(60, 200), rng.uniform(5.0, 8.0)
+            plate(cx_p + x0 - r, cx_p + x0 + r, z0 - r, z0 + r, 2.0)
+    if tissue["gonad_shield"]:
+        if rng.random() < 0.5:  # ovarian shield over the pelvic inlet
+            plate(cx_p - 45.0, cx_p + 45.0, pmin[2] + 55.0, pmin[2] + 125.0, 1.0)
+        else:  # testicular shield below the symphysis
+            plate(cx_p - 35.0, cx_p + 35.0, pmin[2] - 70.0, pmin[2] + 5.0, 1.0)
+
+    # ---- the table behind the patient: foam core between carbon-fibre skins
+    if tissue["table"]:
+        body_y = np.nonzero(soft_body.any(axis=(0, 2)))[0]
+        if len(body_y):
+            y0 = ys[body_y[-1]] + spacing
+            core = (ys > y0) & (ys <= y0 + tissue["table_mm"])
+            skins = core & ((ys <= y0 + 1.5) | (ys > y0 + tissue["table_mm"] - 1.5))
+            hu[:, core, :] = tissue["hu_table"]
+            hu[:, skins, :] = 300.0
 
     # ---- bone: cortical shell + textured trabecular interior, partial-volume blended
     for p, (occ, off) in part_occ.items():
@@ -260,7 +404,7 @@ def synthesize_ct(
 
     # ---- acquisition noise, not in the air around the body
     noise = rng.standard_normal(grid.shape_zyx, dtype=np.float32) * np.float32(tissue["noise_sd"])
-    body = hu > -900
+    body = (hu > -900) & (hu < 3000)
     hu[body] += noise[body]
     del noise
     return SyntheticCT(

@@ -46,13 +46,28 @@ def _dicom_geometry(ds, path: Path, rows: int, cols: int, pose: np.ndarray) -> X
     sdd = ds.get((0x0018, 0x1110))
     if sdd is None or sdd.value in (None, ""):
         raise InputError(f"{path}: DICOM tag Distance Source to Detector (0018,1110) is missing; give --geometry")
-    spacing = ds.get((0x0018, 0x1164)) or ds.get((0x0028, 0x0030))
+    imager = ds.get((0x0018, 0x1164))
+    spacing = imager if imager is not None and imager.value not in (None, "") else ds.get((0x0028, 0x0030))
     if spacing is None or not spacing.value:
         raise InputError(
             f"{path}: DICOM tags Imager Pixel Spacing (0018,1164) and Pixel Spacing (0028,0030) are both missing; give --geometry"
         )
-    sr, sc = (float(v) for v in spacing.value)
-    return XrayGeometry(float(sdd.value), (rows, cols), (sr, sc), (cols / 2.0, rows / 2.0), pose)
+    tag = "Imager Pixel Spacing (0018,1164)" if spacing is imager else "Pixel Spacing (0028,0030)"
+    values = list(spacing.value) if isinstance(spacing.value, (list, tuple)) or hasattr(spacing.value, "__iter__") else [spacing.value]
+    try:
+        sr, sc = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: DICOM tag {tag} must hold two numbers (row, column), got {spacing.value!r}; "
+                         "give --geometry") from None
+    if not (0.01 <= sr <= 10 and 0.01 <= sc <= 10):
+        raise InputError(f"{path}: DICOM tag {tag} is {sr:g} x {sc:g} mm, outside 0.01-10 mm; give --geometry")
+    try:
+        sdd_mm = float(sdd.value)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: DICOM tag Distance Source to Detector (0018,1110) is not a number: {sdd.value!r}") from None
+    if not 100 <= sdd_mm <= 5000:
+        raise InputError(f"{path}: DICOM tag Distance Source to Detector (0018,1110) is {sdd_mm:g} mm, outside 100-5000 mm")
+    return XrayGeometry(sdd_mm, (rows, cols), (sr, sc), (cols / 2.0, rows / 2.0), pose)
 
 
 def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: XrayGeometry) -> tuple[np.ndarray, XrayGeometry, str]:
@@ -62,6 +77,7 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
         raise InputError(f"image not found: {path}")
     suffix = path.suffix.lower()
     own: XrayGeometry | None = None
+    own_source = "file"
     try:
         if _is_dicom(path) or suffix in (".dcm", ".dicom"):
             import pydicom
@@ -74,6 +90,7 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
                 raise InputError(f"{path}: expected a single-frame grey radiograph, got shape {img.shape}")
             if geometry is None:
                 own = _dicom_geometry(ds, path, img.shape[0], img.shape[1], fallback.world_to_source)
+                own_source = "DICOM"
         elif suffix in IMAGE_SUFFIXES:
             from PIL import Image
 
@@ -99,7 +116,7 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
         raise InputError(f"cannot read image {path}: {type(e).__name__}: {str(e)[:120]}") from None
     if img.ndim != 2:
         raise InputError(f"{path}: expected a 2D grey image, got shape {img.shape}")
-    geo, source = (geometry, "--geometry") if geometry is not None else (own, "file") if own is not None else (fallback, "checkpoint")
+    geo, source = (geometry, "--geometry") if geometry is not None else (own, own_source) if own is not None else (fallback, "checkpoint")
     if geo.detector_shape != img.shape:
         if source == "checkpoint" and np.isclose(img.shape[0] / img.shape[1], geo.detector_shape[0] / geo.detector_shape[1]):
             geo = geo.resample(img.shape[0], img.shape[1])  # same detector read out at another size
@@ -171,9 +188,12 @@ class Predictor:
         """Normalised (size, size) image -> masks (C,H,W) bool, depth_front/back (C,H,W) mm (back None for single)."""
         from .model import apply_casi_offset
 
+        from .model import bone_checks
+
         x = torch.from_numpy(image01)[None, None].to(self.device)
         out = self.model(x)
-        masks = torch.sigmoid(out["mask_logits"]) > 0.5
+        probs = torch.sigmoid(out["mask_logits"])
+        masks = probs > 0.5
         if self.single_depth:
             front = out["depth"].expand_as(out["mask_logits"])
             back = None
@@ -184,11 +204,30 @@ class Predictor:
             both = apply_casi_offset(torch.cat([front, back], 1), torch.cat([masks, masks], 1).float(), off)
             front, back = both[:, : front.shape[1]], both[:, front.shape[1] :]
         res = {"masks": masks[0].cpu().numpy(), "depth_front": (front[0] * masks[0]).cpu().numpy()}
+        res["checks"] = bone_checks(probs[0].cpu().numpy(), self.bones, self.ck.get("confidence"))
         res["depth_back"] = None if back is None else (back[0] * masks[0]).cpu().numpy()
         return res
 
 
 # ------------------------------------------------------------------ predict
+def geometry_warnings(image_geo: XrayGeometry, model_geo: XrayGeometry, source: str) -> list[str]:
+    """Lines for a geometry unlike the one the model was trained for, and for an assumed pose."""
+    out = []
+    if not 0.9 <= image_geo.sdd / model_geo.sdd <= 1.1:
+        out.append(f"source-to-detector distance {image_geo.sdd:.0f} mm; the model was trained at {model_geo.sdd:.0f} mm "
+                   "only: depths and meshes may be off")
+    fov = np.array(image_geo.detector_shape) * np.array(image_geo.pixel_spacing)
+    fov_m = np.array(model_geo.detector_shape) * np.array(model_geo.pixel_spacing)
+    if np.any(np.abs(fov / fov_m - 1) > 0.2):
+        out.append(f"detector {fov[0]:.0f} x {fov[1]:.0f} mm; the model was trained on {fov_m[0]:.0f} x {fov_m[1]:.0f} mm: "
+                   "the anatomy appears at another scale than in training")
+    if source in ("checkpoint", "DICOM"):
+        out.append("the patient's pose is not in the image file: the model's nominal pose is assumed, so meshes are in "
+                   "that nominal frame (give --geometry for a calibrated pose)")
+    return out
+
+
+
 def predict_file(
     image_path: str | Path,
     predictor: Predictor,
@@ -199,6 +238,8 @@ def predict_file(
     report: bool = True,
     ssm_settings: "FitSettings | None" = None,
     complete_femur: bool = False,
+    force: bool = False,
+    warn=None,
 ) -> dict:
     """Run the whole X-ray-to-meshes path and write the outputs (README). Returns the summary.
 
@@ -225,6 +266,13 @@ def predict_file(
     t0 = time.perf_counter()
     pred = predictor(img.astype(np.float32))
     t["network_s"] = time.perf_counter() - t0
+    checks = pred["checks"]
+    if not force and not any(c["found"] for c in checks.values()):
+        detail = "; ".join(f"{b}: {c.get('why_not', 'found')}" for b, c in checks.items())
+        raise InputError(f"no hip anatomy found in {image_path} ({detail}); nothing written. "
+                         "Not a hip radiograph, or one unlike any the model was trained on; --force reconstructs anyway")
+    for line in geometry_warnings(geo_full, predictor.geometry, geo_source):
+        (warn or (lambda s: None))(line)
 
     method = "front" if pred["depth_back"] is None and mesh_method != "ssm" else mesh_method
     if complete_femur and method != "ssm":
@@ -234,8 +282,8 @@ def predict_file(
     for c, name in enumerate(predictor.bones):
         m = pred["masks"][c]
         back = None if pred["depth_back"] is None else pred["depth_back"][c]
-        if m.sum() < 4:
-            missing.append(name)
+        if m.sum() < 4 or not (force or checks[name]["found"]):
+            missing.append(f"{name} ({checks[name].get('why_not', 'no mask')})")
             continue
         s = time.perf_counter()
         clouds[name] = backproject_bone(m, pred["depth_front"][c], back, geo)
@@ -270,6 +318,8 @@ def predict_file(
             "watertight": bool(mesh.is_watertight),
             "volume_cm3": float(mesh.volume / 1000) if mesh.is_watertight else None,
             "mask_px": int(pred["masks"][predictor.bones.index(name)].sum()),
+            "confidence": checks[name]["confidence"],
+            "found": checks[name]["found"],
         }
         bones[name].update(ssm_info.get(name, {}))
     t["backprojection_s"], t["meshing_s"] = t_bp, t_mesh
@@ -294,6 +344,7 @@ def predict_file(
         "frame": frame,
         "bones": bones,
         "missing": missing,
+        "checks": checks,
         "timings_s": {k: round(v, 4) for k, v in t.items()},
     }
     if ssm_info:

@@ -71,6 +71,10 @@ class Scene:
     mu: np.ndarray  # (z, y, x) 1/mm
     index_to_world: np.ndarray  # 4x4
     bones: list[BoneField] = field(default_factory=list)
+    #: material -> (z, y, x) mass density in g/cm^3 (:func:`threeddx.physics.decompose_hu`); when
+    #: given, the material line integrals are rendered and the DRR is their linear combination
+    materials: dict[str, np.ndarray] | None = None
+    mu_water: float = MU_WATER_PER_MM  # the mu of water used to make ``mu`` (1/mm)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def slice_stack(self, key: str, array: np.ndarray, axis: int, device: torch.device) -> torch.Tensor:
@@ -112,9 +116,13 @@ def make_scene(
     labels: Volume | None = None,
     bones: Mapping[str, Sequence[int]] | None = None,
     mu_water: float = MU_WATER_PER_MM,
+    materials: bool = True,
 ) -> Scene:
-    """Prepare a CT (HU) and its label volume for rendering."""
-    scene = Scene(mu=hu_to_mu(ct.array, mu_water), index_to_world=ct.index_to_world)
+    """Prepare a CT (HU) and its label volume for rendering (``materials``: also the material densities)."""
+    from .physics import decompose_hu
+
+    scene = Scene(mu=hu_to_mu(ct.array, mu_water), index_to_world=ct.index_to_world, mu_water=mu_water,
+                  materials=decompose_hu(ct.array) if materials else None)
     for name, ids in (bones or {}).items():
         if labels is None:
             raise InputError("bones were requested but no label volume was given")
@@ -133,10 +141,14 @@ class RenderResult:
     depth_back: np.ndarray
     bones: list[str]
     geometry: XrayGeometry
+    materials: np.ndarray | None = None  # (M, H, W) g/cm^2 along each ray, M = len(material_names)
+    material_names: list[str] | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays of the ``render.npz`` format."""
-        return {
+        """The arrays of the ``render.npz`` format (``materials`` and ``material_names`` when rendered)."""
+        extra = {} if self.materials is None else {
+            "materials": self.materials.astype(np.float32), "material_names": np.array(self.material_names, dtype=str)}
+        return extra | {
             "image": self.image.astype(np.float32),
             "line_integral": self.line_integral.astype(np.float32),
             "masks": self.masks.astype(np.uint8),
@@ -267,9 +279,11 @@ def _check_in_front(geometry: XrayGeometry, index_to_world: np.ndarray, shape_zy
         )
 
 
-def _drr(scene: Scene, geometry: XrayGeometry, device: torch.device, max_samples: int, bar) -> np.ndarray:
+def _drr(scene: Scene, geometry: XrayGeometry, device: torch.device, max_samples: int, bar,
+         key: str = "mu", array: np.ndarray | None = None) -> np.ndarray:
+    """Line integral (sum of value x path length in mm) of ``array`` (default: the attenuation) per pixel."""
     rays = _rays_in_grid(geometry, np.linalg.inv(scene.index_to_world), device)
-    slices = scene.slice_stack("mu", scene.mu, rays.axis, device)
+    slices = scene.slice_stack(key, scene.mu if array is None else array, rays.axis, device)
     rays.for_slices(slices)
     n_slices = slices.shape[0]
     n_rays = rays.base.shape[0]
@@ -382,20 +396,31 @@ def render(
             (measured fastest: the working set stays in cache), 2**24 on CUDA.
         refine_steps: bisection steps refining each surface crossing.
         progress: show a progress bar (stderr).
-        drr: compute the DRR (set False for depths only).
+        drr: compute the DRR (set False for depths only). With ``scene.materials``
+            the material line integrals (g/cm^2) are rendered and the DRR is
+            ``mu_water * sum_m r_m * A_m`` (exact for :func:`~threeddx.physics.decompose_hu`).
     """
     device = torch.device(device)
     if max_samples is None:
         max_samples = 1 << 24 if device.type == "cuda" else 1 << 19
     _check_in_front(geometry, scene.index_to_world, scene.mu.shape)
     n_rays = geometry.detector_shape[0] * geometry.detector_shape[1]
+    mats = scene.materials if drr and scene.materials else {}
     bar = tqdm(
-        total=n_rays * (len(scene.bones) + int(drr)), desc="render", unit="ray",
+        total=n_rays * (len(scene.bones) + (len(mats) if mats else int(drr))), desc="render", unit="ray",
         unit_scale=True, leave=False, disable=None if progress else True,
     )
     try:
         with torch.no_grad():
-            if drr:
+            mat_maps = None
+            if mats:
+                from .physics import RELATIVE_ATTENUATION_PER_DENSITY
+
+                # (g/cm^3) x mm -> g/cm^2: x 0.1
+                mat_maps = np.stack([0.1 * _drr(scene, geometry, device, max_samples, bar, "mat:" + m, a)
+                                     for m, a in mats.items()])
+                li = scene.mu_water * 10.0 * sum(RELATIVE_ATTENUATION_PER_DENSITY[m] * mat_maps[i] for i, m in enumerate(mats))
+            elif drr:
                 li = _drr(scene, geometry, device, max_samples, bar)
             else:
                 li = np.zeros(geometry.detector_shape)
@@ -416,6 +441,8 @@ def render(
         depth_back=back,
         bones=scene.bone_names,
         geometry=geometry,
+        materials=None if mat_maps is None else mat_maps.astype(np.float32),
+        material_names=None if mat_maps is None else list(mats),
     )
 
 

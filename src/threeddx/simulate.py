@@ -49,7 +49,7 @@ from .errors import InputError
 from .io import atomic_path, save_npz_atomic
 
 ISOCENTER_ABOVE_HIPS_MM = 30.0
-SETTINGS_VERSION = 2  # 2: poses shift +-10 mm along the beam (was +-40)
+SETTINGS_VERSION = 3  # 2: poses shift +-10 mm along the beam (was +-40); 3: varied bodies, material line integrals
 MANIFEST_COLUMNS = ("sample_id", "subject_id", "source", "subject_index", "split", "pose", "size", "render", "mesh_dir")
 
 
@@ -66,6 +66,9 @@ class SimSettings:
     voxel_mm: float = 1.0
     write_ct: bool = False
     split_seed: int = 0
+    body: dict = field(default_factory=dict)  # fixed body parameters (phantom.TISSUE_RANGES keys), e.g. {"fat_mm": 80}
+    sdd_mm: float = 1000.0  # source-to-detector distance; the patient keeps its distance from the detector
+    beam_offset_mm: float = 0.0  # extra shift of every pose along the beam (+: towards the detector)
     version: int = SETTINGS_VERSION
 
     def check(self) -> None:
@@ -80,6 +83,10 @@ class SimSettings:
         unknown = [b for b in self.bones if b not in BONE_PARTS]
         if unknown:
             raise InputError(f"unknown bone(s) {', '.join(unknown)}; known: {', '.join(BONE_PARTS)}")
+        if not 500.0 <= self.sdd_mm <= 2000.0:
+            raise InputError(f"--sdd-mm must be within 500-2000 mm, got {self.sdd_mm}")
+        if abs(self.beam_offset_mm) > 100.0:
+            raise InputError(f"--beam-offset-mm must be within +-100 mm, got {self.beam_offset_mm}")
         if not self.subjects and not self.random_subjects:
             raise InputError("nothing to simulate: no --subjects and no --random-subjects")
 
@@ -142,9 +149,10 @@ def _subject_shape(settings: SimSettings, job: SubjectJob, seeds):
 
 def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
     """Simulate one subject's missing files. Returns the number of samples written."""
-    from .geometry import sample_pose, standard_ap_geometry
+    from .geometry import STANDARD_SDD_MM, STANDARD_SOURCE_TO_ISOCENTER_MM, sample_pose, standard_ap_geometry
     from .render import BoneField, Scene, hu_to_mu, render
     from .phantom import synthesize_ct
+    from .physics import decompose_hu
     from .viz import save_preview
 
     if subject_complete(out, settings, job):
@@ -156,7 +164,7 @@ def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
     bone_parts = {p: (shape.vertices[p], shape.faces[p]) for p in PARTS}
     sct = synthesize_ct(
         bone_parts, PART_LABEL_IDS, {b: BONE_PARTS[b] for b in settings.bones}, shape.hip_centers,
-        np.random.default_rng(seeds["tissue"]), spacing=settings.voxel_mm,
+        np.random.default_rng(seeds["tissue"]), spacing=settings.voxel_mm, overrides=settings.body or None,
     )
     for bone, mesh in bone_meshes(shape, settings.bones).items():
         path = _mesh_path(out, job, bone)
@@ -174,7 +182,9 @@ def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
     scene = Scene(
         mu=hu_to_mu(sct.ct.array), index_to_world=sct.ct.index_to_world,
         bones=[BoneField(b, *sct.occupancy[b]) for b in settings.bones],
+        materials=decompose_hu(sct.ct.array),
     )
+    tissue = sct.tissue
     del sct
     iso = np.array([0.0, 0.0, ISOCENTER_ABOVE_HIPS_MM])
     pose_seeds = seeds["poses"].spawn(settings.poses)
@@ -183,14 +193,17 @@ def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
         path = sample_path(out, job, p)
         if path.exists():
             continue
-        geom = standard_ap_geometry(iso, size=settings.size).with_pose(sample_pose(iso, np.random.default_rng(pose_seeds[p])))
+        # the patient lies on the table: its distance from the detector is the preset's whatever the SDD
+        s2i = settings.sdd_mm - (STANDARD_SDD_MM - STANDARD_SOURCE_TO_ISOCENTER_MM) + settings.beam_offset_mm
+        geom = standard_ap_geometry(iso, size=settings.size, sdd=settings.sdd_mm).with_pose(
+            sample_pose(iso, np.random.default_rng(pose_seeds[p]), source_to_isocenter=s2i))
         res = render(scene, geom)
         if p == 0:
             save_preview(path.with_suffix(".png"), res.image, res.masks, res.depth_front, res.depth_back, res.bones,
                          title=f"{job.subject_id} ({job.split}), pose {p}")
         save_npz_atomic(
             path, **res.arrays(), subject=np.array(job.subject_id), split=np.array(job.split), pose=np.array(p),
-            hip_angles=np.array(json.dumps(hip_angles)),
+            hip_angles=np.array(json.dumps(hip_angles)), body=np.array(json.dumps(tissue)),
         )
         written += 1
     return written
@@ -222,6 +235,9 @@ def check_settings(out: Path, settings: SimSettings) -> None:
             theirs = json.loads(path.read_text())
         except json.JSONDecodeError:
             raise InputError(f"{path} is not valid JSON; is {out} a simulator folder?") from None
+        # settings added later (with a default that changes nothing) are absent from older folders
+        defaults = asdict(SimSettings())
+        theirs = {k: theirs.get(k, defaults[k]) for k in mine}
         diff = [f"{k}: {theirs.get(k)!r} there, {v!r} now" for k, v in mine.items() if theirs.get(k) != v]
         if diff:
             raise InputError(f"{out} was made with other settings ({'; '.join(diff)}); use another --out")

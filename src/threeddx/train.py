@@ -34,7 +34,7 @@ import yaml
 
 from . import __version__
 from .errors import InputError
-from .geometry import standard_ap_geometry
+from .geometry import XrayGeometry, standard_ap_geometry
 from .checkpoint import CKPT_FORMAT, export_release, load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: F401 (re-exported)
 from .io import atomic_path
 from .losses import MODES, mask_loss, scale_invariant_loss
@@ -44,7 +44,10 @@ LOSS_CHOICES = ("single", "dependent", "independent", "casi")
 
 DEFAULTS: dict[str, Any] = {
     "data": {"root": "data", "size": None, "bones": ["pelvis", "femur_left", "femur_right"],
-             "train_split": "train", "val_split": "val", "workers": 0, "limit_train": None},
+             "train_split": "train", "val_split": "val", "workers": 0, "limit_train": None,
+             # imaging chain (physics.radiograph): "random" per (seed, epoch, index), a preset name, or null
+             # (the stored image); validation uses the same chain at fixed seeds
+             "chain": None, "negatives": 0.0},
     "model": {"width": 32, "levels": 4, "blocks": 1},
     "loss": {"mode": "dependent", "casi": False, "lam": 0.85, "alpha": 10.0, "seg_weight": 1.0},
     "optim": {"lr": 1e-3, "weight_decay": 1e-4, "epochs": 20, "batch_size": 8, "schedule": "cosine", "grad_clip": 1.0},
@@ -162,6 +165,37 @@ def casi_offset_prior(dataset) -> float:
     return s / n
 
 
+def mask_statistics(dataset) -> dict:
+    """Per bone, the training masks' area (pixels) and centroid (row, col) at the model's resolution.
+
+    Stored in the checkpoint (``confidence``): :meth:`threeddx.model.Prediction`
+    users judge whether a predicted mask is plausible against them (a bone 20x
+    too small, or at the other end of the image, is "not found").
+    """
+    from .dataset import downsample_sample
+
+    areas: dict[str, list[float]] = {b: [] for b in dataset.bones}
+    cents: dict[str, list[tuple[float, float]]] = {b: [] for b in dataset.bones}
+    for row in dataset.rows:
+        with np.load(dataset.root / row["render"]) as z:
+            m = z["masks"][dataset.channels]
+        m = downsample_sample(np.zeros(m.shape[1:], np.float32), m, m.astype(np.float32), m.astype(np.float32),
+                              dataset.factor)[1]
+        for c, b in enumerate(dataset.bones):
+            if m[c].sum():
+                areas[b].append(float(m[c].sum()))
+                r, k = np.nonzero(m[c])
+                cents[b].append((float(r.mean()), float(k.mean())))
+    out = {}
+    for b in dataset.bones:
+        if not areas[b]:
+            continue
+        c = np.array(cents[b])
+        out[b] = {"area_px_median": float(np.median(areas[b])), "area_px_min": float(np.min(areas[b])),
+                  "centroid_mean": c.mean(0).tolist(), "centroid_sd": np.maximum(c.std(0), 1.0).tolist()}
+    return {"size": dataset.size, "bones": out}
+
+
 # ------------------------------------------------------------------ training
 class Trainer:
     def __init__(self, cfg: dict, resume: str | Path | None = None, progress: bool = True) -> None:
@@ -177,10 +211,17 @@ class Trainer:
         _seed_everything(int(cfg["seed"]))
         d = cfg["data"]
         aug = [PhotometricAugment()] if cfg["augment"] else []
-        self.train_set = SimulatedDataset(d["root"], d["train_split"], d["size"], d["bones"], aug, seed=cfg["seed"])
+        self.train_set = SimulatedDataset(d["root"], d["train_split"], d["size"], d["bones"], aug, seed=cfg["seed"],
+                                          chain=d["chain"], negatives=d["negatives"])
         if d.get("limit_train"):
             self.train_set.rows = self.train_set.rows[: int(d["limit_train"])]
-        self.val_set = SimulatedDataset(d["root"], d["val_split"], d["size"], d["bones"], None) if d["val_split"] else None
+        if d["negatives"]:
+            from .negatives import ensure_chest_views
+
+            with np.load(self.train_set.root / self.train_set.rows[0]["render"]) as z:
+                ensure_chest_views(self.train_set.root / "negatives", XrayGeometry.from_json(str(z["geometry"])))
+        self.val_set = (SimulatedDataset(d["root"], d["val_split"], d["size"], d["bones"], None, seed=1_000_003,
+                                         chain=d["chain"]) if d["val_split"] else None)
         self.size = self.train_set.size
         self.single = cfg["loss"]["mode"] == "single"
         self.mcfg = ModelConfig(bones=list(self.train_set.bones), single_depth=self.single, **cfg["model"])
@@ -206,6 +247,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.epoch, self.step, self.best = 0, 0, float("inf")
         self.casi_offset = casi_offset_prior(self.train_set) if cfg["loss"]["casi"] else None
+        self.confidence = mask_statistics(self.train_set)
         self.out = Path(cfg["out"])
         if resume:
             self._load(resume)
@@ -216,8 +258,6 @@ class Trainer:
 
         g = standard_ap_geometry((0.0, 0.0, ISOCENTER_ABOVE_HIPS_MM), size=self.size)
         with np.load(self.train_set.root / self.train_set.rows[0]["render"]) as z:
-            from .geometry import XrayGeometry
-
             stored = XrayGeometry.from_json(str(z["geometry"])).resample(self.size)
         return stored.with_pose(g.world_to_source)
 
@@ -230,6 +270,7 @@ class Trainer:
             "bones": list(self.mcfg.bones),
             "geometry": self.geometry().to_json(),
             "casi_offset_mm": self.casi_offset,
+            "confidence": self.confidence,
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
@@ -253,6 +294,7 @@ class Trainer:
         self.scaler.load_state_dict(ck["scaler"])
         self.epoch, self.step, self.best = ck["epoch"], ck["step"], ck["best"]
         self.casi_offset = ck["casi_offset_mm"]
+        self.confidence = ck.get("confidence", self.confidence)
         set_rng_state(ck["rng"])
         self._truncate_log(self.epoch)
 

@@ -1,0 +1,74 @@
+"""The synthetic body (threeddx.phantom): seeded, within its documented ranges, overridable."""
+import numpy as np
+import pytest
+
+from threeddx.anatomy import load_shape
+from threeddx.errors import InputError
+from threeddx.phantom import HU_METAL, OPTIONAL_PROBABILITIES, TISSUE_RANGES, sample_tissue, synthesize_ct
+from threeddx.physics import decompose_hu
+
+SEEDS = range(200)
+
+
+@pytest.fixture(scope="module")
+def bodies():
+    return [sample_tissue(s) for s in SEEDS]
+
+
+@pytest.mark.parametrize("key", sorted(TISSUE_RANGES))
+def test_every_parameter_stays_in_its_range(bodies, key):
+    lo, hi = TISSUE_RANGES[key]
+    v = np.array([b[key] for b in bodies])
+    assert v.min() >= lo and v.max() <= hi
+
+
+def test_habitus_spans_thin_to_obese(bodies):
+    fat = np.array([b["fat_mm"] for b in bodies])
+    assert (fat < 8).mean() > 0.1 and (fat > 45).mean() > 0.1  # log-uniform 3-80 mm
+
+
+@pytest.mark.parametrize("key", sorted(OPTIONAL_PROBABILITIES))
+def test_optional_things_appear_and_are_absent(bodies, key):
+    v = np.array([b[key] for b in bodies])
+    assert set(np.unique(v)) <= {0.0, 1.0} and 0 < v.mean() < 1
+
+
+def test_panniculus_only_with_fat(bodies):
+    assert all(not b["panniculus"] for b in bodies if b["fat_mm"] <= 35)
+
+
+@pytest.fixture(scope="module")
+def subject0():
+    return load_shape(0)
+
+
+def _ct(shape, seed, overrides=None):
+    parts = {p: (shape.vertices[p], shape.faces[p]) for p in ("hemipelvis-left", "hemipelvis-right", "femur-l", "femur-r")}
+    labels = {"hemipelvis-left": 77, "hemipelvis-right": 78, "femur-l": 75, "femur-r": 76}
+    return synthesize_ct(parts, labels, {"pelvis": ("hemipelvis-left", "hemipelvis-right")}, shape.hip_centers, seed,
+                         spacing=4.0, overrides=overrides)
+
+
+def test_overrides_fix_the_body_and_unknown_keys_are_refused(subject0):
+    ct = _ct(subject0, 1, {"fat_mm": 80.0, "zip": 1.0, "buttons": 1.0, "table": 1.0})
+    assert ct.tissue["fat_mm"] == 80.0 and ct.tissue["zip"] == 1.0
+    with pytest.raises(InputError, match="unknown body parameter"):
+        _ct(subject0, 1, {"fat": 3.0})
+
+
+def test_obese_body_holds_more_fat_than_a_thin_one(subject0):
+    fat = {}
+    for name, mm in (("thin", 3.0), ("obese", 80.0)):
+        hu = _ct(subject0, 2, {"fat_mm": mm, "panniculus": 0.0}).ct.array
+        fat[name] = int(((hu > -150) & (hu < -50)).sum())
+    assert fat["obese"] > 3 * fat["thin"]
+
+
+def test_metal_on_the_body_is_metal_for_the_physics(subject0):
+    ct = _ct(subject0, 3, {"zip": 1.0, "buttons": 1.0, "gonad_shield": 1.0})
+    hu = ct.ct.array
+    assert (hu > 3000).any() and hu.max() <= HU_METAL + 1
+    metal = decompose_hu(hu)["metal"]
+    assert metal.max() > 0 and ((metal > 0) == (hu > 1500)).mean() > 0.999
+    bone_hu = hu[ct.labels.array > 0]
+    assert bone_hu.max() < 2500  # bone stays bone: metal is only on the body

@@ -14,8 +14,9 @@ meshing):
 * **bodies**: the test subjects re-simulated with extreme bodies
   (``3ddx simulate --body ...``: obese, thin, thighs touching, heavy gas, metal);
 * **another renderer**: the test subjects' CTs rendered by DiffDRR 0.6.1
-  (Siddon) at the standard AP pose, its line integrals through the standard
-  chain's processing (needs ``EXTRAS=peer bash scripts/install.sh``; skipped,
+  (Siddon) at the standard AP orientation (three iso-centres per subject; each
+  DRR is checked against ours by correlation, flips included), its line
+  integrals through the standard chain's processing (needs ``EXTRAS=peer bash scripts/install.sh``; skipped,
   and said so, without it);
 * **declared geometry**: images made at SDD 1150 mm (the geometry JSON says so),
   and with the table 30 mm higher or lower (the pose moves along the beam).
@@ -96,6 +97,7 @@ def diffdrr_set(ct_set: Path, out: Path) -> Path | None:
     import csv
     import shutil
 
+    from threeddx.anatomy import BONE_PARTS, PART_LABEL_IDS
     from threeddx.geometry import standard_ap_geometry
     from threeddx.io import load_ct, load_labels, save_npz_atomic
     from threeddx.physics import process
@@ -109,45 +111,45 @@ def diffdrr_set(ct_set: Path, out: Path) -> Path | None:
         ct_path, lab_path = ct_set / "ct" / f"{subj}_ct.nii.gz", ct_set / "ct" / f"{subj}_labels.nii.gz"
         ct = load_ct(ct_path)
         labels = load_labels(lab_path, ct)
-        from threeddx.anatomy import BONE_PARTS, PART_LABEL_IDS
-
         bones = {b: [PART_LABEL_IDS[p] for p in BONE_PARTS[b]] for b in ("pelvis", "sacrum", "femur_left", "femur_right")}
         scene = make_scene(ct, labels, bones)
-        iso = np.array([0.0, 0.0, ISOCENTER_ABOVE_HIPS_MM])
-        geom = standard_ap_geometry(iso, size=128)
-        ours = render(scene, geom)
-        # DiffDRR's own reader, volume frame and Siddon ray tracing; its AP view of the same iso-centre
         subject = read(str(ct_path), orientation="AP", center_volume=False)
         drr = DRR(subject, sdd=1000.0, height=128, delx=430.0 / 128, renderer="siddon")
-        centre = torch.tensor(ct.world_to_index @ np.r_[iso, 1.0], dtype=torch.float32)[:3]
-        world = torch.tensor(ct.index_to_world[:3, :3] @ centre.numpy() + ct.index_to_world[:3, 3], dtype=torch.float32)
-        best = None
-        with torch.no_grad():
-            for flip_lr in (False, True):  # pick DiffDRR's display orientation that matches the geometry's
-                img = drr(torch.zeros(1, 3), torch.tensor([[float(world[0]), 820.0, float(world[2])]]),
-                          parameterization="euler_angles", convention="ZXY")[0, 0].numpy()
-                img = img[:, ::-1] if flip_lr else img
-                r = float(np.corrcoef(img.ravel(), ours.line_integral.ravel())[0, 1])
-                if best is None or r > best[0]:
-                    best = (r, img)
-        r, li = best
-        print(f"{subj}: DiffDRR vs 3ddx DRR, Pearson r {r:.3f}")
-        li = np.asarray(li, np.float32)
-        scale = 4.0 / max(float(np.percentile(li, 90)), 1e-9)  # optical depth ~4 behind the pelvis
-        image = process(np.exp(-scale * li), geom, "standard")
-        path = out / "samples" / subj / "pose_00.npz"
-        arrays = ours.arrays()
-        arrays.pop("materials", None)
-        arrays.pop("material_names", None)
-        arrays["image"] = image
-        save_npz_atomic(path, **arrays, subject=np.array(subj), split=np.array("test"), pose=np.array(0),
-                        diffdrr_pearson_r=np.array(r))
-        mesh_src = ct_set / "meshes" / subj
+        for view, (dx, dz) in enumerate(((0.0, 0.0), (20.0, -15.0), (-20.0, 15.0))):
+            iso = np.array([dx, 0.0, ISOCENTER_ABOVE_HIPS_MM + dz])
+            geom = standard_ap_geometry(iso, size=128)
+            ours = render(scene, geom)
+            # DiffDRR's own reader, volume frame and Siddon ray tracing; its AP view of the same iso-centre
+            best = None
+            for sx in (1.0, -1.0):  # DiffDRR's translation axes against our world's: found, not assumed
+                for sz in (1.0, -1.0):
+                    with torch.no_grad():
+                        raw = drr(torch.zeros(1, 3), torch.tensor([[sx * float(iso[0]), 820.0, sz * float(iso[2])]]),
+                                  parameterization="euler_angles", convention="ZXY")[0, 0].numpy()
+                    for name, img in (("as is", raw), ("left-right flipped", raw[:, ::-1]), ("up-down flipped", raw[::-1])):
+                        r = float(np.corrcoef(img.ravel(), ours.line_integral.ravel())[0, 1])
+                        if best is None or r > best[0]:
+                            best = (r, img, f"{name}, x {sx:+.0f}, z {sz:+.0f}")
+            r, li, how = best
+            print(f"{subj} view {view}: DiffDRR ({how}) vs 3ddx DRR, Pearson r {r:.3f}")
+            if r < 0.98:
+                print(f"  dropped: DiffDRR's view does not match the geometry (r {r:.3f} < 0.98)")
+                continue
+            li = np.ascontiguousarray(li, np.float32)
+            scale = 4.0 / max(float(np.percentile(li, 90)), 1e-9)  # optical depth ~4 behind the pelvis
+            image = process(np.exp(-scale * li), geom, "standard")
+            path = out / "samples" / subj / f"pose_{view:02d}.npz"
+            arrays = ours.arrays()
+            arrays.pop("materials", None)
+            arrays.pop("material_names", None)
+            arrays["image"] = image
+            save_npz_atomic(path, **arrays, subject=np.array(subj), split=np.array("test"), pose=np.array(view),
+                            diffdrr_pearson_r=np.array(r))
+            new_rows.append({**next(r for r in rows if r["subject_id"] == subj), "sample_id": f"{subj}_p{view:02d}",
+                             "pose": view, "render": f"samples/{subj}/pose_{view:02d}.npz"})
         (out / "meshes").mkdir(parents=True, exist_ok=True)
         if not (out / "meshes" / subj).exists():
-            shutil.copytree(mesh_src, out / "meshes" / subj)
-        new_rows.append({**next(r for r in rows if r["subject_id"] == subj), "sample_id": f"{subj}_p00", "pose": 0,
-                         "render": f"samples/{subj}/pose_00.npz"})
+            shutil.copytree(ct_set / "meshes" / subj, out / "meshes" / subj)
     with open(out / "manifest.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(new_rows[0]))
         w.writeheader()

@@ -155,3 +155,111 @@ def test_evaluate_oracle_and_checkpoint(small_sim, tiny_ckpt, tmp_path):
     assert len(rows) == 1 + 2 * 3
     net = evaluate(small_sim, tmp_path / "net", tiny_ckpt, split="val", limit=1, progress=False)
     assert net["images"] == 1 and set(net["bones"]) >= {"pelvis", "femur"}
+
+
+# ---------------------------------------------------------------- not a hip? say so
+EXAMPLE = REPO / "src" / "threeddx" / "data" / "example" / "llp26-10_p00.npz"
+
+
+def _pydicom_data(name: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("data_store")
+    assert spec is not None, "pydicom-data is installed by scripts/install.sh"
+    return Path(spec.submodule_search_locations[0]) / "data" / name
+
+
+def _nominal_geometry_for(path: Path, tmp_path: Path) -> Path:
+    """The declared geometry of a radiograph whose own tags are missing: nominal SDD and pose, 430 mm detector."""
+    import pydicom
+
+    from threeddx.geometry import standard_ap_geometry
+
+    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    g = standard_ap_geometry((0.0, 0.0, 30.0), size=128)
+    s = 430.0 / max(rows, cols)
+    d = {**g.to_dict(), "detector_shape": [rows, cols], "pixel_spacing_mm": [s, s], "principal_point_px": [cols / 2, rows / 2]}
+    p = tmp_path / "geometry.json"
+    p.write_text(json.dumps(d))
+    return p
+
+
+@pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "RG3_UNCR.dcm"], ids=["chest-PA", "lower-leg-AP"])
+def test_real_non_hip_radiograph_is_refused_in_one_line(name, tmp_path, capsys):
+    path = _pydicom_data(name)
+    out = tmp_path / "out"
+    code = main(["predict", str(path), "--geometry", str(_nominal_geometry_for(path, tmp_path)), "--out", str(out)])
+    _, err = capsys.readouterr()
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.startswith("3ddx: error")]
+    assert len(lines) == 1 and "no hip anatomy found" in lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["noise", "blank", "upside-down"])
+def test_non_hip_images_are_refused(kind, tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    if kind == "noise":
+        img = rng.random((128, 128))
+    elif kind == "blank":
+        img = 0.5 + 0.01 * rng.standard_normal((128, 128))
+    else:
+        with np.load(EXAMPLE) as z:
+            img = z["image"][::-1]
+    p = tmp_path / f"{kind}.png"
+    Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8)).save(p)
+    assert main(["predict", str(p), "--out", str(tmp_path / "out")]) == 2
+    assert "no hip anatomy found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bundled_example_is_not_refused_and_confidences_are_reported(tmp_path):
+    s = predict_file(EXAMPLE, Predictor(None), tmp_path)
+    assert set(s["bones"]) == {"pelvis", "femur_left", "femur_right"} and not s["missing"]
+    for b in s["bones"].values():
+        assert b["found"] and 0.75 <= b["confidence"] <= 1.0
+
+
+def test_force_reconstructs_what_would_be_refused(tmp_path):
+    from PIL import Image
+
+    with np.load(EXAMPLE) as z:
+        img = z["image"][::-1]
+    p = tmp_path / "upside-down.png"
+    Image.fromarray((img * 255).astype(np.uint8)).save(p)
+    s = predict_file(p, Predictor(None), tmp_path / "out", force=True)
+    assert all(not c["found"] for c in s["checks"].values())
+
+
+STATS = {"size": 64, "bones": {"b": {"area_px_median": 400.0, "area_px_min": 200.0, "centroid_mean": [32.0, 32.0],
+                                     "centroid_sd": [3.0, 3.0]}}}
+
+
+def _probs(value: float, rows=slice(22, 42), cols=slice(22, 42), size=64) -> np.ndarray:
+    p = np.zeros((1, size, size), np.float32)
+    p[0, rows, cols] = value
+    return p
+
+
+@pytest.mark.parametrize(
+    "probs,found,why",
+    [
+        (_probs(0.97), True, None),
+        (_probs(0.0), False, "no mask"),
+        (_probs(0.6), False, "confidence"),
+        (_probs(0.97, slice(30, 33), slice(30, 33)), False, "mask area"),
+        (_probs(0.97, slice(0, 20), slice(0, 20)), False, "SD from where"),
+        (_probs(0.97, slice(44, 84), slice(44, 84), size=128), True, None),  # the same bone at twice the resolution
+    ],
+    ids=["plausible", "empty", "unsure", "too-small", "misplaced", "other-resolution"],
+)
+def test_bone_checks(probs, found, why):
+    from threeddx.model import bone_checks
+
+    c = bone_checks(probs, ["b"], STATS)["b"]
+    assert c["found"] is found
+    if why:
+        assert why in c["why_not"]

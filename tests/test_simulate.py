@@ -136,7 +136,7 @@ def test_synthetic_ct_is_seeded_and_plausible(subject0):
     assert np.all(hu[0, 0, :5] == -1000)  # air in the corner
     soft = (lab == 0) & (hu > -500)
     assert -150 < np.median(hu[soft]) < 100  # fat and muscle
-    assert hu.max() < 2100
+    assert hu[lab > 0].max() < 2100  # bone; metal (zips, buttons) may lie on the body
 
 
 # ---------------------------------------------------------------- simulator

@@ -73,6 +73,30 @@ def simulate(out: Path, extra: list[str]) -> Path:
     return out
 
 
+def simulate_old_test(out: Path, rev: str = "fef6c29") -> Path:
+    """The old benchmark's test set (simulator settings version 2: one body model, windowed DRRs), from git.
+
+    The old model's own in-distribution test images: evaluated with it, they give
+    back its published figures exactly, so the new model can be compared on them.
+    """
+    if (out / "manifest.csv").exists():
+        return out
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sh(["git", "worktree", "add", "--detach", "-f", f"{tmp}/old", rev])
+        try:
+            env = dict(os.environ, PYTHONPATH=f"{tmp}/old/src")
+            args = [sys.executable, "-m", "threeddx.cli", "simulate", "--out", str(out), "--subjects", TEST_SUBJECTS,
+                    "--poses", "6", "--size", "128", "--workers", "1"]
+            print("$ PYTHONPATH=<old tree>/src " + " ".join(args), flush=True)
+            subprocess.run(args, cwd=ROOT, check=True, env=env)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", f"{tmp}/old"], cwd=ROOT, check=False)
+    return out
+
+
 def old_checkpoint(rev: str, out: Path) -> Path:
     path = out / f"dualface-128-{rev}.pt"
     if not path.exists():
@@ -251,20 +275,14 @@ def fmt(v, nd=2) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--old-rev", default="fef6c29", help="git revision holding the old released model")
-    ap.add_argument("--new", default="dualface", help="the new model (a checkpoint or a released name)")
-    ap.add_argument("--data", default=str(ROOT / "data" / "sim128"))
-    ap.add_argument("--out", default=str(ROOT / "runs" / "robustness"))
-    a = ap.parse_args()
-    out, data = Path(a.out), Path(a.data)
-    old = str(old_checkpoint(a.old_rev, out))
-    models = {"old": old, "new": a.new}
+def shift_rows(data: Path) -> list[tuple[str, str, Path, object]]:
+    """(label, family, data folder, chain) per row; makes the shifted data sets on first use."""
     shift = ROOT / "data" / "shift"
+    old_test = simulate_old_test(shift / "old-test")
     rows: list[tuple[str, str, Path, object]] = [
         ("in-distribution (random chains)", "in-distribution", data, "random"),
         ("old simulator image (windowed DRR)", "in-distribution", data, None),
+        ("old test set (old bodies, windowed DRR)", "in-distribution", old_test, None),
         ("standard chain", "physics", data, "standard"),
     ]
     rows += [(f"chain: {p}", "physics", data, p) for p in PHYSICS]
@@ -276,11 +294,30 @@ def main() -> int:
         rows.append(("renderer: DiffDRR (Siddon), standard processing", "renderer", dd, None))
     rows += [(f"geometry: {k}", "geometry", simulate(shift / ("geom-" + v[1].replace("-", "m")), v), "standard")
              for k, v in GEOMETRIES.items()]
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--old-rev", default="fef6c29", help="git revision holding the old released model")
+    ap.add_argument("--new", default="dualface", help="the new model (a checkpoint or a released name)")
+    ap.add_argument("--data", default=str(ROOT / "data" / "sim128"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "robustness"))
+    ap.add_argument("--models", nargs="+", default=["old", "new"], choices=["old", "new"],
+                    help="evaluate only these (the table needs both; results are cached in OUT/json)")
+    a = ap.parse_args()
+    out, data = Path(a.out), Path(a.data)
+    old = str(old_checkpoint(a.old_rev, out))
+    models = {"old": old, "new": a.new}
+    rows = shift_rows(data)
     results = {}
     for label, family, d, chain in rows:
         for m, ck in models.items():
-            results[(label, m)] = run_eval(label, d, ck, out, chain)
-            print(f"{label} [{m}]: pelvis {fmt(results[(label, m)]['bones']['pelvis']['assd_mean'])} mm", flush=True)
+            if m in a.models:
+                results[(label, m)] = run_eval(label, d, ck, out, chain)
+                print(f"{label} [{m}]: pelvis {fmt(results[(label, m)]['bones']['pelvis']['assd_mean'])} mm", flush=True)
+    if set(a.models) != set(models):
+        return 0
     import torch
 
     lines = [f"# Robustness: old ({a.old_rev}) and new released dual-face model, 128 px",

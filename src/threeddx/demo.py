@@ -1,7 +1,8 @@
 """``3ddx demo``: the released models on the bundled example, end to end, with the error printed.
 
 The example (``data/example/EXAMPLE.npz``, made by :func:`make_example` from the
-benchmark's simulated test split) is a 128 px radiograph of LLP26 subject 10, a
+benchmark's simulated test split, through the ``standard`` imaging chain of
+:mod:`threeddx.physics`) is a 128 px radiograph of LLP26 subject 10, a
 test subject that no released model or shape model has seen, in one of its
 seeded poses, with its projection geometry (render.npz format) and the
 ground-truth bone meshes of that pose (world mm, LPS). The demo runs
@@ -38,13 +39,27 @@ def example_path() -> Path:
     return path
 
 
-def make_example(sample: str | Path, mesh_dir: str | Path, out: str | Path, bones: Sequence[str] = BONES) -> Path:
-    """Bundle one simulated sample and its ground-truth meshes as an example NPZ (float32 vertices)."""
+def make_example(sample: str | Path, mesh_dir: str | Path, out: str | Path, bones: Sequence[str] = BONES,
+                 chain: str | None = "standard") -> Path:
+    """Bundle one simulated sample and its ground-truth meshes as an example NPZ (float32 vertices).
+
+    With ``chain`` (and a sample that has material line integrals) the example's
+    image is the sample's radiograph through that imaging chain
+    (:mod:`threeddx.physics`; ``standard``: a typical processed hip film), not
+    the windowed monochromatic DRR.
+    """
     import trimesh
+
+    from .geometry import XrayGeometry
+    from .physics import radiograph
 
     keep = ("image", "geometry", "bones", "masks", "depth_front", "depth_back", "subject", "pose", "split")
     with np.load(sample) as z:
         arrays = {k: z[k] for k in keep if k in z}
+        if chain is not None and "materials" in z:
+            mats = {str(n): z["materials"][i] for i, n in enumerate(z["material_names"])}
+            arrays["image"] = radiograph(mats, XrayGeometry.from_json(str(z["geometry"])), chain)
+            arrays["chain"] = np.array(chain)
     stored = [str(b) for b in arrays["bones"]]
     idx = [stored.index(b) for b in bones]
     for k in ("masks", "depth_front", "depth_back"):

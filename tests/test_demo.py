@@ -11,7 +11,7 @@ def test_released_models_load_without_a_path():
     assert not dual.single_depth and single.single_depth
     assert dual.bones == single.bones == list(BONES)
     for p in (dual, single):
-        assert p.checkpoint.stat().st_size < 5e6  # a few MB: lives in the repository
+        assert p.checkpoint.stat().st_size < 1e7  # a few MB (float16): lives in the repository
         assert "optimizer" not in p.ck and p.ck["release"]["test"]
 
 

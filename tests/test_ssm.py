@@ -104,6 +104,9 @@ class _GroundTruthPredictor:
             self.geometry = XrayGeometry.from_json(str(z["geometry"]))
             self.bones = [str(b) for b in z["bones"]]
             self.gt = {"masks": z["masks"] > 0, "depth_front": z["depth_front"], "depth_back": z["depth_back"]}
+        # a ground-truth mask is a certain one
+        self.gt["checks"] = {b: {"confidence": 1.0, "mask_px": int(m.sum()), "found": bool(m.sum())}
+                             for b, m in zip(self.bones, self.gt["masks"])}
         self.size = self.geometry.detector_shape[0]
         self.checkpoint = "ground truth"
         self.ck = {}

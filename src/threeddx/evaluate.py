@@ -171,7 +171,7 @@ def evaluate(
             img, geo = to_model_resolution(normalise_radiograph(gt["image"]), geo_full, predictor.size)
             pred = predictor(img.astype(np.float32))
             pred_bones = predictor.bones
-            checks = pred["checks"]
+            checks = pred.get("checks", {})
         else:
             checks = {}
             geo, pred_bones = geo_full, stored

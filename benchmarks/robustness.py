@@ -205,7 +205,7 @@ def refusal_images(data: Path) -> dict[str, list[tuple[np.ndarray, "XrayGeometry
     from threeddx.dataset import read_manifest
     from threeddx.geometry import XrayGeometry
     from threeddx.negatives import noise_image
-    from threeddx.physics import radiograph
+    from threeddx.physics import radiograph, sample_materials
     from threeddx.geometry import standard_ap_geometry
     from threeddx.simulate import ISOCENTER_ABOVE_HIPS_MM
 
@@ -229,7 +229,7 @@ def refusal_images(data: Path) -> dict[str, list[tuple[np.ndarray, "XrayGeometry
     for k, r in enumerate(rows):
         with np.load(data / r["render"]) as z:
             geo = XrayGeometry.from_json(str(z["geometry"]))
-            mats = {str(n): z["materials"][i] for i, n in enumerate(z["material_names"])}
+            mats = sample_materials(z)
         img = radiograph(mats, geo, "standard")
         ups.append((img[::-1].copy(), geo))
         side.append((np.rot90(img).copy(), geo))

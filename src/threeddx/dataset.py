@@ -181,10 +181,12 @@ class SimulatedDataset(torch.utils.data.Dataset):
                 geom = XrayGeometry.from_json(str(z["geometry"]))
                 materials = None
                 if self.chain is not None:
-                    if "materials" not in z:
+                    from .physics import sample_materials
+
+                    materials = sample_materials(z)
+                    if materials is None:
                         raise InputError(f"sample {path} has no material line integrals (simulated before settings "
                                          "version 3): use chain None or simulate again")
-                    materials = {str(n): z["materials"][k] for k, n in enumerate(z["material_names"])}
         except (OSError, KeyError, ValueError) as e:
             raise InputError(f"cannot read sample {path}: {e}") from None
         negative = self.negatives > 0 and rng.random() < self.negatives
@@ -194,10 +196,9 @@ class SimulatedDataset(torch.utils.data.Dataset):
 
             materials = chest_view(self.root / "negatives", geom, int(rng.integers(CHEST_VIEWS)))
         if materials is not None:
-            from .physics import radiograph, replace_seed, sample_chain
+            from .physics import chain_for, radiograph
 
-            chain = sample_chain(rng) if self.chain == "random" else replace_seed(self.chain, int(rng.integers(2**31)))
-            image = radiograph(materials, geom, chain)
+            image = radiograph(materials, geom, chain_for(self.chain, rng))
         if kind == "upside-down":
             image = image[::-1].copy()
         elif kind == "noise":

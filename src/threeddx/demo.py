@@ -51,13 +51,13 @@ def make_example(sample: str | Path, mesh_dir: str | Path, out: str | Path, bone
     import trimesh
 
     from .geometry import XrayGeometry
-    from .physics import radiograph
+    from .physics import radiograph, sample_materials
 
     keep = ("image", "geometry", "bones", "masks", "depth_front", "depth_back", "subject", "pose", "split")
     with np.load(sample) as z:
         arrays = {k: z[k] for k in keep if k in z}
-        if chain is not None and "materials" in z:
-            mats = {str(n): z["materials"][i] for i, n in enumerate(z["material_names"])}
+        mats = sample_materials(z)
+        if chain is not None and mats is not None:
             arrays["image"] = radiograph(mats, XrayGeometry.from_json(str(z["geometry"])), chain)
             arrays["chain"] = np.array(chain)
     stored = [str(b) for b in arrays["bones"]]

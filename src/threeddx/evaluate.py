@@ -129,7 +129,7 @@ def evaluate(
 
     from .dataset import normalise_radiograph, read_manifest
     from .metrics import DEFAULT_DENSITY, beam_aligned, dice, false_area_pct, surface_distances, visible_part
-    from .physics import chain_from, radiograph, replace_seed, sample_chain
+    from .physics import chain_for, chain_from, radiograph, sample_materials
     from .checkpoint import RELEASED
     from .predict import Predictor, to_model_resolution
     from .reconstruct import reconstruct_bone
@@ -161,12 +161,10 @@ def evaluate(
             geo_full = XrayGeometry.from_json(str(z["geometry"]))
             gt = {k: z[k] for k in ("image", "masks", "depth_front", "depth_back")}
             if chain is not None:
-                if "materials" not in z:
+                mats = sample_materials(z)
+                if mats is None:
                     raise InputError(f"{data / row['render']} has no material line integrals: evaluate it without a chain")
-                mats = {str(n): z["materials"][k] for k, n in enumerate(z["material_names"])}
-                rng = np.random.default_rng([seed, index])
-                c = sample_chain(rng) if chain == "random" else replace_seed(chain, int(rng.integers(2**31)))
-                gt["image"] = radiograph(mats, geo_full, c)
+                gt["image"] = radiograph(mats, geo_full, chain_for(chain, np.random.default_rng([seed, index])))
         if predictor is not None:
             img, geo = to_model_resolution(normalise_radiograph(gt["image"]), geo_full, predictor.size)
             pred = predictor(img.astype(np.float32))

@@ -57,8 +57,10 @@ def chest_view(cache: Path, geometry: XrayGeometry, k: int) -> dict[str, np.ndar
     path = _chest_path(cache, geometry.detector_shape[0], k)
     if not path.exists():
         ensure_chest_views(cache, geometry)
+    from .physics import sample_materials
+
     with np.load(path) as z:
-        return {str(n): z["materials"][i] for i, n in enumerate(z["material_names"])}
+        return sample_materials(z)
 
 
 def noise_image(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

@@ -312,6 +312,18 @@ def replace_seed(chain: Chain | str | Mapping, seed: int) -> Chain:
     return replace(chain_from(chain), seed=int(seed))
 
 
+def chain_for(chain: "Chain | str | Mapping", rng: np.random.Generator) -> Chain:
+    """The chain of one image: ``"random"`` draws one from ``rng``, anything else is fixed with a noise seed from it."""
+    return sample_chain(rng) if chain == "random" else replace_seed(chain, int(rng.integers(2**31)))
+
+
+def sample_materials(npz) -> dict[str, np.ndarray] | None:
+    """A sample's material line integrals (name -> (H, W) g/cm^2) from an open NPZ; None when it has none."""
+    if "materials" not in npz:
+        return None
+    return {str(n): npz["materials"][i] for i, n in enumerate(npz["material_names"])}
+
+
 def _gauss(img: np.ndarray, sigma_px: float) -> np.ndarray:
     return ndimage.gaussian_filter(img, sigma_px, mode="nearest") if sigma_px > 0 else img
 

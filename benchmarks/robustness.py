@@ -258,14 +258,12 @@ def _shape(path: Path) -> tuple[int, int]:
 
 
 def refusal_rate(ck: str, images: list) -> tuple[float, list[float]]:
-    from threeddx.dataset import normalise_radiograph
-    from threeddx.predict import Predictor, to_model_resolution
+    from threeddx.inference import Predictor
 
     pred = Predictor(ck)
     refused, confs = 0, []
     for img, geo in images:
-        x, _ = to_model_resolution(normalise_radiograph(img), geo, pred.size)
-        checks = pred(x.astype(np.float32))["checks"]
+        checks = pred.infer(img, geo).checks
         refused += not any(c["found"] for c in checks.values())
         confs.append(max(c["confidence"] for c in checks.values()))
     return 100.0 * refused / max(len(images), 1), confs

@@ -29,10 +29,10 @@ def main() -> int:
     import trimesh
     from scipy import ndimage
 
-    from threeddx.dataset import normalise_radiograph, read_manifest
+    from threeddx.dataset import read_manifest
     from threeddx.geometry import XrayGeometry
     from threeddx.metrics import point_to_surface, sample_surface, visible_part
-    from threeddx.predict import Predictor, to_model_resolution
+    from threeddx.inference import Predictor
     from threeddx.reconstruct import backproject_bone, reconstruct_bone
     from threeddx.ssm import FitSettings, complete_bones_each
 
@@ -59,9 +59,9 @@ def main() -> int:
             pred = {"masks": gt["masks"] > 0, "depth_front": gt["depth_front"], "depth_back": gt["depth_back"]}
             pb = stored
         else:
-            img, geo_m = to_model_resolution(normalise_radiograph(gt["image"]), geo, predictor.size)
-            pred, pb = predictor(img.astype(np.float32)), predictor.bones
-            assert geo_m.detector_shape == geo.detector_shape, "use data at the model's resolution"
+            prediction = predictor.infer(gt["image"], geo)
+            pred, pb = prediction.maps(), predictor.bones
+            assert prediction.view.is_identity, "use data at the model's resolution and geometry"
         pts = {}
         for b in bones:
             c = pb.index(b)

@@ -63,7 +63,7 @@ def test_render_writes_the_npz_format_and_preview(case, tmp_path, capsys):
 def test_render_with_a_geometry_file(case, tmp_path, capsys):
     ct, lab, _ = case
     gpath = tmp_path / "g.json"
-    gpath.write_text(standard_ap_geometry((0, 0, 0), size=40).to_json())
+    gpath.write_text(standard_ap_geometry((0, 0, 0), size=40, detector_mm=200.0).to_json())  # 5 mm pixels
     code, _, _ = run(capsys, "render", "--ct", ct, "--labels", lab, "--bones", "femur_left", "--geometry", gpath,
                      "--out", tmp_path / "r")
     assert code == 0
@@ -77,7 +77,7 @@ def _error_cases(case, tmp_path):
     other = make_volume((64, 64, 32))
     other_path = tmp_path / "other.nii.gz"
     sitk.WriteImage(sitk.Cast(other.to_sitk(), sitk.sitkUInt8), str(other_path))
-    g = standard_ap_geometry((0, 0, 0), size=32).to_dict()
+    g = standard_ap_geometry((0, 0, 0), size=64).to_dict()
     missing = dict(g)
     missing.pop("principal_point_px")
     nonrigid = dict(g, world_to_source=np.diag([1.0, 1.0, 3.0, 1.0]).tolist())
@@ -102,18 +102,23 @@ def _error_cases(case, tmp_path):
     ], base
 
 
-def test_bad_input_gives_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys):
+ERROR_CASES = ["missing-ct", "corrupt-ct", "other-grid", "absent-bone", "geometry-key", "geometry-nonrigid",
+               "geometry-behind", "ct-without-labels"]
+
+
+@pytest.mark.parametrize("i", range(len(ERROR_CASES)), ids=ERROR_CASES)
+def test_bad_input_gives_one_line_exit_2_and_writes_nothing(i, case, tmp_path, capsys):
     import re
 
     cases, base = _error_cases(case, tmp_path)
-    for i, (pattern, args) in enumerate(cases):
-        out = tmp_path / f"out{i}"
-        code, _, err = run(capsys, *base, out, *args)
-        assert code == 2, (pattern, err)
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("3ddx: error: "), err
-        assert re.search(pattern, lines[0]), (pattern, lines[0])
-        assert not out.exists()
+    pattern, args = cases[i]
+    out = tmp_path / "out"
+    code, _, err = run(capsys, *base, out, *args)
+    assert code == 2, (pattern, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("3ddx: error: "), err
+    assert re.search(pattern, lines[0]), (pattern, lines[0])
+    assert not out.exists()
 
 
 def test_console_script_error_has_no_traceback(tmp_path):

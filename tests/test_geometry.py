@@ -97,9 +97,10 @@ def test_resample_keeps_the_physical_detector():
 def test_json_round_trip_and_format():
     g = small_geometry(pose=sample_pose((0, 0, 0), 1))
     d = json.loads(g.to_json())
-    assert set(d) == {"source_to_detector_mm", "detector_shape", "pixel_spacing_mm", "principal_point_px", "world_to_source"}
+    assert set(d) == {"source_to_detector_mm", "detector_shape", "pixel_spacing_mm", "principal_point_px", "world_to_source",
+                      "source_to_isocenter_mm"}  # the last one optional (the preset declares it)
     h = XrayGeometry.from_json(g.to_json())
-    assert h.detector_shape == g.detector_shape
+    assert h.detector_shape == g.detector_shape and h.isocenter_distance == g.isocenter_distance
     np.testing.assert_allclose(h.world_to_source, g.world_to_source)
 
 
@@ -168,3 +169,112 @@ def test_sample_pose_is_seeded_and_within_ranges():
         shift = iso_src - np.array([0, 0, 820.0])
         assert abs(shift[0]) <= POSE_RANGES["shift_lateral_mm"] + 1e-9
         assert abs(shift[2]) <= POSE_RANGES["shift_beam_mm"] + 1e-9
+
+
+# ------------------------------------------------------------ the model's view
+def _image_geometry(sdd=1150.0, iso=820.0, size=96, spacing=2.1, pp=(40.0, 55.0)):
+    pose = sample_pose((0.0, 0.0, 30.0), 4, source_to_isocenter=iso)
+    return XrayGeometry(sdd, (size, size + 8), (spacing, spacing), pp, pose, isocenter_distance=iso)
+
+
+@pytest.mark.parametrize("iso", [820.0, 850.0, 970.0], ids=["same-distance", "table-30mm", "sdd-1150-on-table"])
+def test_the_view_camera_has_the_image_rays(iso):
+    """The view's affine takes each model pixel to the image pixel of the same ray, for any distances."""
+    from threeddx.geometry import model_view
+
+    img = _image_geometry(iso=iso)
+    model = standard_ap_geometry((0.0, 0.0, 30.0), size=64)
+    v = model_view(img, model, iso, 820.0)
+    rng = np.random.default_rng(1)
+    pts = img.source_position_world + rng.uniform(700, 1000, (50, 1)) * img.ray_directions_world()[
+        rng.integers(0, 96, 50), rng.integers(0, 104, 50)]
+    r_c, c_c, d_c = v.camera.project(pts)
+    r_i, c_i, d_i = img.project(pts)
+    u, vv = v.affine @ np.stack([c_c + 0.5, r_c + 0.5, np.ones_like(c_c)])
+    np.testing.assert_allclose(u, c_i + 0.5, atol=1e-9)
+    np.testing.assert_allclose(vv, r_i + 0.5, atol=1e-9)
+    np.testing.assert_allclose(d_c, d_i, rtol=1e-12)
+
+
+def test_the_view_of_the_training_geometry_is_the_identity():
+    from threeddx.geometry import model_view
+
+    g = standard_ap_geometry((0.0, 0.0, 30.0), size=64)
+    v = model_view(g, g, 820.0, 820.0)
+    assert v.is_identity
+    d = np.full((2, 64, 64), 812.5, np.float32)
+    assert v.depth_to_image(d) is d
+
+
+def test_a_view_at_the_same_distance_maps_depths_exactly():
+    """Other SDD, pixels and principal point but the same distance: rays equal, depths unchanged."""
+    from threeddx.geometry import model_view
+
+    model = standard_ap_geometry((0.0, 0.0, 30.0), size=64)
+    v = model_view(_image_geometry(iso=820.0), model, 820.0, 820.0)
+    assert v.scale == 1.0 and not v.is_identity
+    d = np.random.default_rng(0).uniform(700, 900, (64, 64))
+    np.testing.assert_allclose(v.depth_to_image(d), d, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shift", [-30.0, 30.0])
+def test_a_view_at_another_distance_moves_the_anatomy_along_the_beam(shift):
+    """Anatomy at 820 + shift mm, seen as if at 820 mm: back in place within the weak-perspective error.
+
+    The model view shows a point X of the image at the pixel of tangent s * t(X);
+    a network that knows the anatomy answers the depth of X moved to 820 mm.
+    """
+    from threeddx.geometry import model_view
+
+    iso = 820.0 + shift
+    img = _image_geometry(iso=iso)
+    model = standard_ap_geometry((0.0, 0.0, 30.0), size=64)
+    v = model_view(img, model, iso, 820.0)
+    rng = np.random.default_rng(2)
+    xs = np.stack([rng.uniform(-120, 120, 200), rng.uniform(-120, 120, 200), iso + rng.uniform(-80, 80, 200)], 1)
+    # where the model view shows it (the camera has the image's rays) and what the network would answer
+    t = xs[:, :2] / xs[:, 2:]
+    moved = xs - np.array([0.0, 0.0, shift])
+    tm = v.scale * t  # the model's tangent of that pixel
+    d_m = moved[:, 2] * np.sqrt(1 + (tm**2).sum(1))  # the moved point's z along the model's ray
+    z = d_m / np.sqrt(1 + (tm**2).sum(1)) + v.shift_mm
+    back = np.concatenate([t * z[:, None], z[:, None]], 1)
+    err = np.linalg.norm(back - xs, axis=1)
+    assert err.max() < 1e-9  # on the model's ray the moved point's z comes back exactly
+    # the weak-perspective error: the moved point's true model tangent differs from s * t
+    true_tm = moved[:, :2] / moved[:, 2:]
+    lateral = np.abs(true_tm - tm).max(1) * moved[:, 2]
+    assert lateral.max() < 0.005 * 170  # < 0.5 % of the offset from the central ray (here < 170 mm)
+
+
+@pytest.mark.parametrize(
+    "key,value,msg",
+    [
+        ("source_to_detector_mm", 1e300, "source_to_detector_mm is 1e+300 mm, outside 100-5000 mm"),
+        ("source_to_detector_mm", 50.0, "outside 100-5000 mm"),
+        ("pixel_spacing_mm", [0.001, 0.001], "pixel_spacing_mm is [0.001, 0.001], outside 0.01-10 mm"),
+        ("principal_point_px", [1e9, 64.0], "principal_point_px (1e+09, 64) lies more than a detector's width"),
+        ("detector_shape", [128.7, 128], "detector_shape: must be whole numbers of pixels, got 128.7"),
+        ("source_to_isocenter_mm", 1200.0, "source_to_isocenter_mm must lie between the source and the detector"),
+    ],
+    ids=["sdd-huge", "sdd-small", "spacing", "principal-point", "fractional-shape", "iso-beyond-detector"],
+)
+def test_impossible_geometry_files_are_refused_naming_the_key(key, value, msg, tmp_path):
+    import re
+
+    d = standard_ap_geometry(size=128).to_dict()
+    d.pop("source_to_isocenter_mm")  # optional: not declared here
+    d[key] = value
+    p = tmp_path / "g.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(InputError, match=re.escape(msg)):
+        XrayGeometry.load(p)
+
+
+def test_the_iso_centre_distance_round_trips_and_defaults_to_the_table():
+    g = standard_ap_geometry(size=32, sdd=1150.0, source_to_isocenter=850.0)
+    back = XrayGeometry.from_json(g.to_json())
+    assert back.isocenter_distance == 850.0
+    d = g.to_dict()
+    del d["source_to_isocenter_mm"]
+    assert XrayGeometry.from_dict(d).isocenter_distance_or_assumed == 1150.0 - 180.0

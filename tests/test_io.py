@@ -1,3 +1,7 @@
+import errno
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -131,3 +135,79 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
         tmp.write_bytes(b"complete")
     assert target.read_bytes() == b"complete"
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["file.npz"]
+
+
+# ------------------------------------------------------------ result folders
+def _bad_out(kind: str, tmp_path: Path) -> tuple[Path, str]:
+    if kind == "a-file":
+        (tmp_path / "f").write_text("x")
+        return tmp_path / "f", "is a file, not a folder"
+    if kind == "under-a-file":
+        (tmp_path / "f").write_text("x")
+        return tmp_path / "f" / "out", "is a file, not a folder"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    return tmp_path / "mine", "holds files that are not a 3ddx result (no summary.json)"
+
+
+@pytest.mark.parametrize("kind", ["a-file", "under-a-file", "foreign-folder"])
+def test_an_out_folder_that_cannot_be_a_result_is_refused(kind, tmp_path):
+    from threeddx.io import check_out_folder
+
+    import re
+
+    out, msg = _bad_out(kind, tmp_path)
+    with pytest.raises(InputError, match=re.escape(msg)):
+        check_out_folder(out, "summary.json")
+    if kind == "foreign-folder":
+        assert (out / "thesis.tex").read_text() == "precious"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_a_read_only_parent_is_refused(tmp_path):
+    from threeddx.io import check_out_folder
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(InputError, match="permission denied"):
+            check_out_folder(ro / "out", "summary.json")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_a_result_folder_replaces_the_earlier_one_whole(tmp_path):
+    from threeddx.io import result_folder
+
+    out = tmp_path / "out"
+    with result_folder(out, "summary.json") as f:
+        (f / "pelvis.stl").write_text("old")
+        (f / "femur_left.stl").write_text("old")
+        (f / "summary.json").write_text("{}")
+    with result_folder(out, "summary.json") as f:
+        (f / "pelvis.stl").write_text("new")
+        (f / "summary.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == ["pelvis.stl", "summary.json"]  # no stale femur
+    assert (out / "pelvis.stl").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing hidden left behind
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, None], ids=["disk-full", "bug"])
+def test_a_failed_write_leaves_the_earlier_result_and_no_partial(err, tmp_path):
+    from threeddx.io import result_folder
+
+    out = tmp_path / "out"
+    with result_folder(out, "summary.json") as f:
+        (f / "summary.json").write_text("earlier")
+    expected = InputError if err else ZeroDivisionError
+    with pytest.raises(expected) as e:
+        with result_folder(out, "summary.json") as f:
+            (f / "pelvis.stl").write_text("half")
+            if err:
+                raise OSError(err, os.strerror(err))
+            1 / 0
+    if err:
+        assert str(e.value) == f"cannot write {out}: No space left on device; nothing written"
+    assert [p.name for p in out.iterdir()] == ["summary.json"] and (out / "summary.json").read_text() == "earlier"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -265,17 +265,94 @@ def test_bone_checks(probs, found, why):
         assert why in c["why_not"]
 
 
-def test_geometry_unlike_the_training_one_is_warned_about(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "geometry,line",
+    [
+        (dict(sdd=1500.0, source_to_isocenter=1320.0), "the anatomy is 1320 mm from the source; the model was "
+                                                       "trained at 820 mm and validated up to 150 mm from it"),
+        (dict(sdd=1150.0, source_to_isocenter=None), "source-to-detector distance 1150 mm and no "
+                                                     "source_to_isocenter_mm declared: the anatomy is assumed 970 mm"),
+        (dict(sdd=1000.0, detector_mm=300.0), "the image covers 49 % of the field the model was trained on"),
+    ],
+    ids=["declared-far", "sdd-undeclared", "small-detector"],
+)
+def test_geometry_unlike_the_training_one_is_warned_about(geometry, line, tmp_path, capsys):
     from threeddx.geometry import standard_ap_geometry
 
-    g = standard_ap_geometry((0.0, 0.0, 30.0), size=128, sdd=1500.0, source_to_isocenter=1320.0)
+    g = standard_ap_geometry((0.0, 0.0, 30.0), size=128, **{k: v for k, v in geometry.items() if v is not None})
+    d = g.to_dict()
+    if "source_to_isocenter" in geometry and geometry["source_to_isocenter"] is None:
+        del d["source_to_isocenter_mm"]
     gp = tmp_path / "g.json"
-    gp.write_text(g.to_json())
+    gp.write_text(json.dumps(d))
     with np.load(EXAMPLE) as z:
         np.save(tmp_path / "x.npy", z["image"])
     code = main(["predict", str(tmp_path / "x.npy"), "--geometry", str(gp), "--out", str(tmp_path / "out"), "--force"])
     err = capsys.readouterr().err
     assert code == 0
-    assert "3ddx: warning: source-to-detector distance 1500 mm; the model was trained at 1000 mm" in err
-    code = main(["predict", str(tmp_path / "x.npy"), "--out", str(tmp_path / "out2")])
+    assert f"3ddx: warning: {line}" in err
+
+
+def test_an_image_without_pose_is_warned_about(tmp_path, capsys):
+    with np.load(EXAMPLE) as z:
+        np.save(tmp_path / "x.npy", z["image"])
+    assert main(["predict", str(tmp_path / "x.npy"), "--out", str(tmp_path / "out2")]) == 0
     assert "nominal pose is assumed" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- all-or-nothing result folders
+def test_two_predicts_into_one_folder_leave_one_complete_set(tmp_path):
+    """Run alone, each image gives its set; run at once into one folder, the folder is exactly one of them."""
+    import subprocess
+    import sys
+
+    with np.load(EXAMPLE) as z:
+        np.save(tmp_path / "other.npy", z["image"])  # the same anatomy at the nominal pose: other meshes
+    images = [str(EXAMPLE), str(tmp_path / "other.npy")]
+    cmd = lambda img, out: [sys.executable, "-m", "threeddx.cli", "predict", img, "--out", str(out)]  # noqa: E731
+    alone = []
+    for k, img in enumerate(images):
+        subprocess.run(cmd(img, tmp_path / f"alone{k}"), check=True, capture_output=True)
+        alone.append((tmp_path / f"alone{k}" / "pelvis.stl").read_bytes())
+    assert alone[0] != alone[1]
+    shared = tmp_path / "shared"
+    procs = [subprocess.Popen(cmd(img, shared), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for img in images]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    summary = json.loads((shared / "summary.json").read_text())
+    k = images.index(summary["image"])
+    assert (shared / "pelvis.stl").read_bytes() == alone[k]
+    assert sorted(p.name for p in shared.iterdir()) == sorted(p.name for p in (tmp_path / f"alone{k}").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_full_disk_ends_in_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import threeddx.predict as predict
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(predict, "_write_maps", full)
+    out = tmp_path / "out"
+    assert main(["predict", str(EXAMPLE), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"3ddx: error: cannot write {out}: No space left on device; nothing written"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["a-file", "under-a-file", "foreign-folder"])
+def test_a_bad_out_is_refused_before_inference(kind, tmp_path, capsys, monkeypatch):
+    import threeddx.inference as inference
+
+    def never(*a, **k):
+        raise AssertionError("inference ran")
+
+    monkeypatch.setattr(inference.Predictor, "infer", never)
+    target = {"a-file": tmp_path / "f", "under-a-file": tmp_path / "f" / "out", "foreign-folder": tmp_path / "d"}[kind]
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    assert main(["predict", str(EXAMPLE), "--out", str(target)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert (tmp_path / "d" / "notes.txt").read_text() == "mine"

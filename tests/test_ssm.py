@@ -114,6 +114,11 @@ class _GroundTruthPredictor:
     def __call__(self, image):
         return self.gt
 
+    def infer(self, image, geometry):
+        from threeddx.inference import Predictor
+
+        return Predictor.infer(self, image, geometry)
+
 
 def test_predict_and_evaluate_with_the_shape_model(small_sim, tmp_path):
     from threeddx.dataset import read_manifest

@@ -120,3 +120,32 @@ def resolve_checkpoint(name: str | Path | None) -> Path:
             raise InputError(f"the released model {key!r} is not installed ({path}); give --checkpoint")
         return path
     return Path(name)
+
+
+def build_model(ck: dict, where: str | Path = "checkpoint") -> torch.nn.Module:
+    """The network of a loaded checkpoint, its weights in place (float32).
+
+    A checkpoint whose settings or weights do not fit this version's network
+    (another architecture, a foreign state dict) ends in one line that says
+    which keys or shapes differ.
+    """
+    from .model import DualFaceNet, ModelConfig
+
+    try:
+        model = DualFaceNet(ModelConfig(**ck["model_config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{where}: model settings this version cannot build ({type(e).__name__}: {str(e)[:100]})") from None
+    weights = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in ck["model"].items()}
+    mine = model.state_dict()
+    missing = sorted(set(mine) - set(weights))
+    extra = sorted(set(weights) - set(mine))
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in mine.items()
+              if k in weights and tuple(weights[k].shape) != tuple(v.shape)]
+    if missing or extra or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", extra), ("shape differs", shapes)):
+            if items:
+                parts.append(f"{len(items)} {label} (e.g. {', '.join(items[:2])})")
+        raise InputError(f"{where}: weights of another architecture: {'; '.join(parts)}")
+    model.load_state_dict(weights)
+    return model

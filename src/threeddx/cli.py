@@ -65,7 +65,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         load_ct,
         load_label_table,
         load_labels,
+        check_out_folder,
         parse_bones,
+        result_folder,
         save_npz_atomic,
     )
     from .render import make_scene, render
@@ -82,6 +84,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     bones = parse_bones(bone_items, table)
     geometry = XrayGeometry.load(args.geometry) if args.geometry else None
     device = _device(args.device)
+    check_out_folder(args.out, "render.npz")  # before any work
 
     t0 = time.perf_counter()
     ct = load_ct(ct_path)
@@ -98,12 +101,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     t2 = time.perf_counter()
 
     out: Path = args.out
-    save_preview(
-        out / "preview.png", result.image, result.masks, result.depth_front, result.depth_back, result.bones,
-        title=f"{Path(ct_path).name}: {geometry.detector_shape[0]}x{geometry.detector_shape[1]} px, "
-        f"SDD {geometry.sdd:.0f} mm",
-    )
-    save_npz_atomic(out / "render.npz", **result.arrays())
+    with result_folder(out, "render.npz") as folder:
+        save_preview(
+            folder / "preview.png", result.image, result.masks, result.depth_front, result.depth_back, result.bones,
+            title=f"{Path(ct_path).name}: {geometry.detector_shape[0]}x{geometry.detector_shape[1]} px, "
+            f"SDD {geometry.sdd:.0f} mm",
+        )
+        save_npz_atomic(folder / "render.npz", **result.arrays())
     print(
         f"rendered {len(bones)} bone(s) [{', '.join(bones)}] at {geometry.detector_shape[0]}x"
         f"{geometry.detector_shape[1]} px on {device}: load {t1 - t0:.1f} s, render {t2 - t1:.2f} s"

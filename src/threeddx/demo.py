@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError
-from .io import atomic_path
+from .io import atomic_path, result_folder
 
 EXAMPLE = "llp26-10_p00.npz"
 BONES = ("pelvis", "femur_left", "femur_right")
@@ -98,27 +98,28 @@ def run_demo(out: str | Path, models: Sequence[str] = ("dualface", "single"), de
     gt = ground_truth_meshes(example)
     out = Path(out)
     results: dict = {"example": example.name, "models": {}}
-    for name in models:
-        pred = Predictor(name, device)
-        s = predict_file(example, pred, out / name, mesh_method="dual")
-        geo = XrayGeometry.from_dict(s["model_geometry"])
-        card = pred.ck.get("release", {})
-        row = {"checkpoint": str(pred.checkpoint), "mesh_method": s["mesh_method"], "bones": {},
-               "seconds": round(sum(s["timings_s"].values()), 2), "trained": card.get("summary", "")}
-        for bone, mesh_gt in gt.items():
-            if bone not in s["bones"]:
-                row["bones"][bone] = {"status": "not found in the image"}
-                continue
-            mesh = trimesh.load(out / name / f"{bone}.ply", process=False)
-            d = surface_distances(visible_part(mesh, geo, max_edge_mm=None), visible_part(mesh_gt, geo))
-            row["bones"][bone] = {"status": "ok", "assd": round(d["assd"], 3), "hd95": round(d["hd95"], 3)}
-        results["models"][name] = row
-    results["seconds"] = round(time.perf_counter() - t_start, 1)
-    table = demo_table(results)
-    with atomic_path(out / "demo.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-    with atomic_path(out / "demo.md") as tmp:
-        tmp.write_text(table)
+    with result_folder(out, "demo.json") as folder:
+        for name in models:
+            pred = Predictor(name, device)
+            s = predict_file(example, pred, folder / name, mesh_method="dual")
+            geo = XrayGeometry.from_dict(s["model_geometry"])
+            card = pred.ck.get("release", {})
+            row = {"checkpoint": str(pred.checkpoint), "mesh_method": s["mesh_method"], "bones": {},
+                   "seconds": round(sum(s["timings_s"].values()), 2), "trained": card.get("summary", "")}
+            for bone, mesh_gt in gt.items():
+                if bone not in s["bones"]:
+                    row["bones"][bone] = {"status": "not found in the image"}
+                    continue
+                mesh = trimesh.load(folder / name / f"{bone}.ply", process=False)
+                d = surface_distances(visible_part(mesh, geo, max_edge_mm=None), visible_part(mesh_gt, geo))
+                row["bones"][bone] = {"status": "ok", "assd": round(d["assd"], 3), "hd95": round(d["hd95"], 3)}
+            results["models"][name] = row
+        results["seconds"] = round(time.perf_counter() - t_start, 1)
+        table = demo_table(results)
+        with atomic_path(folder / "demo.json") as tmp:
+            tmp.write_text(json.dumps(results, indent=2) + "\n")
+        with atomic_path(folder / "demo.md") as tmp:
+            tmp.write_text(table)
     if progress:
         print(table)
         print(f"meshes, depth maps and report.png in {out}/<model>/ ({results['seconds']:.0f} s in all)")

@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import XrayGeometry
-from .io import atomic_path
+from .io import check_out_folder, result_folder
 
 COLUMNS = ("sample_id", "subject_id", "bone", "status", "assd", "hd95", "chamfer", "within_1mm", "within_2mm",
            "within_5mm", "assd_beam_aligned", "beam_shift_mm", "dice", "false_area_pct", "found", "confidence", "seconds")
@@ -127,14 +127,15 @@ def evaluate(
     import trimesh
     from tqdm.auto import tqdm
 
-    from .dataset import normalise_radiograph, read_manifest
+    from .dataset import read_manifest
     from .metrics import DEFAULT_DENSITY, beam_aligned, dice, false_area_pct, surface_distances, visible_part
     from .physics import chain_for, chain_from, radiograph, sample_materials
     from .checkpoint import RELEASED
-    from .predict import Predictor, to_model_resolution
+    from .inference import Predictor
     from .reconstruct import reconstruct_bone
 
     data = Path(data)
+    check_out_folder(out, "results.json")  # before any work
     if not oracle and checkpoint is None:
         raise InputError("give --checkpoint, or --oracle to evaluate the ground-truth depths")
     rows_in = [r for r in read_manifest(data) if r["split"] == split]
@@ -165,15 +166,15 @@ def evaluate(
                 if mats is None:
                     raise InputError(f"{data / row['render']} has no material line integrals: evaluate it without a chain")
                 gt["image"] = radiograph(mats, geo_full, chain_for(chain, np.random.default_rng([seed, index])))
+        gt_masks = gt["masks"] > 0
         if predictor is not None:
-            img, geo = to_model_resolution(normalise_radiograph(gt["image"]), geo_full, predictor.size)
-            pred = predictor(img.astype(np.float32))
-            pred_bones = predictor.bones
-            checks = pred.get("checks", {})
+            prediction = predictor.infer(gt["image"], geo_full)
+            pred, geo, pred_bones, checks = prediction.maps(), prediction.geometry, predictor.bones, prediction.checks
+            gt_masks = prediction.to_view(gt_masks.astype(np.float32)) > 0.5  # the truth on the model's grid
         else:
             checks = {}
             geo, pred_bones = geo_full, stored
-            pred = {"masks": gt["masks"] > 0, "depth_front": gt["depth_front"], "depth_back": gt["depth_back"]}
+            pred = {"masks": gt_masks, "depth_front": gt["depth_front"], "depth_back": gt["depth_back"]}
         fits: dict = {}
         if mesh_method == "ssm":
             t0 = time.perf_counter()
@@ -184,9 +185,9 @@ def evaluate(
             rec = {"sample_id": row["sample_id"], "subject_id": row["subject_id"], "bone": bone}
             c = pred_bones.index(bone)
             m = pred["masks"][c]
-            gt_mask = gt["masks"][stored.index(bone)]
+            gt_mask = gt_masks[stored.index(bone)]
             rec["dice"] = dice(m, gt_mask) if m.shape == gt_mask.shape else float("nan")
-            others = [gt["masks"][stored.index(b)] for b in stored if b != bone]
+            others = [gt_masks[stored.index(b)] for b in stored if b != bone]
             rec["false_area_pct"] = (false_area_pct(m, np.stack([gt_mask, *others])) if m.shape == gt_mask.shape
                                      else float("nan"))
             rec["found"] = checks.get(bone, {}).get("found")
@@ -245,10 +246,10 @@ def evaluate(
     for r in results:
         w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
     table = markdown_table(results, bones, label, n_images, n_subjects)
-    for name, text in (("results.csv", buf.getvalue()), ("results.json", json.dumps(summary, indent=2) + "\n"),
-                       ("results.md", f"# {label} on {data.name} ({split})\n\n{table}")):
-        with atomic_path(out / name) as tmp:
-            tmp.write_text(text)
+    with result_folder(out, "results.json") as folder:
+        for name, text in (("results.csv", buf.getvalue()), ("results.json", json.dumps(summary, indent=2) + "\n"),
+                           ("results.md", f"# {label} on {data.name} ({split})\n\n{table}")):
+            (folder / name).write_text(text)
     if progress:
         print(table)
     return summary

@@ -17,6 +17,11 @@ Frames and units
 * **Pose**: a rigid 4x4 matrix ``world_to_source``.
 * **Depth** of a surface point: its Euclidean distance from the source, in mm,
   measured along the pixel's ray (not the ``z`` coordinate).
+* **Iso-centre distance** (optional, JSON ``source_to_isocenter_mm``): how far
+  from the source, along the central ray, the centre of the anatomy lies (the
+  hip joints' mid-plane); the preset's is 820 mm. It is what a user can declare
+  about the patient without a calibrated pose (e.g. a table height), and what
+  :func:`model_view` uses to show an image to a model trained at another one.
 
 Standard preset (AP hip / pelvis radiograph)
 --------------------------------------------
@@ -58,6 +63,9 @@ AP_WORLD_TO_SOURCE_ROTATION = np.array(
 STANDARD_SDD_MM = 1000.0
 STANDARD_DETECTOR_MM = 430.0
 STANDARD_SOURCE_TO_ISOCENTER_MM = 820.0
+#: The iso-centre's height above the detector in the preset (mm): the patient lies on the
+#: table, so this, not the distance from the source, stays when the SDD changes.
+ISOCENTER_ABOVE_DETECTOR_MM = STANDARD_SDD_MM - STANDARD_SOURCE_TO_ISOCENTER_MM
 
 _JSON_KEYS = (
     "source_to_detector_mm",
@@ -94,6 +102,8 @@ class XrayGeometry:
         pixel_spacing: (row_spacing, col_spacing) in mm.
         principal_point: (u0, v0) in continuous pixel coordinates (u: columns).
         world_to_source: rigid 4x4 transform from world (LPS mm) to source mm.
+        isocenter_distance: source to the centre of the anatomy along the central
+            ray (mm), when declared; None when unknown.
     """
 
     sdd: float
@@ -101,6 +111,7 @@ class XrayGeometry:
     pixel_spacing: tuple[float, float]
     principal_point: tuple[float, float]
     world_to_source: np.ndarray = field(repr=False)
+    isocenter_distance: float | None = None
 
     def __post_init__(self) -> None:
         rows, cols = (int(v) for v in self.detector_shape)
@@ -119,6 +130,12 @@ class XrayGeometry:
         object.__setattr__(self, "pixel_spacing", (sr, sc))
         object.__setattr__(self, "principal_point", (u0, v0))
         object.__setattr__(self, "world_to_source", _check_rigid(self.world_to_source))
+        if self.isocenter_distance is not None:
+            d = float(self.isocenter_distance)
+            if not (math.isfinite(d) and 0 < d < self.sdd):
+                raise InputError(f"source_to_isocenter_mm must lie between the source and the detector "
+                                 f"(0-{self.sdd:g} mm), got {self.isocenter_distance}")
+            object.__setattr__(self, "isocenter_distance", d)
 
     # ------------------------------------------------------------------ frames
     @property
@@ -135,6 +152,13 @@ class XrayGeometry:
     def source_position_world(self) -> np.ndarray:
         """The focal spot in world coordinates (mm)."""
         return self.source_to_world[:3, 3].copy()
+
+    @property
+    def isocenter_distance_or_assumed(self) -> float:
+        """The declared iso-centre distance (mm), else the patient on the table: SDD - 180 mm."""
+        if self.isocenter_distance is not None:
+            return self.isocenter_distance
+        return self.sdd - ISOCENTER_ABOVE_DETECTOR_MM
 
     def with_pose(self, world_to_source: np.ndarray) -> "XrayGeometry":
         return replace(self, world_to_source=np.asarray(world_to_source, dtype=np.float64))
@@ -235,15 +259,39 @@ class XrayGeometry:
             principal_point=(self.principal_point[0] * fc, self.principal_point[1] * fr),
         )
 
+    def check_physical(self) -> None:
+        """Refuse a geometry no X-ray system has (one line naming the JSON key).
+
+        SDD within 100-5000 mm, pixel spacing within 0.01-10 mm
+        (:data:`PHYSICAL_LIMITS`), the principal point within one detector
+        width of the detector. Geometry files a user gives (:meth:`load`) go
+        through this check; geometries the project makes itself (tiny test
+        detectors have 13 mm pixels) and analytic tests do not.
+        """
+        lo, hi = PHYSICAL_LIMITS["source_to_detector_mm"]
+        if not lo <= self.sdd <= hi:
+            raise InputError(f"source_to_detector_mm is {self.sdd:g} mm, outside {lo:g}-{hi:g} mm")
+        lo, hi = PHYSICAL_LIMITS["pixel_spacing_mm"]
+        if not all(lo <= s <= hi for s in self.pixel_spacing):
+            raise InputError(f"pixel_spacing_mm is {list(self.pixel_spacing)}, outside {lo:g}-{hi:g} mm")
+        rows, cols = self.detector_shape
+        u0, v0 = self.principal_point
+        if not (-cols <= u0 <= 2 * cols and -rows <= v0 <= 2 * rows):
+            raise InputError(f"principal_point_px ({u0:g}, {v0:g}) lies more than a detector's width outside "
+                             f"the {rows}x{cols} px detector")
+
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "source_to_detector_mm": self.sdd,
             "detector_shape": list(self.detector_shape),
             "pixel_spacing_mm": list(self.pixel_spacing),
             "principal_point_px": list(self.principal_point),
             "world_to_source": self.world_to_source.tolist(),
         }
+        if self.isocenter_distance is not None:
+            d["source_to_isocenter_mm"] = self.isocenter_distance
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -256,13 +304,15 @@ class XrayGeometry:
         if missing:
             raise InputError(f"{where}: missing key(s) {', '.join(missing)}")
         try:
-            return cls(
+            geo = cls(
                 sdd=float(d["source_to_detector_mm"]),
-                detector_shape=_pair(d["detector_shape"], int, "detector_shape"),
+                detector_shape=_pair(d["detector_shape"], _whole, "detector_shape"),
                 pixel_spacing=_pair(d["pixel_spacing_mm"], float, "pixel_spacing_mm"),
                 principal_point=_pair(d["principal_point_px"], float, "principal_point_px"),
                 world_to_source=np.asarray(d["world_to_source"], dtype=np.float64),
+                isocenter_distance=None if d.get("source_to_isocenter_mm") is None else float(d["source_to_isocenter_mm"]),
             )
+            return geo
         except InputError as e:
             raise InputError(f"{where}: {e}") from None
         except (TypeError, ValueError) as e:
@@ -283,13 +333,33 @@ class XrayGeometry:
             text = path.read_text()
         except OSError as e:
             raise InputError(f"cannot read geometry file {path}: {e.strerror}") from None
-        return cls.from_json(text, where=str(path))
+        geo = cls.from_json(text, where=str(path))
+        try:
+            geo.check_physical()
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from None
+        return geo
 
 
-def _pair(v: Any, typ: type, name: str) -> tuple:
+def _pair(v: Any, typ, name: str) -> tuple:
     if not isinstance(v, (list, tuple)) or len(v) != 2:
         raise InputError(f"{name} must be a list of two numbers")
-    return (typ(v[0]), typ(v[1]))
+    try:
+        return (typ(v[0]), typ(v[1]))
+    except InputError as e:
+        raise InputError(f"{name}: {e}") from None
+
+
+def _whole(v: Any) -> int:
+    """A pixel count: a whole number (128 or 128.0), never silently truncated (128.7)."""
+    f = float(v)
+    if not f.is_integer():
+        raise InputError(f"must be whole numbers of pixels, got {v!r}")
+    return int(f)
+
+
+#: What :meth:`XrayGeometry.check_physical` accepts (a geometry file or DICOM outside them is a mistake).
+PHYSICAL_LIMITS = {"source_to_detector_mm": (100.0, 5000.0), "pixel_spacing_mm": (0.01, 10.0)}
 
 
 # ---------------------------------------------------------------- presets
@@ -319,6 +389,7 @@ def standard_ap_geometry(
         pixel_spacing=(spacing, spacing),
         principal_point=(size / 2.0, size / 2.0),
         world_to_source=ap_pose(isocenter_world, source_to_isocenter),
+        isocenter_distance=source_to_isocenter,
     )
 
 
@@ -387,3 +458,69 @@ def sample_pose(
     m = ap_pose(c, source_to_isocenter) @ patient
     m[:3, 3] += shift_src
     return m
+
+
+# ------------------------------------------------------------ model views
+@dataclass(frozen=True)
+class View:
+    """How a network trained at one geometry is shown an image taken at another.
+
+    A network learns what bones look like at its training geometry: a focal
+    length (SDD over pixel size) and an iso-centre distance. An image taken
+    with another detector, SDD or table height shows the same anatomy at
+    another scale. The view resamples the image so that the anatomy appears as
+    it would have in training, and maps the network's depths back:
+
+    * pixel (continuous ``(u, v)``) of the model's grid -> the image's pixel
+      ``affine @ (u, v, 1)``: the ray with the image's tangent ``t = t_m / s``,
+      where ``t_m`` is the model's tangent and ``s = D_image / D_model`` the
+      ratio of iso-centre distances (weak perspective: the anatomy is scaled
+      as if moved from ``D_image`` to ``D_model``);
+    * a depth ``d_m`` along a model ray -> ``z = d_m / |(t_m, 1)| + D_image -
+      D_model``, ``d = z |(t, 1)|`` along the image's ray (the anatomy moved
+      back along the beam). Exact when nothing differs (``s = 1``, the
+      identity); otherwise the perspective within the anatomy (+-100 mm deep)
+      is that of ``D_model``, an error below 0.5 % of a point's offset from
+      the central ray per 30 mm of distance change.
+
+    ``camera`` is the geometry to back-project the network's maps with: the
+    model's pixel grid on the image's rays and the image's pose.
+    """
+
+    affine: np.ndarray  # (2, 3): model continuous (u, v, 1) -> image continuous (u, v)
+    scale: float  # s = D_image / D_model
+    shift_mm: float  # D_image - D_model
+    model: XrayGeometry  # the model's camera (its grid, SDD and tangents)
+    camera: XrayGeometry  # the model's grid on the image's rays, the image's pose
+
+    @property
+    def is_identity(self) -> bool:
+        return bool(np.allclose(self.affine, [[1, 0, 0], [0, 1, 0]], atol=1e-9) and abs(self.shift_mm) < 1e-9)
+
+    def depth_to_image(self, depth: np.ndarray) -> np.ndarray:
+        """Depths (..., rows, cols) mm along the model's rays -> along the image's rays (``camera``)."""
+        if self.is_identity:
+            return depth
+        tm = self.model.pixel_centers_source()
+        norm_m = np.linalg.norm(tm / self.model.sdd, axis=-1)
+        norm_i = np.linalg.norm(self.camera.pixel_centers_source() / self.camera.sdd, axis=-1)
+        z = depth / norm_m + self.shift_mm
+        return (z * norm_i).astype(depth.dtype)
+
+
+def model_view(image: XrayGeometry, model: XrayGeometry, image_distance_mm: float, model_distance_mm: float) -> View:
+    """The :class:`View` that shows an image taken with ``image`` to a model trained at ``model``.
+
+    ``image_distance_mm`` and ``model_distance_mm`` are the iso-centre distances
+    (source to the anatomy's centre, mm) of the image and of the training data.
+    """
+    s = float(image_distance_mm) / float(model_distance_mm)
+    (sr_m, sc_m), (sr_i, sc_i) = model.pixel_spacing, image.pixel_spacing
+    (u0_m, v0_m), (u0_i, v0_i) = model.principal_point, image.principal_point
+    # image px per model px, per axis: (tangent per model px) / s / (tangent per image px)
+    ku = (sc_m / model.sdd) / s / (sc_i / image.sdd)
+    kv = (sr_m / model.sdd) / s / (sr_i / image.sdd)
+    affine = np.array([[ku, 0.0, u0_i - ku * u0_m], [0.0, kv, v0_i - kv * v0_m]])
+    camera = replace(model, sdd=model.sdd * s, world_to_source=image.world_to_source,
+                     isocenter_distance=float(image_distance_mm))
+    return View(affine, s, float(image_distance_mm) - float(model_distance_mm), model, camera)

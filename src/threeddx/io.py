@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import importlib.resources
 import importlib.util
 import os
+import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -287,3 +290,89 @@ def save_npz_atomic(path: str | Path, **arrays) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
+
+
+# ------------------------------------------------------------ result folders
+#: OS errors that mean "this folder cannot take the output" rather than a bug.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def check_out_folder(out: str | Path, marker: str) -> None:
+    """Refuse, before any work, an output folder that cannot become a result folder.
+
+    ``out`` may be absent (it is made), empty, or an earlier result of the same
+    command (it holds ``marker``, e.g. ``summary.json``): that one is replaced
+    whole. A file, a path under a file, a folder holding other files (never
+    deleted) and a folder one cannot write in are refused in one line.
+    """
+    out = Path(out)
+    p = out
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if p == out:
+        if not out.is_dir():
+            raise InputError(f"--out {out} is a file, not a folder")
+        if not (out / marker).exists() and any(out.iterdir()):
+            raise InputError(f"--out {out} holds files that are not a 3ddx result (no {marker}); "
+                             "give a new or empty folder (3ddx replaces only its own result folders)")
+        parent = out.parent if str(out.parent) else Path(".")
+    elif not p.is_dir():
+        raise InputError(f"--out {out}: {p} is a file, not a folder")
+    else:
+        parent = p
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: cannot write in {parent} (permission denied)")
+
+
+@contextlib.contextmanager
+def result_folder(out: str | Path, marker: str) -> Iterator[Path]:
+    """Write a result folder all or nothing: yield a hidden sibling, then put it in place of ``out``.
+
+    On success the sibling (which must hold ``marker``) replaces ``out`` whole:
+    an earlier result is removed, never mixed with the new one; two writers at
+    once leave one complete set (the last to finish). On any error the sibling
+    is deleted and ``out`` is as it was. A full disk, a read-only or forbidden
+    folder end in one :class:`~threeddx.errors.InputError` line.
+    """
+    out = Path(out)
+    check_out_folder(out, marker)
+    tmp: Path | None = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        yield tmp
+        if not (tmp / marker).exists():
+            raise RuntimeError(f"result folder without {marker}")  # a bug, not an input problem
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        _swap_in(tmp, out)
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        raise InputError(f"cannot write {out}: {e.strerror}; nothing written") from None
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` onto ``out``, moving an earlier ``out`` aside first (and deleting it after)."""
+    for _ in range(50):
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
+            try:
+                os.rename(out, old)
+            except FileNotFoundError:  # another writer moved it first
+                continue
+        try:
+            os.rename(tmp, out)
+            return
+        except OSError as e:  # another writer put its folder in place in between: go round
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    raise InputError(f"cannot put the result in place at {out}: other writers keep replacing it")

@@ -8,27 +8,26 @@ Detector (0018,1110) and Imager Pixel Spacing (0018,1164), else Pixel Spacing
 the checkpoint's. A DICOM gives the detector, not the patient's pose: the pose
 is the checkpoint's nominal one, so the meshes are in that nominal frame.
 
-Intensities are normalised per image (robust percentiles), so images from
-other renderers or real detectors are handled alike; a MONOCHROME1 DICOM is
-inverted first so bone is bright. A non-square image is padded to a square
-(the principal point moves with it), then resampled to the model's resolution
-with the geometry resampled the same way.
+A MONOCHROME1 DICOM is inverted first so bone is bright. Everything after
+reading (intensity normalisation, the model's view of the image's geometry,
+the network, the refusal checks) is :meth:`threeddx.inference.Predictor.infer`;
+this module reads the inputs and writes the meshes, maps and summary.
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .dataset import normalise_radiograph
 from .errors import InputError
 from .geometry import XrayGeometry
-from .io import atomic_path
+from .inference import Prediction, Predictor  # noqa: F401 (the inference API, re-exported)
+from .io import atomic_path, check_out_folder, result_folder
 
+#: The file that makes a folder a predict result (replaced whole by the next predict into it).
+RESULT_MARKER = "summary.json"
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg"}
 
 
@@ -128,104 +127,13 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
     return img, geo, source
 
 
-def to_model_resolution(img: np.ndarray, geo: XrayGeometry, size: int) -> tuple[np.ndarray, XrayGeometry]:
-    """Pad to square (principal point follows), then area-resample to ``size`` px with the geometry."""
-    h, w = img.shape
-    if h != w:
-        n = max(h, w)
-        top, left = (n - h) // 2, (n - w) // 2
-        img = np.pad(img, ((top, n - h - top), (left, n - w - left)), mode="edge")
-        if not np.isclose(geo.pixel_spacing[0], geo.pixel_spacing[1]):
-            raise InputError("non-square images need square pixels")
-        u0, v0 = geo.principal_point
-        from dataclasses import replace
-
-        geo = replace(geo, detector_shape=(n, n), principal_point=(u0 + left, v0 + top))
-    t = torch.from_numpy(np.ascontiguousarray(img))[None, None]
-    if t.shape[-1] != size:
-        t = torch.nn.functional.interpolate(t, size=(size, size), mode="area" if t.shape[-1] > size else "bilinear",
-                                            align_corners=None if t.shape[-1] > size else False)
-    return t[0, 0].numpy(), geo.resample(size)
-
-
-# ------------------------------------------------------------------ the model
-@dataclass
-class Predictor:
-    """A loaded checkpoint, ready to predict."""
-
-    checkpoint: Path
-    device: str = "cpu"
-    ck: dict = field(init=False, repr=False)
-    model: torch.nn.Module = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        from .model import DualFaceNet, ModelConfig
-        from .checkpoint import load_checkpoint, resolve_checkpoint
-
-        self.checkpoint = resolve_checkpoint(self.checkpoint)
-        self.ck = load_checkpoint(self.checkpoint, map_location=self.device)
-        self.model = DualFaceNet(ModelConfig(**self.ck["model_config"])).to(self.device).eval()
-        self.model.load_state_dict(self.ck["model"])
-
-    @property
-    def bones(self) -> list[str]:
-        return list(self.ck["bones"])
-
-    @property
-    def geometry(self) -> XrayGeometry:
-        return XrayGeometry.from_json(self.ck["geometry"], where=f"{self.checkpoint}:geometry")
-
-    @property
-    def size(self) -> int:
-        return self.geometry.detector_shape[0]
-
-    @property
-    def single_depth(self) -> bool:
-        return bool(self.ck["model_config"]["single_depth"])
-
-    @torch.no_grad()
-    def __call__(self, image01: np.ndarray) -> dict[str, np.ndarray]:
-        """Normalised (size, size) image -> masks (C,H,W) bool, depth_front/back (C,H,W) mm (back None for single)."""
-        from .model import apply_casi_offset
-
-        from .model import bone_checks
-
-        x = torch.from_numpy(image01)[None, None].to(self.device)
-        out = self.model(x)
-        probs = torch.sigmoid(out["mask_logits"])
-        masks = probs > 0.5
-        if self.single_depth:
-            front = out["depth"].expand_as(out["mask_logits"])
-            back = None
-        else:
-            front, back = out["depth_front"], out["depth_back"]
-        off = self.ck.get("casi_offset_mm")
-        if off is not None and back is not None:
-            both = apply_casi_offset(torch.cat([front, back], 1), torch.cat([masks, masks], 1).float(), off)
-            front, back = both[:, : front.shape[1]], both[:, front.shape[1] :]
-        res = {"masks": masks[0].cpu().numpy(), "depth_front": (front[0] * masks[0]).cpu().numpy()}
-        res["checks"] = bone_checks(probs[0].cpu().numpy(), self.bones, self.ck.get("confidence"))
-        res["depth_back"] = None if back is None else (back[0] * masks[0]).cpu().numpy()
-        return res
-
-
 # ------------------------------------------------------------------ predict
-def geometry_warnings(image_geo: XrayGeometry, model_geo: XrayGeometry, source: str) -> list[str]:
-    """Lines for a geometry unlike the one the model was trained for, and for an assumed pose."""
-    out = []
-    if not 0.9 <= image_geo.sdd / model_geo.sdd <= 1.1:
-        out.append(f"source-to-detector distance {image_geo.sdd:.0f} mm; the model was trained at {model_geo.sdd:.0f} mm "
-                   "only: depths and meshes may be off")
-    fov = np.array(image_geo.detector_shape) * np.array(image_geo.pixel_spacing)
-    fov_m = np.array(model_geo.detector_shape) * np.array(model_geo.pixel_spacing)
-    if np.any(np.abs(fov / fov_m - 1) > 0.2):
-        out.append(f"detector {fov[0]:.0f} x {fov[1]:.0f} mm; the model was trained on {fov_m[0]:.0f} x {fov_m[1]:.0f} mm: "
-                   "the anatomy appears at another scale than in training")
+def pose_warning(source: str) -> list[str]:
+    """A line when the patient's pose is not in the input (the model's nominal pose is used)."""
     if source in ("checkpoint", "DICOM"):
-        out.append("the patient's pose is not in the image file: the model's nominal pose is assumed, so meshes are in "
-                   "that nominal frame (give --geometry for a calibrated pose)")
-    return out
-
+        return ["the patient's pose is not in the image file: the model's nominal pose is assumed, so meshes are in "
+                "that nominal frame (give --geometry for a calibrated pose)"]
+    return []
 
 
 def predict_file(
@@ -255,44 +163,44 @@ def predict_file(
 
     if frame not in ("world", "source"):
         raise InputError("--frame must be world or source")
+    check_out_folder(out, RESULT_MARKER)  # before any work: a bad --out costs nothing
     t = {}
     t0 = time.perf_counter()
     given = XrayGeometry.load(geometry_path) if geometry_path else None
     raw, geo_full, geo_source = read_radiograph(image_path, given, predictor.geometry)
-    image01 = normalise_radiograph(raw)
-    img, geo = to_model_resolution(image01, geo_full, predictor.size)
     t["load_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    pred = predictor(img.astype(np.float32))
+    pred = predictor.infer(raw, geo_full)
+    del raw
     t["network_s"] = time.perf_counter() - t0
-    checks = pred["checks"]
-    if not force and not any(c["found"] for c in checks.values()):
+    checks, geo, img = pred.checks, pred.geometry, pred.image
+    if not force and not pred.any_found:
         detail = "; ".join(f"{b}: {c.get('why_not', 'found')}" for b, c in checks.items())
         raise InputError(f"no hip anatomy found in {image_path} ({detail}); nothing written. "
                          "Not a hip radiograph, or one unlike any the model was trained on; --force reconstructs anyway")
-    for line in geometry_warnings(geo_full, predictor.geometry, geo_source):
+    for line in pred.notes + pose_warning(geo_source):
         (warn or (lambda s: None))(line)
 
-    method = "front" if pred["depth_back"] is None and mesh_method != "ssm" else mesh_method
+    method = "front" if pred.depth_back is None and mesh_method != "ssm" else mesh_method
     if complete_femur and method != "ssm":
         raise InputError("--complete-femur needs --mesh ssm")
     bones, meshes, world_meshes, clouds, missing = {}, {}, {}, {}, []
     t_bp = t_mesh = 0.0
     for c, name in enumerate(predictor.bones):
-        m = pred["masks"][c]
-        back = None if pred["depth_back"] is None else pred["depth_back"][c]
+        m = pred.masks[c]
+        back = None if pred.depth_back is None else pred.depth_back[c]
         if m.sum() < 4 or not (force or checks[name]["found"]):
             missing.append(f"{name} ({checks[name].get('why_not', 'no mask')})")
             continue
         s = time.perf_counter()
-        clouds[name] = backproject_bone(m, pred["depth_front"][c], back, geo)
+        clouds[name] = backproject_bone(m, pred.depth_front[c], back, geo)
         t_bp += time.perf_counter() - s
         if method == "ssm":
             continue
         s = time.perf_counter()
         try:
-            world_meshes[name] = reconstruct_bone(m, pred["depth_front"][c], back, geo, method)
+            world_meshes[name] = reconstruct_bone(m, pred.depth_front[c], back, geo, method)
         except InputError as e:
             missing.append(f"{name} ({e})")
             del clouds[name]
@@ -317,7 +225,7 @@ def predict_file(
             "faces": int(len(mesh.faces)),
             "watertight": bool(mesh.is_watertight),
             "volume_cm3": float(mesh.volume / 1000) if mesh.is_watertight else None,
-            "mask_px": int(pred["masks"][predictor.bones.index(name)].sum()),
+            "mask_px": int(pred.masks[predictor.bones.index(name)].sum()),
             "confidence": checks[name]["confidence"],
             "found": checks[name]["found"],
         }
@@ -325,38 +233,40 @@ def predict_file(
     t["backprojection_s"], t["meshing_s"] = t_bp, t_mesh
 
     t0 = time.perf_counter()
-    out = Path(out)
-    for name, mesh in meshes.items():
-        for ext in ("stl", "ply"):
-            with atomic_path(out / f"{name}.{ext}") as tmp:
-                mesh.export(tmp, file_type=ext)
-        pts = clouds[name].both()
-        with atomic_path(out / f"{name}_points.ply") as tmp:
-            trimesh.PointCloud(pts).export(tmp, file_type="ply")
-    _write_maps(out, img, pred)
-    t["writing_s"] = time.perf_counter() - t0
-    summary = {
-        "image": str(image_path),
-        "checkpoint": str(predictor.checkpoint),
-        "geometry_from": geo_source,
-        "model_geometry": geo.to_dict(),
-        "mesh_method": method,
-        "frame": frame,
-        "bones": bones,
-        "missing": missing,
-        "checks": checks,
-        "timings_s": {k: round(v, 4) for k, v in t.items()},
-    }
-    if ssm_info:
-        summary["ssm"] = ssm_info.get("_fit", {})
-    if report:
-        s = time.perf_counter()
-        from .viz import save_report
+    with result_folder(out, RESULT_MARKER) as folder:
+        for name, mesh in meshes.items():
+            for ext in ("stl", "ply"):
+                with atomic_path(folder / f"{name}.{ext}") as tmp:
+                    mesh.export(tmp, file_type=ext)
+            pts = clouds[name].both()
+            with atomic_path(folder / f"{name}_points.ply") as tmp:
+                trimesh.PointCloud(pts).export(tmp, file_type="ply")
+        _write_maps(folder, img, pred.maps())
+        t["writing_s"] = time.perf_counter() - t0
+        summary = {
+            "image": str(image_path),
+            "checkpoint": str(predictor.checkpoint),
+            "geometry_from": geo_source,
+            "model_geometry": geo.to_dict(),
+            "view": {"scale": round(pred.view.scale, 5), "isocenter_shift_mm": round(pred.view.shift_mm, 3)},
+            "notes": pred.notes + pose_warning(geo_source),
+            "mesh_method": method,
+            "frame": frame,
+            "bones": bones,
+            "missing": missing,
+            "checks": checks,
+            "timings_s": {k: round(v, 4) for k, v in t.items()},
+        }
+        if ssm_info:
+            summary["ssm"] = ssm_info.get("_fit", {})
+        if report:
+            s = time.perf_counter()
+            from .viz import save_report
 
-        save_report(out / "report.png", img, pred, predictor.bones, world_meshes, title=Path(image_path).name)
-        summary["timings_s"]["report_s"] = round(time.perf_counter() - s, 4)
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+            save_report(folder / "report.png", img, pred.maps(), predictor.bones, world_meshes, title=Path(image_path).name)
+            summary["timings_s"]["report_s"] = round(time.perf_counter() - s, 4)
+        with atomic_path(folder / "summary.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

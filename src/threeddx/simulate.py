@@ -149,7 +149,7 @@ def _subject_shape(settings: SimSettings, job: SubjectJob, seeds):
 
 def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
     """Simulate one subject's missing files. Returns the number of samples written."""
-    from .geometry import STANDARD_SDD_MM, STANDARD_SOURCE_TO_ISOCENTER_MM, sample_pose, standard_ap_geometry
+    from .geometry import ISOCENTER_ABOVE_DETECTOR_MM, sample_pose, standard_ap_geometry
     from .render import BoneField, Scene, hu_to_mu, render
     from .phantom import synthesize_ct
     from .physics import decompose_hu
@@ -194,8 +194,9 @@ def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
         if path.exists():
             continue
         # the patient lies on the table: its distance from the detector is the preset's whatever the SDD
-        s2i = settings.sdd_mm - (STANDARD_SDD_MM - STANDARD_SOURCE_TO_ISOCENTER_MM) + settings.beam_offset_mm
-        geom = standard_ap_geometry(iso, size=settings.size, sdd=settings.sdd_mm).with_pose(
+        s2i = settings.sdd_mm - ISOCENTER_ABOVE_DETECTOR_MM + settings.beam_offset_mm
+        # the geometry declares the table's iso-centre distance, not the pose's jitter (unknowable to a user)
+        geom = standard_ap_geometry(iso, size=settings.size, sdd=settings.sdd_mm, source_to_isocenter=s2i).with_pose(
             sample_pose(iso, np.random.default_rng(pose_seeds[p]), source_to_isocenter=s2i))
         res = render(scene, geom)
         if p == 0:

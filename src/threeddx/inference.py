@@ -1,0 +1,207 @@
+"""One inference path: a radiograph and its geometry in, a :class:`Prediction` out.
+
+Predict, evaluate, demo and the benchmarks all call :meth:`Predictor.infer`
+(as ml-depth-pro's ``DepthPro.infer`` owns its post-processing), so they
+cannot drift apart. The steps, in order:
+
+1. **intensities**: normalised per image (robust percentiles,
+   :func:`threeddx.dataset.normalise_radiograph`), as in training;
+2. **the model's view** (:func:`threeddx.geometry.model_view`): the image is
+   resampled so that the anatomy appears at the scale the network was trained
+   at, whatever the detector, pixel size, SDD or declared iso-centre distance;
+   big images are block-averaged first (no aliasing), parts of the view outside
+   the image repeat its border;
+3. **the network** (:meth:`Predictor.__call__`): masks, depths, the CASI
+   offset for CASI checkpoints, and per bone a confidence and plausibility
+   checks (:func:`threeddx.model.bone_checks`);
+4. **depths back to the image's rays** (:meth:`threeddx.geometry.View.depth_to_image`):
+   ``Prediction.geometry`` is the camera to back-project the maps with.
+
+Nothing here imports the training module: a released checkpoint is read by
+:mod:`threeddx.checkpoint` alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .dataset import normalise_radiograph
+from .geometry import View, XrayGeometry, model_view
+
+#: A view that covers less than this share of the model's field with image pixels is warned about.
+MIN_COVERAGE = 0.8
+#: Iso-centre distances further than this from the training one are warned about (mm): the
+#: largest shift benchmarks/robustness.py validates (SDD 1150 mm, the patient on the table).
+MAX_VALIDATED_SHIFT_MM = 150.0
+
+
+@dataclass
+class Prediction:
+    """What the network says about one radiograph, on the model's pixel grid.
+
+    ``image``: the normalised radiograph as the network saw it (H, W) in [0, 1];
+    ``masks`` (C, H, W) bool and ``probabilities`` (C, H, W) float32 per bone;
+    ``depth_front``/``depth_back`` (C, H, W) float32, mm from the source along
+    the rays of ``geometry`` (0 outside the masks; ``depth_back`` is None for a
+    single-depth model); ``checks``: per bone its confidence and whether it is
+    found (:func:`threeddx.model.bone_checks`); ``view``: how the image was
+    shown to the model; ``notes``: geometry warnings, one line each.
+    """
+
+    bones: list[str]
+    image: np.ndarray
+    masks: np.ndarray
+    probabilities: np.ndarray
+    depth_front: np.ndarray
+    depth_back: np.ndarray | None
+    checks: dict
+    view: View
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def geometry(self) -> XrayGeometry:
+        """The camera of the maps: the model's pixel grid on the image's rays, the image's pose."""
+        return self.view.camera
+
+    @property
+    def any_found(self) -> bool:
+        return any(c["found"] for c in self.checks.values())
+
+    def maps(self) -> dict:
+        """The arrays as the report and depth-map writers take them."""
+        return {"masks": self.masks, "depth_front": self.depth_front, "depth_back": self.depth_back}
+
+    def to_view(self, array: np.ndarray, nearest: bool = True) -> np.ndarray:
+        """An array on the input image's pixel grid (H0, W0) resampled onto the view's grid."""
+        return view_image(array, self.view.affine, self.masks.shape[-2:], nearest)
+
+
+def view_image(image: np.ndarray, affine: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Resample ``image`` (..., H0, W0) at ``affine @ (u, v, 1)`` for every pixel centre of a ``shape`` grid.
+
+    Continuous pixel coordinates as in :mod:`threeddx.geometry` (the centre of
+    pixel (i, j) at (j + 0.5, i + 0.5)). When one output pixel spans two or
+    more input pixels, the input is first averaged over whole blocks of them
+    (area sampling, as a detector read out at a lower resolution would be);
+    then bilinear (or nearest) interpolation, the border repeated outside.
+    float32 throughout.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    lead = image.shape[:-2]
+    t = torch.from_numpy(np.ascontiguousarray(image.reshape(-1, 1, *image.shape[-2:])))
+    a = np.asarray(affine, dtype=np.float64).copy()
+    if not nearest:
+        fv, fu = max(int(a[1, 1]), 1), max(int(a[0, 0]), 1)
+        if fv > 1 or fu > 1:
+            t = F.avg_pool2d(t, (fv, fu))
+            a[0] /= fu
+            a[1] /= fv
+    h0, w0 = t.shape[-2:]
+    rows, cols = shape
+    u = a[0, 0] * (np.arange(cols) + 0.5) + a[0, 2]
+    v = a[1, 1] * (np.arange(rows) + 0.5) + a[1, 2]
+    gx = torch.from_numpy(2.0 * u / w0 - 1.0).float()
+    gy = torch.from_numpy(2.0 * v / h0 - 1.0).float()
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None].expand(t.shape[0], -1, -1, -1)
+    out = F.grid_sample(t, grid, mode="nearest" if nearest else "bilinear", padding_mode="border", align_corners=False)
+    return out[:, 0].numpy().reshape(*lead, rows, cols)
+
+
+def view_coverage(view: View, image_shape: tuple[int, int]) -> float:
+    """Share of the view's pixels whose centre falls inside the image (0-1)."""
+    rows, cols = view.model.detector_shape
+    u = view.affine[0, 0] * (np.arange(cols) + 0.5) + view.affine[0, 2]
+    v = view.affine[1, 1] * (np.arange(rows) + 0.5) + view.affine[1, 2]
+    return float(np.mean((u >= 0) & (u <= image_shape[1]))) * float(np.mean((v >= 0) & (v <= image_shape[0])))
+
+
+@dataclass
+class Predictor:
+    """A loaded checkpoint, ready to infer (the released name, or a path)."""
+
+    checkpoint: Path | str | None
+    device: str = "cpu"
+    ck: dict = field(init=False, repr=False)
+    model: torch.nn.Module = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from .checkpoint import build_model, load_checkpoint, resolve_checkpoint
+
+        self.checkpoint = resolve_checkpoint(self.checkpoint)
+        self.ck = load_checkpoint(self.checkpoint, map_location=self.device)
+        self.model = build_model(self.ck, self.checkpoint).to(self.device).eval()
+
+    @property
+    def bones(self) -> list[str]:
+        return list(self.ck["bones"])
+
+    @property
+    def geometry(self) -> XrayGeometry:
+        """The nominal geometry the model was trained for (its detector, SDD, iso-centre distance, pose)."""
+        return XrayGeometry.from_json(self.ck["geometry"], where=f"{self.checkpoint}:geometry")
+
+    @property
+    def size(self) -> int:
+        return self.geometry.detector_shape[0]
+
+    @property
+    def single_depth(self) -> bool:
+        return bool(self.ck["model_config"]["single_depth"])
+
+    @torch.no_grad()
+    def __call__(self, image01: np.ndarray) -> dict:
+        """The network on a view image (size, size) in [0, 1]: masks, probabilities, depths (model rays), checks."""
+        from .model import apply_casi_offset, bone_checks
+
+        x = torch.from_numpy(np.ascontiguousarray(image01, dtype=np.float32))[None, None].to(self.device)
+        out = self.model(x)
+        probs = torch.sigmoid(out["mask_logits"])
+        masks = probs > 0.5
+        if self.single_depth:
+            front, back = out["depth"].expand_as(out["mask_logits"]), None
+        else:
+            front, back = out["depth_front"], out["depth_back"]
+        off = self.ck.get("casi_offset_mm")
+        if off is not None and back is not None:
+            both = apply_casi_offset(torch.cat([front, back], 1), torch.cat([masks, masks], 1).float(), off)
+            front, back = both[:, : front.shape[1]], both[:, front.shape[1]:]
+        p = probs[0].cpu().numpy()
+        return {
+            "masks": masks[0].cpu().numpy(),
+            "probabilities": p,
+            "depth_front": (front[0] * masks[0]).cpu().numpy(),
+            "depth_back": None if back is None else (back[0] * masks[0]).cpu().numpy(),
+            "checks": bone_checks(p, self.bones, self.ck.get("confidence")),
+        }
+
+    def infer(self, image: np.ndarray, geometry: XrayGeometry) -> Prediction:
+        """A radiograph (H0, W0, any intensity scale, bone bright) taken with ``geometry`` -> :class:`Prediction`."""
+        nominal = self.geometry
+        d_model = nominal.isocenter_distance_or_assumed
+        d_image = geometry.isocenter_distance_or_assumed
+        view = model_view(geometry, nominal, d_image, d_model)
+        image01 = normalise_radiograph(np.asarray(image, dtype=np.float32))
+        img = view_image(image01, view.affine, nominal.detector_shape)
+        raw = self(img)
+        notes = []
+        cover = view_coverage(view, image.shape)
+        if cover < MIN_COVERAGE:
+            notes.append(f"the image covers {100 * cover:.0f} % of the field the model was trained on "
+                         f"({nominal.detector_shape[0] * nominal.pixel_spacing[0]:.0f} mm at {nominal.sdd:.0f} mm); "
+                         "the rest repeats the image's border")
+        if geometry.isocenter_distance is None and abs(geometry.sdd - nominal.sdd) > 0.01 * nominal.sdd:
+            notes.append(f"source-to-detector distance {geometry.sdd:.0f} mm and no source_to_isocenter_mm declared: the "
+                         f"anatomy is assumed {d_image:.0f} mm from the source (the patient on the table, as high above "
+                         "the detector as in training)")
+        if abs(view.shift_mm) > MAX_VALIDATED_SHIFT_MM:
+            notes.append(f"the anatomy is {d_image:.0f} mm from the source; the model was trained at {d_model:.0f} mm "
+                         f"and validated up to {MAX_VALIDATED_SHIFT_MM:.0f} mm from it: depths may be off")
+        masks = raw["masks"]
+        front = view.depth_to_image(raw["depth_front"]) * masks
+        back = None if raw["depth_back"] is None else view.depth_to_image(raw["depth_back"]) * masks
+        return Prediction(self.bones, img, masks, raw.get("probabilities", masks.astype(np.float32)), front, back,
+                          raw["checks"], view, notes)

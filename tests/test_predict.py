@@ -356,3 +356,30 @@ def test_a_bad_out_is_refused_before_inference(kind, tmp_path, capsys, monkeypat
     assert main(["predict", str(EXAMPLE), "--out", str(target)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert (tmp_path / "d" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("fmt", ["png", "npy", "npz", "dcm"])
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(fmt, tmp_path, capsys, monkeypatch):
+    """A tiny file may claim a huge image: the header is read, not the pixels (limit lowered for the test)."""
+    import threeddx.predict as predict
+
+    monkeypatch.setattr(predict, "MAX_PIXELS", 100 * 100)
+    img = np.zeros((120, 110), np.uint16)
+    path = tmp_path / f"big.{fmt}"
+    if fmt == "png":
+        from PIL import Image
+
+        Image.fromarray(img).save(path)
+    elif fmt == "npy":
+        np.save(path, img)
+    elif fmt == "npz":
+        np.savez_compressed(path, image=img)
+    else:
+        import pydicom
+
+        ds = pydicom.dcmread(_pydicom_data("RG1_UNCR.dcm"), stop_before_pixels=True)
+        ds.Rows, ds.Columns = 120, 110
+        ds.save_as(path)  # no pixel data at all: only the header says how big
+    assert main(["predict", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "image of 120 x 110 pixels, over the limit of 0.01 megapixels" in err[0], err

@@ -134,3 +134,26 @@ def test_torchrun_ddp_on_cpu(small_sim, tmp_path):
     ck = load_checkpoint(tmp_path / "last.pt")
     assert ck["epoch"] == 1 and ck["step"] == 1  # 4 train samples / (batch 4 x 2 ranks) -> 1 step
     assert len(list(csv.DictReader(open(tmp_path / "metrics.csv")))) == 1
+
+
+def test_the_rules_of_a_run_folder(small_sim, tmp_path, capsys):
+    """Used folder refused without --resume; a finished run says so; resume elsewhere writes both; --overwrite."""
+    from threeddx.cli import main
+
+    args = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(small_sim), "--epochs", "1"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main([*args, "--out", str(a)]) == 0
+    (a / ".last.pt.k1ll3d.tmp.pt").write_bytes(b"half")  # what a kill during a save leaves
+    capsys.readouterr()
+    assert main([*args, "--out", str(a)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a training run; --resume" in err[0]
+    assert main([*args, "--out", str(a), "--resume", str(a / "last.pt")]) == 0
+    assert "training had already finished (epoch 1 of 1); nothing to do" in capsys.readouterr().out
+    assert not list(a.glob(".*tmp*"))
+    args[-1] = "2"
+    assert main([*args, "--out", str(b), "--resume", str(a / "last.pt")]) == 0
+    assert (b / "last.pt").exists() and (b / "best.pt").exists()
+    assert load_checkpoint(b / "last.pt")["epoch"] == 2
+    assert main([*args, "--out", str(a), "--overwrite"]) == 0
+    assert [r["epoch"] for r in csv.DictReader(open(a / "metrics.csv"))] == ["1", "2"]

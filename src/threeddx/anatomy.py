@@ -108,6 +108,8 @@ def parse_subject_range(text: str) -> list[int]:
         try:
             if "-" in part:
                 a, b = (int(v) for v in part.split("-", 1))
+                if b < a:
+                    raise InputError(f"--subjects {text!r}: the range {part} runs backwards (write {b}-{a})")
                 out.extend(range(a, b + 1))
             else:
                 out.append(int(part))

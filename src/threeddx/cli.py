@@ -49,10 +49,16 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
 def _device(name: str) -> str:
     import torch
 
+    import re
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise InputError(f"--device must be cpu, cuda, cuda:N, mps or auto, got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available")
+        raise InputError(f"--device {name}: no CUDA device is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device mps: no Apple GPU is available")
     return name
 
 
@@ -217,6 +223,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, required=True, help="YAML config")
     p.add_argument("--resume", type=Path, help="continue from a checkpoint (last.pt)")
+    p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run (deletes it)")
     p.add_argument("--loss", help="override the loss: single, dependent, independent or casi")
     p.add_argument("--data", help="override data.root")
     p.add_argument("--out", help="override out (run folder)")
@@ -240,8 +247,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.device:
         over["device"] = args.device
     cfg = load_config(args.config, over)
-    rec = train(cfg, resume=args.resume)
-    if rec:
+    rec = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    if rec.get("finished"):
+        print(f"{cfg['out']}: training had already finished (epoch {rec['epoch']} of {cfg['optim']['epochs']}); "
+              "nothing to do (raise --epochs to train longer)")
+    elif rec:
         print(f"done: {cfg['out']}/last.pt and best.pt (epoch {rec['epoch']})")
     return 0
 

@@ -69,11 +69,61 @@ def _dicom_geometry(ds, path: Path, rows: int, cols: int, pose: np.ndarray) -> X
     return XrayGeometry(sdd_mm, (rows, cols), (sr, sc), (cols / 2.0, rows / 2.0), pose)
 
 
+#: The largest radiograph read (pixels): the biggest flat panels give ~20 megapixels (43 cm at 0.1 mm).
+#: Checked from the file's header before decoding, so a small file cannot claim gigabytes.
+MAX_PIXELS = 50_000_000
+
+
+def _header_shape(path: Path, suffix: str, dicom: bool) -> tuple[int, ...] | None:
+    """The image's array shape from its header alone (None when the format does not say)."""
+    if dicom:
+        import pydicom
+
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        return (int(ds.get("NumberOfFrames", 1) or 1), int(ds.Rows), int(ds.Columns))
+    if suffix in IMAGE_SUFFIXES:
+        from PIL import Image
+
+        with Image.open(path) as im:  # lazy: reads the header only
+            return (getattr(im, "n_frames", 1), im.size[1], im.size[0])
+    if suffix == ".npy":
+        return tuple(np.load(path, mmap_mode="r").shape)
+    if suffix == ".npz":
+        import zipfile
+
+        with zipfile.ZipFile(path) as zf:
+            if "image.npy" not in zf.namelist():
+                return None
+            with zf.open("image.npy") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, _ = read(f)
+                return tuple(shape)
+    return None
+
+
+def check_pixel_limit(path: str | Path) -> None:
+    """Refuse, before decoding, an image larger than :data:`MAX_PIXELS`."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        shape = _header_shape(path, suffix, _is_dicom(path) or suffix in (".dcm", ".dicom"))
+    except Exception:  # noqa: BLE001 - a header no reader understands: the full read reports it
+        return
+    if shape and int(np.prod(shape, dtype=np.float64)) > MAX_PIXELS:
+        dims = " x ".join(str(v) for v in shape if v != 1)
+        raise InputError(f"{path}: image of {dims} pixels, over the limit of {MAX_PIXELS / 1e6:g} megapixels "
+                         "(downsample it first)")
+
+
 def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: XrayGeometry) -> tuple[np.ndarray, XrayGeometry, str]:
     """(image float32 (H, W), its geometry, where the geometry came from)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"image not found: {path}")
+    if not path.is_file():
+        raise InputError(f"image is not a file: {path}")
+    check_pixel_limit(path)
     suffix = path.suffix.lower()
     own: XrayGeometry | None = None
     own_source = "file"

@@ -252,6 +252,10 @@ def training_ssm(bones: Sequence[str], subjects: Sequence[int] | None = None) ->
             return BoneSSM.load(path)
         except Exception:  # a damaged cache file is rebuilt, not trusted
             pass
+    import sys
+
+    print(f"3ddx: building the shape model of {', '.join(bones)} from {len(subjects)} training subjects "
+          f"(once; cached in {path.parent}, set THREEDDX_CACHE to move it)", file=sys.stderr, flush=True)
     model = BoneSSM.fit(subjects, bones)
     model.save(path)
     return model

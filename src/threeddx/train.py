@@ -453,8 +453,58 @@ def _collate(items: list[dict]) -> dict:
     return out
 
 
-def train(cfg: dict, resume: str | Path | None = None, progress: bool = True) -> dict[str, float]:
+#: What makes a folder a training run (``last.pt`` is written after every epoch).
+RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "tb")
+
+
+def prepare_run_folder(out: str | Path, resume: str | Path | None, overwrite: bool = False) -> None:
+    """The rules of a run folder, checked before any work (one line and exit 2 when broken).
+
+    * a folder that already holds a run is not trained into again from scratch:
+      ``--resume`` continues it, ``--overwrite`` deletes the earlier run's files
+      (only :data:`RUN_FILES`) and starts again;
+    * ``--resume`` into another folder copies the resumed run's ``best.pt`` (when
+      there is one) so that the new folder holds both files;
+    * temporaries left by a killed run (``.last.pt.*.tmp.pt``) are removed.
+    """
+    import shutil
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"out {out} is a file, not a folder")
+    used = out.is_dir() and any((out / f).exists() for f in RUN_FILES)
+    if used and resume is None:
+        if not overwrite:
+            raise InputError(f"{out} already holds a training run; --resume {out / 'last.pt'} continues it, "
+                             "--overwrite starts again (deleting its checkpoints and logs)")
+        for f in RUN_FILES:
+            path = out / f
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    if out.is_dir():
+        for tmp in out.glob(".*.tmp*"):
+            tmp.unlink()
+    if resume is not None:
+        src = Path(resume).parent / "best.pt"
+        if src.exists() and not (out / "best.pt").exists() and src.resolve() != (out / "best.pt").resolve():
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, out / "best.pt")
+
+
+def train(cfg: dict, resume: str | Path | None = None, progress: bool = True,
+          overwrite: bool = False) -> dict[str, float]:
+    """Train (or resume) a run into ``cfg["out"]`` (:func:`prepare_run_folder`'s rules).
+
+    Returns the last epoch's record; empty when the run had already finished
+    (``finished`` is then set: nothing was trained).
+    """
+    if int(os.environ.get("RANK", "0")) == 0:
+        prepare_run_folder(cfg["out"], resume, overwrite)
     trainer = Trainer(cfg, resume, progress)
+    if trainer.epoch >= int(cfg["optim"]["epochs"]):
+        return {"finished": True, "epoch": trainer.epoch}
     try:
         rec = trainer.fit()
         if trainer.dist.world > 1:

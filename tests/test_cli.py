@@ -145,3 +145,43 @@ def test_bundled_chest_ct(tmp_path, capsys):
     # scapulae are posterior: their front faces are deeper than the spine's front face on average
     f = z["depth_front"]
     assert f[0][masks[0]].mean() > f[2][masks[2]].mean()
+
+
+@pytest.mark.parametrize(
+    "argv,line",
+    [
+        (["predict", "x.png", "--chekpoint", "y", "--out", "o"],
+         "3ddx: error: 3ddx predict: no option --chekpoint (did you mean --checkpoint?) (see 3ddx predict --help)"),
+        (["predict"], "3ddx: error: 3ddx predict: the following arguments are required: image, --out"),
+        (["evaluate", "--data", "d", "--out", "o", "--device", "tpu"],
+         "3ddx: error: --device must be cpu, cuda, cuda:N, mps or auto, got 'tpu'"),
+        (["simulate", "--out", "o", "--subjects", "5-2"],
+         "3ddx: error: --subjects '5-2': the range 5-2 runs backwards (write 2-5)"),
+    ],
+    ids=["typo", "missing", "device", "backwards-range"],
+)
+def test_command_line_mistakes_get_one_line(argv, line, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(main(argv))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(line), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_inference_path_never_loads_the_training_module():
+    """predict, evaluate and demo (and a prediction) in a fresh interpreter: threeddx.train stays unloaded."""
+    code = (
+        "import sys, numpy as np\n"
+        "import threeddx.cli, threeddx.predict, threeddx.evaluate, threeddx.demo\n"
+        "from threeddx.inference import Predictor\n"
+        "from threeddx.demo import example_path\n"
+        "p = Predictor(None)\n"
+        "with np.load(example_path()) as z: img = z['image']\n"
+        "assert p.infer(img, p.geometry).any_found\n"
+        "print(sorted(m for m in sys.modules if m.startswith('threeddx.train')))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]"

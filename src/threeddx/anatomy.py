@@ -106,15 +106,12 @@ def parse_subject_range(text: str) -> list[int]:
         if not part:
             continue
         try:
-            if "-" in part:
-                a, b = (int(v) for v in part.split("-", 1))
-                if b < a:
-                    raise InputError(f"--subjects {text!r}: the range {part} runs backwards (write {b}-{a})")
-                out.extend(range(a, b + 1))
-            else:
-                out.append(int(part))
+            a, b = (int(v) for v in part.split("-", 1)) if "-" in part else (int(part), int(part))
         except ValueError:
             raise InputError(f"--subjects {text!r}: expected ids like 0-9 or 0,3,5") from None
+        if b < a:
+            raise InputError(f"--subjects {text!r}: the range {part} runs backwards (write {b}-{a})")
+        out.extend(range(a, b + 1))
     return [check_subject_id(k) for k in dict.fromkeys(out)]
 
 

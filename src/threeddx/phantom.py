@@ -17,7 +17,7 @@ result is a partial-volume occupancy; the label map is its 0.5 level.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -413,3 +413,20 @@ def synthesize_ct(
         occupancy=occupancy,
         tissue=tissue,
     )
+
+
+def parse_body_overrides(items: Sequence[str]) -> dict[str, float]:
+    """``KEY=VALUE`` items (``simulate --body``) -> body parameters, checked against the known keys."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--body items are KEY=VALUE, got {item!r}")
+        if key not in TISSUE_RANGES and key not in OPTIONAL_PROBABILITIES:
+            raise InputError(f"--body: unknown body parameter {key!r}; known: "
+                             f"{', '.join(sorted([*TISSUE_RANGES, *OPTIONAL_PROBABILITIES]))}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise InputError(f"--body {key}: {value!r} is not a number") from None
+    return out

@@ -468,3 +468,72 @@ def mesh_silhouette(vertices_world: np.ndarray, faces: np.ndarray, geometry: Xra
     mask = np.zeros((rows, cols), bool)
     mask[v, u] = True
     return mask
+
+
+# ------------------------------------------------------------------ files in, files out
+def bones_center_world(scene: Scene) -> np.ndarray:
+    """Centre (world mm) of the box around all bones: the preset's iso-centre."""
+    pts = []
+    for b in scene.bones:
+        nz, ny, nx = b.occupancy.shape
+        lo = np.array(b.offset, dtype=float)
+        hi = lo + np.array([nx - 1, ny - 1, nz - 1])
+        pts += [lo, hi]
+    if not pts:
+        nz, ny, nx = scene.mu.shape
+        pts = [np.zeros(3), np.array([nx - 1, ny - 1, nz - 1], float)]
+    lo, hi = np.min(pts, axis=0), np.max(pts, axis=0)
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    world = corners @ scene.index_to_world[:3, :3].T + scene.index_to_world[:3, 3]
+    return 0.5 * (world.min(0) + world.max(0))
+
+
+def render_to_folder(out, ct_path=None, label_path=None, bone_items=None, label_table=None, geometry=None,
+                     size: int = 256, seed: int | None = None, device: str = "cpu", progress: bool = True) -> dict:
+    """``3ddx render``: a CT and its labels (or the bundled chest CT) -> ``out/render.npz`` and ``preview.png``.
+
+    The geometry is ``geometry`` (an :class:`~threeddx.geometry.XrayGeometry`), else
+    the AP preset at ``size`` px centred on the bones (a random pose with
+    ``seed``). The folder is written all or nothing. Returns what was done
+    (bones, mask pixels, timings).
+    """
+    import time
+    from pathlib import Path
+
+    from .geometry import sample_pose, standard_ap_geometry
+    from .io import (CHEST_DEFAULT_BONES, bundled_chest_ct, check_bones_present, check_out_folder, load_ct,
+                     load_label_table, load_labels, parse_bones, result_folder, save_npz_atomic)
+    from .viz import save_preview
+
+    if (ct_path is None) != (label_path is None):
+        raise InputError("give both --ct and --labels, or neither (the bundled chest CT)")
+    if size < 8:
+        raise InputError(f"--size must be at least 8 pixels, got {size}")
+    bundled = ct_path is None
+    ct_path, label_path = bundled_chest_ct() if bundled else (ct_path, label_path)
+    bone_items = bone_items or (list(CHEST_DEFAULT_BONES) if bundled else None)
+    bones = parse_bones(bone_items, load_label_table(label_table))
+    check_out_folder(out, "render.npz")  # before any work
+
+    t0 = time.perf_counter()
+    ct = load_ct(ct_path)
+    labels = load_labels(label_path, ct)
+    check_bones_present(bones, labels)
+    scene = make_scene(ct, labels, bones)
+    if geometry is None:
+        iso = bones_center_world(scene)
+        geometry = standard_ap_geometry(iso, size=size)
+        if seed is not None:
+            geometry = geometry.with_pose(sample_pose(iso, seed))
+    t1 = time.perf_counter()
+    result = render(scene, geometry, device=device, progress=progress)
+    t2 = time.perf_counter()
+    with result_folder(out, "render.npz") as folder:
+        save_preview(
+            folder / "preview.png", result.image, result.masks, result.depth_front, result.depth_back, result.bones,
+            title=f"{Path(ct_path).name}: {geometry.detector_shape[0]}x{geometry.detector_shape[1]} px, "
+            f"SDD {geometry.sdd:.0f} mm",
+        )
+        save_npz_atomic(folder / "render.npz", **result.arrays())
+    return {"bones": list(result.bones), "mask_px": {b: int(m.sum()) for b, m in zip(result.bones, result.masks)},
+            "geometry": geometry, "load_s": t1 - t0, "render_s": t2 - t1}

@@ -1,0 +1,46 @@
+"""What every command shares: the device option and the shape-model options."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def device(name: str) -> str:
+    import torch
+
+    import re
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise InputError(f"--device must be cpu, cuda, cuda:N, mps or auto, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA device is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device mps: no Apple GPU is available")
+    return name
+
+
+def add_ssm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ssm-config", type=Path, help="YAML with an 'ssm' section (fit settings, see threeddx.ssm)")
+    p.add_argument("--ssm-coupled", action="store_true", help="fit one shape for pelvis and femurs (default per bone)")
+
+
+def ssm_settings(args: argparse.Namespace, checkpoint_config: dict | None = None):
+    """Fit settings: the checkpoint config's ``ssm`` section, then --ssm-config, then --ssm-coupled."""
+    from ..ssm import FitSettings
+
+    d = dict((checkpoint_config or {}).get("ssm") or {})
+    if getattr(args, "ssm_config", None):
+        import yaml
+
+        try:
+            user = yaml.safe_load(args.ssm_config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise InputError(f"cannot read --ssm-config {args.ssm_config}: {e}") from None
+        d.update(user.get("ssm", user) if isinstance(user, dict) else {})
+    if getattr(args, "ssm_coupled", False):
+        d["coupled"] = True
+    return FitSettings.from_dict(d)

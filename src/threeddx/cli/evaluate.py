@@ -1,0 +1,40 @@
+"""``3ddx evaluate``: ASSD/HD95 on a simulated split (:func:`threeddx.evaluate.evaluate`)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import add_ssm_options, device, ssm_settings
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="ASSD / HD95 against the ground-truth meshes of a simulated split",
+        description="Evaluate a checkpoint (or, with --oracle, the ground-truth depths) on a simulated split.",
+    )
+    p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
+    p.add_argument("--data", type=Path, required=True, help="a 3ddx simulate folder")
+    p.add_argument("--chain", help="imaging chain making each image from its material line integrals: 'random' "
+                   "(seeded by --seed) or a preset (standard, no-grid, low-dose, edge-enhanced, jpeg-8bit, inverted, "
+                   "...); default: the stored image")
+    p.add_argument("--seed", type=int, default=0, help="seed of the chains' noise and of random chains")
+    p.add_argument("--split", default="test")
+    p.add_argument("--mesh", default="dual", choices=["dual", "poisson", "front", "ssm"])
+    add_ssm_options(p)
+    p.add_argument("--oracle", action="store_true", help="use the ground-truth masks and depths")
+    p.add_argument("--bones", nargs="+")
+    p.add_argument("--limit", type=int, help="evaluate the first N samples only")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate
+
+    checkpoint = None if args.oracle else (args.checkpoint or "dualface")
+    evaluate(args.data, args.out, checkpoint, args.split, args.mesh, args.oracle, args.bones, args.limit,
+             device=device(args.device), ssm_settings=ssm_settings(args) if args.mesh == "ssm" else None,
+             chain=args.chain, seed=args.seed)
+    return 0

@@ -1,0 +1,56 @@
+"""``3ddx predict``: one radiograph in, meshes out (:func:`threeddx.predict.predict_file`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ._common import add_ssm_options, device, ssm_settings
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="X-ray in, bone meshes out",
+        description=(
+            "Predict every bone's mask and front/back depth maps from one radiograph and mesh them. "
+            "IMAGE: PNG, TIFF, NPY, NPZ or DICOM. Geometry: --geometry, else the DICOM's tags, else "
+            "the NPZ's own, else the checkpoint's."
+        ),
+    )
+    p.add_argument("image", type=Path)
+    p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
+    p.add_argument("--geometry", type=Path, help="geometry JSON of the image")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--mesh", default="dual", choices=["dual", "poisson", "ssm"],
+                   help="meshing: dual-face (default), Poisson, or the fitted statistical shape model")
+    p.add_argument("--complete-femur", action="store_true",
+                   help="with --mesh ssm: output whole femurs; the part outside the image is inferred by the model")
+    add_ssm_options(p)
+    p.add_argument("--frame", default="world", choices=["world", "source"], help="coordinates of the outputs")
+    p.add_argument("--force", action="store_true",
+                   help="reconstruct every bone with a mask even when the image does not look like a hip radiograph")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..predict import Predictor, predict_file
+
+    predictor = Predictor(args.checkpoint, device(args.device))
+    s = predict_file(args.image, predictor, args.out, args.geometry, args.mesh, args.frame,
+                     ssm_settings=ssm_settings(args, predictor.ck.get("config")), complete_femur=args.complete_femur,
+                     force=args.force, warn=lambda line: print(f"3ddx: warning: {line}", file=sys.stderr))
+    for name, b in s["bones"].items():
+        vol = f", {b['volume_cm3']:.0f} cm3" if b["volume_cm3"] else ""
+        print(f"  {name}: {b['vertices']} vertices{vol}")
+        if "inferred" in b:
+            print(f"    note: {b['inferred']}")
+    for name in s["missing"]:
+        print(f"  {name}: not found in the image")
+    for name, b in s["bones"].items():
+        if not b["found"]:
+            print(f"  {name}: written because of --force, but not found ({s['checks'][name]['why_not']})")
+    total = sum(s["timings_s"].values())
+    print(f"wrote {args.out} ({total:.2f} s: " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in s["timings_s"].items()) + ")")
+    return 0

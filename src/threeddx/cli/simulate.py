@@ -1,0 +1,61 @@
+"""``3ddx simulate``: training data from the LLP26 shapes (:func:`threeddx.simulate.simulate`)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="training data: synthetic CTs around real bone shapes, rendered at seeded poses",
+        description=(
+            "Build a training set from the LLP26 adult shapes (subjects 0-21; 22-25 are reserved "
+            "and refused) and random shapes from a PCA of the training subjects: a synthetic CT per "
+            "subject, rendered at seeded AP poses. Resumable: run the same command again to finish."
+        ),
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--subjects", default="0-21", help="LLP26 subjects, e.g. 0-21 or 0,3,5 (default 0-21)")
+    p.add_argument("--random-subjects", type=int, default=0, help="random PCA shapes (training split)")
+    p.add_argument("--poses", type=int, default=4, help="views per subject (default 4)")
+    p.add_argument("--size", type=int, default=256, help="detector pixels per side (default 256)")
+    p.add_argument("--bones", nargs="+", default=None, help="bones (default: pelvis sacrum femur_left femur_right)")
+    p.add_argument("--voxel-mm", type=float, default=1.0, help="synthetic CT voxel size (default 1 mm)")
+    p.add_argument("--write-ct", action="store_true", help="also write each subject's CT and labels as NIfTI")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of shapes, tissues and poses (default 0)")
+    p.add_argument("--body", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="fix body parameters for every subject, e.g. fat_mm=80 thigh_spread_mm=-25 zip=1 "
+                   "(keys: threeddx.phantom.TISSUE_RANGES and OPTIONAL_PROBABILITIES; docs/data.md)")
+    p.add_argument("--sdd-mm", type=float, default=1000.0,
+                   help="source-to-detector distance (default 1000); the patient stays 180 mm from the detector")
+    p.add_argument("--beam-offset-mm", type=float, default=0.0,
+                   help="shift every pose along the beam, e.g. a table 30 mm higher (default 0)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..anatomy import DEFAULT_BONES, parse_subject_range
+    from ..phantom import parse_body_overrides
+    from ..simulate import SimSettings, simulate
+
+    settings = SimSettings(
+        subjects=parse_subject_range(args.subjects) if args.subjects else [],
+        random_subjects=args.random_subjects,
+        poses=args.poses,
+        size=args.size,
+        seed=args.seed,
+        bones=list(args.bones or DEFAULT_BONES),
+        voxel_mm=args.voxel_mm,
+        write_ct=args.write_ct,
+        body=parse_body_overrides(args.body),
+        sdd_mm=args.sdd_mm,
+        beam_offset_mm=args.beam_offset_mm,
+    )
+    if args.workers < 1:
+        raise InputError("--workers must be at least 1")
+    simulate(settings, args.out, workers=args.workers)
+    return 0

@@ -1,0 +1,49 @@
+"""``3ddx train``: train or resume a run from a YAML config (:func:`threeddx.train.train`)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the dual-face network (or the single-depth baseline) from a YAML config",
+        description=(
+            "Train from a YAML config (see configs/). Multi-GPU: launch the same command with "
+            "torchrun --nproc_per_node N (DistributedDataParallel)."
+        ),
+    )
+    p.add_argument("--config", type=Path, required=True, help="YAML config")
+    p.add_argument("--resume", type=Path, help="continue from a checkpoint (last.pt)")
+    p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run (deletes it)")
+    p.add_argument("--loss", help="override the loss: single, dependent, independent or casi")
+    p.add_argument("--data", help="override data.root")
+    p.add_argument("--out", help="override out (run folder)")
+    p.add_argument("--epochs", type=int, help="override optim.epochs")
+    p.add_argument("--device", help="override device (cpu, cuda, auto)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import load_config, loss_override, train
+
+    over: dict = {}
+    if args.loss:
+        over.update(loss_override(args.loss))
+    if args.data:
+        over["data"] = {"root": args.data}
+    if args.out:
+        over["out"] = args.out
+    if args.epochs is not None:
+        over.setdefault("optim", {})["epochs"] = args.epochs
+    if args.device:
+        over["device"] = args.device
+    cfg = load_config(args.config, over)
+    rec = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    if rec.get("finished"):
+        print(f"{cfg['out']}: training had already finished (epoch {rec['epoch']} of {cfg['optim']['epochs']}); "
+              "nothing to do (raise --epochs to train longer)")
+    elif rec:
+        print(f"done: {cfg['out']}/last.pt and best.pt (epoch {rec['epoch']})")
+    return 0

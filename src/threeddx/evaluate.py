@@ -79,24 +79,6 @@ def markdown_table(rows: list[dict], bones: Sequence[str], label: str, n_images:
     )
 
 
-def _ssm_fits(pred: dict, pred_bones: Sequence[str], bones: Sequence[str], geo: XrayGeometry, settings) -> dict:
-    """Shape-model fits of one image's bones: bone -> FitResult, or the InputError that stopped it."""
-    from .reconstruct import backproject_bone
-    from .ssm import complete_bones_each
-
-    pts = {}
-    for b in bones:
-        c = pred_bones.index(b)
-        if pred["masks"][c].sum() >= 4:
-            back = None if pred["depth_back"] is None else pred["depth_back"][c]
-            fp = backproject_bone(pred["masks"][c], pred["depth_front"][c], back, geo)
-            pts[b] = fp.both()
-    fits = complete_bones_each(pts, settings)
-    for b in bones:
-        fits.setdefault(b, InputError("empty predicted mask"))
-    return fits
-
-
 def evaluate(
     data: str | Path,
     out: str | Path,
@@ -132,7 +114,7 @@ def evaluate(
     from .physics import chain_for, chain_from, radiograph, sample_materials
     from .checkpoint import RELEASED
     from .inference import Predictor
-    from .reconstruct import reconstruct_bone
+    from .reconstruct import mesh_bones
 
     data = Path(data)
     check_out_folder(out, "results.json")  # before any work
@@ -175,11 +157,15 @@ def evaluate(
             checks = {}
             geo, pred_bones = geo_full, stored
             pred = {"masks": gt_masks, "depth_front": gt["depth_front"], "depth_back": gt["depth_back"]}
-        fits: dict = {}
-        if mesh_method == "ssm":
-            t0 = time.perf_counter()
-            fits = _ssm_fits(pred, pred_bones, bones, geo, ssm_settings)
-            t_fit = (time.perf_counter() - t0) / max(len(fits), 1)
+        t0 = time.perf_counter()
+        maps = {}
+        for bone in bones:
+            c = pred_bones.index(bone)
+            back = None if pred["depth_back"] is None or mesh_method == "front" else pred["depth_back"][c]
+            if pred["masks"][c].sum() >= 4:
+                maps[bone] = (pred["masks"][c], pred["depth_front"][c], back)
+        meshed, _ = mesh_bones(maps, geo, mesh_method, ssm_settings=ssm_settings)
+        t_mesh = (time.perf_counter() - t0) / max(len(maps), 1)  # shared out over the meshed bones
         for bone in bones:
             t0 = time.perf_counter()
             rec = {"sample_id": row["sample_id"], "subject_id": row["subject_id"], "bone": bone}
@@ -192,17 +178,11 @@ def evaluate(
                                      else float("nan"))
             rec["found"] = checks.get(bone, {}).get("found")
             rec["confidence"] = checks.get(bone, {}).get("confidence", float("nan"))
-            back = None if pred["depth_back"] is None or mesh_method == "front" else pred["depth_back"][c]
             try:
-                if m.sum() < 4:
-                    raise InputError("empty predicted mask")
-                if mesh_method == "ssm":
-                    if isinstance(fits.get(bone), InputError):
-                        raise fits[bone]
-                    mesh = fits[bone].mesh(bone)
-                    t0 -= t_fit  # the fit's time, shared out over the fitted bones
-                else:
-                    mesh = reconstruct_bone(m, pred["depth_front"][c], back, geo, mesh_method)
+                mesh = meshed.get(bone, InputError("empty predicted mask"))
+                if isinstance(mesh, InputError):
+                    raise mesh
+                t0 -= t_mesh
                 path = data / row["mesh_dir"] / f"{bone}.ply"
                 if path not in gt_meshes:
                     gt_meshes[path] = trimesh.load(path)

@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from .dataset import normalise_radiograph
 from .geometry import View, XrayGeometry, model_view
 
-#: A pixel belongs to a bone's mask (what is meshed) when its probability exceeds this. Calibrated on the
-#: validation split of data/sim128 through random chains (/docs/results.md "Mask threshold"): of 0.5, 0.6,
-#: 0.7 and 0.8, 0.7 gave the best mean Dice (0.943) and cut the false bone area from 6.6 % to 4.7 %.
+#: A pixel belongs to a bone's mask (what is meshed) when its probability exceeds this. Calibrated
+#: on the validation split of data/sim128 through random chains (benchmarks/mask_threshold.py,
+#: docs/results.md "Mask threshold"): the lowest threshold with a mean false bone area under 5 %
+#: among those within 0.005 of the best mean Dice (0.5: Dice 0.941, false area 6.6 %; 0.7: 0.943, 4.7 %).
 #: A checkpoint may carry its own (``mask_threshold``). The refusal checks keep 0.5 (their calibration).
 MASK_THRESHOLD = 0.7
 #: A view that covers less than this share of the model's field with image pixels is warned about.

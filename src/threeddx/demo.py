@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError
-from .io import atomic_path, result_folder
+from .io import atomic_path, check_out_folder, result_folder
 
 EXAMPLE = "llp26-10_p00.npz"
 BONES = ("pelvis", "femur_left", "femur_right")
@@ -87,33 +87,35 @@ def ground_truth_meshes(path: Path) -> dict:
 def run_demo(out: str | Path, models: Sequence[str] = ("dualface", "single"), device: str = "cpu",
              example: str | Path | None = None, progress: bool = True) -> dict:
     """Predict the example with each released model, score it, print and write the table (demo.md/json)."""
-    import trimesh
-
-    from .geometry import XrayGeometry
     from .metrics import surface_distances, visible_part
-    from .predict import Predictor, predict_file
+    from .predict import Predictor, reconstruct_image, write_reconstruction
 
     t_start = time.perf_counter()
     example = Path(example) if example else example_path()
     gt = ground_truth_meshes(example)
     out = Path(out)
     results: dict = {"example": example.name, "models": {}}
+    check_out_folder(out, "demo.json")
+    recs = {}
+    for name in models:
+        pred = Predictor(name, device)
+        rec = reconstruct_image(example, pred, mesh_method="dual")
+        recs[name] = rec
+        geo = rec.prediction.geometry
+        card = pred.ck.get("release", {})
+        row = {"checkpoint": str(pred.checkpoint), "mesh_method": rec.summary["mesh_method"], "bones": {},
+               "trained": card.get("summary", "")}
+        for bone, mesh_gt in gt.items():  # scored in memory: the meshes predict writes
+            if bone not in rec.world_meshes:
+                row["bones"][bone] = {"status": "not found in the image"}
+                continue
+            d = surface_distances(visible_part(rec.world_meshes[bone], geo, max_edge_mm=None), visible_part(mesh_gt, geo))
+            row["bones"][bone] = {"status": "ok", "assd": round(d["assd"], 3), "hd95": round(d["hd95"], 3)}
+        results["models"][name] = row
     with result_folder(out, "demo.json") as folder:
-        for name in models:
-            pred = Predictor(name, device)
-            s = predict_file(example, pred, folder / name, mesh_method="dual")
-            geo = XrayGeometry.from_dict(s["model_geometry"])
-            card = pred.ck.get("release", {})
-            row = {"checkpoint": str(pred.checkpoint), "mesh_method": s["mesh_method"], "bones": {},
-                   "seconds": round(sum(s["timings_s"].values()), 2), "trained": card.get("summary", "")}
-            for bone, mesh_gt in gt.items():
-                if bone not in s["bones"]:
-                    row["bones"][bone] = {"status": "not found in the image"}
-                    continue
-                mesh = trimesh.load(folder / name / f"{bone}.ply", process=False)
-                d = surface_distances(visible_part(mesh, geo, max_edge_mm=None), visible_part(mesh_gt, geo))
-                row["bones"][bone] = {"status": "ok", "assd": round(d["assd"], 3), "hd95": round(d["hd95"], 3)}
-            results["models"][name] = row
+        for name, rec in recs.items():
+            s = write_reconstruction(rec, folder / name)
+            results["models"][name]["seconds"] = round(sum(s["timings_s"].values()), 2)
         results["seconds"] = round(time.perf_counter() - t_start, 1)
         table = demo_table(results)
         with atomic_path(folder / "demo.json") as tmp:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -186,34 +187,47 @@ def pose_warning(source: str) -> list[str]:
     return []
 
 
-def predict_file(
+@dataclass
+class Reconstruction:
+    """One radiograph reconstructed, in memory: what :func:`write_reconstruction` writes.
+
+    ``prediction``: the network's maps (:class:`~threeddx.inference.Prediction`);
+    ``world_meshes``: per bone the mesh in world mm (for scoring); ``meshes``: the
+    same in the output frame; ``clouds``: the front/back points; ``summary``: what
+    goes into summary.json (timings completed by the writer).
+    """
+
+    prediction: Prediction
+    world_meshes: dict
+    meshes: dict
+    clouds: dict
+    summary: dict
+    title: str = ""
+
+
+def reconstruct_image(
     image_path: str | Path,
     predictor: Predictor,
-    out: str | Path,
     geometry_path: str | Path | None = None,
     mesh_method: str = "dual",
     frame: str = "world",
-    report: bool = True,
     ssm_settings: "FitSettings | None" = None,
     complete_femur: bool = False,
     force: bool = False,
     warn=None,
-) -> dict:
-    """Run the whole X-ray-to-meshes path and write the outputs (README). Returns the summary.
+) -> Reconstruction:
+    """Image -> Prediction -> meshes, nothing written (:func:`predict_file` writes them).
 
-    ``mesh_method="ssm"``: the training-split shape model fitted to each bone's
-    front and back points (:mod:`threeddx.ssm`), clipped to the part that
-    projects inside the detector; with ``complete_femur`` the femurs are output
-    whole, the part outside the field of view being inferred by the model (the
-    summary says how much).
+    ``mesh_method``: a row of :data:`threeddx.reconstruct.MESHERS`. ``"ssm"``:
+    the training-split shape model fitted to each bone's front and back points,
+    clipped to the part that projects inside the detector; with
+    ``complete_femur`` the femurs are whole, the part outside the field of view
+    inferred by the model (the summary says how much).
     """
-    import trimesh
-
     from .reconstruct import backproject_bone, mesh_bones
 
     if frame not in ("world", "source"):
         raise InputError("--frame must be world or source")
-    check_out_folder(out, RESULT_MARKER)  # before any work: a bad --out costs nothing
     t = {}
     t0 = time.perf_counter()
     given = XrayGeometry.load(geometry_path) if geometry_path else None
@@ -224,7 +238,7 @@ def predict_file(
     pred = predictor.infer(raw, geo_full)
     del raw
     t["network_s"] = time.perf_counter() - t0
-    checks, geo, img = pred.checks, pred.geometry, pred.image
+    checks, geo = pred.checks, pred.geometry
     if not force and not pred.any_found:
         detail = "; ".join(f"{b}: {c.get('why_not', 'found')}" for b, c in checks.items())
         raise InputError(f"no hip anatomy found in {image_path} ({detail}); nothing written. "
@@ -275,42 +289,75 @@ def predict_file(
         }
         bones[name].update(info.get(name, {}))
 
+    summary = {
+        "image": str(image_path),
+        "checkpoint": str(predictor.checkpoint),
+        "geometry_from": geo_source,
+        "model_geometry": geo.to_dict(),
+        "view": {"scale": round(pred.view.scale, 5), "isocenter_shift_mm": round(pred.view.shift_mm, 3)},
+        "notes": pred.notes + pose_warning(geo_source),
+        "mesh_method": method,
+        "frame": frame,
+        "bones": bones,
+        "missing": missing,
+        "checks": checks,
+        "timings_s": t,
+    }
+    if "_fit" in info:
+        summary["ssm"] = info["_fit"]
+    return Reconstruction(pred, world_meshes, meshes, clouds, summary, Path(image_path).name)
+
+
+def write_reconstruction(rec: Reconstruction, out: str | Path, report: bool = True) -> dict:
+    """Write a reconstruction's meshes, points, maps, report and summary.json into ``out``, all or nothing.
+
+    Returns the summary (timings in seconds per stage, writing included).
+    """
+    import trimesh
+
+    t = rec.summary["timings_s"]
     t0 = time.perf_counter()
     with result_folder(out, RESULT_MARKER) as folder:
-        for name, mesh in meshes.items():
+        for name, mesh in rec.meshes.items():
             for ext in ("stl", "ply"):
                 with atomic_path(folder / f"{name}.{ext}") as tmp:
                     mesh.export(tmp, file_type=ext)
-            pts = clouds[name].both()
             with atomic_path(folder / f"{name}_points.ply") as tmp:
-                trimesh.PointCloud(pts).export(tmp, file_type="ply")
-        _write_maps(folder, img, pred.maps())
+                trimesh.PointCloud(rec.clouds[name].both()).export(tmp, file_type="ply")
+        _write_maps(folder, rec.prediction.image, rec.prediction.maps())
         t["writing_s"] = time.perf_counter() - t0
-        summary = {
-            "image": str(image_path),
-            "checkpoint": str(predictor.checkpoint),
-            "geometry_from": geo_source,
-            "model_geometry": geo.to_dict(),
-            "view": {"scale": round(pred.view.scale, 5), "isocenter_shift_mm": round(pred.view.shift_mm, 3)},
-            "notes": pred.notes + pose_warning(geo_source),
-            "mesh_method": method,
-            "frame": frame,
-            "bones": bones,
-            "missing": missing,
-            "checks": checks,
-            "timings_s": {k: round(v, 4) for k, v in t.items()},
-        }
-        if "_fit" in info:
-            summary["ssm"] = info["_fit"]
+        summary = dict(rec.summary, timings_s={k: round(v, 4) for k, v in t.items()})
         if report:
             s = time.perf_counter()
             from .viz import save_report
 
-            save_report(folder / "report.png", img, pred.maps(), predictor.bones, world_meshes, title=Path(image_path).name)
+            save_report(folder / "report.png", rec.prediction.image, rec.prediction.maps(), rec.prediction.bones,
+                        rec.world_meshes, title=rec.title)
             summary["timings_s"]["report_s"] = round(time.perf_counter() - s, 4)
         with atomic_path(folder / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def predict_file(
+    image_path: str | Path,
+    predictor: Predictor,
+    out: str | Path,
+    geometry_path: str | Path | None = None,
+    mesh_method: str = "dual",
+    frame: str = "world",
+    report: bool = True,
+    ssm_settings: "FitSettings | None" = None,
+    complete_femur: bool = False,
+    force: bool = False,
+    warn=None,
+) -> dict:
+    """The whole X-ray-to-meshes path, written into ``out`` (README): :func:`reconstruct_image`, then
+    :func:`write_reconstruction`. ``out`` is checked before any work. Returns the summary."""
+    check_out_folder(out, RESULT_MARKER)  # before any work: a bad --out costs nothing
+    rec = reconstruct_image(image_path, predictor, geometry_path, mesh_method, frame, ssm_settings, complete_femur,
+                            force, warn)
+    return write_reconstruction(rec, out, report)
 
 
 def _write_maps(out: Path, img: np.ndarray, pred: dict) -> None:

@@ -89,6 +89,8 @@ def main() -> int:
             cmd = ["train", "--config", config, "--loss", row, "--out", str(rd)]
             if (rd / "last.pt").exists():
                 cmd += ["--resume", str(rd / "last.pt")]
+            elif rd.exists() and any(rd.iterdir()):  # a start killed before its first checkpoint: begin again
+                cmd += ["--overwrite"]
             run(cmd)
             (rd / "done.json").write_text("{}\n")
         ck = ["--checkpoint", str(rd / "best.pt"), "--chain", "random"]

@@ -60,6 +60,8 @@ def main() -> int:
         config = next((c for c in (ROOT / "configs").glob("*.yaml") if run.parent.name in c.stem), None)
         cmd = (f"3ddx train --config configs/{config.name if config else '?'}"
                + (" --loss single" if name == "single" else "") + f" --out {run.relative_to(ROOT)}")
+        if (run / "command.txt").exists():  # a run made otherwise (e.g. resumed with a longer schedule) says how
+            cmd = (run / "command.txt").read_text().strip()
         info = {
             "name": name, "run": str(run.relative_to(ROOT)), "epoch": ck["epoch"], "command": cmd,
             "summary": f"{cfg['loss']['mode']} loss, {cfg['data']['size']} px, width {cfg['model']['width']}, "
@@ -88,7 +90,7 @@ def main() -> int:
             "- Geometry: the standard AP preset (SDD 1000 mm, 430 mm detector, iso-centre 820 mm from the source, "
             "superior up, patient's right on the image's left), poses within +-10 deg tilt, +-8 deg rotation, "
             "+-5 deg in-plane, +-25/25 mm lateral/longitudinal and +-10 mm along the beam.",
-            f"- Training: `{cmd}`; {cfg['optim']['epochs']} epochs, {train_minutes(run):.0f} min on 2 CPU cores; "
+            f"- Training: `{cmd}`; {ck['config']['optim']['epochs']} epochs, {train_minutes(run):.0f} min on 2 CPU cores; "
             f"released: best validation epoch {ck['epoch']}.",
             f"- Test, in distribution (`3ddx evaluate --data data/sim{a.size} --checkpoint {name} --chain random`): "
             f"{figures(test)}.", "",
@@ -106,8 +108,13 @@ def main() -> int:
         "- **Refusal**: predict reports each bone's confidence and refuses images where it finds no hip (real chest and "
         "leg radiographs, noise, blank and wrongly loaded films are refused in the benchmark; docs/results.md). A "
         "refusal means \"unlike every training image\", not a diagnosis.",
-        "- **Geometry**: trained at one geometry (SDD 1000 mm, 430 mm detector, hips ~820 mm from the source); other "
-        "declared geometries get a warning, and the benchmark shows what they cost.", "",
+        "- **Geometry**: trained at one geometry (SDD 1000 mm, 430 mm detector, hips ~820 mm from the source). Any "
+        "other declared geometry is shown to the network as the training geometry would have shown the same anatomy "
+        "(threeddx.geometry.model_view: the model's angular pixel size and magnification, depths moved back along the "
+        "beam); the benchmark validates SDD 1150 mm and the table +-30 mm within 0.9x of the in-distribution error. "
+        "Give `source_to_isocenter_mm` in the geometry JSON when the patient is not on the table at the usual height.",
+        "- **Masks**: a pixel is bone when its probability exceeds 0.7 (calibrated on the validation split; "
+        "benchmarks/mask_threshold.py).", "",
     ]
     with open(weights / "MODEL_CARD.md", "w") as f:
         f.write("\n".join(card))

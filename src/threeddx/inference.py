@@ -35,8 +35,10 @@ from .geometry import View, XrayGeometry, model_view
 #: A pixel belongs to a bone's mask (what is meshed) when its probability exceeds this. Calibrated
 #: on the validation split of data/sim128 through random chains (benchmarks/mask_threshold.py,
 #: docs/results.md "Mask threshold"): the lowest threshold with a mean false bone area under 5 %
-#: among those within 0.005 of the best mean Dice (0.5: Dice 0.941, false area 6.6 %; 0.7: 0.943, 4.7 %).
-#: A checkpoint may carry its own (``mask_threshold``). The refusal checks keep 0.5 (their calibration).
+#: among those within 0.005 of the best mean Dice; for the released dual-face model 0.7 is also the
+#: best Dice (0.5: Dice 0.946, false area 6.6 %; 0.7: 0.949, 4.8 %), and for the single-depth baseline
+#: the best Dice too (0.934). A checkpoint may carry its own (``mask_threshold``). The refusal checks
+#: keep 0.5 (their calibration).
 MASK_THRESHOLD = 0.7
 #: A view that covers less than this share of the model's field with image pixels is warned about.
 MIN_COVERAGE = 0.8

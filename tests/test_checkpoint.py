@@ -108,3 +108,18 @@ def test_bad_checkpoint_files(tmp_path):
         load_checkpoint(p)
     with pytest.raises(InputError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_the_typed_checkpoint_round_trips_and_names_what_is_missing(tmp_path):
+    from threeddx.checkpoint import Checkpoint
+    from threeddx.errors import InputError
+
+    ck = load_checkpoint(resolve_checkpoint("dualface"))
+    typed = Checkpoint.from_dict(ck, "dualface")
+    assert typed.bones == ["pelvis", "femur_left", "femur_right"] and typed.faces == 2
+    assert typed["model_config"] == ck["model_config"] and typed.get("casi_offset_mm", "none") == "none"
+    assert typed.release["test"] and typed.threeddx_version
+    again = Checkpoint.from_dict(typed.to_dict())
+    assert again.geometry == typed.geometry and set(again.model) == set(typed.model)
+    with pytest.raises(InputError, match="x.pt: a 3ddx checkpoint without geometry"):
+        Checkpoint.from_dict({k: v for k, v in ck.items() if k != "geometry"}, "x.pt")

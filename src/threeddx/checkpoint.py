@@ -20,7 +20,9 @@ from __future__ import annotations
 import pickle
 import random
 import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +35,59 @@ CKPT_FORMAT = 1
 
 #: What a released checkpoint keeps: enough to predict, nothing to resume training.
 RELEASE_KEYS = ("format", "threeddx_version", "model", "model_config", "config", "bones", "geometry",
-                "casi_offset_mm", "epoch", "confidence")
+                "casi_offset_mm", "epoch", "confidence", "faces", "mask_threshold")
+
+
+@dataclass
+class Checkpoint:
+    """The typed contents of a checkpoint: what inference needs, and where it came from.
+
+    The file is a dict of plain data and tensors (:func:`save_checkpoint`); this
+    is its schema. A training checkpoint (``last.pt``) also holds the optimiser,
+    scheduler, scaler and RNG states and the epoch/step/best counters, read by
+    the trainer only.
+    """
+
+    model: dict  # weights: parameter name -> tensor
+    model_config: dict  # threeddx.model.ModelConfig as a dict
+    bones: list  # the bones, in the order of the network's outputs
+    geometry: str  # the nominal geometry trained for (XrayGeometry JSON)
+    config: dict  # the training config (YAML as a dict)
+    casi_offset_mm: float | None = None  # the CASI models' depth offset, else None
+    confidence: dict | None = None  # training masks' statistics for the refusal checks
+    faces: int = 2  # depth faces per bone (front and back)
+    mask_threshold: float | None = None  # the calibrated mask threshold, else the inference default
+    epoch: int = 0
+    threeddx_version: str = ""  # provenance: the version that wrote it
+    release: dict = field(default_factory=dict)  # provenance of a released model (run, command, test figures)
+    format: int = CKPT_FORMAT
+
+    REQUIRED = ("model", "model_config", "bones", "geometry")
+
+    @classmethod
+    def from_dict(cls, ck: dict, where: str | Path = "checkpoint") -> "Checkpoint":
+        missing = [k for k in cls.REQUIRED if k not in ck]
+        if missing:
+            raise InputError(f"{where}: a 3ddx checkpoint without {', '.join(missing)}")
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in ck.items() if k in names and v is not None}
+        kwargs["config"] = ck.get("config") or {}
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        """Plain data for :func:`save_checkpoint` (the weights as they are, not copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    # read access by key, as for the plain dict older code and tests use
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in {f.name for f in fields(self)} and getattr(self, key) is not None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, None)
+        return default if value is None else value
 
 #: The released models bundled with the package (src/threeddx/data/weights/MODEL_CARD.md).
 RELEASED = {"dualface": "dualface-128.pt", "single": "single-128.pt"}

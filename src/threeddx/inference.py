@@ -133,14 +133,14 @@ class Predictor:
 
     checkpoint: Path | str | None
     device: str = "cpu"
-    ck: dict = field(init=False, repr=False)
+    ck: "Checkpoint" = field(init=False, repr=False)  # noqa: F821 (threeddx.checkpoint.Checkpoint)
     model: torch.nn.Module = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from .checkpoint import build_model, load_checkpoint, resolve_checkpoint
+        from .checkpoint import Checkpoint, build_model, load_checkpoint, resolve_checkpoint
 
         self.checkpoint = resolve_checkpoint(self.checkpoint)
-        self.ck = load_checkpoint(self.checkpoint, map_location=self.device)
+        self.ck = Checkpoint.from_dict(load_checkpoint(self.checkpoint, map_location=self.device), self.checkpoint)
         self.model = build_model(self.ck, self.checkpoint).to(self.device).eval()
 
     @property

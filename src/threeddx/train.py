@@ -35,7 +35,9 @@ import yaml
 from . import __version__
 from .errors import InputError
 from .geometry import XrayGeometry, standard_ap_geometry
-from .checkpoint import CKPT_FORMAT, export_release, load_checkpoint, rng_state, save_checkpoint, set_rng_state  # noqa: F401 (re-exported)
+from .checkpoint import (  # noqa: F401 (re-exported)
+    CKPT_FORMAT, Checkpoint, export_release, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
+)
 from .io import atomic_path
 from .losses import MODES, mask_loss, scale_invariant_loss
 from .model import DualFaceNet, ModelConfig, apply_casi_offset, nearest_surface  # noqa: F401 (re-exported)
@@ -262,16 +264,14 @@ class Trainer:
         return stored.with_pose(g.world_to_source)
 
     def state(self) -> dict:
+        """The typed checkpoint (:class:`threeddx.checkpoint.Checkpoint`) plus the training state."""
+        typed = Checkpoint(
+            model=self.model.state_dict(), model_config=self.mcfg.to_dict(), bones=list(self.mcfg.bones),
+            geometry=self.geometry().to_json(), config=self.cfg, casi_offset_mm=self.casi_offset,
+            confidence=self.confidence, epoch=self.epoch, threeddx_version=__version__, format=CKPT_FORMAT,
+        ).to_dict()
         return {
-            "format": CKPT_FORMAT,
-            "threeddx_version": __version__,
-            "config": self.cfg,
-            "model_config": self.mcfg.to_dict(),
-            "bones": list(self.mcfg.bones),
-            "geometry": self.geometry().to_json(),
-            "casi_offset_mm": self.casi_offset,
-            "confidence": self.confidence,
-            "model": self.model.state_dict(),
+            **typed,
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict(),

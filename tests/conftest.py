@@ -18,3 +18,27 @@ def small_sim(tmp_path_factory):
     simulate(SimSettings(subjects=[0, 2], poses=4, size=64, seed=0, voxel_mm=2.0,
                          bones=["pelvis", "femur_left", "femur_right"]), out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(small_sim, tmp_path_factory):
+    """An untrained network saved through the checkpoint module, no training: its mask logits are
+    biased to +4 (every pixel bone, confidence 0.98), so predict and evaluate have masks to mesh."""
+    import numpy as np
+    import torch
+
+    from threeddx.checkpoint import Checkpoint, save_checkpoint
+    from threeddx.dataset import read_manifest
+    from threeddx.model import DualFaceNet, ModelConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(width=8, levels=2)
+    net = DualFaceNet(cfg)
+    with torch.no_grad():
+        net.head[-1].bias[: len(cfg.bones)] = 4.0
+    with np.load(small_sim / read_manifest(small_sim)[0]["render"]) as z:
+        geometry = str(z["geometry"])
+    path = tmp_path_factory.mktemp("untrained") / "untrained.pt"
+    save_checkpoint(Checkpoint(model=net.state_dict(), model_config=cfg.to_dict(), bones=list(cfg.bones),
+                               geometry=geometry, config={}).to_dict(), path)
+    return path

@@ -250,3 +250,14 @@ def test_material_line_integrals_are_density_times_chord(hu, background, materia
     # and the sample format carries them
     arrays = res.arrays()
     assert list(arrays["material_names"]) == ["bone", "soft", "metal"] and arrays["materials"].dtype == np.float32
+
+
+def test_window_image_stays_float32():
+    """A big image must not be promoted to float64 (twice the memory): float32 in, float32 out."""
+    from threeddx.render import window_image
+
+    x = np.linspace(0, 5, 64 * 64, dtype=np.float32).reshape(64, 64)
+    w = window_image(x)
+    assert w.dtype == np.float32 and w.min() == 0.0 and w.max() == 1.0
+    np.testing.assert_allclose(w[32], np.clip((x[32] - np.percentile(x, 0.5)) / np.ptp(np.percentile(x, [0.5, 99.5])), 0, 1),
+                               atol=1e-6)

@@ -497,8 +497,8 @@ def train(cfg: dict, resume: str | Path | None = None, progress: bool = True,
           overwrite: bool = False) -> dict[str, float]:
     """Train (or resume) a run into ``cfg["out"]`` (:func:`prepare_run_folder`'s rules).
 
-    Returns the last epoch's record; empty when the run had already finished
-    (``finished`` is then set: nothing was trained).
+    Returns the last epoch's record, or ``{"finished": True, "epoch": N}`` when the
+    resumed run had already reached ``optim.epochs`` (nothing was trained).
     """
     if int(os.environ.get("RANK", "0")) == 0:
         prepare_run_folder(cfg["out"], resume, overwrite)

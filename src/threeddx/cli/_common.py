@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from ..errors import InputError
 
 
 def device(name: str) -> str:
+    """``--device``: cpu, cuda, cuda:N, mps, or auto (cuda when available); checked before any work."""
     import torch
-
-    import re
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

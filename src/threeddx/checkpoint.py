@@ -33,11 +33,6 @@ from .io import atomic_path
 #: Checkpoint layout version (1: the first; still the same keys).
 CKPT_FORMAT = 1
 
-#: What a released checkpoint keeps: enough to predict, nothing to resume training.
-RELEASE_KEYS = ("format", "threeddx_version", "model", "model_config", "config", "bones", "geometry",
-                "casi_offset_mm", "epoch", "confidence", "faces", "mask_threshold")
-
-
 @dataclass
 class Checkpoint:
     """The typed contents of a checkpoint: what inference needs, and where it came from.
@@ -88,6 +83,11 @@ class Checkpoint:
     def get(self, key: str, default: Any = None) -> Any:
         value = getattr(self, key, None)
         return default if value is None else value
+
+
+#: What a released checkpoint keeps: the typed fields (enough to predict, nothing to resume training);
+#: ``release`` is written by :func:`export_release` itself.
+RELEASE_KEYS = tuple(f.name for f in fields(Checkpoint) if f.name != "release")
 
 #: The released models bundled with the package (src/threeddx/data/weights/MODEL_CARD.md).
 RELEASED = {"dualface": "dualface-128.pt", "single": "single-128.pt"}

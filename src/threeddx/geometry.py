@@ -501,11 +501,20 @@ class View:
         """Depths (..., rows, cols) mm along the model's rays -> along the image's rays (``camera``)."""
         if self.is_identity:
             return depth
-        tm = self.model.pixel_centers_source()
-        norm_m = np.linalg.norm(tm / self.model.sdd, axis=-1)
-        norm_i = np.linalg.norm(self.camera.pixel_centers_source() / self.camera.sdd, axis=-1)
-        z = depth / norm_m + self.shift_mm
-        return (z * norm_i).astype(depth.dtype)
+        # a ray's z per mm of depth is its direction's z component (the cosine of its angle)
+        z = depth * self.model.ray_directions_source()[..., 2] + self.shift_mm
+        return (z / self.camera.ray_directions_source()[..., 2]).astype(depth.dtype)
+
+    def image_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
+        """The image's continuous (u, v) of the model grid's pixel centres: (cols,) and (rows,)."""
+        return view_axes(self.affine, self.model.detector_shape)
+
+
+def view_axes(affine: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Continuous (u, v) that an axis-aligned ``affine`` (2, 3) gives the pixel centres of a ``shape`` grid."""
+    rows, cols = shape
+    return (affine[0, 0] * (np.arange(cols) + 0.5) + affine[0, 2],
+            affine[1, 1] * (np.arange(rows) + 0.5) + affine[1, 2])
 
 
 def model_view(image: XrayGeometry, model: XrayGeometry, image_distance_mm: float, model_distance_mm: float) -> View:

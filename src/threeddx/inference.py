@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .dataset import normalise_radiograph
-from .geometry import View, XrayGeometry, model_view
+from .geometry import View, XrayGeometry, model_view, view_axes
 
 #: A pixel belongs to a bone's mask (what is meshed) when its probability exceeds this. Calibrated
 #: on the validation split of data/sim128 through random chains (benchmarks/mask_threshold.py,
@@ -110,8 +110,7 @@ def view_image(image: np.ndarray, affine: np.ndarray, shape: tuple[int, int], ne
             a[1] /= fv
     h0, w0 = t.shape[-2:]
     rows, cols = shape
-    u = a[0, 0] * (np.arange(cols) + 0.5) + a[0, 2]
-    v = a[1, 1] * (np.arange(rows) + 0.5) + a[1, 2]
+    u, v = view_axes(a, shape)
     gx = torch.from_numpy(2.0 * u / w0 - 1.0).float()
     gy = torch.from_numpy(2.0 * v / h0 - 1.0).float()
     grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None].expand(t.shape[0], -1, -1, -1)
@@ -121,9 +120,7 @@ def view_image(image: np.ndarray, affine: np.ndarray, shape: tuple[int, int], ne
 
 def view_coverage(view: View, image_shape: tuple[int, int]) -> float:
     """Share of the view's pixels whose centre falls inside the image (0-1)."""
-    rows, cols = view.model.detector_shape
-    u = view.affine[0, 0] * (np.arange(cols) + 0.5) + view.affine[0, 2]
-    v = view.affine[1, 1] * (np.arange(rows) + 0.5) + view.affine[1, 2]
+    u, v = view.image_coordinates()
     return float(np.mean((u >= 0) & (u <= image_shape[1]))) * float(np.mean((v >= 0) & (v <= image_shape[0])))
 
 

@@ -36,6 +36,23 @@ def test_pixel_centres_follow_the_documented_formula():
     assert pc[1, 1, 0] == pytest.approx(-pc[2, 2, 0])
 
 
+def test_detector_corners_lie_half_a_pixel_outside_the_corner_pixels():
+    g = XrayGeometry(
+        sdd=900.0, detector_shape=(4, 6), pixel_spacing=(0.5, 0.25), principal_point=(2.5, 1.0), world_to_source=np.eye(4)
+    )
+    corners = g.detector_corners_source()
+    centres = g.pixel_centers_source()
+    half = np.array([0.25 / 2, 0.5 / 2, 0.0])
+    np.testing.assert_allclose(corners[0], centres[0, 0] - half)
+    np.testing.assert_allclose(corners[2], centres[3, 5] + half)
+    np.testing.assert_allclose(corners[1], [centres[0, 5, 0] + half[0], centres[0, 5, 1] - half[1], 900.0])
+    np.testing.assert_allclose(corners[3], [centres[3, 0, 0] - half[0], centres[3, 0, 1] + half[1], 900.0])
+    # every corner projects onto the detector's outer edge (continuous pixel coordinates 0 or rows/cols)
+    row, col, _ = g.project(g.to_world(corners))
+    np.testing.assert_allclose(row + 0.5, [0, 0, 4, 4], atol=1e-9)
+    np.testing.assert_allclose(col + 0.5, [0, 6, 6, 0], atol=1e-9)
+
+
 def test_project_pixel_centre_is_its_index():
     g = small_geometry()
     dirs = g.ray_directions_world()

@@ -85,8 +85,12 @@ def ground_truth_meshes(path: Path) -> dict:
 
 
 def run_demo(out: str | Path, models: Sequence[str] = ("dualface", "single"), device: str = "cpu",
-             example: str | Path | None = None, progress: bool = True) -> dict:
-    """Predict the example with each released model, score it, print and write the table (demo.md/json)."""
+             example: str | Path | None = None, progress: bool = True, view: bool = False) -> dict:
+    """Predict the example with each released model, score it, print and write the table (demo.md/json).
+
+    Each model's folder is a predict result with the ground truth attached (``truth/``, and
+    ``truth_metrics`` in its summary.json); ``view`` adds its ``view.html``.
+    """
     from .metrics import surface_distances, visible_part
     from .predict import Predictor, reconstruct_image, write_reconstruction
 
@@ -111,10 +115,11 @@ def run_demo(out: str | Path, models: Sequence[str] = ("dualface", "single"), de
                 continue
             d = surface_distances(visible_part(rec.world_meshes[bone], geo, max_edge_mm=None), visible_part(mesh_gt, geo))
             row["bones"][bone] = {"status": "ok", "assd": round(d["assd"], 3), "hd95": round(d["hd95"], 3)}
+        rec.add_truth(gt, {b: r for b, r in row["bones"].items() if r["status"] == "ok"})
         results["models"][name] = row
     with result_folder(out, "demo.json") as folder:
         for name, rec in recs.items():
-            s = write_reconstruction(rec, folder / name)
+            s = write_reconstruction(rec, folder / name, view=view)
             results["models"][name]["seconds"] = round(sum(s["timings_s"].values()), 2)
         results["seconds"] = round(time.perf_counter() - t_start, 1)
         table = demo_table(results)
@@ -124,7 +129,8 @@ def run_demo(out: str | Path, models: Sequence[str] = ("dualface", "single"), de
             tmp.write_text(table)
     if progress:
         print(table)
-        print(f"meshes, depth maps and report.png in {out}/<model>/ ({results['seconds']:.0f} s in all)")
+        views = ", view.html" if view else ""
+        print(f"meshes, depth maps, report.png{views} in {out}/<model>/ ({results['seconds']:.0f} s in all)")
     return results
 
 

@@ -79,6 +79,54 @@ def markdown_table(rows: list[dict], bones: Sequence[str], label: str, n_images:
     )
 
 
+def _label(oracle: bool, checkpoint, mesh_method: str) -> str:
+    """The method's name in the tables: the oracle, a released model, or the run folder's name."""
+    from .checkpoint import RELEASED
+
+    if oracle:
+        label = "oracle (GT depths)"
+    elif str(checkpoint) in RELEASED:
+        label = f"released {checkpoint}"
+    else:
+        label = Path(checkpoint).parent.name or str(checkpoint)
+    return f"{label}, {mesh_method}"
+
+
+def _truth_mesh(cache: dict, path: Path):
+    """A ground-truth mesh, read once (a subject's meshes serve all of its poses)."""
+    import trimesh
+
+    if path not in cache:
+        cache[path] = trimesh.load(path)
+    return cache[path]
+
+
+def _case_view(folder: Path, row: dict, image: np.ndarray, masks: np.ndarray, bones: list[str], meshed: dict,
+               truth: dict, geometry: XrayGeometry, checks: dict, rows: list[dict], label: str, mesh_method: str):
+    """Write one image's 3D view into ``folder/views/`` and return its gallery entry."""
+    from .view import GalleryCase, ViewData, overlay_thumbnail, write_plotly_js, write_view
+
+    views = folder / "views"
+    if not (views / "plotly.min.js").exists():
+        views.mkdir(exist_ok=True)
+        write_plotly_js(views)
+    meshes = {b: m for b, m in meshed.items() if not isinstance(m, InputError)}
+    metrics = {r["bone"]: {"assd": r["assd"], "hd95": r["hd95"]} for r in rows}
+    summary = {
+        "image": row["sample_id"], "checkpoint": label, "mesh_method": mesh_method, "frame": "world",
+        "bones": {b: {"vertices": len(m.vertices), "watertight": bool(m.is_watertight),
+                      "volume_cm3": float(m.volume / 1000) if m.is_watertight else None,
+                      "confidence": checks.get(b, {}).get("confidence"), "found": checks.get(b, {}).get("found", True)}
+                  for b, m in meshes.items()},
+        "checks": checks, "truth_metrics": {b: v for b, v in metrics.items() if b in meshes},
+        "missing": [r["bone"] for r in rows if r["status"] != "ok"],
+    }
+    name = f"{row['sample_id']}.html"
+    data = ViewData(row["sample_id"], image, masks, bones, meshes, geometry, "world", summary, truth)
+    write_view(views / name, data, plotly_src="plotly.min.js")
+    return GalleryCase(row["sample_id"], row["subject_id"], metrics, overlay_thumbnail(image, masks), f"views/{name}")
+
+
 def evaluate(
     data: str | Path,
     out: str | Path,
@@ -94,6 +142,7 @@ def evaluate(
     ssm_settings=None,
     chain=None,
     seed: int = 0,
+    view: bool = False,
 ) -> dict:
     """Evaluate a checkpoint (or the oracle) on a split; writes results.csv/json/md into ``out`` (module doc).
 
@@ -105,14 +154,16 @@ def evaluate(
     along the beam, the false bone area (predicted mask outside the true
     silhouettes, % of the true area), and whether the model judged the bone
     found (:func:`threeddx.model.bone_checks`).
+
+    ``view``: also ``gallery.html``, every image worst first (mean ASSD over the
+    bones), each linked to its interactive 3D view ``views/SAMPLE.html`` with the
+    ground truth (:mod:`threeddx.view`; the pages share ``views/plotly.min.js``).
     """
-    import trimesh
     from tqdm.auto import tqdm
 
     from .dataset import read_manifest
     from .metrics import DEFAULT_DENSITY, beam_aligned, dice, false_area_pct, surface_distances, visible_part
     from .physics import chain_for, chain_from, radiograph, sample_materials
-    from .checkpoint import RELEASED
     from .inference import Predictor
     from .reconstruct import mesh_bones
 
@@ -139,97 +190,99 @@ def evaluate(
         chain = chain_from(chain)
     results: list[dict] = []
     gt_meshes: dict[Path, object] = {}  # a subject's meshes serve all of its poses
-    for index, row in enumerate(tqdm(rows_in, desc="evaluate", unit="image", disable=None if progress else True)):
-        with np.load(data / row["render"]) as z:
-            geo_full = XrayGeometry.from_json(str(z["geometry"]))
-            gt = {k: z[k] for k in ("image", "masks", "depth_front", "depth_back")}
-            if chain is not None:
-                mats = sample_materials(z)
-                if mats is None:
-                    raise InputError(f"{data / row['render']} has no material line integrals: evaluate it without a chain")
-                gt["image"] = radiograph(mats, geo_full, chain_for(chain, np.random.default_rng([seed, index])))
-        gt_masks = gt["masks"] > 0
-        if predictor is not None:
-            prediction = predictor.infer(gt["image"], geo_full)
-            pred, geo, pred_bones, checks = prediction.maps(), prediction.geometry, predictor.bones, prediction.checks
-            gt_masks = prediction.to_view(gt_masks.astype(np.float32)) > 0.5  # the truth on the model's grid
-        else:
-            checks = {}
-            geo, pred_bones = geo_full, stored
-            pred = {"masks": gt_masks, "depth_front": gt["depth_front"], "depth_back": gt["depth_back"]}
-        t0 = time.perf_counter()
-        maps = {}
-        for bone in bones:
-            c = pred_bones.index(bone)
-            back = None if pred["depth_back"] is None or mesh_method == "front" else pred["depth_back"][c]
-            if pred["masks"][c].sum() >= 4:
-                maps[bone] = (pred["masks"][c], pred["depth_front"][c], back)
-        meshed, _ = mesh_bones(maps, geo, mesh_method, ssm_settings=ssm_settings)
-        t_mesh = (time.perf_counter() - t0) / max(len(maps), 1)  # shared out over the meshed bones
-        for bone in bones:
-            t0 = time.perf_counter()
-            rec = {"sample_id": row["sample_id"], "subject_id": row["subject_id"], "bone": bone}
-            c = pred_bones.index(bone)
-            m = pred["masks"][c]
-            gt_mask = gt_masks[stored.index(bone)]
-            rec["dice"] = dice(m, gt_mask) if m.shape == gt_mask.shape else float("nan")
-            others = [gt_masks[stored.index(b)] for b in stored if b != bone]
-            rec["false_area_pct"] = (false_area_pct(m, np.stack([gt_mask, *others])) if m.shape == gt_mask.shape
-                                     else float("nan"))
-            rec["found"] = checks.get(bone, {}).get("found")
-            rec["confidence"] = checks.get(bone, {}).get("confidence", float("nan"))
-            try:
-                mesh = meshed.get(bone, InputError("empty predicted mask"))
-                if isinstance(mesh, InputError):
-                    raise mesh
-                t0 -= t_mesh
-                path = data / row["mesh_dir"] / f"{bone}.ply"
-                if path not in gt_meshes:
-                    gt_meshes[path] = trimesh.load(path)
-                gt_mesh = gt_meshes[path]
-                mesh_v, gt_v = visible_part(mesh, geo, max_edge_mm=None), visible_part(gt_mesh, geo)
-                rec.update(surface_distances(mesh_v, gt_v, density))
-                aligned, rec["beam_shift_mm"] = beam_aligned(mesh_v, gt_v, geo)
-                rec["assd_beam_aligned"] = surface_distances(aligned, gt_v, density)["assd"]
-                rec["status"] = "ok"
-            except InputError as e:
-                rec["status"] = f"missing: {e}"
-                for k in COLUMNS[4:12]:
-                    rec[k] = float("nan")
-            rec["seconds"] = time.perf_counter() - t0
-            results.append(rec)
-
     out = Path(out)
-    n_images = len(rows_in)
-    n_subjects = len({r["subject_id"] for r in rows_in})
-    if oracle:
-        label = "oracle (GT depths)"
-    elif str(checkpoint) in RELEASED:
-        label = f"released {checkpoint}"
-    else:
-        label = Path(checkpoint).parent.name or str(checkpoint)
-    label += f", {mesh_method}"
-    summary = {
-        "data": str(data), "split": split, "checkpoint": None if oracle else str(checkpoint), "oracle": oracle,
-        "mesh_method": mesh_method, "density_per_mm2": density, "images": n_images, "subjects": n_subjects,
-        "chain": chain if chain is None or isinstance(chain, str) else chain.to_dict(),
-        "bones": summarise(results, bones),
-    }
-    if predictor is not None:
-        by_image: dict[str, list] = {}
-        for r in results:
-            by_image.setdefault(r["sample_id"], []).append(bool(r["found"]))
-        summary["images_refused_pct"] = 100.0 * float(np.mean([not any(v) for v in by_image.values()]))
-    buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in results:
-        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-    table = markdown_table(results, bones, label, n_images, n_subjects)
+    label = _label(oracle, checkpoint, mesh_method)
+    gallery: list = []
     with result_folder(out, "results.json") as folder:
+        for index, row in enumerate(tqdm(rows_in, desc="evaluate", unit="image", disable=None if progress else True)):
+            with np.load(data / row["render"]) as z:
+                geo_full = XrayGeometry.from_json(str(z["geometry"]))
+                gt = {k: z[k] for k in ("image", "masks", "depth_front", "depth_back")}
+                if chain is not None:
+                    mats = sample_materials(z)
+                    if mats is None:
+                        raise InputError(f"{data / row['render']} has no material line integrals: evaluate it without a chain")
+                    gt["image"] = radiograph(mats, geo_full, chain_for(chain, np.random.default_rng([seed, index])))
+            gt_masks = gt["masks"] > 0
+            if predictor is not None:
+                prediction = predictor.infer(gt["image"], geo_full)
+                pred, geo, pred_bones, checks = prediction.maps(), prediction.geometry, predictor.bones, prediction.checks
+                gt_masks = prediction.to_view(gt_masks.astype(np.float32)) > 0.5  # the truth on the model's grid
+            else:
+                checks = {}
+                geo, pred_bones = geo_full, stored
+                pred = {"masks": gt_masks, "depth_front": gt["depth_front"], "depth_back": gt["depth_back"]}
+            t0 = time.perf_counter()
+            maps = {}
+            for bone in bones:
+                c = pred_bones.index(bone)
+                back = None if pred["depth_back"] is None or mesh_method == "front" else pred["depth_back"][c]
+                if pred["masks"][c].sum() >= 4:
+                    maps[bone] = (pred["masks"][c], pred["depth_front"][c], back)
+            meshed, _ = mesh_bones(maps, geo, mesh_method, ssm_settings=ssm_settings)
+            t_mesh = (time.perf_counter() - t0) / max(len(maps), 1)  # shared out over the meshed bones
+            for bone in bones:
+                t0 = time.perf_counter()
+                rec = {"sample_id": row["sample_id"], "subject_id": row["subject_id"], "bone": bone}
+                c = pred_bones.index(bone)
+                m = pred["masks"][c]
+                gt_mask = gt_masks[stored.index(bone)]
+                rec["dice"] = dice(m, gt_mask) if m.shape == gt_mask.shape else float("nan")
+                others = [gt_masks[stored.index(b)] for b in stored if b != bone]
+                rec["false_area_pct"] = (false_area_pct(m, np.stack([gt_mask, *others])) if m.shape == gt_mask.shape
+                                         else float("nan"))
+                rec["found"] = checks.get(bone, {}).get("found")
+                rec["confidence"] = checks.get(bone, {}).get("confidence", float("nan"))
+                try:
+                    mesh = meshed.get(bone, InputError("empty predicted mask"))
+                    if isinstance(mesh, InputError):
+                        raise mesh
+                    t0 -= t_mesh
+                    path = data / row["mesh_dir"] / f"{bone}.ply"
+                    gt_mesh = _truth_mesh(gt_meshes, path)
+                    mesh_v, gt_v = visible_part(mesh, geo, max_edge_mm=None), visible_part(gt_mesh, geo)
+                    rec.update(surface_distances(mesh_v, gt_v, density))
+                    aligned, rec["beam_shift_mm"] = beam_aligned(mesh_v, gt_v, geo)
+                    rec["assd_beam_aligned"] = surface_distances(aligned, gt_v, density)["assd"]
+                    rec["status"] = "ok"
+                except InputError as e:
+                    rec["status"] = f"missing: {e}"
+                    for k in COLUMNS[4:12]:
+                        rec[k] = float("nan")
+                rec["seconds"] = time.perf_counter() - t0
+                results.append(rec)
+            if view:
+                truth = {b: _truth_mesh(gt_meshes, data / row["mesh_dir"] / f"{b}.ply") for b in bones}
+                image = prediction.image if predictor is not None else gt["image"]
+                gallery.append(_case_view(folder, row, image, pred["masks"], list(pred_bones), meshed, truth, geo,
+                                          checks, results[-len(bones):], label, mesh_method))
+
+        n_images = len(rows_in)
+        n_subjects = len({r["subject_id"] for r in rows_in})
+        summary = {
+            "data": str(data), "split": split, "checkpoint": None if oracle else str(checkpoint), "oracle": oracle,
+            "mesh_method": mesh_method, "density_per_mm2": density, "images": n_images, "subjects": n_subjects,
+            "chain": chain if chain is None or isinstance(chain, str) else chain.to_dict(),
+            "bones": summarise(results, bones),
+        }
+        if predictor is not None:
+            by_image: dict[str, list] = {}
+            for r in results:
+                by_image.setdefault(r["sample_id"], []).append(bool(r["found"]))
+            summary["images_refused_pct"] = 100.0 * float(np.mean([not any(v) for v in by_image.values()]))
+        buf = _io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in results:
+            w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+        table = markdown_table(results, bones, label, n_images, n_subjects)
         for name, text in (("results.csv", buf.getvalue()), ("results.json", json.dumps(summary, indent=2) + "\n"),
                            ("results.md", f"# {label} on {data.name} ({split})\n\n{table}")):
             (folder / name).write_text(text)
+        if view:
+            from .view import write_gallery
+
+            write_gallery(folder / "gallery.html", gallery, bones, f"{label} on {data.name} ({split})")
     if progress:
         print(table)
     return summary

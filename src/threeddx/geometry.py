@@ -174,6 +174,19 @@ class XrayGeometry:
         xx, yy = np.meshgrid(x, y, indexing="xy")
         return np.stack([xx, yy, np.full_like(xx, self.sdd)], axis=-1)
 
+    def detector_corners_source(self) -> np.ndarray:
+        """The detector's four outer corners in the source frame, (4, 3) mm.
+
+        In order: pixel (0, 0)'s outer corner, then (0, cols-1)'s, (rows-1, cols-1)'s and
+        (rows-1, 0)'s (clockwise as the image is displayed), on the plane ``z = SDD``.
+        """
+        rows, cols = self.detector_shape
+        sr, sc = self.pixel_spacing
+        u0, v0 = self.principal_point
+        x = np.array([0.0, cols, cols, 0.0]) - u0
+        y = np.array([0.0, 0.0, rows, rows]) - v0
+        return np.stack([x * sc, y * sr, np.full(4, self.sdd)], axis=-1)
+
     def ray_directions_source(self) -> np.ndarray:
         """Unit ray directions through every pixel centre, source frame, (rows, cols, 3)."""
         p = self.pixel_centers_source()

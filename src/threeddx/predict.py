@@ -203,6 +203,30 @@ class Reconstruction:
     clouds: dict
     summary: dict
     title: str = ""
+    truth: dict | None = None
+
+    def add_truth(self, truth_world: dict, metrics: dict) -> None:
+        """Attach the ground truth (bone -> world mesh) and its scores (bone -> {assd, hd95}, mm).
+
+        Written as ``truth/BONE.ply`` in the output frame and ``truth_metrics`` in summary.json; the view
+        overlays it.
+        """
+        geo = self.prediction.geometry
+        self.truth = {}
+        for name, mesh in truth_world.items():
+            mesh = mesh.copy()
+            if self.summary["frame"] == "source":
+                mesh.apply_transform(geo.world_to_source)
+            self.truth[name] = mesh
+        self.summary["truth_metrics"] = metrics
+
+    def view_data(self):
+        """What :mod:`threeddx.view` shows of this reconstruction."""
+        from .view import ViewData
+
+        p = self.prediction
+        return ViewData(self.title, p.image, p.masks, list(p.bones), self.meshes, p.geometry,
+                        self.summary["frame"], self.summary, self.truth)
 
 
 def reconstruct_image(
@@ -308,9 +332,13 @@ def reconstruct_image(
     return Reconstruction(pred, world_meshes, meshes, clouds, summary, Path(image_path).name)
 
 
-def write_reconstruction(rec: Reconstruction, out: str | Path, report: bool = True) -> dict:
-    """Write a reconstruction's meshes, points, maps, report and summary.json into ``out``, all or nothing.
+def write_reconstruction(rec: Reconstruction, out: str | Path, report: bool = True, view: bool = False) -> dict:
+    """Write a reconstruction into ``out``, all or nothing (README, "predict" outputs).
 
+    Per bone ``BONE.stl``/``.ply`` and ``BONE_points.ply``; ``bones.glb`` (every
+    bone in one file, coloured); ``maps.npz`` (the network's image, masks and
+    depths); ``masks.png``, ``depth.png``, ``report.png``; ``truth/BONE.ply``
+    when the truth is attached; ``view.html`` with ``view``; ``summary.json``.
     Returns the summary (timings in seconds per stage, writing included).
     """
     import trimesh
@@ -324,7 +352,13 @@ def write_reconstruction(rec: Reconstruction, out: str | Path, report: bool = Tr
                     mesh.export(tmp, file_type=ext)
             with atomic_path(folder / f"{name}_points.ply") as tmp:
                 trimesh.PointCloud(rec.clouds[name].both()).export(tmp, file_type="ply")
-        _write_maps(folder, rec.prediction.image, rec.prediction.maps())
+        if rec.meshes:
+            export_glb(folder / GLB_FILE, rec.meshes, list(rec.prediction.bones))
+        for name, mesh in (rec.truth or {}).items():
+            (folder / "truth").mkdir(exist_ok=True)
+            with atomic_path(folder / "truth" / f"{name}.ply") as tmp:
+                mesh.export(tmp, file_type="ply")
+        _write_maps(folder, rec.prediction)
         t["writing_s"] = time.perf_counter() - t0
         summary = dict(rec.summary, timings_s={k: round(v, 4) for k, v in t.items()})
         if report:
@@ -334,9 +368,46 @@ def write_reconstruction(rec: Reconstruction, out: str | Path, report: bool = Tr
             save_report(folder / "report.png", rec.prediction.image, rec.prediction.maps(), rec.prediction.bones,
                         rec.world_meshes, title=rec.title)
             summary["timings_s"]["report_s"] = round(time.perf_counter() - s, 4)
+        if view:
+            s = time.perf_counter()
+            from .view import VIEW_FILE, write_view
+
+            data = rec.view_data()
+            data.summary = summary
+            write_view(folder / VIEW_FILE, data)
+            summary["timings_s"]["view_s"] = round(time.perf_counter() - s, 4)
         with atomic_path(folder / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+#: Every bone's mesh in one glTF binary file.
+GLB_FILE = "bones.glb"
+
+
+def export_glb(path: str | Path, meshes: dict, bones: list[str]) -> Path:
+    """Every bone in one GLB file, one named node per bone, coloured as in report.png.
+
+    Coordinates are those of the STL/PLY files beside it, unchanged (world LPS mm, or the source
+    frame with ``--frame source``): glTF viewers assume metres and +y up, so they show the bones
+    1000x large and on their side until scaled by 0.001 and turned; 3D Slicer, trimesh and
+    MeshLab read the numbers as they are, matching the other files.
+    """
+    import trimesh
+
+    from .viz import BONE_COLOURS
+
+    scene = trimesh.Scene()
+    for name, mesh in meshes.items():
+        m = mesh.copy()
+        rgb = BONE_COLOURS[bones.index(name) % len(BONE_COLOURS)] if name in bones else (0.8, 0.8, 0.8)
+        colour = np.append(np.round(np.asarray(rgb) * 255), 255).astype(np.uint8)
+        m.visual = trimesh.visual.TextureVisuals(material=trimesh.visual.material.PBRMaterial(
+            name=name, baseColorFactor=colour, metallicFactor=0.0, roughnessFactor=0.8))
+        scene.add_geometry(m, node_name=name, geom_name=name)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(scene.export(file_type="glb"))
+    return Path(path)
 
 
 def predict_file(
@@ -351,23 +422,33 @@ def predict_file(
     complete_femur: bool = False,
     force: bool = False,
     warn=None,
+    view: bool = False,
 ) -> dict:
     """The whole X-ray-to-meshes path, written into ``out`` (README): :func:`reconstruct_image`, then
     :func:`write_reconstruction`. ``out`` is checked before any work. Returns the summary."""
     check_out_folder(out, RESULT_MARKER)  # before any work: a bad --out costs nothing
     rec = reconstruct_image(image_path, predictor, geometry_path, mesh_method, frame, ssm_settings, complete_femur,
                             force, warn)
-    return write_reconstruction(rec, out, report)
+    return write_reconstruction(rec, out, report, view)
 
 
-def _write_maps(out: Path, img: np.ndarray, pred: dict) -> None:
+def _write_maps(out: Path, prediction: Prediction) -> None:
+    """maps.npz (the numbers; what ``3ddx view`` redraws from), masks.png and depth.png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .io import save_npz_atomic
     from .viz import mask_overlay, save_depth_maps
 
+    pred = prediction.maps()
+    arrays = {"image": prediction.image.astype(np.float32), "masks": pred["masks"].astype(np.uint8),
+              "probabilities": prediction.probabilities.astype(np.float16),
+              "depth_front": pred["depth_front"].astype(np.float32), "bones": np.array(list(prediction.bones))}
+    if pred["depth_back"] is not None:
+        arrays["depth_back"] = pred["depth_back"].astype(np.float32)
+    save_npz_atomic(out / "maps.npz", **arrays)
     with atomic_path(out / "masks.png") as tmp:
-        plt.imsave(tmp, mask_overlay(img, pred["masks"]), format="png")
+        plt.imsave(tmp, mask_overlay(prediction.image, pred["masks"]), format="png")
     save_depth_maps(out / "depth.png", pred["masks"], pred["depth_front"], pred["depth_back"])

@@ -15,10 +15,10 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import InputError
-from . import demo, evaluate, predict, render, simulate, train
+from . import demo, evaluate, predict, render, simulate, train, view
 
 COMMANDS = {"render": render, "simulate": simulate, "train": train, "predict": predict, "evaluate": evaluate,
-            "demo": demo}
+            "demo": demo, "view": view}
 
 
 class _Parser(argparse.ArgumentParser):

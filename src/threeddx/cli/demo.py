@@ -18,6 +18,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
+    p.add_argument("--view", action="store_true", help="also write each model's interactive view.html (3ddx view)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 
@@ -25,5 +26,5 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    run_demo(args.out, device=device(args.device))
+    run_demo(args.out, device=device(args.device), view=args.view)
     return 0

@@ -28,6 +28,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="with --mesh ssm: output whole femurs; the part outside the image is inferred by the model")
     add_ssm_options(p)
     p.add_argument("--frame", default="world", choices=["world", "source"], help="coordinates of the outputs")
+    p.add_argument("--view", action="store_true", help="also write view.html, the interactive 3D view (3ddx view)")
     p.add_argument("--force", action="store_true",
                    help="reconstruct every bone with a mask even when the image does not look like a hip radiograph")
     p.add_argument("--device", default="cpu")
@@ -40,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor(args.checkpoint, device(args.device))
     s = predict_file(args.image, predictor, args.out, args.geometry, args.mesh, args.frame,
                      ssm_settings=ssm_settings(args, predictor.ck.get("config")), complete_femur=args.complete_femur,
-                     force=args.force, warn=lambda line: print(f"3ddx: warning: {line}", file=sys.stderr))
+                     force=args.force, warn=lambda line: print(f"3ddx: warning: {line}", file=sys.stderr),
+                     view=args.view)
     for name, b in s["bones"].items():
         vol = f", {b['volume_cm3']:.0f} cm3" if b["volume_cm3"] else ""
         print(f"  {name}: {b['vertices']} vertices{vol}")

@@ -42,3 +42,47 @@ def tiny_ckpt(small_sim, tmp_path_factory):
     save_checkpoint(Checkpoint(model=net.state_dict(), model_config=cfg.to_dict(), bones=list(cfg.bones),
                                geometry=geometry, config={}).to_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_out(tmp_path_factory):
+    """``3ddx demo --view`` once for the session: both released models on the bundled example."""
+    from threeddx.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    assert main(["demo", "--out", str(out), "--view"]) == 0
+    return out
+
+
+#: Chromium's switches for a headless run on a machine with no network and no GPU (WebGL through
+#: SwiftShader); without the background-networking ones Chromium keeps calling Google's hosts.
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (the distribution's, /usr/bin/chromium or $THREEDDX_CHROMIUM) driven by Playwright.
+
+    Skipped where Chromium or Playwright is missing, unless $THREEDDX_REQUIRE_BROWSER is set (CI sets it,
+    after installing Chromium), where that is a failure.
+    """
+    import os
+    import shutil
+
+    exe = os.environ.get("THREEDDX_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    required = bool(os.environ.get("THREEDDX_REQUIRE_BROWSER"))
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if exe is None or sync_playwright is None:
+        why = "Chromium is not installed (apt-get install chromium)" if exe is None else "playwright is not installed"
+        if required:
+            pytest.fail(f"browser tests required but {why}")
+        pytest.skip(why)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -15,11 +15,10 @@ def test_released_models_load_without_a_path():
         assert "optimizer" not in p.ck and p.ck["release"]["test"]
 
 
-def test_demo_runs_end_to_end_and_dual_face_beats_the_baseline(tmp_path, capsys):
+def test_demo_runs_end_to_end_and_dual_face_beats_the_baseline(demo_out):
+    tmp_path = demo_out
     assert set(ground_truth_meshes(example_path())) == set(BONES)
-    assert main(["demo", "--out", str(tmp_path)]) == 0
-    printed = capsys.readouterr().out
-    assert "pelvis ASSD" in printed and "dualface (dual)" in printed
+    assert "dualface (dual)" in (tmp_path / "demo.md").read_text()
     res = json.loads((tmp_path / "demo.json").read_text())
     dual, single = res["models"]["dualface"], res["models"]["single"]
     for bone in BONES:
@@ -32,5 +31,16 @@ def test_demo_runs_end_to_end_and_dual_face_beats_the_baseline(tmp_path, capsys)
         mean = lambda m: sum(m["bones"][b][key] for b in BONES) / len(BONES)  # noqa: E731
         assert mean(dual) < mean(single), (key, dual, single)
     for model in ("dualface", "single"):
-        for f in ("report.png", "summary.json", "pelvis.stl", "femur_left.ply"):
+        for f in ("report.png", "summary.json", "pelvis.stl", "femur_left.ply", "bones.glb", "maps.npz", "view.html",
+                  "truth/pelvis.ply"):
             assert (tmp_path / model / f).stat().st_size > 1000
+        # each model's folder is a predict result with the truth attached: its scores are the demo's
+        summary = json.loads((tmp_path / model / "summary.json").read_text())
+        assert summary["truth_metrics"] == {b: res["models"][model]["bones"][b] for b in BONES}
+
+
+def test_demo_prints_its_table(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "pelvis ASSD" in printed and "dualface (dual)" in printed
+    assert not (tmp_path / "dualface" / "view.html").exists()  # only with --view

@@ -15,10 +15,10 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import InputError
-from . import demo, evaluate, predict, render, simulate, train, view
+from . import demo, evaluate, predict, render, serve, simulate, train, view
 
 COMMANDS = {"render": render, "simulate": simulate, "train": train, "predict": predict, "evaluate": evaluate,
-            "demo": demo, "view": view}
+            "demo": demo, "view": view, "serve": serve}
 
 
 class _Parser(argparse.ArgumentParser):

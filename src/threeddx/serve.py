@@ -155,6 +155,7 @@ class JobQueue:
         self.settings = settings
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="3ddx-serve-"))
         self._own_root = root is None
+        self.root.mkdir(parents=True, exist_ok=True)
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=settings.queue_size)
@@ -245,8 +246,8 @@ class JobQueue:
             job.stage, job.progress = "writing meshes and the view", 0.7
             rec.summary["image"] = "upload" + job.image.suffix
             write_reconstruction(rec, job.folder / "result", view=True)
-        except InputError as e:
-            self._fail(job, self._public(str(e), job.folder))
+        except InputError as e:  # predict's own message (a refusal, an unreadable file), minus its CLI advice
+            self._fail(job, self._public(str(e), job.folder).split("; --force")[0])
             return
         if self._overdue(job):
             shutil.rmtree(job.folder / "result", ignore_errors=True)
@@ -439,7 +440,7 @@ def serve(predictor, settings: ServeSettings) -> None:
 
 
 UPLOAD_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>3DDX: bones from one radiograph</title>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>3DDX: bones from one radiograph</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body{font-family:system-ui,sans-serif;margin:16px;color:#222;background:#fafafa}

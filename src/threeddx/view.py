@@ -332,7 +332,7 @@ def view_page(data: ViewData, plotly_src: str | None = None) -> str:
               else f"<script>{plotly_script()}</script>")
     frame = "world LPS (mm)" if data.frame == "world" else "source frame (mm)"
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval' 'self'; style-src 'unsafe-inline'; img-src data: blob:; worker-src blob:">
 <title>3DDX view: {html.escape(data.title)}</title><style>{_STYLE}</style>{script}</head>
 <body>
@@ -456,7 +456,7 @@ def gallery_page(cases: Sequence[GalleryCase], bones: Sequence[str], title: str)
                     f'<td style="text-align:left"><a href="{html.escape(c.page)}">{html.escape(c.sample_id)}</a><br>'
                     f'<span class="sub">subject {html.escape(str(c.subject_id))}</span></td><td>{err}</td>{cells}</tr>')
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
 <title>3DDX evaluation: {html.escape(title)}</title><style>{_STYLE} .thumb{{width:128px;image-rendering:pixelated}}</style></head>
 <body><h1>3DDX evaluation: {html.escape(title)}</h1>

@@ -79,7 +79,7 @@ class ServeSettings:
     timeout_s: float = 120.0
     max_upload_mb: float = 64.0
     keep_jobs: int = 200
-    retry_after_s: int = 5
+    retry_after_s: int = 2
 
     def check(self) -> None:
         """Refuse settings that would expose the app or cannot work, in one line."""

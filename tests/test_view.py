@@ -196,3 +196,17 @@ def test_the_demo_view_in_a_real_browser(browser, demo_out, tmp_path):
     page.close()
     assert problems == []
     assert requests and all(u.startswith(("file://", "data:", "blob:")) for u in requests), requests
+
+
+@pytest.mark.parametrize("frame, axis", [("world", "x (patient left), mm"), ("source", "x (columns), mm")])
+def test_predict_view_is_in_the_frame_of_the_meshes(frame, axis, tmp_path):
+    from threeddx.demo import example_path
+
+    out = tmp_path / "p"
+    assert main(["predict", str(example_path()), "--view", "--frame", frame, "--out", str(out)]) == 0
+    figure = _payload((out / "view.html").read_text())["figure"]
+    assert figure["layout"]["scene"]["xaxis"]["title"]["text"] == axis
+    pelvis = next(t for t in figure["data"] if t["meta"].get("bone") == "pelvis")
+    stl = trimesh.load(out / "pelvis.stl")
+    xyz = np.stack([_array(pelvis[a]) for a in "xyz"], -1)
+    assert np.allclose(xyz.min(0), stl.bounds[0], atol=0.01) and np.allclose(xyz.max(0), stl.bounds[1], atol=0.01)

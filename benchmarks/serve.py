@@ -8,7 +8,7 @@ and ``--requests`` clients start at once, each in its own thread: four in five
 upload the bundled example as a 16-bit PNG with its geometry JSON, one in five
 uploads uniform noise. A client that gets 503 waits the ``Retry-After`` it was
 given and asks again (at most 60 s in all); then it polls its job until it is
-done or failed and, for a hip, downloads the meshes.
+done or failed (at most 300 s) and, for a hip, downloads the meshes.
 
 Correct means: every hip job is done, with the same bones, vertex and face
 counts and volumes as an in-process ``reconstruct_image`` of the same files,
@@ -97,6 +97,9 @@ def client(base: str, files: dict, hip: bool, expected: dict, out: dict) -> None
             job = http.get(url).json()
             if job["status"] in ("done", "failed"):
                 break
+            if time.perf_counter() - t0 > 300:
+                out.update(ok=False, why=f"job not finished after 300 s: {job}", busy=busy)
+                return
             time.sleep(0.05)
         latency = time.perf_counter() - t0
         if hip:

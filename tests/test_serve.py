@@ -132,6 +132,20 @@ def test_a_non_hip_image_gets_predicts_refusal(predictor, tmp_path):
     assert "files" not in job
 
 
+@pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "RG3_UNCR.dcm"], ids=["chest-PA", "lower-leg-AP"])
+def test_a_real_non_hip_dicom_is_refused_as_predict_refuses_it(name, predictor, tmp_path):
+    """pydicom-data's real radiographs (their spacing tags are 0, so a geometry is declared): read, then refused."""
+    from test_predict import _nominal_geometry_for, _pydicom_data
+
+    path = _pydicom_data(name)
+    with _client(predictor, tmp_path) as client:
+        r = client.post("/predict", files={"image": ("x", path.read_bytes()),
+                                           "geometry": ("g", _nominal_geometry_for(path, tmp_path).read_bytes())})
+        assert r.status_code == 202, r.text
+        job = _wait(client, r.json()["id"])
+    assert job["status"] == "failed" and job["error"].startswith("no hip anatomy found in upload.dcm"), job
+
+
 @pytest.mark.parametrize("headers, query, status", [
     ({}, "", 401),
     ({"Authorization": "Bearer wrong-token-wrong-token"}, "", 401),
@@ -225,9 +239,11 @@ def test_serve_on_a_public_address_without_a_token_is_one_line(capsys, monkeypat
     assert "--token" in err and len(err.splitlines()) == 1
 
 
-@pytest.mark.parametrize("head, suffix", [(b"\x89PNG\r\n\x1a\n" + b"\0" * 124, ".png"), (b"II*\x00" + b"\0" * 128, ".tif"),
-                                          (b"\xff\xd8\xff\xe0" + b"\0" * 128, ".jpg"),
-                                          (b"\0" * 128 + b"DICM", ".dcm"), (b"GIF89a" + b"\0" * 126, None)])
+@pytest.mark.parametrize("head, suffix", [
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 124, ".png"), (b"II*\x00" + b"\0" * 128, ".tif"),
+    (b"\xff\xd8\xff\xe0" + b"\0" * 128, ".jpg"), (b"\0" * 128 + b"DICM", ".dcm"),
+    (b"II*\x00" + b"\0" * 124 + b"DICM", ".dcm"),  # a TIFF header in the DICOM preamble: DICOM
+    (b"GIF89a" + b"\0" * 126, None)])
 def test_uploads_are_known_by_their_bytes(head, suffix):
     assert sniff_image(head) == suffix
 

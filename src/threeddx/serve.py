@@ -133,15 +133,18 @@ class Job:
 
 
 def sniff_image(head: bytes) -> str | None:
-    """The suffix for an upload's first bytes (PNG, TIFF, JPEG, DICOM), or None when it is none of them."""
+    """The suffix for an upload's first bytes (PNG, TIFF, JPEG, DICOM), or None when it is none of them.
+
+    DICOM first: its 128-byte preamble is free, and some files carry a TIFF header there.
+    """
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return ".dcm"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return ".png"
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return ".tif"
     if head.startswith(b"\xff\xd8\xff"):
         return ".jpg"
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return ".dcm"
     return None
 
 

@@ -121,7 +121,7 @@ def test_view_rewrites_a_result_from_its_files(demo_out, tmp_path):
     assert main(["view", str(folder)]) == 0
     data = load_view_data(folder)
     assert set(data.meshes) == set(BONES) and set(data.truth) == set(BONES)
-    assert _payload((folder / "view.html").read_text())["has_truth"]
+    assert _payload((folder / "view.html").read_text(encoding="utf-8"))["has_truth"]
 
 
 @pytest.mark.parametrize("make, message", [
@@ -140,7 +140,7 @@ def test_evaluate_view_writes_a_gallery_of_linked_views(small_sim, tmp_path):
     out = tmp_path / "ev"
     assert main(["evaluate", "--data", str(small_sim), "--oracle", "--split", "val",
                  "--limit", "2", "--view", "--out", str(out)]) == 0
-    page = (out / "gallery.html").read_text()
+    page = (out / "gallery.html").read_text(encoding="utf-8")
     links = re.findall(r'<a href="(views/[^"]+\.html)"><img', page)
     assert len(links) == 2 and all((out / link).stat().st_size > 1000 for link in links)
     assert (out / "views" / "plotly.min.js").stat().st_size > 1e6  # shared by the case pages
@@ -204,7 +204,7 @@ def test_predict_view_is_in_the_frame_of_the_meshes(frame, axis, tmp_path):
 
     out = tmp_path / "p"
     assert main(["predict", str(example_path()), "--view", "--frame", frame, "--out", str(out)]) == 0
-    figure = _payload((out / "view.html").read_text())["figure"]
+    figure = _payload((out / "view.html").read_text(encoding="utf-8"))["figure"]
     assert figure["layout"]["scene"]["xaxis"]["title"]["text"] == axis
     pelvis = next(t for t in figure["data"] if t["meta"].get("bone") == "pelvis")
     stl = trimesh.load(out / "pelvis.stl")

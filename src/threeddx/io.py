@@ -287,9 +287,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def save_npz_atomic(path: str | Path, **arrays) -> None:
+    """``np.savez_compressed``'s format, written atomically and reproducibly.
+
+    Every member carries the same fixed time stamp (numpy's own writer stamps the
+    current time), so the same arrays give the same bytes: a dataset rebuilt, or
+    a task rerun by another Dask worker, is byte-identical.
+    """
+    import zipfile
+
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, value in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with zf.open(info, "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
 # ------------------------------------------------------------ result folders

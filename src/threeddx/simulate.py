@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
-import multiprocessing as mp
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -210,24 +209,21 @@ def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
     return written
 
 
-def _worker_init(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _run_job(args) -> tuple[str, int]:
-    settings, job, out = args
-    return job.subject_id, run_subject(settings, job, out)
-
-
 def _cache_job(k: int) -> int:
     load_shape(k)
     return k
 
 
 # ------------------------------------------------------------------- driver
-def check_settings(out: Path, settings: SimSettings) -> None:
+def _defaults(settings) -> dict:
+    """A settings dataclass's field defaults (None for a field without one)."""
+    from dataclasses import MISSING, fields
+
+    return {f.name: f.default if f.default is not MISSING else
+            f.default_factory() if f.default_factory is not MISSING else None for f in fields(settings)}
+
+
+def check_settings(out: Path, settings) -> None:
     """Write settings.json, or refuse a folder made with other settings."""
     path = out / "settings.json"
     mine = asdict(settings)
@@ -237,7 +233,7 @@ def check_settings(out: Path, settings: SimSettings) -> None:
         except json.JSONDecodeError:
             raise InputError(f"{path} is not valid JSON; is {out} a simulator folder?") from None
         # settings added later (with a default that changes nothing) are absent from older folders
-        defaults = asdict(SimSettings())
+        defaults = _defaults(settings)
         theirs = {k: theirs.get(k, defaults[k]) for k in mine}
         diff = [f"{k}: {theirs.get(k)!r} there, {v!r} now" for k, v in mine.items() if theirs.get(k) != v]
         if diff:
@@ -272,9 +268,14 @@ def _remove_stale_temporaries(out: Path) -> None:
             p.unlink()
 
 
-def simulate(settings: SimSettings, out: Path, workers: int = 1, progress: bool = True) -> Path:
-    """Run (or resume) a simulation into ``out``; returns the manifest's path."""
-    from tqdm.auto import tqdm
+def simulate(settings: SimSettings, out: Path, workers: int = 1, progress: bool = True,
+             scheduler: str | None = None) -> Path:
+    """Run (or resume) a simulation into ``out``; returns the manifest's path.
+
+    ``workers`` > 1 runs a local Dask cluster, ``scheduler`` submits to a running one
+    (:func:`threeddx.cluster.map_tasks`); every subject is one task.
+    """
+    from .cluster import map_tasks
 
     settings.check()
     out = Path(out)
@@ -283,29 +284,15 @@ def simulate(settings: SimSettings, out: Path, workers: int = 1, progress: bool 
     jobs = plan(settings)
     todo = [j for j in jobs if not subject_complete(out, settings, j)]
     workers = max(1, min(workers, len(todo) or 1))
-    threads = max(1, (os.cpu_count() or 1) // workers)
     need = sorted({j.index for j in todo if j.source == "llp26"} | (set(training_subjects(settings)) if settings.random_subjects else set()))
     t0 = time.perf_counter()
-    if workers == 1:
-        _worker_init(threads)
-        for k in tqdm(need, desc="shapes", unit="subject", disable=None if progress and need else True, leave=False):
-            load_shape(k)
-        with tqdm(total=len(todo), desc="simulate", unit="subject", disable=None if progress else True) as bar:
-            for j in todo:
-                run_subject(settings, j, out)
-                bar.update()
-    else:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(workers, initializer=_worker_init, initargs=(threads,), maxtasksperchild=None) as pool:
-            for _ in tqdm(pool.imap_unordered(_cache_job, need), total=len(need), desc="shapes", unit="subject",
-                          disable=None if progress and need else True, leave=False):
-                pass
-            args = [(settings, j, out) for j in todo]
-            for _ in tqdm(pool.imap_unordered(_run_job, args), total=len(args), desc="simulate", unit="subject",
-                          disable=None if progress else True):
-                pass
-            pool.close()  # let the workers exit by themselves (terminate() leaks their semaphores)
-            pool.join()
+    for _ in map_tasks(_cache_job, [(k,) for k in need], workers, scheduler, desc="shapes", unit="subject",
+                       progress=progress and bool(need)):
+        pass
+    for _ in map_tasks(run_subject, [(settings, j, out) for j in todo], workers, scheduler, desc="simulate",
+                       unit="subject", progress=progress):
+        pass
+    _remove_stale_temporaries(out)  # a task of a killed worker, rerun elsewhere, may leave one
     manifest = write_manifest(out, settings, jobs)
     if progress:
         n = len(jobs) * settings.poses

@@ -22,10 +22,19 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--random-subjects", type=int, default=0, help="random PCA shapes (training split)")
     p.add_argument("--poses", type=int, default=4, help="views per subject (default 4)")
     p.add_argument("--size", type=int, default=256, help="detector pixels per side (default 256)")
-    p.add_argument("--bones", nargs="+", default=None, help="bones (default: pelvis sacrum femur_left femur_right)")
+    p.add_argument("--bones", nargs="+", default=None,
+                   help="bones (default: pelvis sacrum femur_left femur_right; with --cts/--ct-dir as in 3ddx render: "
+                   "TotalSegmentator names, groups such as pelvis or spine, NAME=ID+ID; default pelvis femur_left "
+                   "femur_right)")
     p.add_argument("--voxel-mm", type=float, default=1.0, help="synthetic CT voxel size (default 1 mm)")
     p.add_argument("--write-ct", action="store_true", help="also write each subject's CT and labels as NIfTI")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes of a local Dask cluster (default 1: no cluster, this process)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://HOST:8786) to submit to; its "
+                   "workers must see --out and the inputs at the same paths")
+    p.add_argument("--cts", type=Path, help="a CT collection: CSV with case_id, ct, labels[, split] (README)")
+    p.add_argument("--ct-dir", type=Path, help="a CT collection as a folder (CASE/ct.nii.gz + CASE/labels.nii.gz, ...)")
+    p.add_argument("--label-table", help="with --cts/--ct-dir: CSV id,name of the label maps (default TotalSegmentator v2)")
     p.add_argument("--seed", type=int, default=0, help="seed of shapes, tissues and poses (default 0)")
     p.add_argument("--body", nargs="+", default=[], metavar="KEY=VALUE",
                    help="fix body parameters for every subject, e.g. fat_mm=80 thigh_spread_mm=-25 zip=1 "
@@ -38,6 +47,10 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise InputError("--workers must be at least 1")
+    if args.cts is not None or args.ct_dir is not None:
+        return run_collection(args)
     from ..anatomy import DEFAULT_BONES, parse_subject_range
     from ..phantom import parse_body_overrides
     from ..simulate import SimSettings, simulate
@@ -55,7 +68,22 @@ def run(args: argparse.Namespace) -> int:
         sdd_mm=args.sdd_mm,
         beam_offset_mm=args.beam_offset_mm,
     )
-    if args.workers < 1:
-        raise InputError("--workers must be at least 1")
-    simulate(settings, args.out, workers=args.workers)
+    simulate(settings, args.out, workers=args.workers, scheduler=args.scheduler)
+    return 0
+
+
+def run_collection(args: argparse.Namespace) -> int:
+    """``--cts`` / ``--ct-dir``: the user's CTs instead of synthetic bodies (:mod:`threeddx.collection`)."""
+    from ..collection import collection_settings, simulate_collection
+    from ..io import DEFAULT_BONES
+
+    synthetic_only = [o for o, v in (("--random-subjects", args.random_subjects), ("--write-ct", args.write_ct),
+                                     ("--body", args.body), ("--beam-offset-mm", args.beam_offset_mm),
+                                     ("--voxel-mm", args.voxel_mm != 1.0)) if v]
+    if synthetic_only:
+        raise InputError(f"{', '.join(synthetic_only)}: only for synthetic bodies, not with --cts/--ct-dir")
+    settings = collection_settings(args.cts, args.ct_dir, bones=list(args.bones or DEFAULT_BONES),
+                                   label_table=args.label_table, poses=args.poses, size=args.size, seed=args.seed,
+                                   sdd_mm=args.sdd_mm)
+    simulate_collection(settings, args.out, workers=args.workers, scheduler=args.scheduler)
     return 0

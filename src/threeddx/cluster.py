@@ -1,0 +1,95 @@
+"""Where many independent tasks run: this process, a local Dask cluster, or a running Dask cluster.
+
+One call, :func:`map_tasks`, for the simulator (a subject or a CT case per
+task) and for evaluation (an image per task):
+
+* ``workers=1`` and no ``scheduler``: in this process, in order (no Dask
+  needed; what a laptop run and the tests use);
+* ``workers=N``: a :class:`dask.distributed.LocalCluster` of N worker
+  processes on this machine, one thread each (torch and NumPy inside a task
+  use the cores given by ``threads``);
+* ``scheduler="tcp://HOST:8786"``: the tasks are submitted to a running Dask
+  cluster, e.g. one started on a SLURM allocation with dask-jobqueue
+  (README, "From 600 CTs to a model"). The workers must reach the same
+  files (a shared file system) and have 3ddx installed.
+
+Dask, not a home-made scheduler, decides where each task runs, and reruns the
+task of a worker that dies on another worker (``distributed``'s
+``allowed-failures``, 3 by default). Our tasks write every file atomically and
+are deterministic, so a rerun task writes the same bytes; the results come back
+in completion order, each with its own key, and a progress bar follows the
+futures as they finish.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterator, Sequence
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def _call(fn: Callable, args: tuple, threads: int):
+    """A task as Dask runs it: the thread count set first (a worker process may be fresh)."""
+    _set_threads(threads)
+    return fn(*args)
+
+
+def map_tasks(fn: Callable, arg_list: Sequence[tuple], workers: int = 1, scheduler: str | None = None,
+              desc: str = "tasks", unit: str = "task", progress: bool = True,
+              threads: int | None = None) -> Iterator[Any]:
+    """``fn(*args)`` for every ``args`` of ``arg_list``, yielded as they finish (module doc).
+
+    ``threads``: torch threads per task (default: this machine's cores divided by the workers).
+    A task that raises stops the run with its exception, as in a plain loop.
+    """
+    from tqdm.auto import tqdm
+
+    from .errors import InputError
+
+    if workers < 1:
+        raise InputError("--workers must be at least 1")
+    if not arg_list:
+        return
+    bar = tqdm(total=len(arg_list), desc=desc, unit=unit, disable=None if progress else True)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    try:
+        if workers == 1 and scheduler is None:
+            _set_threads(threads)
+            for args in arg_list:
+                yield fn(*args)
+                bar.update()
+            return
+        try:
+            from dask.distributed import Client, LocalCluster, as_completed
+        except ImportError:
+            raise InputError("--workers N and --scheduler need Dask: pip install 'dask[distributed]'") from None
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # dashboard and port notices of a local cluster
+            if scheduler is not None:
+                try:
+                    client = Client(scheduler, timeout="30s")
+                except (OSError, TimeoutError) as e:
+                    raise InputError(f"--scheduler {scheduler}: cannot reach a Dask scheduler ({e})") from None
+                cluster = None
+            else:
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+                client = Client(cluster)
+        try:
+            futures = [client.submit(_call, fn, args, threads, pure=False) for args in arg_list]
+            for future in as_completed(futures):
+                yield future.result()
+                bar.update()
+                future.release()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    finally:
+        bar.close()

@@ -15,3 +15,22 @@ def test_evaluate_oracle_and_checkpoint(small_sim, tiny_ckpt, tmp_path):
     assert len(rows) == 1 + 2 * 3
     net = evaluate(small_sim, tmp_path / "net", tiny_ckpt, split="val", limit=1, progress=False)
     assert net["images"] == 1 and set(net["bones"]) >= {"pelvis", "femur"}
+
+
+def test_evaluate_on_a_local_dask_cluster_gives_the_one_process_tables(small_sim, tmp_path):
+    """Images as Dask tasks (two worker processes, each loading the model once): the same rows, in order
+    (equal up to float rounding: a worker's torch runs on one thread, this process's on two)."""
+    import csv
+
+    import pytest
+
+    from threeddx.evaluate import evaluate
+
+    a = evaluate(small_sim, tmp_path / "one", "dualface", split="train", limit=2, progress=False)
+    b = evaluate(small_sim, tmp_path / "dask", "dualface", split="train", limit=2, progress=False, workers=2)
+    assert a["images"] == b["images"] == 2
+    for bone, row in a["bones"].items():
+        for key, value in row.items():
+            assert b["bones"][bone][key] == (value if value is None else pytest.approx(value, rel=1e-4, abs=1e-6))
+    ra, rb = (list(csv.DictReader(open(tmp_path / d / "results.csv"))) for d in ("one", "dask"))
+    assert [(r["sample_id"], r["bone"], r["status"]) for r in ra] == [(r["sample_id"], r["bone"], r["status"]) for r in rb]

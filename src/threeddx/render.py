@@ -47,8 +47,18 @@ MU_WATER_PER_MM = 0.02
 
 
 def hu_to_mu(hu: np.ndarray, mu_water: float = MU_WATER_PER_MM) -> np.ndarray:
-    """Hounsfield units -> linear attenuation (1/mm), clamped at 0 (air, padding)."""
-    return (mu_water * np.maximum(0.0, 1.0 + np.asarray(hu, dtype=np.float32) / 1000.0)).astype(np.float32)
+    """Hounsfield units -> linear attenuation (1/mm), clamped at 0 (air, padding).
+
+    Slab by slab along the first axis, so the temporaries stay small (element-wise: the same numbers).
+    """
+    h = np.asarray(hu, dtype=np.float32)
+    if h.ndim < 2:
+        return (mu_water * np.maximum(0.0, 1.0 + h / 1000.0)).astype(np.float32)
+    out = np.empty(h.shape, np.float32)
+    step = max(1, (1 << 18) // int(np.prod(h.shape[1:])))
+    for k in range(0, h.shape[0], step):
+        out[k:k + step] = mu_water * np.maximum(0.0, 1.0 + h[k:k + step] / 1000.0)
+    return out
 
 
 @dataclass

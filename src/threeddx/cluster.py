@@ -78,8 +78,10 @@ def map_tasks(fn: Callable, arg_list: Sequence[tuple], workers: int = 1, schedul
                     raise InputError(f"--scheduler {scheduler}: cannot reach a Dask scheduler ({e})") from None
                 cluster = None
             else:
+                # memory_limit=0: no Dask memory manager; a synthetic subject at 1 mm needs ~4 GB at its peak, and
+                # Dask's default share (memory / workers) would restart workers mid-task on small machines
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address=None, memory_limit=0)
                 client = Client(cluster)
         try:
             futures = [client.submit(_call, fn, args, threads, pure=False) for args in arg_list]

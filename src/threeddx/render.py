@@ -98,7 +98,24 @@ class Scene:
             return hit[1]
         stack = _slices(torch.as_tensor(array, device=device), axis)
         self._cache[key] = ((axis, str(device)), stack)
+        if stack.device.type == "cpu":
+            self._share(array, stack, axis)
         return stack
+
+    def _share(self, array: np.ndarray, stack: torch.Tensor, axis: int) -> None:
+        """Make the scene's own volume a (z, y, x) view of its CPU stack: one copy in memory, not two.
+
+        The values are the same; a later view along another axis copies from the view.
+        """
+        b, c = [k for k in range(3) if k != axis]
+        order = (2 - axis, 2 - c, 2 - b)
+        view = stack[:, 0].permute(*np.argsort(order)).numpy()
+        if array is self.mu:
+            self.mu = view
+        elif self.materials:
+            for name, a in self.materials.items():
+                if a is array:
+                    self.materials[name] = view
 
     @property
     def bone_names(self) -> list[str]:

@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--before", help="also run the code of this git revision, first")
+    ap.add_argument("--before-workers", type=int, nargs="+",
+                    help="worker counts for --before (default: --workers; the old code's memory may not allow 4)")
     ap.add_argument("--voxel-mm", type=float, default=1.0, help="synthetic CT voxel size (default 1 mm)")
     args = ap.parse_args()
 
@@ -85,10 +87,11 @@ def main() -> None:
     print("| code | workers | wall s | samples/s | s/subject | peak MB / process |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        codes = [(f"before ({args.before})", worktree(args.before, Path(tmp) / "before"))] if args.before else []
-        codes.append(("this checkout", None))
-        for label, src in codes:
-            for w in args.workers:
+        codes = [(f"before ({args.before})", worktree(args.before, Path(tmp) / "before"),
+                  args.before_workers or args.workers)] if args.before else []
+        codes.append(("this checkout", None, args.workers))
+        for label, src, counts in codes:
+            for w in counts:
                 wall, peak = run(args.subjects, args.poses, args.size, w, src, args.voxel_mm)
                 print(f"| {label} | {w} | {wall:.1f} | {n / wall:.2f} | {wall / len(ids):.1f} | {peak:.0f} |",
                       flush=True)

@@ -207,7 +207,7 @@ def test_the_bundled_chest_ct_is_a_collection_and_trains(tmp_path):
 
 
 # --------------------------------------------------------------- Dask
-def test_a_killed_dask_worker_changes_no_byte(collection, simulated, tmp_path):
+def test_a_killed_dask_worker_changes_no_byte(collection, simulated, tmp_path, monkeypatch):
     """A scheduler and two worker processes on localhost; one worker is killed while it runs a case.
     Dask reruns the case elsewhere and the dataset equals the one-process run byte for byte."""
     pytest.importorskip("dask.distributed")
@@ -218,6 +218,12 @@ def test_a_killed_dask_worker_changes_no_byte(collection, simulated, tmp_path):
     settings = collection_settings(None, collection, bones=["blob=1", "ball=2"], size=64, poses=3)
     out = tmp_path / "dask"
     killed = []
+    for key, value in os.environ.items():  # the nannies set OMP_NUM_THREADS=1 and kin here: undone after the test
+        monkeypatch.setenv(key, value)
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_"):
+        if key not in os.environ:
+            monkeypatch.setenv(key, "")
+            monkeypatch.delenv(key)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         pids = client.run(os.getpid)

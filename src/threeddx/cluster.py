@@ -69,6 +69,9 @@ def map_tasks(fn: Callable, arg_list: Sequence[tuple], workers: int = 1, schedul
             raise InputError("--workers N and --scheduler need Dask: pip install 'dask[distributed]'") from None
         import warnings
 
+        # Dask's nannies set OMP_NUM_THREADS=1 and kin in this process's environment for their workers and
+        # leave them there: every later subprocess of the caller would run single-threaded. Put them back.
+        environ = dict(os.environ)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # dashboard and port notices of a local cluster
             if scheduler is not None:
@@ -93,5 +96,8 @@ def map_tasks(fn: Callable, arg_list: Sequence[tuple], workers: int = 1, schedul
             client.close()
             if cluster is not None:
                 cluster.close()
+            for key in set(os.environ) - set(environ):
+                del os.environ[key]
+            os.environ.update(environ)
     finally:
         bar.close()

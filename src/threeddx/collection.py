@@ -187,6 +187,8 @@ def collection_settings(cts: str | Path | None, ct_dir: str | Path | None, **kw)
         raise InputError("give one of --cts TABLE.csv and --ct-dir DIR")
     cases = read_table(cts) if cts is not None else find_cases(ct_dir)
     cases = assign_splits(cases, kw.get("split_seed", 0))
+    if kw.get("label_table"):  # a Dask worker may run in another folder
+        kw["label_table"] = str(Path(kw["label_table"]).resolve())
     settings = CollectionSettings(source=str(Path(cts or ct_dir).resolve()), cases=[asdict(c) for c in cases], **kw)
     settings.check()
     parse_bones(settings.bones, load_label_table(settings.label_table))  # a mistyped bone fails now, not per case

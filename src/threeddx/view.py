@@ -312,7 +312,7 @@ def view_page(data: ViewData, plotly_src: str | None = None) -> str:
     figure, colouring = scene_figure(data)
     base, layers = mask_layers(data.image, data.masks)
     has_truth = bool(data.truth)
-    bones_found = [b for b in data.bones if b in data.meshes]
+    bones_found = [b for b in data.bones if b in data.meshes or (data.truth and b in data.truth)]  # a 3D toggle each
     masks_html = "".join(f'<img class="mask" data-bone="{html.escape(b)}" alt="{html.escape(b)} mask" src="{u}">'
                          for b, u in zip(data.bones, layers))
     toggles = "".join(

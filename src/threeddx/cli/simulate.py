@@ -14,7 +14,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         description=(
             "Build a training set from the LLP26 adult shapes (subjects 0-21; 22-25 are reserved "
             "and refused) and random shapes from a PCA of the training subjects: a synthetic CT per "
-            "subject, rendered at seeded AP poses. Resumable: run the same command again to finish."
+            "subject, rendered at seeded AP poses. Or, with --cts/--ct-dir, from your own CTs and label "
+            "maps. Resumable: run the same command again to finish."
         ),
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")

@@ -87,8 +87,9 @@ class Scene:
     mu_water: float = MU_WATER_PER_MM  # the mu of water used to make ``mu`` (1/mm)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def slice_stack(self, key: str, array: np.ndarray, axis: int, device: torch.device) -> torch.Tensor:
-        """``array`` as a stack of slices along ``axis`` on ``device``, kept for the next view.
+    def slice_stack(self, key: str, arrays, axis: int, device: torch.device) -> torch.Tensor:
+        """``arrays`` (one (z, y, x) volume, or a list of them as channels) as a (S, C, n_c, n_b) stack of
+        slices along ``axis`` on ``device``, kept for the next view.
 
         Rendering many poses of one scene (the simulator) reuses the stack as
         long as the dominant axis stays the same; one stack per key is kept.
@@ -96,10 +97,20 @@ class Scene:
         hit = self._cache.get(key)
         if hit is not None and hit[0] == (axis, str(device)):
             return hit[1]
-        stack = _slices(torch.as_tensor(array, device=device), axis)
+        arrays = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
+        first = _slices(torch.as_tensor(arrays[0], device=device), axis)
+        if len(arrays) == 1:
+            stack = first
+        else:
+            stack = torch.empty((first.shape[0], len(arrays), *first.shape[2:]), dtype=first.dtype, device=device)
+            stack[:, 0] = first[:, 0]
+            del first
+            for c, a in enumerate(arrays[1:], start=1):
+                stack[:, c] = _slices(torch.as_tensor(a, device=device), axis)[:, 0]
         self._cache[key] = ((axis, str(device)), stack)
         if stack.device.type == "cpu":
-            self._share(array, stack, axis)
+            for c, a in enumerate(arrays):
+                self._share(a, stack[:, c:c + 1], axis)
         return stack
 
     def _share(self, array: np.ndarray, stack: torch.Tensor, axis: int) -> None:
@@ -265,13 +276,13 @@ def _norm(p: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _sample_slices(slices: torch.Tensor, rays: _Rays, ray_idx: torch.Tensor, s0: int, s1: int) -> torch.Tensor:
-    """Bilinear samples of slices ``s0 .. s1-1`` along rays ``ray_idx`` (N,) -> (S, N)."""
+    """Bilinear samples of slices ``s0 .. s1-1`` along rays ``ray_idx`` (N,) -> (S, C, N), C the channels."""
     base = rays.grid_base[ray_idx]  # (N, 2), grid_sample units
     slope = rays.grid_slope[ray_idx]
     s = torch.arange(s0, s1, device=base.device, dtype=torch.float32)[:, None, None]
     grid = torch.addcmul(base[None], s, slope[None])  # (S, N, 2)
     out = F.grid_sample(slices[s0:s1], grid[:, None], mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out[:, 0, 0, :]
+    return out[:, :, 0, :]
 
 
 def _sample_volume(vol5: torch.Tensor, rays: _Rays, ray_idx: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -310,24 +321,26 @@ def _check_in_front(geometry: XrayGeometry, index_to_world: np.ndarray, shape_zy
 
 
 def _drr(scene: Scene, geometry: XrayGeometry, device: torch.device, max_samples: int, bar,
-         key: str = "mu", array: np.ndarray | None = None) -> np.ndarray:
-    """Line integral (sum of value x path length in mm) of ``array`` (default: the attenuation) per pixel."""
+         key: str = "mu", arrays: list[np.ndarray] | None = None) -> np.ndarray:
+    """Line integrals (sum of value x path length in mm) per pixel, (C, H, W): one per volume of ``arrays``
+    (default: the attenuation). The channels share the rays and every interpolation weight, so one pass
+    renders them all; each channel's numbers are those of a pass of its own."""
     rays = _rays_in_grid(geometry, np.linalg.inv(scene.index_to_world), device)
-    slices = scene.slice_stack(key, scene.mu if array is None else array, rays.axis, device)
+    slices = scene.slice_stack(key, [scene.mu] if arrays is None else arrays, rays.axis, device)
     rays.for_slices(slices)
-    n_slices = slices.shape[0]
+    n_slices, n_ch = slices.shape[0], slices.shape[1]
     n_rays = rays.base.shape[0]
-    out = torch.zeros(n_rays, dtype=torch.float64, device=device)
+    out = torch.zeros((n_ch, n_rays), dtype=torch.float64, device=device)
     chunk = max(1, min(n_rays, max_samples // 64))
     s_batch = max(1, max_samples // chunk)
     for r0 in range(0, n_rays, chunk):
         ridx = torch.arange(r0, min(n_rays, r0 + chunk), device=device)
-        acc = torch.zeros(len(ridx), dtype=torch.float32, device=device)
+        acc = torch.zeros((n_ch, len(ridx)), dtype=torch.float32, device=device)
         for s0 in range(0, n_slices, s_batch):
             acc += _sample_slices(slices, rays, ridx, s0, min(n_slices, s0 + s_batch)).sum(0)
-        out[ridx] = acc.to(torch.float64) * rays.dt[ridx].abs()
-        bar.update(len(ridx))
-    return out.reshape(geometry.detector_shape).cpu().numpy()
+        out[:, ridx] = acc.to(torch.float64) * rays.dt[ridx].abs()
+        bar.update(len(ridx) * n_ch)
+    return out.reshape(n_ch, *geometry.detector_shape).cpu().numpy()
 
 
 def _bisect(
@@ -379,7 +392,7 @@ def _bone_faces(
     bar.update(n_rays - len(candidates))  # rays that miss the bone's box are done
     for r0 in range(0, len(candidates), chunk):
         ridx = candidates[r0 : r0 + chunk]
-        prof = _sample_slices(slices, rays, ridx, 0, n_slices)  # (S, N)
+        prof = _sample_slices(slices, rays, ridx, 0, n_slices)[:, 0]  # (S, N)
         if reverse:
             prof = prof.flip(0)  # now along increasing t
         inside = prof >= 0.5
@@ -446,12 +459,11 @@ def render(
             if mats:
                 from .physics import RELATIVE_ATTENUATION_PER_DENSITY
 
-                # (g/cm^3) x mm -> g/cm^2: x 0.1
-                mat_maps = np.stack([0.1 * _drr(scene, geometry, device, max_samples, bar, "mat:" + m, a)
-                                     for m, a in mats.items()])
+                # (g/cm^3) x mm -> g/cm^2: x 0.1; one pass for every material
+                mat_maps = 0.1 * _drr(scene, geometry, device, max_samples, bar, "materials", list(mats.values()))
                 li = scene.mu_water * 10.0 * sum(RELATIVE_ATTENUATION_PER_DENSITY[m] * mat_maps[i] for i, m in enumerate(mats))
             elif drr:
-                li = _drr(scene, geometry, device, max_samples, bar)
+                li = _drr(scene, geometry, device, max_samples, bar)[0]
             else:
                 li = np.zeros(geometry.detector_shape)
             c = len(scene.bones)

@@ -43,7 +43,8 @@ def map_tasks(fn: Callable, arg_list: Sequence[tuple], workers: int = 1, schedul
               threads: int | None = None) -> Iterator[Any]:
     """``fn(*args)`` for every ``args`` of ``arg_list``, yielded as they finish (module doc).
 
-    ``threads``: torch threads per task (default: this machine's cores divided by the workers).
+    ``threads``: torch threads per task (default: this machine's cores divided by the workers; 1 on a
+    running cluster, whose workers are usually one per core).
     A task that raises stops the run with its exception, as in a plain loop.
     """
     from tqdm.auto import tqdm
@@ -55,7 +56,7 @@ def map_tasks(fn: Callable, arg_list: Sequence[tuple], workers: int = 1, schedul
     if not arg_list:
         return
     bar = tqdm(total=len(arg_list), desc=desc, unit=unit, disable=None if progress else True)
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or (1 if scheduler else max(1, (os.cpu_count() or 1) // workers))
     try:
         if workers == 1 and scheduler is None:
             _set_threads(threads)
@@ -81,7 +82,7 @@ def map_tasks(fn: Callable, arg_list: Sequence[tuple], workers: int = 1, schedul
                     raise InputError(f"--scheduler {scheduler}: cannot reach a Dask scheduler ({e})") from None
                 cluster = None
             else:
-                # memory_limit=0: no Dask memory manager; a synthetic subject at 1 mm needs ~4 GB at its peak, and
+                # memory_limit=0: no Dask memory manager; a synthetic subject at 1 mm needs ~3 GB at its peak, and
                 # Dask's default share (memory / workers) would restart workers mid-task on small machines
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                        dashboard_address=None, memory_limit=0)

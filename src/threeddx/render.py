@@ -88,29 +88,37 @@ class Scene:
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def slice_stack(self, key: str, arrays, axis: int, device: torch.device) -> torch.Tensor:
-        """``arrays`` (one (z, y, x) volume, or a list of them as channels) as a (S, C, n_c, n_b) stack of
-        slices along ``axis`` on ``device``, kept for the next view.
+        """Volumes as a (S, C, n_c, n_b) stack of slices along index ``axis`` on ``device``, kept for the next view.
 
+        Index axis m is array dimension 2 - m; a slice's columns run along the smaller remaining index
+        axis b, its rows along c.
+
+        ``arrays``: one (z, y, x) array, or a list of channels, each an array or the name of one of the
+        scene's own volumes (``"mu"`` or a material), fetched only when copied so that, on a CPU, each
+        is replaced by a view of its channel at once (one copy in memory at any time, not two).
         Rendering many poses of one scene (the simulator) reuses the stack as
         long as the dominant axis stays the same; one stack per key is kept.
         """
         hit = self._cache.get(key)
         if hit is not None and hit[0] == (axis, str(device)):
             return hit[1]
-        arrays = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
-        first = _slices(torch.as_tensor(arrays[0], device=device), axis)
-        if len(arrays) == 1:
-            stack = first
-        else:
-            stack = torch.empty((first.shape[0], len(arrays), *first.shape[2:]), dtype=first.dtype, device=device)
-            stack[:, 0] = first[:, 0]
-            del first
-            for c, a in enumerate(arrays[1:], start=1):
-                stack[:, c] = _slices(torch.as_tensor(a, device=device), axis)[:, 0]
+        channels = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
+        def volume(ch):
+            if isinstance(ch, str):
+                return self.mu if ch == "mu" else self.materials[ch]
+            return ch
+
+        shape = volume(channels[0]).shape  # (z, y, x)
+        b, c = [k for k in range(3) if k != axis]
+        order = (2 - axis, 2 - c, 2 - b)
+        dtype = torch.as_tensor(volume(channels[0])[:1, :1, :1]).dtype
+        stack = torch.empty((shape[order[0]], len(channels), shape[order[1]], shape[order[2]]), dtype=dtype,
+                            device=device)
+        for k, ch in enumerate(channels):
+            stack[:, k] = torch.as_tensor(volume(ch), device=device).permute(*order)
+            if stack.device.type == "cpu":
+                self._share(volume(ch), stack[:, k:k + 1], axis)
         self._cache[key] = ((axis, str(device)), stack)
-        if stack.device.type == "cpu":
-            for c, a in enumerate(arrays):
-                self._share(a, stack[:, c:c + 1], axis)
         return stack
 
     def _share(self, array: np.ndarray, stack: torch.Tensor, axis: int) -> None:
@@ -260,16 +268,6 @@ def _rays_in_grid(geometry: XrayGeometry, world_to_index: np.ndarray, device: to
     )
 
 
-def _slices(vol: torch.Tensor, axis: int) -> torch.Tensor:
-    """(z, y, x) volume -> (n_axis, 1, n_c, n_b) stack of 2D slices along index ``axis``.
-
-    Index axis m is array dimension 2 - m. The 2D slice's columns run along the
-    smaller remaining index axis b, its rows along c.
-    """
-    b, c = [k for k in range(3) if k != axis]
-    return vol.permute(2 - axis, 2 - c, 2 - b).contiguous().unsqueeze(1)
-
-
 def _norm(p: torch.Tensor, n: int) -> torch.Tensor:
     """Index -> grid_sample coordinate for align_corners=True."""
     return p * (2.0 / max(n - 1, 1)) - 1.0
@@ -321,12 +319,12 @@ def _check_in_front(geometry: XrayGeometry, index_to_world: np.ndarray, shape_zy
 
 
 def _drr(scene: Scene, geometry: XrayGeometry, device: torch.device, max_samples: int, bar,
-         key: str = "mu", arrays: list[np.ndarray] | None = None) -> np.ndarray:
+         key: str = "mu", arrays: list | None = None) -> np.ndarray:
     """Line integrals (sum of value x path length in mm) per pixel, (C, H, W): one per volume of ``arrays``
-    (default: the attenuation). The channels share the rays and every interpolation weight, so one pass
+    (:meth:`Scene.slice_stack`'s channels; default: the attenuation). The channels share the rays and every interpolation weight, so one pass
     renders them all; each channel's numbers are those of a pass of its own."""
     rays = _rays_in_grid(geometry, np.linalg.inv(scene.index_to_world), device)
-    slices = scene.slice_stack(key, [scene.mu] if arrays is None else arrays, rays.axis, device)
+    slices = scene.slice_stack(key, ["mu"] if arrays is None else arrays, rays.axis, device)
     rays.for_slices(slices)
     n_slices, n_ch = slices.shape[0], slices.shape[1]
     n_rays = rays.base.shape[0]
@@ -460,7 +458,7 @@ def render(
                 from .physics import RELATIVE_ATTENUATION_PER_DENSITY
 
                 # (g/cm^3) x mm -> g/cm^2: x 0.1; one pass for every material
-                mat_maps = 0.1 * _drr(scene, geometry, device, max_samples, bar, "materials", list(mats.values()))
+                mat_maps = 0.1 * _drr(scene, geometry, device, max_samples, bar, "materials", list(mats))
                 li = scene.mu_water * 10.0 * sum(RELATIVE_ATTENUATION_PER_DENSITY[m] * mat_maps[i] for i, m in enumerate(mats))
             elif drr:
                 li = _drr(scene, geometry, device, max_samples, bar)[0]

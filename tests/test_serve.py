@@ -239,6 +239,16 @@ def test_serve_on_a_public_address_without_a_token_is_one_line(capsys, monkeypat
     assert "--token" in err and len(err.splitlines()) == 1
 
 
+def test_serve_on_a_port_in_use_is_one_line(capsys):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"cannot listen on 127.0.0.1:{port}" in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize("head, suffix", [
     (b"\x89PNG\r\n\x1a\n" + b"\0" * 124, ".png"), (b"II*\x00" + b"\0" * 128, ".tif"),
     (b"\xff\xd8\xff\xe0" + b"\0" * 128, ".jpg"), (b"\0" * 128 + b"DICM", ".dcm"),

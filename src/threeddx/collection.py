@@ -35,7 +35,7 @@ real CTs too. Files: ``samples/CASE/pose_PP.npz`` (the render.npz format plus
 ``meshes/CASE/BONE.ply``; ``manifest.csv`` as for synthetic data.
 
 **Problems.** A case that cannot be used (unreadable, labels on another grid,
-a bone with no voxel, a bone outside every view) is skipped with one line on
+a bone with no voxel, a bone outside one of the views) is skipped with one line on
 stderr and a row in ``problems.csv`` (case id, paths, the problem); the run
 goes on and its summary counts them. A case's files are written only once all
 of its views are rendered, each file atomically, so a killed run leaves whole

@@ -433,6 +433,17 @@ def create_app(predictor, settings: ServeSettings | None = None, root: Path | No
     return app
 
 
+def check_port(settings: ServeSettings) -> None:
+    """Refuse, in one line, an address this machine cannot listen on (a port in use, a foreign address)."""
+    import socket
+
+    try:
+        with socket.create_server((settings.host, settings.port)):
+            pass
+    except OSError as e:
+        raise InputError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}") from None
+
+
 def serve(predictor, settings: ServeSettings) -> None:
     """Run the app with uvicorn until interrupted (``3ddx serve``)."""
     import uvicorn

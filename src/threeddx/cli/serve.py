@@ -31,11 +31,12 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..inference import Predictor
-    from ..serve import ServeSettings, serve
+    from ..serve import ServeSettings, check_port, serve
 
     settings = ServeSettings(host=args.host, port=args.port, token=args.token, workers=args.workers,
                              queue_size=args.queue, timeout_s=args.timeout, max_upload_mb=args.max_upload_mb)
     settings.check()  # before the model is loaded
+    check_port(settings)
     predictor = Predictor(args.checkpoint, device(args.device))
     where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
     print(f"3ddx serve: {where} (model {predictor.checkpoint}; {args.workers} worker(s), queue {args.queue}); "

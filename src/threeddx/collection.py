@@ -51,6 +51,7 @@ import sys
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -181,8 +182,6 @@ class CollectionSettings:
 
 def collection_settings(cts: str | Path | None, ct_dir: str | Path | None, **kw) -> CollectionSettings:
     """Settings for ``--cts TABLE`` or ``--ct-dir DIR``, the cases found and split, the bones checked."""
-    from .io import load_label_table, parse_bones
-
     if (cts is None) == (ct_dir is None):
         raise InputError("give one of --cts TABLE.csv and --ct-dir DIR")
     cases = read_table(cts) if cts is not None else find_cases(ct_dir)
@@ -191,7 +190,7 @@ def collection_settings(cts: str | Path | None, ct_dir: str | Path | None, **kw)
         kw["label_table"] = str(Path(kw["label_table"]).resolve())
     settings = CollectionSettings(source=str(Path(cts or ct_dir).resolve()), cases=[asdict(c) for c in cases], **kw)
     settings.check()
-    parse_bones(settings.bones, load_label_table(settings.label_table))  # a mistyped bone fails now, not per case
+    bone_labels(settings)  # a mistyped bone fails now, not per case
     return settings
 
 
@@ -228,28 +227,34 @@ def sample_path(out: Path, case_id: str, pose: int) -> Path:
 
 def case_complete(out: Path, settings: CollectionSettings, case: Case) -> bool:
     paths = [sample_path(out, case.case_id, p) for p in range(settings.poses)]
-    paths += [out / "meshes" / case.case_id / f"{b}.ply" for b in _bone_names(settings)]
+    paths += [out / "meshes" / case.case_id / f"{b}.ply" for b in bone_labels(settings)]
     return all(p.exists() for p in paths)
 
 
-def _bone_names(settings: CollectionSettings) -> list[str]:
+def bone_labels(settings: CollectionSettings) -> dict[str, tuple[int, ...]]:
+    """``--bones`` as label ids (:func:`threeddx.io.parse_bones`), read once per process and setting."""
+    return dict(_bone_labels(tuple(settings.bones), settings.label_table))
+
+
+@lru_cache(maxsize=8)
+def _bone_labels(bones: tuple[str, ...], label_table: str | None) -> tuple:
     from .io import load_label_table, parse_bones
 
-    return list(parse_bones(settings.bones, load_label_table(settings.label_table)))
+    return tuple(parse_bones(list(bones), load_label_table(label_table)).items())
 
 
 def run_case(settings: CollectionSettings, case: Case, out: Path) -> int:
     """Simulate one case's missing files; returns the samples written. Raises InputError for a case
     that cannot be used (nothing of it is written then)."""
     from .geometry import ISOCENTER_ABOVE_DETECTOR_MM, sample_pose, standard_ap_geometry
-    from .io import check_bones_present, load_ct, load_label_table, load_labels, parse_bones
+    from .io import check_bones_present, load_ct, load_labels
     from .render import bones_center_world, make_scene, render
     from .viz import save_preview
 
     out = Path(out)
     if case_complete(out, settings, case):
         return 0
-    bones = parse_bones(settings.bones, load_label_table(settings.label_table))
+    bones = bone_labels(settings)
     ct = load_ct(case.ct)
     labels = load_labels(case.labels, ct)
     check_bones_present(bones, labels)
@@ -332,12 +337,9 @@ def simulate_collection(settings: CollectionSettings, out: str | Path, workers: 
     (:func:`threeddx.cluster.map_tasks`); every case is one task.
     """
     from .cluster import map_tasks
-    from .simulate import _remove_stale_temporaries, check_settings
+    from .simulate import _remove_stale_temporaries, open_dataset_folder
 
-    settings.check()
-    out = Path(out)
-    check_settings(out, settings)
-    _remove_stale_temporaries(out)
+    out = open_dataset_folder(out, settings)
     cases = settings.case_list()
     t0 = time.perf_counter()
     todo = [c for c in cases if not case_complete(out, settings, c)]

@@ -213,6 +213,7 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
 
 def _case_view(folder: Path, task: EvalTask, row: dict, result: ImageResult, label: str):
     """Write one image's 3D view into ``folder/views/`` and return its gallery entry."""
+    from .predict import bone_summary
     from .view import GalleryCase, ViewData, overlay_thumbnail, write_plotly_js, write_view
 
     views = folder / "views"
@@ -225,10 +226,7 @@ def _case_view(folder: Path, task: EvalTask, row: dict, result: ImageResult, lab
     metrics = {r["bone"]: {"assd": r["assd"], "hd95": r["hd95"]} for r in rows}
     summary = {
         "image": row["sample_id"], "checkpoint": label, "mesh_method": task.mesh_method, "frame": "world",
-        "bones": {b: {"vertices": len(m.vertices), "watertight": bool(m.is_watertight),
-                      "volume_cm3": float(m.volume / 1000) if m.is_watertight else None,
-                      "confidence": checks.get(b, {}).get("confidence"), "found": checks.get(b, {}).get("found", True)}
-                  for b, m in meshes.items()},
+        "bones": {b: bone_summary(m, checks.get(b, {})) for b, m in meshes.items()},
         "checks": checks, "truth_metrics": {b: val for b, val in metrics.items() if b in meshes},
         "missing": [r["bone"] for r in rows if r["status"] != "ok"],
     }

@@ -229,6 +229,18 @@ class Reconstruction:
                         self.summary["frame"], self.summary, self.truth)
 
 
+def bone_summary(mesh, check: dict) -> dict:
+    """A reconstructed bone's entry in summary.json: its mesh's size and volume, the model's judgement."""
+    return {
+        "vertices": int(len(mesh.vertices)),
+        "faces": int(len(mesh.faces)),
+        "watertight": bool(mesh.is_watertight),
+        "volume_cm3": float(mesh.volume / 1000) if mesh.is_watertight else None,
+        "confidence": check.get("confidence"),
+        "found": check.get("found", True),
+    }
+
+
 def reconstruct_image(
     image_path: str | Path,
     predictor: Predictor,
@@ -302,15 +314,8 @@ def reconstruct_image(
             mesh.apply_transform(geo.world_to_source)
             pts.front, pts.back = geo.to_source(pts.front), geo.to_source(pts.back) if len(pts.back) else pts.back
         meshes[name] = mesh
-        bones[name] = {
-            "vertices": int(len(mesh.vertices)),
-            "faces": int(len(mesh.faces)),
-            "watertight": bool(mesh.is_watertight),
-            "volume_cm3": float(mesh.volume / 1000) if mesh.is_watertight else None,
-            "mask_px": int(pred.masks[predictor.bones.index(name)].sum()),
-            "confidence": checks[name]["confidence"],
-            "found": checks[name]["found"],
-        }
+        bones[name] = bone_summary(mesh, checks[name])
+        bones[name]["mask_px"] = int(pred.masks[predictor.bones.index(name)].sum())
         bones[name].update(info.get(name, {}))
 
     summary = {

@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -268,6 +267,16 @@ def _remove_stale_temporaries(out: Path) -> None:
             p.unlink()
 
 
+def open_dataset_folder(out: str | Path, settings) -> Path:
+    """Check the settings, claim or reopen ``out`` for them (settings.json), and clear a killed run's
+    temporaries: the start of every simulator run (synthetic bodies or a CT collection)."""
+    settings.check()
+    out = Path(out)
+    check_settings(out, settings)
+    _remove_stale_temporaries(out)
+    return out
+
+
 def simulate(settings: SimSettings, out: Path, workers: int = 1, progress: bool = True,
              scheduler: str | None = None) -> Path:
     """Run (or resume) a simulation into ``out``; returns the manifest's path.
@@ -277,10 +286,7 @@ def simulate(settings: SimSettings, out: Path, workers: int = 1, progress: bool 
     """
     from .cluster import map_tasks
 
-    settings.check()
-    out = Path(out)
-    check_settings(out, settings)
-    _remove_stale_temporaries(out)
+    out = open_dataset_folder(out, settings)
     jobs = plan(settings)
     todo = [j for j in jobs if not subject_complete(out, settings, j)]
     workers = max(1, min(workers, len(todo) or 1))

@@ -70,8 +70,9 @@ HU_BONE, RHO_BONE = 1500.0, 1.92
 HU_IRON, RHO_IRON = 20000.0, 7.874
 
 
-#: Voxels per block of :func:`decompose_hu`: a block's temporaries stay in the CPU's cache, which makes a
-#: whole CT's split 4-5x faster than one pass of full-size temporaries (same numbers: it is element-wise).
+#: Voxels per block of :func:`decompose_hu`: a block's temporaries stay in the CPU's cache instead of
+#: streaming full-volume temporaries through memory (same numbers: it is element-wise); the simulator's
+#: speed before and after is benchmarks/simulate.py's table (docs/benchmarks.md).
 BLOCK_VOXELS = 1 << 16
 
 

@@ -19,7 +19,10 @@ def test_evaluate_oracle_and_checkpoint(small_sim, tiny_ckpt, tmp_path):
 
 def test_evaluate_on_a_local_dask_cluster_gives_the_one_process_tables(small_sim, tmp_path):
     """Images as Dask tasks (two worker processes, each loading the model once): the same rows, in order
-    (equal up to float rounding: a worker's torch runs on one thread, this process's on two)."""
+    (equal up to float rounding: a worker's torch runs on one thread, this process's on two). The femurs'
+    hip-joint anchoring fits a shape model whose discrete steps (trimming, closest faces) turn that rounding
+    into up to ~0.02 mm of shift (1e-5 mm of noise on the pelvis points does the same), so the femurs'
+    figures agree to 0.1 mm / 1 %, the pelvis's to 1e-4."""
     import csv
 
     import pytest
@@ -30,8 +33,9 @@ def test_evaluate_on_a_local_dask_cluster_gives_the_one_process_tables(small_sim
     b = evaluate(small_sim, tmp_path / "dask", "dualface", split="train", limit=2, progress=False, workers=2)
     assert a["images"] == b["images"] == 2
     for bone, row in a["bones"].items():
+        tol = dict(rel=1e-4, abs=1e-6) if bone == "pelvis" else dict(rel=1e-2, abs=0.1)
         for key, value in row.items():
-            assert b["bones"][bone][key] == (value if value is None else pytest.approx(value, rel=1e-4, abs=1e-6))
+            assert b["bones"][bone][key] == (value if value is None else pytest.approx(value, **tol)), (bone, key)
     ra, rb = (list(csv.DictReader(open(tmp_path / d / "results.csv"))) for d in ("one", "dask"))
     assert [(r["sample_id"], r["bone"], r["status"]) for r in ra] == [(r["sample_id"], r["bone"], r["status"]) for r in rb]
 

@@ -55,6 +55,22 @@ def test_fit_recovers_a_training_shape_from_70_percent_of_its_surface(models, bo
     assert fit.iterations < 30
 
 
+@pytest.mark.parametrize("bone,names", [("pelvis", ("hjc_left", "hjc_right")), ("femur_left", ("head_left",))])
+def test_a_fit_carries_the_hip_joint_landmarks_to_the_world(models, bone, names, tmp_path):
+    """Subject 2's joints (a training shape of this model), rotated and shifted with its bone, come back from the fit."""
+    gt, pts = _posed_partial(bone)
+    r, t = rotation_matrix((0.3, 1.0, 0.2), np.radians(8.0)), np.array([10.0, -15.0, 20.0])  # _posed_partial's pose
+    true = load_shape(2).hip_centers @ r.T + t
+    fit = fit_ssm(models[bone], {bone: pts}, FitSettings(reg=0.01))
+    for name in names:
+        np.testing.assert_allclose(fit.landmarks[name], true[0 if name.endswith("left") else 1], atol=1.0)
+    models[bone].save(tmp_path / "m.npz", dtype=np.float32)
+    back = BoneSSM.load(tmp_path / "m.npz")
+    assert back.landmark_bones == models[bone].landmark_bones
+    for name, p in back.landmarks().items():
+        np.testing.assert_allclose(p, models[bone].landmarks()[name], atol=1e-3)
+
+
 def test_fit_is_deterministic_for_a_seed(models):
     gt, pts = _posed_partial("femur_left")
     st = FitSettings(max_points=1000, seed=3)
@@ -110,6 +126,7 @@ class _GroundTruthPredictor:
         self.size = self.geometry.detector_shape[0]
         self.checkpoint = "ground truth"
         self.ck = {}
+        self.hip_anchor = None  # the truth's femurs are at their joints already
 
     def __call__(self, image):
         return self.gt

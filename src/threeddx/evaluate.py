@@ -18,7 +18,7 @@ import io as _io
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -27,10 +27,12 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import XrayGeometry
+from .hipjoint import AnchorSettings
 from .io import check_out_folder, result_folder
 
 COLUMNS = ("sample_id", "subject_id", "bone", "status", "assd", "hd95", "chamfer", "within_1mm", "within_2mm",
-           "within_5mm", "assd_beam_aligned", "beam_shift_mm", "dice", "false_area_pct", "found", "confidence", "seconds")
+           "within_5mm", "assd_beam_aligned", "beam_shift_mm", "dice", "false_area_pct", "found", "confidence",
+           "hip_anchor_mm", "seconds")
 FEMURS = ("femur_left", "femur_right")
 
 
@@ -102,16 +104,17 @@ def _truth_mesh(path: str):
     return trimesh.load(path)
 
 
+DEFAULT_ANCHOR = AnchorSettings()
 #: Loaded predictors of this process, by (checkpoint, device): a Dask worker loads a model once.
 _PREDICTORS: dict = {}
 
 
-def _predictor(checkpoint, device: str):
+def _predictor(checkpoint, device: str, hip_anchor=DEFAULT_ANCHOR):
     from .inference import Predictor
 
-    key = (str(checkpoint), device)
+    key = (str(checkpoint), device, hip_anchor)
     if key not in _PREDICTORS:
-        _PREDICTORS[key] = Predictor(checkpoint, device)
+        _PREDICTORS[key] = Predictor(checkpoint, device, hip_anchor=hip_anchor)
     return _PREDICTORS[key]
 
 
@@ -130,6 +133,7 @@ class EvalTask:
     seed: int = 0
     ssm_settings: object = None
     view: bool = False
+    hip_anchor: AnchorSettings | None = DEFAULT_ANCHOR  # threeddx.hipjoint; None: off
 
 
 @dataclass
@@ -158,7 +162,7 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
     gt_masks = gt["masks"] > 0
     stored = task.stored
     if task.checkpoint is not None:
-        predictor = _predictor(task.checkpoint, task.device)
+        predictor = _predictor(task.checkpoint, task.device, task.hip_anchor)
         prediction = predictor.infer(gt["image"], geo_full)
         pred, geo, pred_bones, checks = prediction.maps(), prediction.geometry, predictor.bones, prediction.checks
         gt_masks = prediction.to_view(gt_masks.astype(np.float32)) > 0.5  # the truth on the model's grid
@@ -187,6 +191,7 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
                                  else float("nan"))
         rec["found"] = checks.get(bone, {}).get("found")
         rec["confidence"] = checks.get(bone, {}).get("confidence", float("nan"))
+        rec["hip_anchor_mm"] = checks.get(bone, {}).get("hip_anchor", {}).get("shift_mm", float("nan"))
         try:
             mesh = meshed.get(bone, InputError("empty predicted mask"))
             if isinstance(mesh, InputError):
@@ -255,6 +260,7 @@ def evaluate(
     view: bool = False,
     workers: int = 1,
     scheduler: str | None = None,
+    hip_anchor: AnchorSettings | None = DEFAULT_ANCHOR,
 ) -> dict:
     """Evaluate a checkpoint (or the oracle) on a split; writes results.csv/json/md into ``out`` (module doc).
 
@@ -274,6 +280,9 @@ def evaluate(
     ``workers`` > 1 or ``scheduler``: the images are Dask tasks
     (:func:`threeddx.cluster.map_tasks`; each worker loads the model once); the
     tables are the same as a one-process run's, in the split's order.
+
+    ``hip_anchor``: the settings of the femurs' hip-joint anchoring
+    (:mod:`threeddx.hipjoint`), None to evaluate the network's depths as they are.
     """
     from .cluster import map_tasks
     from .dataset import read_manifest
@@ -289,7 +298,7 @@ def evaluate(
         raise InputError(f"no samples of split {split!r} in {data}")
     if limit:
         rows_in = rows_in[: int(limit)]
-    predictor = None if oracle else _predictor(checkpoint, device)
+    predictor = None if oracle else _predictor(checkpoint, device, hip_anchor)
     with np.load(data / rows_in[0]["render"]) as z:
         stored = [str(b) for b in z["bones"]]
     bones = list(bones or (predictor.bones if predictor else [b for b in ("pelvis", "femur_left", "femur_right") if b in stored]))
@@ -301,7 +310,7 @@ def evaluate(
     if chain is not None and chain != "random":
         chain = chain_from(chain)
     task = EvalTask(data, None if oracle else str(checkpoint), device, bones, stored, mesh_method,
-                    DEFAULT_DENSITY if density is None else density, chain, seed, ssm_settings, view)
+                    DEFAULT_DENSITY if density is None else density, chain, seed, ssm_settings, view, hip_anchor)
     out = Path(out)
     label = _label(oracle, checkpoint, mesh_method)
     by_index: dict[int, list[dict]] = {}
@@ -337,7 +346,8 @@ def _summary(results: list[dict], rows_in: list[dict], task: EvalTask, oracle: b
     """results.json: the run's settings and the per-bone summary."""
     summary = {
         "data": str(task.data), "split": split, "checkpoint": None if oracle else str(checkpoint), "oracle": oracle,
-        "mesh_method": task.mesh_method, "density_per_mm2": task.density, "images": len(rows_in),
+        "mesh_method": task.mesh_method, "density_per_mm2": task.density,
+        "hip_anchor": None if oracle or task.hip_anchor is None else asdict(task.hip_anchor), "images": len(rows_in),
         "subjects": len({r["subject_id"] for r in rows_in}),
         "chain": chain if chain is None or isinstance(chain, str) else chain.to_dict(),
         "bones": summarise(results, task.bones),

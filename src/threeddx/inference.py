@@ -15,7 +15,12 @@ cannot drift apart. The steps, in order:
    offset for CASI checkpoints, and per bone a confidence and plausibility
    checks (:func:`threeddx.model.bone_checks`);
 4. **depths back to the image's rays** (:meth:`threeddx.geometry.View.depth_to_image`):
-   ``Prediction.geometry`` is the camera to back-project the maps with.
+   ``Prediction.geometry`` is the camera to back-project the maps with;
+5. **hip-joint anchoring** (:func:`threeddx.hipjoint.anchor_femurs`, dual-face
+   models with a pelvis and femurs): each femur is moved along the beam so its
+   head meets the hip joint that a shape-model fit of the predicted pelvis
+   locates; ``Predictor(hip_anchor=None)`` (``--no-hip-anchor``) leaves the
+   network's depths as they are.
 
 Nothing here imports the training module: a released checkpoint is read by
 :mod:`threeddx.checkpoint` alone.
@@ -31,6 +36,7 @@ import torch.nn.functional as F
 
 from .dataset import normalise_radiograph
 from .geometry import View, XrayGeometry, model_view, view_axes
+from .hipjoint import AnchorSettings, anchor_femurs
 
 #: A pixel belongs to a bone's mask (what is meshed) when its probability exceeds this. Calibrated
 #: on the validation split of data/sim128 through random chains (benchmarks/mask_threshold.py,
@@ -130,6 +136,8 @@ class Predictor:
 
     checkpoint: Path | str | None
     device: str = "cpu"
+    #: step 5 of the module doc; None: off
+    hip_anchor: AnchorSettings | None = field(default_factory=AnchorSettings)
     ck: "Checkpoint" = field(init=False, repr=False)  # noqa: F821 (threeddx.checkpoint.Checkpoint)
     model: torch.nn.Module = field(init=False, repr=False)
 
@@ -208,5 +216,8 @@ class Predictor:
         masks = raw["masks"]
         front = view.depth_to_image(raw["depth_front"]) * masks
         back = None if raw["depth_back"] is None else view.depth_to_image(raw["depth_back"]) * masks
+        if self.hip_anchor is not None and back is not None:
+            anchor_femurs(self.bones, masks, front, back, view.camera, raw["checks"], self.hip_anchor,
+                          found={b: c["found"] for b, c in raw["checks"].items()})
         return Prediction(self.bones, img, masks, raw.get("probabilities", masks.astype(np.float32)), front, back,
                           raw["checks"], view, notes)

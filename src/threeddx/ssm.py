@@ -35,6 +35,16 @@ further than ``max(outlier_mm, outlier_k * median)`` from the surface get
 weight 0 (robust to wrong depths). Deterministic: the only randomness is the
 seeded subsample of ``max_points`` points per bone.
 
+**Landmarks.** A model also carries landmarks that move with its bones: the
+LLP26 hip-joint centres (``hjc_left``/``hjc_right``, the gias3 landmarks
+``pelvis-LHJC``/``-RHJC``) with the pelvis, and each femoral head's centre
+(``head_left``/``head_right``: the same points, which the femur articulates
+about) with its femur. They are Procrustes-aligned with their bone and written
+as a linear function of the same mode coefficients, exactly for the training
+shapes (16 shapes, 15 modes); a fit returns them in world mm
+(:attr:`FitResult.landmarks`), which is how :mod:`threeddx.hipjoint` finds the
+hip joints that the dual-face maps never see.
+
 The model starts at the identity pose: in the anatomy frame, which is the
 simulator's world frame, and, for a real radiograph, the frame of the
 checkpoint's nominal pose when the patient lies as the preset says.
@@ -54,6 +64,14 @@ from .errors import InputError
 from .io import atomic_path
 
 MIN_POINTS = 30
+#: Version of the cached model files (2: with landmarks).
+SSM_VERSION = 2
+#: Landmarks per bone: name -> row of :attr:`threeddx.anatomy.Shape.hip_centers` (0 left, 1 right).
+LANDMARKS: dict[str, dict[str, int]] = {
+    "pelvis": {"hjc_left": 0, "hjc_right": 1},
+    "femur_left": {"head_left": 0},
+    "femur_right": {"head_right": 1},
+}
 
 
 # -------------------------------------------------------------- geometry
@@ -170,6 +188,10 @@ class BoneSSM:
     offsets: tuple[int, ...]  # vertex offset of each bone in ``mean``, plus the total
     faces: dict[str, np.ndarray] = field(repr=False)
     subjects: tuple[int, ...] = ()
+    #: landmark name -> the bone it moves with (see :data:`LANDMARKS`)
+    landmark_bones: dict[str, str] = field(default_factory=dict)
+    landmark_mean: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (L, 3) mm
+    landmark_modes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (3L, K), mm per unit of std * z
 
     def n_modes(self) -> int:
         return len(self.std)
@@ -180,6 +202,14 @@ class BoneSSM:
             return self.mean.copy()
         k = len(z)
         return self.mean + (self.modes[:, :k] @ (self.std[:k] * z)).reshape(-1, 3)
+
+    def landmarks(self, z: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Landmark name -> its position (3,) mm in the model frame for weights ``z`` (zeros: the mean)."""
+        pos = self.landmark_mean.copy()
+        if z is not None and len(pos):
+            k = len(z)
+            pos = pos + (self.landmark_modes[:, :k] @ (self.std[:k] * z)).reshape(-1, 3)
+        return {name: pos[i] for i, name in enumerate(self.landmark_bones)}
 
     def bone_slice(self, bone: str) -> slice:
         i = self.bones.index(bone)
@@ -193,26 +223,36 @@ class BoneSSM:
     # ------------------------------------------------------------ building
     @classmethod
     def fit(cls, subject_ids: Sequence[int], bones: Sequence[str], procrustes_iterations: int = 3) -> "BoneSSM":
-        """Build from LLP26 subjects (neutral pose): per-bone Procrustes alignment, then one PCA."""
+        """Build from LLP26 subjects (neutral pose): per-bone Procrustes alignment, then one PCA.
+
+        The landmarks of the bones (:data:`LANDMARKS`) follow their bone's
+        alignment and are regressed on the mode coefficients (module doc).
+        """
         from .anatomy import bone_meshes, load_shape
 
         ids = tuple(int(k) for k in subject_ids)
         if len(ids) < 2:
             raise InputError("a shape model needs at least two subjects")
         per_bone: dict[str, list[np.ndarray]] = {b: [] for b in bones}
+        names = [n for b in bones for n in LANDMARKS.get(b, {})]
+        marks = np.zeros((len(ids), len(names), 3))
         faces: dict[str, np.ndarray] = {}
-        for k in ids:
-            for b, m in bone_meshes(load_shape(k), bones).items():
+        for s, k in enumerate(ids):
+            shape = load_shape(k)
+            for b, m in bone_meshes(shape, bones).items():
                 per_bone[b].append(np.asarray(m.vertices, np.float64))
                 faces[b] = np.asarray(m.faces, np.int64)
+            marks[s] = [shape.hip_centers[LANDMARKS[b][n]] for b in bones for n in LANDMARKS.get(b, {})]
         aligned = []
         for b in bones:
             x = np.stack(per_bone[b])  # (S, Vb, 3)
+            cols = [i for i, n in enumerate(names) if n in LANDMARKS.get(b, {})]
             ref = x[0]
             for _ in range(procrustes_iterations):
                 for s in range(len(x)):
                     r, t = rigid_align(x[s], ref)
                     x[s] = x[s] @ r.T + t
+                    marks[s, cols] = marks[s, cols] @ r.T + t
                 ref = x.mean(0)
             aligned.append(x)
         data = np.concatenate(aligned, axis=1).reshape(len(ids), -1)
@@ -220,23 +260,41 @@ class BoneSSM:
         _, sv, vt = np.linalg.svd(data - mean, full_matrices=False)
         k = len(ids) - 1
         offsets = tuple(int(v) for v in np.cumsum([0] + [a.shape[1] for a in aligned]))
-        return cls(bones=tuple(bones), mean=mean.reshape(-1, 3), modes=vt[:k].T.copy(), std=sv[:k] / math.sqrt(len(ids) - 1),
-                   offsets=offsets, faces=faces, subjects=ids)
+        modes = vt[:k].T.copy()
+        coeffs = (data - mean) @ modes  # (S, K): each shape's std * z
+        flat = marks.reshape(len(ids), -1)
+        lm_mean = flat.mean(0)
+        lm_modes = np.linalg.lstsq(coeffs, flat - lm_mean, rcond=None)[0].T  # (3L, K)
+        return cls(bones=tuple(bones), mean=mean.reshape(-1, 3), modes=modes, std=sv[:k] / math.sqrt(len(ids) - 1),
+                   offsets=offsets, faces=faces, subjects=ids,
+                   landmark_bones={n: b for b in bones for n in LANDMARKS.get(b, {})},
+                   landmark_mean=lm_mean.reshape(-1, 3), landmark_modes=lm_modes)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, dtype=np.float64, provenance: dict | None = None) -> None:
+        """Write the model (``dtype`` for its arrays: float32 halves a shipped file; ``provenance`` kept as JSON)."""
+        import json
+
+        a = lambda v: np.asarray(v, dtype)  # noqa: E731
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, bones=np.array(self.bones), mean=self.mean, modes=self.modes,
-                                    std=self.std, offsets=np.array(self.offsets), subjects=np.array(self.subjects),
-                                    **{f"faces_{b}": self.faces[b] for b in self.bones})
+                np.savez_compressed(f, bones=np.array(self.bones), mean=a(self.mean), modes=a(self.modes),
+                                    std=a(self.std), offsets=np.array(self.offsets), subjects=np.array(self.subjects),
+                                    landmark_names=np.array(list(self.landmark_bones), dtype=str),
+                                    landmark_of=np.array(list(self.landmark_bones.values()), dtype=str),
+                                    landmark_mean=a(self.landmark_mean), landmark_modes=a(self.landmark_modes),
+                                    provenance=np.array(json.dumps(provenance or {})),
+                                    **{f"faces_{b}": self.faces[b].astype(np.int32) for b in self.bones})
 
     @classmethod
     def load(cls, path: Path) -> "BoneSSM":
         with np.load(path) as z:
             bones = tuple(str(b) for b in z["bones"])
-            return cls(bones=bones, mean=z["mean"], modes=z["modes"], std=z["std"],
+            f64 = lambda key: np.asarray(z[key], np.float64)  # noqa: E731 (a shipped model may be stored as float32)
+            return cls(bones=bones, mean=f64("mean"), modes=f64("modes"), std=f64("std"),
                        offsets=tuple(int(v) for v in z["offsets"]), faces={b: z[f"faces_{b}"] for b in bones},
-                       subjects=tuple(int(v) for v in z["subjects"]))
+                       subjects=tuple(int(v) for v in z["subjects"]),
+                       landmark_bones=dict(zip((str(n) for n in z["landmark_names"]), (str(b) for b in z["landmark_of"]))),
+                       landmark_mean=f64("landmark_mean"), landmark_modes=f64("landmark_modes"))
 
 
 def training_ssm(bones: Sequence[str], subjects: Sequence[int] | None = None) -> BoneSSM:
@@ -245,12 +303,12 @@ def training_ssm(bones: Sequence[str], subjects: Sequence[int] | None = None) ->
 
     if subjects is None:
         subjects = sorted(k for k, s in subject_split().items() if s == "train")
-    key = hashlib.sha1(f"{','.join(bones)}|{','.join(map(str, subjects))}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"v{SSM_VERSION}|{','.join(bones)}|{','.join(map(str, subjects))}".encode()).hexdigest()[:12]
     path = cache_dir() / f"ssm_{key}.npz"
     if path.exists():
         try:
             return BoneSSM.load(path)
-        except Exception:  # a damaged cache file is rebuilt, not trusted
+        except Exception:  # a damaged (or older) cache file is rebuilt, not trusted
             pass
     import sys
 
@@ -314,6 +372,7 @@ class FitResult:
     inliers: dict[str, float]
     iterations: int
     seconds: float
+    landmarks: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (3,) world mm
 
     def mesh(self, bone: str):
         import trimesh
@@ -353,7 +412,19 @@ def fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSetti
     """Fit ``model`` to each bone's points (world mm); bones of the model without points follow the shape.
 
     ``init``: optional starting (R, t) per bone (default: identity, module doc).
+    BLAS runs on one thread during the fit: the trimming's yes/no decisions
+    amplify the last bits that a multi-threaded matrix product's summation
+    order changes, and the fit must not depend on the machine's thread count
+    (a Dask worker's one thread gives the same fit as a process's many).
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_ssm(model, points, settings, init)
+
+
+def _fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSettings | None,
+             init: Mapping[str, tuple[np.ndarray, np.ndarray]] | None) -> FitResult:
     st = settings or FitSettings()
     t_start = time.perf_counter()
     rng = np.random.default_rng(st.seed)
@@ -435,11 +506,12 @@ def fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSetti
             break
         prev = cur
     out_v = {b: scl[b] * verts[model.bone_slice(b)] @ rot[b].T + tra[b] for b in model.bones}
+    marks = {n: scl[b] * rot[b] @ p + tra[b] for (n, p), b in zip(model.landmarks(z).items(), model.landmark_bones.values())}
     return FitResult(
         vertices=out_v, faces={b: model.faces[b] for b in model.bones}, z=z,
         rotation={b: rot[b] for b in model.bones}, translation={b: tra[b] for b in model.bones},
         scale={b: scl[b] for b in model.bones}, rms_mm=rms, inliers=inl, iterations=it,
-        seconds=time.perf_counter() - t_start,
+        seconds=time.perf_counter() - t_start, landmarks=marks,
     )
 
 

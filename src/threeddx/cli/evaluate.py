@@ -22,6 +22,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--mesh", default="dual", choices=["dual", "poisson", "front", "ssm"])
     add_ssm_options(p)
+    p.add_argument("--no-hip-anchor", action="store_true",
+                   help="keep the network's femur depths (default: each femur is moved along the beam to the hip joint "
+                   "that a shape-model fit of the pelvis locates; threeddx.hipjoint)")
     p.add_argument("--oracle", action="store_true", help="use the ground-truth masks and depths")
     p.add_argument("--bones", nargs="+")
     p.add_argument("--limit", type=int, help="evaluate the first N samples only")
@@ -36,9 +39,11 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
+    from ..hipjoint import AnchorSettings
 
     checkpoint = None if args.oracle else (args.checkpoint or "dualface")
     evaluate(args.data, args.out, checkpoint, args.split, args.mesh, args.oracle, args.bones, args.limit,
              device=device(args.device), ssm_settings=ssm_settings(args) if args.mesh == "ssm" else None,
-             chain=args.chain, seed=args.seed, view=args.view, workers=args.workers, scheduler=args.scheduler)
+             chain=args.chain, seed=args.seed, view=args.view, workers=args.workers, scheduler=args.scheduler,
+             hip_anchor=None if args.no_hip_anchor else AnchorSettings())
     return 0

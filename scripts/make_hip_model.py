@@ -1,0 +1,51 @@
+"""Generate src/threeddx/data/hip_model.npz: the pelvis shape model with its hip-joint centres.
+
+    .venv/bin/python scripts/make_hip_model.py
+
+The model of :mod:`threeddx.hipjoint`: a PCA of the pelvis (both hemipelves)
+of the 16 LLP26 training subjects only (the fixed split of
+``threeddx.anatomy.subject_split``; the validation and test subjects stay
+unseen), Procrustes-aligned, with the two hip-joint centres (LLP26's
+``pelvis-LHJC`` / ``pelvis-RHJC``) as landmarks on the same modes
+(:class:`threeddx.ssm.BoneSSM`). Stored as float32 (a fit moves no vertex by
+more than a micrometre for it), about 1.5 MB, so that ``predict`` does not
+build the LLP26 shapes through gias3 on first use (~100 s). Run it again
+only if the split or the LLP26 package changes; it records what it was made
+from in ``provenance``.
+"""
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "src" / "threeddx" / "data" / "hip_model.npz"
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT / "src"))
+    from importlib.metadata import version
+
+    from threeddx.anatomy import subject_split
+    from threeddx.ssm import BoneSSM
+
+    subjects = sorted(k for k, s in subject_split().items() if s == "train")
+    model = BoneSSM.fit(subjects, ["pelvis"])
+    provenance = {
+        "what": "PCA of the LLP26 pelvis (both hemipelves) with the hip-joint centres as landmarks",
+        "source": f"musculoskeletal-models {version('musculoskeletal-models')} (LLP26, Zhang et al. 2016; MPL-2.0), via gias3",
+        "subjects": subjects,
+        "made_by": "scripts/make_hip_model.py",
+        "date": date.today().isoformat(),
+    }
+    model.save(OUT, dtype=np.float32, provenance=provenance)
+    print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.2f} MB): {model.n_modes()} modes, "
+          f"{len(model.mean)} vertices, landmarks {', '.join(model.landmark_bones)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

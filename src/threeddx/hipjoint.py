@@ -1,0 +1,185 @@
+"""Hip-joint anchoring: each femur placed along the beam by its hip joint.
+
+**Why.** From one AP radiograph, how far a bone lies along the beam shows only
+through magnification; the released network places each femur with a spread
+of 9-13 mm from image to image, the pelvis (a bigger bone) within 3.9 mm, while
+the femurs' *shapes* are as good as the pelvis's (docs/results.md, "Where the
+femur error comes from"). The femoral head sits in the acetabulum: its centre
+is the hip-joint centre (HJC). The acetabulum is an inner face, which the
+dual-face maps never see, but the pelvis's visible faces do fix a shape model
+of the whole pelvis, and that model carries the HJCs (LLP26's ``pelvis-LHJC``
+/ ``-RHJC`` landmarks, :mod:`threeddx.ssm`).
+
+**What :func:`anchor_femurs` does**, after the network (it is the last step of
+:meth:`threeddx.inference.Predictor.infer`):
+
+1. **hip joints**: the pelvis shape model (training split only;
+   ``data/hip_model.npz``, written by ``scripts/make_hip_model.py``) is fitted
+   to the predicted pelvis's front and back points (:func:`threeddx.ssm.fit_ssm`,
+   rigid pose and 15 modes), started at the identity pose shifted to the
+   points' centroid (the world's axes are the patient's LPS axes, as
+   :mod:`threeddx.geometry` documents; the world origin may be anywhere);
+   its landmarks give both HJCs in world mm;
+2. **head depth**: per femur, the mean mid-depth ``(front + back) / 2`` of its
+   pixels within :data:`HEAD_RADIUS_MM` (on the detector) of the HJC's
+   projection; in ground truth that is within -0.4 +- 0.7 mm of the head
+   centre's distance from the source (``benchmarks/femur_offset.py``);
+3. **shift**: the femur's front and back depths are moved along their own
+   rays by ``weight * (|HJC - source| - head depth)``. A shift along the rays
+   keeps the femur's silhouette and, to first order, its shape.
+
+A femur is left where the network put it, and its check says why
+(``hip_anchor.skipped``), when the pelvis is not found or has too few points,
+the pelvis fit's RMS exceeds :data:`MAX_FIT_RMS_MM`, the femur has fewer than
+:data:`MIN_HEAD_PIXELS` pixels around the joint, or the shift would exceed
+:data:`MAX_SHIFT_MM` (a joint that far from the head is more likely a bad
+fit than a bad femur). The settings (:class:`AnchorSettings`) were chosen on
+the validation split, never the test split (docs/results.md, "Hip-joint anchoring").
+
+Units: mm; depths are distances from the source along each pixel's ray, as
+everywhere in the package. Frames: world (LPS) for the fit and the HJCs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .geometry import XrayGeometry
+
+#: The shipped pelvis shape model with its hip-joint landmarks (scripts/make_hip_model.py).
+HIP_MODEL_PATH = Path(__file__).parent / "data" / "hip_model.npz"
+#: Femur -> the pelvis landmark of its joint.
+JOINTS = {"femur_left": "hjc_left", "femur_right": "hjc_right"}
+#: Radius (mm on the detector) of the disc around the joint's projection whose femur pixels give the head depth:
+#: inside a femoral head (radius ~22-27 mm, ~1.2x magnified) wherever the joint projects on it.
+HEAD_RADIUS_MM = 15.0
+MIN_HEAD_PIXELS = 5
+MIN_PELVIS_POINTS = 200
+#: A pelvis fit worse than this (RMS of its inliers' distances, mm) anchors nothing.
+MAX_FIT_RMS_MM = 6.0
+#: A shift larger than this (mm) is not applied.
+MAX_SHIFT_MM = 40.0
+
+
+@dataclass(frozen=True)
+class AnchorSettings:
+    """How far to trust the joint: ``weight`` 1 moves each femur all the way to it, 0 not at all."""
+
+    weight: float = 1.0
+    head_radius_mm: float = HEAD_RADIUS_MM
+    max_shift_mm: float = MAX_SHIFT_MM
+    max_fit_rms_mm: float = MAX_FIT_RMS_MM
+
+
+@lru_cache(maxsize=2)
+def load_hip_model(path: str | Path = HIP_MODEL_PATH):
+    """The pelvis shape model with its HJC landmarks (:class:`threeddx.ssm.BoneSSM`), read once per process."""
+    from .ssm import BoneSSM
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"the hip-joint model {path} is missing: reinstall 3ddx, or run scripts/make_hip_model.py")
+    model = BoneSSM.load(path)
+    missing = [n for n in JOINTS.values() if n not in model.landmark_bones]
+    if model.bones != ("pelvis",) or missing:
+        raise InputError(f"{path} is not a pelvis model with hip-joint landmarks (missing {', '.join(missing) or 'pelvis'})")
+    return model
+
+
+def hip_joint_centres(pelvis_points: np.ndarray, model=None) -> tuple[dict[str, np.ndarray], float]:
+    """Both hip-joint centres (name -> (3,) world mm) from the pelvis's surface points (N, 3) world mm.
+
+    Returns the centres and the fit's RMS (mm). Raises InputError when the points cannot be fitted.
+    """
+    from .ssm import FitSettings, fit_ssm
+
+    model = model or load_hip_model()
+    pts = np.asarray(pelvis_points, np.float64)
+    t0 = pts.mean(0) - model.mean.mean(0) if len(pts) else np.zeros(3)
+    fit = fit_ssm(model, {"pelvis": pts}, FitSettings(), init={"pelvis": (np.eye(3), t0)})
+    return {n: fit.landmarks[n] for n in JOINTS.values()}, fit.rms_mm["pelvis"]
+
+
+def head_depth(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geometry: XrayGeometry,
+               centre_world: np.ndarray, radius_mm: float = HEAD_RADIUS_MM) -> tuple[float, int]:
+    """Mean mid-depth (mm from the source) of a femur's pixels within ``radius_mm`` of a point's projection.
+
+    ``mask``, ``front``, ``back``: (rows, cols), the femur's maps on ``geometry``'s rays.
+    Returns (depth, number of pixels); the depth is NaN with no pixel.
+    """
+    row, col, _ = geometry.project(np.asarray(centre_world, np.float64)[None])
+    rr, cc = np.mgrid[: mask.shape[0], : mask.shape[1]]
+    sr, sc = geometry.pixel_spacing
+    disc = ((rr - row[0]) * sr) ** 2 + ((cc - col[0]) * sc) ** 2 <= radius_mm**2
+    sel = disc & (mask > 0)
+    n = int(sel.sum())
+    if n == 0:
+        return float("nan"), 0
+    return float(((front + back) / 2)[sel].mean()), n
+
+
+def anchor_femurs(bones: list[str], masks: np.ndarray, front: np.ndarray, back: np.ndarray | None,
+                  geometry: XrayGeometry, checks: dict, settings: AnchorSettings | None = None,
+                  found: dict[str, bool] | None = None) -> dict:
+    """Shift each femur's depth maps (in place) along its rays so its head meets the pelvis's hip joint.
+
+    ``masks`` (C, H, W) bool, ``front``/``back`` (C, H, W) mm on ``geometry``'s rays,
+    ``bones`` the C names. Writes a ``hip_anchor`` entry into each femur's ``checks``
+    (the shift applied, or why none was) and returns the same entries, femur -> dict.
+    ``found``: per bone whether it was found (default: every bone is).
+    """
+    st = settings or AnchorSettings()
+    femurs = [b for b in JOINTS if b in bones]
+    out: dict[str, dict] = {}
+
+    def skip(why: str) -> dict:
+        for b in femurs:
+            out[b] = {"applied": False, "skipped": why}
+            checks.setdefault(b, {})["hip_anchor"] = out[b]
+        return out
+
+    if back is None or not femurs or "pelvis" not in bones:
+        return skip("needs a dual-face model with a pelvis and femurs")
+    found = found or {}
+    p = bones.index("pelvis")
+    if not found.get("pelvis", True):
+        return skip("pelvis not found")
+    m = masks[p] & np.isfinite(front[p]) & (front[p] > 0) & np.isfinite(back[p]) & (back[p] > 0)
+    if int(m.sum()) < MIN_PELVIS_POINTS // 2:
+        return skip("too few pelvis pixels")
+    pts = np.concatenate([geometry.backproject(front[p], m)[0], geometry.backproject(back[p], m)[0]])
+    try:
+        centres, rms = hip_joint_centres(pts)
+    except InputError as e:
+        return skip(f"pelvis fit failed ({e})")
+    checks.setdefault("pelvis", {})["hip_fit_rms_mm"] = round(rms, 3)
+    if rms > st.max_fit_rms_mm:
+        return skip(f"pelvis fit RMS {rms:.1f} mm > {st.max_fit_rms_mm:g} mm")
+    source = geometry.source_position_world
+    for b in femurs:
+        c = bones.index(b)
+        hjc = centres[JOINTS[b]]
+        entry: dict = {"applied": False, "joint_world_mm": np.round(hjc, 2).tolist()}
+        depth, n = head_depth(masks[c], front[c], back[c], geometry, hjc, st.head_radius_mm)
+        shift = float(np.linalg.norm(hjc - source)) - depth
+        if not found.get(b, True):
+            entry["skipped"] = "femur not found"
+        elif n < MIN_HEAD_PIXELS:
+            entry["skipped"] = f"{n} femur pixels around the joint (need {MIN_HEAD_PIXELS})"
+        elif abs(shift) > st.max_shift_mm:
+            entry["skipped"] = f"the joint is {shift:+.1f} mm from the head along the beam (over {st.max_shift_mm:g} mm)"
+        else:
+            d = np.float32(st.weight * shift)
+            sel = masks[c]
+            front[c][sel] += d
+            back[c][sel] += d
+            entry.update(applied=True, shift_mm=round(float(d), 3), head_pixels=n)
+        if "shift_mm" not in entry and np.isfinite(shift):
+            entry["joint_minus_head_mm"] = round(shift, 3)
+        out[b] = entry
+        checks.setdefault(b, {})["hip_anchor"] = entry
+    return out

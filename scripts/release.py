@@ -114,7 +114,12 @@ def main() -> int:
         "beam); the benchmark validates SDD 1150 mm and the table +-30 mm within 0.9x of the in-distribution error. "
         "Give `source_to_isocenter_mm` in the geometry JSON when the patient is not on the table at the usual height.",
         "- **Masks**: a pixel is bone when its probability exceeds 0.7 (calibrated on the validation split; "
-        "benchmarks/mask_threshold.py).", "",
+        "benchmarks/mask_threshold.py).",
+        "- **Femur placement**: for the dual-face model, predict moves each femur along the beam until its head meets "
+        "the hip joint that a shape-model fit of the predicted pelvis locates (threeddx.hipjoint; `--no-hip-anchor` "
+        "keeps the network's depths; the test figures above include it, benchmarks/hip_anchor.py compares). A femur "
+        "then inherits the pelvis's placement error along the beam, and its tilt (hip flexion, which an AP image "
+        "barely shows) is still the network's.", "",
     ]
     with open(weights / "MODEL_CARD.md", "w") as f:
         f.write("\n".join(card))

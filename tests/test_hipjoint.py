@@ -113,3 +113,17 @@ def test_a_shift_beyond_the_limit_is_not_applied(example):
     assert not out["femur_right"]["applied"] and "over 40 mm" in out["femur_right"]["skipped"]
     assert out["femur_right"]["joint_minus_head_mm"] == pytest.approx(-60.0, abs=4.0)
     np.testing.assert_array_equal(front[f], before)
+
+
+@pytest.mark.parametrize("anchor", [AnchorSettings(), None], ids=["default", "off"])
+def test_the_released_model_anchors_its_femurs_unless_told_not_to(example, anchor):
+    from threeddx.inference import Predictor
+
+    bones, _, _, _, geo = _maps(example)
+    p = Predictor("dualface", hip_anchor=anchor).infer(example["image"], geo)
+    for femur in ("femur_left", "femur_right"):
+        entry = p.checks[femur].get("hip_anchor")
+        if anchor is None:
+            assert entry is None
+        else:
+            assert entry["applied"] and abs(entry["shift_mm"]) < anchor.max_shift_mm

@@ -1,4 +1,4 @@
-"""What every command shares: the device option and the shape-model options."""
+"""What every command shares: the device option, the shape-model options and the hip-joint anchoring switch."""
 from __future__ import annotations
 
 import argparse
@@ -44,3 +44,16 @@ def ssm_settings(args: argparse.Namespace, checkpoint_config: dict | None = None
     if getattr(args, "ssm_coupled", False):
         d["coupled"] = True
     return FitSettings.from_dict(d)
+
+
+def add_hip_anchor_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-hip-anchor", action="store_true",
+                   help="keep the network's femur depths (default: each femur is moved along the beam to the hip joint "
+                   "that a shape-model fit of the pelvis locates; threeddx.hipjoint)")
+
+
+def hip_anchor(args: argparse.Namespace):
+    """``--no-hip-anchor``: None (off), else the default :class:`threeddx.hipjoint.AnchorSettings`."""
+    from ..hipjoint import AnchorSettings
+
+    return None if getattr(args, "no_hip_anchor", False) else AnchorSettings()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_ssm_options, device, ssm_settings
+from ._common import add_hip_anchor_option, add_ssm_options, device, hip_anchor, ssm_settings
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -22,9 +22,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--mesh", default="dual", choices=["dual", "poisson", "front", "ssm"])
     add_ssm_options(p)
-    p.add_argument("--no-hip-anchor", action="store_true",
-                   help="keep the network's femur depths (default: each femur is moved along the beam to the hip joint "
-                   "that a shape-model fit of the pelvis locates; threeddx.hipjoint)")
+    add_hip_anchor_option(p)
     p.add_argument("--oracle", action="store_true", help="use the ground-truth masks and depths")
     p.add_argument("--bones", nargs="+")
     p.add_argument("--limit", type=int, help="evaluate the first N samples only")
@@ -39,11 +37,10 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
-    from ..hipjoint import AnchorSettings
 
     checkpoint = None if args.oracle else (args.checkpoint or "dualface")
     evaluate(args.data, args.out, checkpoint, args.split, args.mesh, args.oracle, args.bones, args.limit,
              device=device(args.device), ssm_settings=ssm_settings(args) if args.mesh == "ssm" else None,
              chain=args.chain, seed=args.seed, view=args.view, workers=args.workers, scheduler=args.scheduler,
-             hip_anchor=None if args.no_hip_anchor else AnchorSettings())
+             hip_anchor=hip_anchor(args))
     return 0

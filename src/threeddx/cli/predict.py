@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import add_ssm_options, device, ssm_settings
+from ._common import add_hip_anchor_option, add_ssm_options, device, hip_anchor, ssm_settings
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -29,9 +29,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     add_ssm_options(p)
     p.add_argument("--frame", default="world", choices=["world", "source"], help="coordinates of the outputs")
     p.add_argument("--view", action="store_true", help="also write view.html, the interactive 3D view (3ddx view)")
-    p.add_argument("--no-hip-anchor", action="store_true",
-                   help="keep the network's femur depths (default: each femur is moved along the beam to the hip joint "
-                   "that a shape-model fit of the pelvis locates; threeddx.hipjoint)")
+    add_hip_anchor_option(p)
     p.add_argument("--force", action="store_true",
                    help="reconstruct every bone with a mask even when the image does not look like a hip radiograph")
     p.add_argument("--device", default="cpu")
@@ -39,10 +37,9 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hipjoint import AnchorSettings
     from ..predict import Predictor, predict_file
 
-    predictor = Predictor(args.checkpoint, device(args.device), hip_anchor=None if args.no_hip_anchor else AnchorSettings())
+    predictor = Predictor(args.checkpoint, device(args.device), hip_anchor=hip_anchor(args))
     s = predict_file(args.image, predictor, args.out, args.geometry, args.mesh, args.frame,
                      ssm_settings=ssm_settings(args, predictor.ck.get("config")), complete_femur=args.complete_femur,
                      force=args.force, warn=lambda line: print(f"3ddx: warning: {line}", file=sys.stderr),

@@ -7,7 +7,8 @@ network, back-projection, meshing (all bones), writing (STL, PLY, points,
 masks.png, depth.png), and the optional report.png. The process is warmed up
 with one untimed run (imports, first-call allocations); the median of
 ``--repeats`` runs is printed per stage, with the total with and without the
-report picture.
+report picture, with the femurs' hip-joint anchoring (the default; its pelvis
+fit is timed in the network stage) and without it, side by side.
 
     .venv/bin/python benchmarks/predict.py --memory
 
@@ -87,27 +88,31 @@ def main() -> None:
     from threeddx.predict import Predictor, predict_file
 
     torch.set_num_threads(args.threads)
-    pred = Predictor(args.checkpoint)
-    runs = []
-    with tempfile.TemporaryDirectory() as d:
-        for i in range(args.repeats + 1):
-            s = predict_file(args.image, pred, Path(d) / str(i), mesh_method=args.mesh)
-            if i:
-                runs.append(s["timings_s"])
+    from threeddx.hipjoint import AnchorSettings
+
+    columns = {"hip-joint anchoring on": AnchorSettings(), "off (--no-hip-anchor)": None}
+    med = {}
+    for label, anchor in columns.items():
+        pred = Predictor(args.checkpoint, hip_anchor=anchor)
+        runs = []
+        with tempfile.TemporaryDirectory() as d:
+            for i in range(args.repeats + 1):
+                s = predict_file(args.image, pred, Path(d) / str(i), mesh_method=args.mesh)
+                if i:
+                    runs.append(s["timings_s"])
+        med[label] = {k: statistics.median(r[k] for r in runs) * 1000 for k in runs[0]}
     n_faces = sum(b["faces"] for b in s["bones"].values())
     print(f"# predict benchmark: {args.image.name}, model {pred.size} px ({', '.join(pred.bones)}), mesh {args.mesh}, "
           f"{n_faces} faces in all; torch {torch.__version__}, {args.threads} threads, {platform.machine()}, "
           f"Python {sys.version.split()[0]}")
     print()
-    print("| stage | median ms |")
-    print("|---|---|")
-    med = {k: statistics.median(r[k] for r in runs) * 1000 for k in runs[0]}
-    for k, v in med.items():
-        print(f"| {k[:-2]} | {v:.0f} |")
-    core = sum(v for k, v in med.items() if k != "report_s")
-    print(f"| **total without report.png** | **{core:.0f}** |")
-    print(f"| total with report.png | {core + med.get('report_s', 0):.0f} |")
-
+    print("| stage | " + " | ".join(f"median ms, {c}" for c in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for k in med[next(iter(columns))]:
+        print(f"| {k[:-2]} | " + " | ".join(f"{med[c][k]:.0f}" for c in columns) + " |")
+    core = {c: sum(v for k, v in m.items() if k != "report_s") for c, m in med.items()}
+    print("| **total without report.png** | " + " | ".join(f"**{core[c]:.0f}**" for c in columns) + " |")
+    print("| total with report.png | " + " | ".join(f"{core[c] + med[c].get('report_s', 0):.0f}" for c in columns) + " |")
 
 if __name__ == "__main__":
     main()

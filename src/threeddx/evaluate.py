@@ -104,8 +104,9 @@ def _truth_mesh(path: str):
     return trimesh.load(path)
 
 
+#: The femurs' hip-joint anchoring of predict (threeddx.hipjoint), evaluated by default.
 DEFAULT_ANCHOR = AnchorSettings()
-#: Loaded predictors of this process, by (checkpoint, device): a Dask worker loads a model once.
+#: Loaded predictors of this process, by (checkpoint, device, anchoring): a Dask worker loads a model once.
 _PREDICTORS: dict = {}
 
 

@@ -57,8 +57,10 @@ JOINTS = {"femur_left": "hjc_left", "femur_right": "hjc_right"}
 #: Radius (mm on the detector) of the disc around the joint's projection whose femur pixels give the head depth:
 #: inside a femoral head (radius ~22-27 mm, ~1.2x magnified) wherever the joint projects on it.
 HEAD_RADIUS_MM = 15.0
+#: Fewest femur pixels around the joint that give a head depth, and fewest pelvis pixels (each a front and a
+#: back point) that a pelvis fit is tried on.
 MIN_HEAD_PIXELS = 5
-MIN_PELVIS_POINTS = 200
+MIN_PELVIS_PIXELS = 100
 #: A pelvis fit worse than this (RMS of its inliers' distances, mm) anchors nothing.
 MAX_FIT_RMS_MM = 6.0
 #: A shift larger than this (mm) is not applied.
@@ -149,7 +151,7 @@ def anchor_femurs(bones: list[str], masks: np.ndarray, front: np.ndarray, back: 
     if not found.get("pelvis", True):
         return skip("pelvis not found")
     m = masks[p] & np.isfinite(front[p]) & (front[p] > 0) & np.isfinite(back[p]) & (back[p] > 0)
-    if int(m.sum()) < MIN_PELVIS_POINTS // 2:
+    if int(m.sum()) < MIN_PELVIS_PIXELS:
         return skip("too few pelvis pixels")
     pts = np.concatenate([geometry.backproject(front[p], m)[0], geometry.backproject(back[p], m)[0]])
     try:

@@ -61,8 +61,10 @@ class Prediction:
     ``masks`` (C, H, W) bool and ``probabilities`` (C, H, W) float32 per bone;
     ``depth_front``/``depth_back`` (C, H, W) float32, mm from the source along
     the rays of ``geometry`` (0 outside the masks; ``depth_back`` is None for a
-    single-depth model); ``checks``: per bone its confidence and whether it is
-    found (:func:`threeddx.model.bone_checks`); ``view``: how the image was
+    single-depth model; the femurs' depths as the hip-joint anchoring, step 5, moved them);
+    ``checks``: per bone its confidence and whether it is found
+    (:func:`threeddx.model.bone_checks`), and per femur ``hip_anchor`` (the
+    shift applied, or why none was); ``view``: how the image was
     shown to the model; ``notes``: geometry warnings, one line each.
     """
 

@@ -1,6 +1,6 @@
 """Hip-joint anchoring (threeddx.hipjoint): the released model with and without it, and the anchor's own error.
 
-    .venv/bin/python benchmarks/hip_anchor.py [--data data/sim128] [--old-test data/shift/old-test] [--out runs/hip-anchor]
+    .venv/bin/python benchmarks/hip_anchor.py [--data data/sim128] [--old-test data/shift/old-test] [--out runs/hip-anchor] [--shifts]
 
 1. **The anchor on ground truth**: the true masks and depths of the split,
    anchored: the shift it applies to each (correctly placed) femur is its own
@@ -10,7 +10,8 @@
    test splits through random imaging chains (seed 0), and on the old
    benchmark's test set (``benchmarks/robustness.py`` makes it from git),
    per bone: ASSD, HD95, the mean and SD of the remaining shift along the beam
-   (``beam_shift_mm``) and the beam-aligned ASSD. The settings were chosen on
+   (``beam_shift_mm``) and the beam-aligned ASSD; with ``--shifts`` also
+   the robustness benchmark's other renderer (DiffDRR) and declared geometries. The settings were chosen on
    the validation rows; the test rows are reported, not tuned on.
 
 Evaluations are cached in OUT (delete a folder to rerun it).
@@ -27,6 +28,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 BONES = ("pelvis", "femur_left", "femur_right")
+#: With --shifts: (label, folder under data/shift, chain) of benchmarks/robustness.py's sets, as it evaluates them.
+SHIFT_SETS = [
+    ("renderer: DiffDRR (Siddon), standard processing", "renderer-diffdrr", None),
+    ("geometry: SDD 1150 mm (declared)", "geom-1150", "standard"),
+    ("geometry: table +30 mm", "geom-30", "standard"),
+    ("geometry: table -30 mm", "geom-m30", "standard"),
+]
 
 
 def oracle_shifts(data: Path, split: str) -> np.ndarray:
@@ -61,10 +69,12 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "sim128")
     ap.add_argument("--old-test", type=Path, default=ROOT / "data" / "shift" / "old-test")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "hip-anchor")
+    ap.add_argument("--shifts", action="store_true",
+                    help="also the other renderer and the declared geometries of benchmarks/robustness.py (data/shift/)")
     a = ap.parse_args()
     import torch
 
-    print(f"`python benchmarks/hip_anchor.py`; {platform.machine()}, {torch.get_num_threads()} threads, "
+    print(f"`python benchmarks/hip_anchor.py{' --shifts' if a.shifts else ''}`; {platform.machine()}, {torch.get_num_threads()} threads, "
           f"{time.strftime('%Y-%m-%d')}\n")
     print("| ground truth, split | femurs | applied | shift mean mm | shift SD mm | largest shift mm |")
     print("|---|---|---|---|---|---|")
@@ -74,10 +84,14 @@ def main() -> int:
         print(f"| {split} | {len(s)} | {len(ok)} | {ok.mean():.2f} | {ok.std():.2f} | {np.abs(ok).max():.2f} |")
     print()
     sets = [("val, random chains", a.data, "val", "random"), ("test, random chains", a.data, "test", "random")]
-    if (a.old_test / "manifest.csv").exists():
-        sets.append(("old test set (old bodies, windowed DRR)", a.old_test, "test", None))
-    else:
-        print(f"(no {a.old_test}: run benchmarks/robustness.py once to make it)\n")
+    shifted = [("old test set (old bodies, windowed DRR)", a.old_test, None)]
+    if a.shifts:
+        shifted += [(label, a.old_test.parent / name, chain) for label, name, chain in SHIFT_SETS]
+    for label, folder, chain in shifted:
+        if (folder / "manifest.csv").exists():
+            sets.append((label, folder, "test", chain))
+        else:
+            print(f"(no {folder}: run benchmarks/robustness.py once to make it)\n")
     print("| set | anchor | bone | ASSD | HD95 | beam shift mean mm | beam shift SD mm | beam-aligned ASSD |")
     print("|---|---|---|---|---|---|---|---|")
     for label, data, split, chain in sets:

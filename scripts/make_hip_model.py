@@ -7,9 +7,8 @@ of the 16 LLP26 training subjects only (the fixed split of
 ``threeddx.anatomy.subject_split``; the validation and test subjects stay
 unseen), Procrustes-aligned, with the two hip-joint centres (LLP26's
 ``pelvis-LHJC`` / ``pelvis-RHJC``) as landmarks on the same modes
-(:class:`threeddx.ssm.BoneSSM`). Stored as float32 (a fit moves no vertex by
-more than a micrometre for it), about 1.5 MB, so that ``predict`` does not
-build the LLP26 shapes through gias3 on first use (~100 s). Run it again
+(:class:`threeddx.ssm.BoneSSM`). Stored as float32 (1.8 MB), so that
+``predict`` does not build the LLP26 shapes through gias3 on first use. Run it again
 only if the split or the LLP26 package changes; it records what it was made
 from in ``provenance``.
 """

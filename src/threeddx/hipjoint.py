@@ -49,6 +49,7 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import XrayGeometry
+from .reconstruct import backproject_bone
 
 #: The shipped pelvis shape model with its hip-joint landmarks (scripts/make_hip_model.py).
 HIP_MODEL_PATH = Path(__file__).parent / "data" / "hip_model.npz"
@@ -101,7 +102,7 @@ def hip_joint_centres(pelvis_points: np.ndarray, model=None) -> tuple[dict[str, 
 
     model = model or load_hip_model()
     pts = np.asarray(pelvis_points, np.float64)
-    t0 = pts.mean(0) - model.mean.mean(0) if len(pts) else np.zeros(3)
+    t0 = pts.mean(0) - model.mean.mean(0)
     fit = fit_ssm(model, {"pelvis": pts}, FitSettings(), init={"pelvis": (np.eye(3), t0)})
     return {n: fit.landmarks[n] for n in JOINTS.values()}, fit.rms_mm["pelvis"]
 
@@ -150,10 +151,10 @@ def anchor_femurs(bones: list[str], masks: np.ndarray, front: np.ndarray, back: 
     p = bones.index("pelvis")
     if not found.get("pelvis", True):
         return skip("pelvis not found")
-    m = masks[p] & np.isfinite(front[p]) & (front[p] > 0) & np.isfinite(back[p]) & (back[p] > 0)
-    if int(m.sum()) < MIN_PELVIS_PIXELS:
+    pelvis = backproject_bone(masks[p], front[p], back[p], geometry)
+    if len(pelvis.pixels) < MIN_PELVIS_PIXELS:
         return skip("too few pelvis pixels")
-    pts = np.concatenate([geometry.backproject(front[p], m)[0], geometry.backproject(back[p], m)[0]])
+    pts = pelvis.both()
     try:
         centres, rms = hip_joint_centres(pts)
     except InputError as e:

@@ -506,7 +506,7 @@ def _fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSett
             break
         prev = cur
     out_v = {b: scl[b] * verts[model.bone_slice(b)] @ rot[b].T + tra[b] for b in model.bones}
-    marks = {n: scl[b] * rot[b] @ p + tra[b] for (n, p), b in zip(model.landmarks(z).items(), model.landmark_bones.values())}
+    marks = {n: scl[b] * rot[b] @ p + tra[b] for n, p in model.landmarks(z).items() for b in [model.landmark_bones[n]]}
     return FitResult(
         vertices=out_v, faces={b: model.faces[b] for b in model.bones}, z=z,
         rotation={b: rot[b] for b in model.bones}, translation={b: tra[b] for b in model.bones},

@@ -247,7 +247,8 @@ def _rays_in_grid(geometry: XrayGeometry, world_to_index: np.ndarray, device: to
     d = dirs @ world_to_index[:3, :3].T  # index units per mm
     # the axis whose worst ray is still most parallel to it
     ad = np.abs(d)
-    score = np.array([np.min(ad[:, a] / np.max(ad, axis=1)) for a in range(3)])
+    longest = np.maximum(np.maximum(ad[:, 0], ad[:, 1]), ad[:, 2])  # np.max(ad, axis=1), without its slow short-axis loop
+    score = np.array([np.min(ad[:, a] / longest) for a in range(3)])
     axis = int(np.argmax(score))
     da = d[:, axis]
     if np.any(np.abs(da) < 1e-9) or not (np.all(da > 0) or np.all(da < 0)):

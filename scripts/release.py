@@ -86,7 +86,9 @@ def main() -> int:
             f"epoch (`data.chain: {cfg['data']['chain']}`: kVp 60-100, filtration, heel effect, scatter with and without a "
             "grid, dose, noise, blur, vendor processing, LUTs, bit depth, JPEG, inversion, collimation, markers, text; "
             f"docs/data.md); {100 * cfg['data']['negatives']:.0f} % of the items are images without hip anatomy "
-            "(the real chest CT's views, upside-down hip films, noise) with empty targets.",
+            "(the real chest CT's views, upside-down hip films, noise) with empty targets"
+            + (f"; {100 * cfg['data']['mirror']:.0f} % are the patient's exact mirror image (`data.mirror`, left and "
+               "right swapped)" if cfg["data"].get("mirror") else "") + ".",
             "- Geometry: the standard AP preset (SDD 1000 mm, 430 mm detector, iso-centre 820 mm from the source, "
             "superior up, patient's right on the image's left), poses within +-10 deg tilt, +-8 deg rotation, "
             "+-5 deg in-plane, +-25/25 mm lateral/longitudinal and +-10 mm along the beam.",
@@ -115,6 +117,11 @@ def main() -> int:
         "Give `source_to_isocenter_mm` in the geometry JSON when the patient is not on the table at the usual height.",
         "- **Masks**: a pixel is bone when its probability exceeds 0.7 (calibrated on the validation split; "
         "benchmarks/mask_threshold.py).",
+        "- **Mirrored patients**: the training subjects' posture favours one side (their left femur lies ~10 mm "
+        "nearer the source than the right, on average); a model trained without mirrored patients learns that and "
+        "doubles its femur error on patients lying the other way. A model trained with them (`mirror_tta` in the "
+        "checkpoint) averages with the mirrored view and gives the mirrored answer for a mirrored patient "
+        "(docs/results.md, \"Mirrored patients\").",
         "- **Femur placement**: for the dual-face model, predict moves each femur along the beam until its head meets "
         "the hip joint that a shape-model fit of the predicted pelvis locates (threeddx.hipjoint; `--no-hip-anchor` "
         "keeps the network's depths; the test figures above include it, benchmarks/hip_anchor.py compares). A femur "

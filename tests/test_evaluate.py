@@ -1,4 +1,6 @@
 """evaluate: the oracle and a checkpoint on a simulated split, its files and table."""
+import pytest
+
 
 
 def test_evaluate_oracle_and_checkpoint(small_sim, tiny_ckpt, tmp_path):
@@ -22,7 +24,8 @@ def test_evaluate_on_a_local_dask_cluster_gives_the_one_process_tables(small_sim
     (equal up to float rounding: a worker's torch runs on one thread, this process's on two). The femurs'
     hip-joint anchoring fits a shape model whose discrete steps (trimming, closest faces) turn that rounding
     into up to ~0.02 mm of shift (1e-5 mm of noise on the pelvis points does the same), so the femurs'
-    figures agree to 0.1 mm / 1 %, the pelvis's to 1e-4."""
+    figures agree to 0.1 mm / 1 %; the pelvis's to 0.1 % (its HD95 is a percentile of sampled distances:
+    rounding can swap which sample it is, 0.07 % of its SD with the mirrored view's two-image batch)."""
     import csv
 
     import pytest
@@ -33,7 +36,7 @@ def test_evaluate_on_a_local_dask_cluster_gives_the_one_process_tables(small_sim
     b = evaluate(small_sim, tmp_path / "dask", "dualface", split="train", limit=2, progress=False, workers=2)
     assert a["images"] == b["images"] == 2
     for bone, row in a["bones"].items():
-        tol = dict(rel=1e-4, abs=1e-6) if bone == "pelvis" else dict(rel=1e-2, abs=0.1)
+        tol = dict(rel=1e-3, abs=1e-4) if bone == "pelvis" else dict(rel=1e-2, abs=0.1)
         for key, value in row.items():
             assert b["bones"][bone][key] == (value if value is None else pytest.approx(value, **tol)), (bone, key)
     ra, rb = (list(csv.DictReader(open(tmp_path / d / "results.csv"))) for d in ("one", "dask"))
@@ -50,3 +53,15 @@ def test_a_local_dask_cluster_leaves_the_environment_as_it_was(small_sim, tmp_pa
     before = dict(os.environ)
     assert sorted(map_tasks(abs, [(-1,), (-2,)], workers=2, progress=False)) == [1, 2]
     assert dict(os.environ) == before
+
+
+def test_mirrored_patients_need_a_network(small_sim, tmp_path):
+    """(What mirroring does to a prediction is tests/test_inference.py's; a network's full evaluation of a
+    mirrored patient is benchmarks/mirror.py's: an untrained network's masks cover the image, and scoring
+    them takes minutes.)"""
+    from threeddx.errors import InputError
+    from threeddx.evaluate import evaluate
+
+    with pytest.raises(InputError, match="not with --oracle"):
+        evaluate(small_sim, tmp_path / "x", split="val", oracle=True, mirrored=True, progress=False)
+    assert not (tmp_path / "x").exists()

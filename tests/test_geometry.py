@@ -295,3 +295,29 @@ def test_the_iso_centre_distance_round_trips_and_defaults_to_the_table():
     d = g.to_dict()
     del d["source_to_isocenter_mm"]
     assert XrayGeometry.from_dict(d).isocenter_distance_or_assumed == 1150.0 - 180.0
+
+
+def _sphere_depths(dirs: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
+    """Exact first-entry distance from the source along unit rays (source frame), nan for a miss."""
+    b = dirs @ centre
+    disc = b ** 2 - (centre @ centre - radius ** 2)
+    return np.where(disc >= 0, b - np.sqrt(np.maximum(disc, 0.0)), np.nan)
+
+
+def test_a_centred_camera_images_the_mirrored_patient_as_the_flipped_image():
+    # what makes the mirror augmentation and the mirrored view exact (threeddx.dataset, threeddx.inference):
+    # with the principal point at the detector's centre, the ray through pixel (i, W-1-j) is the ray through
+    # (i, j) mirrored about the source frame's y-z plane, so depths of a mirrored object are the flipped depths
+    g = standard_ap_geometry((0.0, 0.0, 0.0), size=48, detector_mm=200.0)
+    assert np.allclose(g.principal_point, (24.0, 24.0))
+    dirs = g.ray_directions_source()
+    assert np.allclose(dirs[:, ::-1] * [-1.0, 1.0, 1.0], dirs, atol=1e-12)
+    centre = np.array([35.0, -12.0, 820.0])
+    direct = _sphere_depths(dirs, centre, 30.0)
+    mirrored = _sphere_depths(dirs, centre * [-1.0, 1.0, 1.0], 30.0)
+    assert np.isfinite(direct).sum() > 50
+    np.testing.assert_allclose(mirrored[:, ::-1], direct, atol=1e-9, equal_nan=True)
+    # off-centre, the flip is not the mirror image
+    shifted = XrayGeometry.from_dict({**json.loads(g.to_json()), "principal_point_px": [27.0, 24.0]})
+    d2 = shifted.ray_directions_source()
+    assert not np.allclose(d2[:, ::-1] * [-1.0, 1.0, 1.0], d2, atol=1e-6)

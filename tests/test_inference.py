@@ -85,3 +85,29 @@ def test_weights_of_another_architecture_are_refused_in_one_line(tmp_path):
                      "geometry": standard_ap_geometry(size=32).to_json(), "casi_offset_mm": None, "config": {}}, path)
     with pytest.raises(InputError, match="weights of another architecture: .*shape differs"):
         Predictor(path)
+
+
+def test_the_mirrored_view_makes_the_prediction_mirror_equivariant(untrained):
+    """With the mirrored view averaged in, a flipped image gives exactly the flipped prediction, left and right
+    swapped (P(Mx) = M P(x) by construction); the untrained network alone is not equivariant."""
+    img = np.random.default_rng(4).random((32, 32)).astype(np.float32)
+    swap = [0, 2, 1]
+    with_mirror = Predictor(untrained.checkpoint, mirror=True, hip_anchor=None)
+    assert with_mirror.mirror_partners == swap and untrained.mirror_partners is None  # the checkpoint says no
+    a, b = with_mirror(img), with_mirror(img[:, ::-1].copy())
+    for k in ("probabilities", "depth_front", "depth_back"):
+        np.testing.assert_allclose(b[k], a[k][swap][..., ::-1], rtol=1e-5, atol=1e-4)
+    c, d = untrained(img), untrained(img[:, ::-1].copy())
+    assert not np.allclose(d["probabilities"], c["probabilities"][swap][..., ::-1], atol=1e-3)
+    assert np.all(a["depth_back"] >= a["depth_front"])
+
+
+def test_a_mirrored_prediction_mirrored_again_is_itself(untrained):
+    img = np.random.default_rng(5).random((32, 32)).astype(np.float32)
+    p = Predictor(untrained.checkpoint, hip_anchor=None).infer(img, untrained.geometry)
+    m = p.mirrored()
+    np.testing.assert_array_equal(m.depth_front[1], p.depth_front[2][:, ::-1])  # the left femur is the right, flipped
+    assert m.checks["femur_left"] is p.checks["femur_right"]
+    twice = m.mirrored()
+    for k in ("masks", "probabilities", "depth_front", "depth_back", "image"):
+        np.testing.assert_array_equal(getattr(twice, k), getattr(p, k))

@@ -137,3 +137,18 @@ def test_the_rules_of_a_run_folder(small_sim, tmp_path, capsys):
     assert load_checkpoint(b / "last.pt")["epoch"] == 2
     assert main([*args, "--out", str(a), "--overwrite"]) == 0
     assert [r["epoch"] for r in csv.DictReader(open(a / "metrics.csv"))] == ["1", "2"]
+
+
+def test_fine_tuning_starts_from_the_weights_and_records_mirroring(small_sim, tmp_path):
+    first = tiny_cfg(small_sim, tmp_path / "first", optim={"epochs": 1})
+    train(first, progress=False)
+    ck = load_checkpoint(tmp_path / "first" / "last.pt")
+    assert ck["mirror_tta"] is False
+    cfg = tiny_cfg(small_sim, tmp_path / "second", init=str(tmp_path / "first" / "last.pt"), data={"mirror": 0.5})
+    tr = Trainer(cfg, progress=False)
+    assert all(torch.equal(v, ck["model"][k]) for k, v in tr.model.state_dict().items())
+    assert tr.epoch == 0 and tr.sched.last_epoch == 0  # a new run: new optimiser and schedule
+    assert tr.state()["mirror_tta"] is True
+    other = tiny_cfg(small_sim, tmp_path / "third", init=str(tmp_path / "first" / "last.pt"), model={"width": 4})
+    with pytest.raises(InputError, match="model settings differ"):
+        Trainer(other, progress=False)

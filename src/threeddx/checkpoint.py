@@ -52,6 +52,9 @@ class Checkpoint:
     confidence: dict | None = None  # training masks' statistics for the refusal checks
     faces: int = 2  # depth faces per bone (front and back)
     mask_threshold: float | None = None  # the calibrated mask threshold, else the inference default
+    #: trained with mirrored patients (data.mirror > 0): inference averages with the mirrored view
+    #: (threeddx.inference.mirror_average); a model without them has learnt side-specific priors
+    mirror_tta: bool = False
     epoch: int = 0
     threeddx_version: str = ""  # provenance: the version that wrote it
     release: dict = field(default_factory=dict)  # provenance of a released model (run, command, test figures)

@@ -13,11 +13,24 @@ the only choice for older samples).
 image without hip anatomy and empty targets (:mod:`threeddx.negatives`), so the
 network learns to find no bone where there is none.
 
-Only **photometric** augmentation is offered (intensity, contrast, gamma,
-noise): geometric changes (crop, flip, rotate, resize) would change the
-pixel-to-ray mapping that the depth targets are defined through, and a flip
-would also swap the left and right femur channels. Every hook's output is
-checked to keep the image's shape.
+**Mirroring**: with ``mirror=p`` a share p of the items is the patient's
+mirror image: the material line integrals (or the stored image) and the
+targets are flipped left to right and the left and right bones' channels
+swapped (:func:`mirror_partners`), before the imaging chain, so markers and
+text stay readable. It is exact, not an approximation: the camera's principal
+point is at the detector's centre, so the flipped image is what the same
+camera records of the patient mirrored about the source frame's y-z plane;
+each ray maps onto the mirrored ray with the same length, so every depth
+target keeps its value. It removes the side bias of a few subjects' posture
+(in data/sim128 the left femur lies on average 10 mm nearer the source than
+the right: the released model without mirroring learnt it, docs/results.md
+"Mirrored patients"). Samples whose principal point is off-centre, or whose
+bones lack their mirror partner, are refused.
+
+Otherwise only **photometric** augmentation is offered (intensity, contrast,
+gamma, noise): other geometric changes (crop, rotate, resize) would change the
+pixel-to-ray mapping that the depth targets are defined through. Every hook's
+output is checked to keep the image's shape.
 
 Resolution: a sample can be read at its stored size or downsampled by an
 integer factor ``f``. The new pixel (i, j) covers the f x f block of old pixels;
@@ -84,6 +97,28 @@ class PhotometricAugment:
         return out.clamp(0, 1)
 
 
+def mirror_partners(bones: Sequence[str]) -> list[int] | None:
+    """Per bone, the index of its mirror image in ``bones`` (``femur_left`` <-> ``femur_right``; a midline bone itself).
+
+    None when some bone's partner is not among ``bones``.
+    """
+    index = {b: i for i, b in enumerate(bones)}
+    swap = {"left": "right", "right": "left"}
+    partners = []
+    for b in bones:
+        mirrored = "_".join(swap.get(part, part) for part in b.split("_"))
+        if mirrored not in index:
+            return None
+        partners.append(index[mirrored])
+    return partners
+
+
+def centred(geometry: XrayGeometry) -> bool:
+    """Whether the principal point is the detector's centre (what makes a left-right flip exact)."""
+    rows, cols = geometry.detector_shape
+    return bool(np.allclose(geometry.principal_point, (cols / 2.0, rows / 2.0), atol=1e-6))
+
+
 def read_manifest(root: str | Path) -> list[dict[str, str]]:
     path = Path(root) / "manifest.csv"
     if not path.exists():
@@ -121,7 +156,8 @@ class SimulatedDataset(torch.utils.data.Dataset):
     Each item is a dict: ``image`` (1, H, W) float32 in [0, 1] (per-image
     normalised, then augmented), ``masks`` (C, H, W) float32 0/1,
     ``depth_front`` / ``depth_back`` (C, H, W) float32 mm (0 outside the masks),
-    ``geometry`` (JSON string at this resolution), ``sample_id``.
+    ``geometry`` (JSON string at this resolution), ``mirrored`` (module doc),
+    ``sample_id``.
     """
 
     def __init__(
@@ -134,6 +170,7 @@ class SimulatedDataset(torch.utils.data.Dataset):
         seed: int = 0,
         chain: "str | Chain | None" = None,
         negatives: float = 0.0,
+        mirror: float = 0.0,
     ) -> None:
         self.root = Path(root)
         rows = read_manifest(self.root)
@@ -148,6 +185,7 @@ class SimulatedDataset(torch.utils.data.Dataset):
         self.factor = stored // self.size
         with np.load(self.root / self.rows[0]["render"]) as z:
             self.stored_bones = [str(b) for b in z["bones"]]
+            first_geometry = XrayGeometry.from_json(str(z["geometry"]))
         self.bones = list(bones) if bones else self.stored_bones
         missing = [b for b in self.bones if b not in self.stored_bones]
         if missing:
@@ -158,6 +196,15 @@ class SimulatedDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.chain = chain
         self.negatives = float(negatives)
+        self.mirror = float(mirror)
+        self.partners = mirror_partners(self.bones)
+        if not 0.0 <= self.mirror <= 1.0:
+            raise InputError(f"mirror must be a probability within 0-1, got {mirror}")
+        if self.mirror > 0 and self.partners is None:
+            raise InputError(f"mirror needs every bone's left/right partner among the bones ({', '.join(self.bones)})")
+        if self.mirror > 0 and not centred(first_geometry):
+            raise InputError(f"mirror needs the principal point at the detector's centre; {self.root} has "
+                             f"{first_geometry.principal_point} on a {first_geometry.detector_shape} detector")
         if chain is not None and chain != "random":
             from .physics import chain_from
 
@@ -190,6 +237,12 @@ class SimulatedDataset(torch.utils.data.Dataset):
         except (OSError, KeyError, ValueError) as e:
             raise InputError(f"cannot read sample {path}: {e}") from None
         negative = self.negatives > 0 and rng.random() < self.negatives
+        mirrored = self.mirror > 0 and rng.random() < self.mirror  # no draw without mirroring: old runs replay
+        if mirrored:
+            image = image[:, ::-1].copy()
+            masks, front, back = (a[self.partners][..., ::-1].copy() for a in (masks, front, back))
+            if materials is not None:
+                materials = {k: v[:, ::-1].copy() for k, v in materials.items()}
         kind = str(rng.choice(["chest", "upside-down", "noise"], p=[0.45, 0.3, 0.25])) if negative else ""
         if kind == "chest":
             from .negatives import CHEST_VIEWS, chest_view
@@ -221,6 +274,7 @@ class SimulatedDataset(torch.utils.data.Dataset):
             "masks": torch.from_numpy(masks.astype(np.float32)),
             "depth_front": torch.from_numpy(front.astype(np.float32)),
             "depth_back": torch.from_numpy(back.astype(np.float32)),
-            "geometry": geom.to_json(),
+            "geometry": geom.to_json(),  # for a mirrored item: its rays in the source frame, not its world pose
+            "mirrored": mirrored,
             "sample_id": row["sample_id"],
         }

@@ -110,12 +110,12 @@ DEFAULT_ANCHOR = AnchorSettings()
 _PREDICTORS: dict = {}
 
 
-def _predictor(checkpoint, device: str, hip_anchor=DEFAULT_ANCHOR):
+def _predictor(checkpoint, device: str, hip_anchor=DEFAULT_ANCHOR, mirror: bool | None = None):
     from .inference import Predictor
 
-    key = (str(checkpoint), device, hip_anchor)
+    key = (str(checkpoint), device, hip_anchor, mirror)
     if key not in _PREDICTORS:
-        _PREDICTORS[key] = Predictor(checkpoint, device, hip_anchor=hip_anchor)
+        _PREDICTORS[key] = Predictor(checkpoint, device, hip_anchor=hip_anchor, mirror=mirror)
     return _PREDICTORS[key]
 
 
@@ -135,6 +135,8 @@ class EvalTask:
     ssm_settings: object = None
     view: bool = False
     hip_anchor: AnchorSettings | None = DEFAULT_ANCHOR  # threeddx.hipjoint; None: off
+    mirror: bool | None = None  # threeddx.inference.Predictor.mirror (None: as the checkpoint says)
+    mirrored: bool = False  # score the mirror image of each patient (evaluate's doc)
 
 
 @dataclass
@@ -163,8 +165,11 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
     gt_masks = gt["masks"] > 0
     stored = task.stored
     if task.checkpoint is not None:
-        predictor = _predictor(task.checkpoint, task.device, task.hip_anchor)
-        prediction = predictor.infer(gt["image"], geo_full)
+        predictor = _predictor(task.checkpoint, task.device, task.hip_anchor, task.mirror)
+        if task.mirrored:  # the mirrored patient's image; its prediction mirrored back onto this patient's rays
+            prediction = predictor.infer(np.ascontiguousarray(gt["image"][:, ::-1]), geo_full).mirrored()
+        else:
+            prediction = predictor.infer(gt["image"], geo_full)
         pred, geo, pred_bones, checks = prediction.maps(), prediction.geometry, predictor.bones, prediction.checks
         gt_masks = prediction.to_view(gt_masks.astype(np.float32)) > 0.5  # the truth on the model's grid
         image = prediction.image
@@ -262,6 +267,8 @@ def evaluate(
     workers: int = 1,
     scheduler: str | None = None,
     hip_anchor: AnchorSettings | None = DEFAULT_ANCHOR,
+    mirror: bool | None = None,
+    mirrored: bool = False,
 ) -> dict:
     """Evaluate a checkpoint (or the oracle) on a split; writes results.csv/json/md into ``out`` (module doc).
 
@@ -284,6 +291,17 @@ def evaluate(
 
     ``hip_anchor``: the settings of the femurs' hip-joint anchoring
     (:mod:`threeddx.hipjoint`), None to evaluate the network's depths as they are.
+    ``mirror``: average the network with its mirrored view
+    (:func:`threeddx.inference.mirror_average`); None: as the checkpoint says,
+    as predict does.
+
+    ``mirrored``: score each test patient's mirror image instead (a shift: the
+    patients' posture mirrored, e.g. the left femur where the right one was).
+    The network sees the flipped image; its prediction, mirrored back onto the
+    patient's own rays (:meth:`threeddx.inference.Prediction.mirrored`), is
+    scored against the patient's own surfaces, which is the same as scoring
+    the mirrored prediction against the mirrored surfaces (a reflection keeps
+    every distance).
     """
     from .cluster import map_tasks
     from .dataset import read_manifest
@@ -292,6 +310,8 @@ def evaluate(
 
     data = Path(data)
     check_out_folder(out, "results.json")  # before any work
+    if oracle and mirrored:
+        raise InputError("mirrored patients are a test of a network: not with --oracle")
     if not oracle and checkpoint is None:
         raise InputError("give --checkpoint, or --oracle to evaluate the ground-truth depths")
     rows_in = [r for r in read_manifest(data) if r["split"] == split]
@@ -299,7 +319,7 @@ def evaluate(
         raise InputError(f"no samples of split {split!r} in {data}")
     if limit:
         rows_in = rows_in[: int(limit)]
-    predictor = None if oracle else _predictor(checkpoint, device, hip_anchor)
+    predictor = None if oracle else _predictor(checkpoint, device, hip_anchor, mirror)
     with np.load(data / rows_in[0]["render"]) as z:
         stored = [str(b) for b in z["bones"]]
     bones = list(bones or (predictor.bones if predictor else [b for b in ("pelvis", "femur_left", "femur_right") if b in stored]))
@@ -311,7 +331,8 @@ def evaluate(
     if chain is not None and chain != "random":
         chain = chain_from(chain)
     task = EvalTask(data, None if oracle else str(checkpoint), device, bones, stored, mesh_method,
-                    DEFAULT_DENSITY if density is None else density, chain, seed, ssm_settings, view, hip_anchor)
+                    DEFAULT_DENSITY if density is None else density, chain, seed, ssm_settings, view, hip_anchor,
+                    mirror, mirrored)
     out = Path(out)
     label = _label(oracle, checkpoint, mesh_method)
     by_index: dict[int, list[dict]] = {}
@@ -324,6 +345,9 @@ def evaluate(
                 gallery.append(_case_view(folder, task, rows_in[result.index], result, label))
         results = [r for k in sorted(by_index) for r in by_index[k]]
         summary = _summary(results, rows_in, task, oracle, chain, checkpoint, split, predictor is not None)
+        if predictor is not None:  # whether the mirrored view was averaged in (the checkpoint's choice, or ``mirror``)
+            summary["mirror"] = predictor.mirror_partners is not None
+            summary["mirrored_patients"] = bool(mirrored)
         table = markdown_table(results, bones, label, summary["images"], summary["subjects"])
         buf = _io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
@@ -348,7 +372,8 @@ def _summary(results: list[dict], rows_in: list[dict], task: EvalTask, oracle: b
     summary = {
         "data": str(task.data), "split": split, "checkpoint": None if oracle else str(checkpoint), "oracle": oracle,
         "mesh_method": task.mesh_method, "density_per_mm2": task.density,
-        "hip_anchor": None if oracle or task.hip_anchor is None else asdict(task.hip_anchor), "images": len(rows_in),
+        "hip_anchor": None if oracle or task.hip_anchor is None else asdict(task.hip_anchor),
+        "images": len(rows_in),
         "subjects": len({r["subject_id"] for r in rows_in}),
         "chain": chain if chain is None or isinstance(chain, str) else chain.to_dict(),
         "bones": summarise(results, task.bones),

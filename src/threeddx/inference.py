@@ -13,7 +13,12 @@ cannot drift apart. The steps, in order:
    the image repeat its border;
 3. **the network** (:meth:`Predictor.__call__`): masks, depths, the CASI
    offset for CASI checkpoints, and per bone a confidence and plausibility
-   checks (:func:`threeddx.model.bone_checks`);
+   checks (:func:`threeddx.model.bone_checks`); with ``mirror`` the network
+   also sees the view mirrored left to right, and its outputs, mirrored back
+   with the left and right bones swapped, are averaged with the direct ones
+   (:func:`mirror_average`: test-time augmentation, exact for the model's
+   centred camera; only for checkpoints trained with mirrored patients, whose
+   ``mirror_tta`` says so);
 4. **depths back to the image's rays** (:meth:`threeddx.geometry.View.depth_to_image`):
    ``Prediction.geometry`` is the camera to back-project the maps with;
 5. **hip-joint anchoring** (:func:`threeddx.hipjoint.anchor_femurs`, dual-face
@@ -34,7 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .dataset import normalise_radiograph
+from .dataset import centred, mirror_partners, normalise_radiograph
+from .errors import InputError
 from .geometry import View, XrayGeometry, model_view, view_axes
 from .hipjoint import AnchorSettings, anchor_femurs
 
@@ -91,6 +97,25 @@ class Prediction:
         """The arrays as the report and depth-map writers take them."""
         return {"masks": self.masks, "depth_front": self.depth_front, "depth_back": self.depth_back}
 
+    def mirrored(self) -> "Prediction":
+        """The prediction flipped left to right, the left and right bones swapped: what it says of the
+        mirror image of the patient, on the same rays (exact for a centred camera; :func:`mirror_average`).
+
+        Used to score a model on mirrored patients (:func:`threeddx.evaluate.evaluate`, ``mirrored``):
+        predict on the flipped image, then mirror the prediction back onto the patient's own rays.
+        """
+        partners = mirror_partners(self.bones)
+        if partners is None or not centred(self.geometry):
+            raise InputError("a prediction can be mirrored only with every bone's left/right partner and a centred camera")
+
+        def flip(a):
+            return None if a is None else np.ascontiguousarray(a[partners][..., ::-1])
+
+        checks = {self.bones[partners[k]]: self.checks[b] for k, b in enumerate(self.bones) if b in self.checks}
+        return Prediction(self.bones, np.ascontiguousarray(self.image[:, ::-1]), flip(self.masks),
+                          flip(self.probabilities), flip(self.depth_front), flip(self.depth_back), checks, self.view,
+                          list(self.notes))
+
     def to_view(self, array: np.ndarray, nearest: bool = True) -> np.ndarray:
         """An array on the input image's pixel grid (H0, W0) resampled onto the view's grid."""
         return view_image(array, self.view.affine, self.masks.shape[-2:], nearest)
@@ -126,6 +151,29 @@ def view_image(image: np.ndarray, affine: np.ndarray, shape: tuple[int, int], ne
     return out[:, 0].numpy().reshape(*lead, rows, cols)
 
 
+def mirror_average(direct: dict, mirrored: dict, partners: list[int]) -> dict:
+    """The network's outputs on a view and on the view mirrored left to right, averaged on the view's grid.
+
+    Exact for a camera whose principal point is the detector's centre (the
+    model's view): the mirrored image is that of the patient mirrored about
+    the source frame's y-z plane, every ray maps onto the mirrored ray with the
+    same length, so a depth predicted on the mirrored view and mirrored back is
+    a depth of the same anatomy on the direct ray; the patient's left femur
+    is a right femur there (``partners``, :func:`threeddx.dataset.mirror_partners`).
+    Tensors (B, C, H, W) with a channel per bone are mirrored back and their
+    channels put back; a one-channel map (the single-depth model's nearest
+    face) is mirrored back only. Depths are averaged in mm and mask logits as
+    logits; a back face stays behind its front face (each is, so are the means).
+    """
+    out = {}
+    for key, a in direct.items():
+        b = torch.flip(mirrored[key], dims=[-1])
+        if b.shape[1] == len(partners):
+            b = b[:, partners]
+        out[key] = 0.5 * (a + b)
+    return out
+
+
 def view_coverage(view: View, image_shape: tuple[int, int]) -> float:
     """Share of the view's pixels whose centre falls inside the image (0-1)."""
     u, v = view.image_coordinates()
@@ -140,6 +188,8 @@ class Predictor:
     device: str = "cpu"
     #: step 5 of the module doc; None: off
     hip_anchor: AnchorSettings | None = field(default_factory=AnchorSettings)
+    #: step 3 of the module doc; None: as the checkpoint says (its ``mirror_tta``, False when absent)
+    mirror: bool | None = None
     ck: "Checkpoint" = field(init=False, repr=False)  # noqa: F821 (threeddx.checkpoint.Checkpoint)
     model: torch.nn.Module = field(init=False, repr=False)
 
@@ -167,13 +217,26 @@ class Predictor:
     def single_depth(self) -> bool:
         return bool(self.ck["model_config"]["single_depth"])
 
+    @property
+    def mirror_partners(self) -> list[int] | None:
+        """The channel order of :func:`mirror_average`, or None when the mirrored view is not used."""
+        on = bool(self.ck.get("mirror_tta", False)) if self.mirror is None else self.mirror
+        if not on or not centred(self.geometry):
+            return None
+        return mirror_partners(self.bones)
+
     @torch.no_grad()
     def __call__(self, image01: np.ndarray) -> dict:
         """The network on a view image (size, size) in [0, 1]: masks, probabilities, depths (model rays), checks."""
         from .model import apply_casi_offset, bone_checks
 
         x = torch.from_numpy(np.ascontiguousarray(image01, dtype=np.float32))[None, None].to(self.device)
-        out = self.model(x)
+        partners = self.mirror_partners
+        if partners is None:
+            out = self.model(x)
+        else:
+            both = self.model(torch.cat([x, torch.flip(x, dims=[-1])]))
+            out = mirror_average({k: v[:1] for k, v in both.items()}, {k: v[1:] for k, v in both.items()}, partners)
         probs = torch.sigmoid(out["mask_logits"])
         masks = probs > float(self.ck.get("mask_threshold", MASK_THRESHOLD))
         if self.single_depth:

@@ -49,7 +49,9 @@ DEFAULTS: dict[str, Any] = {
              "train_split": "train", "val_split": "val", "workers": 0, "limit_train": None,
              # imaging chain (physics.radiograph): "random" per (seed, epoch, index), a preset name, or null
              # (the stored image); validation uses the same chain at fixed seeds
-             "chain": None, "negatives": 0.0},
+             "chain": None, "negatives": 0.0,
+             # share of the items shown as the patient's mirror image (dataset.SimulatedDataset: exact)
+             "mirror": 0.0},
     "model": {"width": 32, "levels": 4, "blocks": 1},
     "loss": {"mode": "dependent", "casi": False, "lam": 0.85, "alpha": 10.0, "seg_weight": 1.0},
     "optim": {"lr": 1e-3, "weight_decay": 1e-4, "epochs": 20, "batch_size": 8, "schedule": "cosine", "grad_clip": 1.0},
@@ -58,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "amp": True,
     "out": "runs/default",
+    # fine-tuning: start from this checkpoint's weights (a path or a released name; same model settings),
+    # with a new optimiser and schedule; ignored when resuming
+    "init": None,
 }
 
 
@@ -214,7 +219,7 @@ class Trainer:
         d = cfg["data"]
         aug = [PhotometricAugment()] if cfg["augment"] else []
         self.train_set = SimulatedDataset(d["root"], d["train_split"], d["size"], d["bones"], aug, seed=cfg["seed"],
-                                          chain=d["chain"], negatives=d["negatives"])
+                                          chain=d["chain"], negatives=d["negatives"], mirror=d["mirror"])
         if d.get("limit_train"):
             self.train_set.rows = self.train_set.rows[: int(d["limit_train"])]
         if d["negatives"]:
@@ -253,6 +258,8 @@ class Trainer:
         self.out = Path(cfg["out"])
         if resume:
             self._load(resume)
+        elif cfg["init"]:
+            self._init_weights(cfg["init"])
 
     # ---------------------------------------------------------- checkpoints
     def geometry(self):
@@ -269,6 +276,7 @@ class Trainer:
             model=self.model.state_dict(), model_config=self.mcfg.to_dict(), bones=list(self.mcfg.bones),
             geometry=self.geometry().to_json(), config=self.cfg, casi_offset_mm=self.casi_offset,
             confidence=self.confidence, epoch=self.epoch, threeddx_version=__version__, format=CKPT_FORMAT,
+            mirror_tta=float(self.cfg["data"]["mirror"]) > 0,
         ).to_dict()
         return {
             **typed,
@@ -283,6 +291,16 @@ class Trainer:
 
     def _save(self, name: str) -> None:
         save_checkpoint(self.state(), self.out / name)
+
+    def _init_weights(self, name: str | Path) -> None:
+        """The weights of a checkpoint (path or released name) as the starting point; nothing else of its run."""
+        from .checkpoint import resolve_checkpoint
+
+        path = resolve_checkpoint(name)
+        ck = load_checkpoint(path, map_location=self.device)
+        if ck["model_config"] != self.mcfg.to_dict():
+            raise InputError(f"init {path}: the checkpoint's model settings differ from the config's")
+        self.model.load_state_dict(ck["model"])  # float16 release weights are cast to the model's float32
 
     def _load(self, path: str | Path) -> None:
         ck = load_checkpoint(path, map_location=self.device)

@@ -52,6 +52,14 @@ def add_hip_anchor_option(p: argparse.ArgumentParser) -> None:
                    "that a shape-model fit of the pelvis locates; threeddx.hipjoint)")
 
 
+def add_mirror_option(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--mirror", dest="mirror", action="store_const", const=True, default=None,
+                   help="average the network with its mirrored view (default: when the checkpoint was trained with "
+                   "mirrored patients; threeddx.inference.mirror_average)")
+    g.add_argument("--no-mirror", dest="mirror", action="store_const", const=False, help="the direct view only")
+
+
 def hip_anchor(args: argparse.Namespace):
     """``--no-hip-anchor``: None (off), else the default :class:`threeddx.hipjoint.AnchorSettings`."""
     from ..hipjoint import AnchorSettings

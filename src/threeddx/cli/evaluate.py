@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_hip_anchor_option, add_ssm_options, device, hip_anchor, ssm_settings
+from ._common import add_hip_anchor_option, add_mirror_option, add_ssm_options, device, hip_anchor, ssm_settings
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mesh", default="dual", choices=["dual", "poisson", "front", "ssm"])
     add_ssm_options(p)
     add_hip_anchor_option(p)
+    add_mirror_option(p)
     p.add_argument("--oracle", action="store_true", help="use the ground-truth masks and depths")
     p.add_argument("--bones", nargs="+")
     p.add_argument("--limit", type=int, help="evaluate the first N samples only")
@@ -42,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
     evaluate(args.data, args.out, checkpoint, args.split, args.mesh, args.oracle, args.bones, args.limit,
              device=device(args.device), ssm_settings=ssm_settings(args) if args.mesh == "ssm" else None,
              chain=args.chain, seed=args.seed, view=args.view, workers=args.workers, scheduler=args.scheduler,
-             hip_anchor=hip_anchor(args))
+             hip_anchor=hip_anchor(args), mirror=args.mirror)
     return 0

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import add_hip_anchor_option, add_ssm_options, device, hip_anchor, ssm_settings
+from ._common import add_hip_anchor_option, add_mirror_option, add_ssm_options, device, hip_anchor, ssm_settings
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frame", default="world", choices=["world", "source"], help="coordinates of the outputs")
     p.add_argument("--view", action="store_true", help="also write view.html, the interactive 3D view (3ddx view)")
     add_hip_anchor_option(p)
+    add_mirror_option(p)
     p.add_argument("--force", action="store_true",
                    help="reconstruct every bone with a mask even when the image does not look like a hip radiograph")
     p.add_argument("--device", default="cpu")
@@ -39,7 +40,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..predict import Predictor, predict_file
 
-    predictor = Predictor(args.checkpoint, device(args.device), hip_anchor=hip_anchor(args))
+    predictor = Predictor(args.checkpoint, device(args.device), hip_anchor=hip_anchor(args), mirror=args.mirror)
     s = predict_file(args.image, predictor, args.out, args.geometry, args.mesh, args.frame,
                      ssm_settings=ssm_settings(args, predictor.ck.get("config")), complete_femur=args.complete_femur,
                      force=args.force, warn=lambda line: print(f"3ddx: warning: {line}", file=sys.stderr),

@@ -16,6 +16,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, required=True, help="YAML config")
     p.add_argument("--resume", type=Path, help="continue from a checkpoint (last.pt)")
+    p.add_argument("--init", help="fine-tune: start from this checkpoint's weights (a path, or dualface/single)")
     p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run (deletes it)")
     p.add_argument("--loss", help="override the loss: single, dependent, independent or casi")
     p.add_argument("--data", help="override data.root")
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         over.setdefault("optim", {})["epochs"] = args.epochs
     if args.device:
         over["device"] = args.device
+    if args.init:
+        over["init"] = args.init
     cfg = load_config(args.config, over)
     rec = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if rec.get("finished"):

@@ -324,7 +324,7 @@ def reconstruct_image(
         "geometry_from": geo_source,
         "model_geometry": geo.to_dict(),
         "view": {"scale": round(pred.view.scale, 5), "isocenter_shift_mm": round(pred.view.shift_mm, 3),
-                 "mirrored_view_averaged": predictor.mirror_partners is not None},
+                 "mirrored_view_averaged": getattr(predictor, "mirror_partners", None) is not None},
         "notes": pred.notes + pose_warning(geo_source),
         "mesh_method": method,
         "frame": frame,

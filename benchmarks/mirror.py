@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import csv
 import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -55,16 +54,9 @@ def side_bias(data: Path, split: str) -> np.ndarray:
 
 def checkpoint(spec: str, out: Path) -> str:
     """A checkpoint path (or released name); ``git:REV`` is extracted from git into ``out``."""
-    if not spec.startswith("git:"):
-        return spec
-    rev = spec[4:]
-    path = out / f"dualface-128-{rev}.pt"
-    if not path.exists():
-        blob = subprocess.run(["git", "show", f"{rev}:src/threeddx/data/weights/dualface-128.pt"], cwd=ROOT,
-                              check=True, capture_output=True).stdout
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(blob)
-    return str(path)
+    from robustness import old_checkpoint  # this folder is on the path when the script runs
+
+    return str(old_checkpoint(spec[4:], out)) if spec.startswith("git:") else spec
 
 
 def evaluation(label: str, ck: str, data: Path, split: str, chain, mirrored: bool, out: Path) -> list[dict]:

@@ -38,6 +38,23 @@ def test_shifted_flat_patch_gives_the_shift():
     assert r["assd"] == pytest.approx(0.7, abs=1e-6) and r["hd95"] == pytest.approx(0.7, abs=1e-6)
 
 
+def test_hd95_is_the_larger_directed_percentile_not_the_pooled_one():
+    """A surface part the other lacks: 6.5 % of B's points lie 20 mm from A; A's points all lie 1 mm from B.
+
+    Directed: P95(A -> B) = 1, P95(B -> A) = 20, so HD95 = 20. Pooled: the far points are ~3.4 % of
+    A's and B's points together (A 10 000 mm^2, B 10 700 mm^2, equal density), under 5 %: HD95 pooled = 1.
+    """
+    def patch(x1, z):
+        return trimesh.Trimesh([[0, 0, z], [x1, 0, z], [x1, 100, z], [0, 100, z]], [[0, 1, 2], [0, 2, 3]])
+
+    a = patch(100.0, 0.0)
+    b = trimesh.util.concatenate([patch(100.0, 1.0), patch(7.0, -20.0)])  # the second part under A, 20 mm away
+    r = surface_distances(a, b)
+    assert r["hd95"] == pytest.approx(20.0, abs=0.2)
+    assert r["hd95_pooled"] == pytest.approx(1.0, abs=1e-6)
+    assert r["pred_to_gt"] == pytest.approx(1.0, abs=1e-6)
+
+
 def test_sampling_is_uniform_and_seeded():
     m = trimesh.creation.box((10.0, 20.0, 40.0))
     a, b = sample_surface(m, 2.0, seed=3), sample_surface(m, 2.0, seed=3)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from phantoms import ellipsoid_occupancy, make_volume, ray_ellipsoid
+from phantoms import MultiShape, ellipsoid_occupancy, k_faces, make_volume, ray_ellipsoid, shape_occupancy
 from threeddx.errors import InputError
 from threeddx.geometry import ap_pose, rotation_matrix, sample_pose, standard_ap_geometry
 from threeddx.render import Scene, crop_occupancy, render
@@ -89,6 +89,83 @@ def test_anisotropic_flipped_grid():
     assert np.median(err) < 0.1
     assert np.percentile(err, 99) < 0.6
     assert iou > 0.97
+
+
+MULTI = {
+    "hollow sphere": MultiShape("hollow_sphere", center=np.array([2.0, 1.0, -1.5]), outer=25.0, inner=14.0),
+    "torus, seen edge-on": MultiShape("torus", center=np.array([-1.0, 0.5, 2.0]), major=18.0, minor=7.0),
+    "two spheres, one label": MultiShape("spheres", balls=[(np.array([1.0, -15.0, 1.0]), 11.0),
+                                                            (np.array([-2.0, 15.0, -0.5]), 10.0)]),
+    "three spheres, one label": MultiShape("spheres", balls=[(np.array([4.0, -21.0, 3.0]), 8.0),
+                                                              (np.array([-3.0, 0.0, -2.0]), 9.0),
+                                                              (np.array([1.0, 21.0, 1.0]), 8.0)]),
+}
+
+
+@pytest.mark.parametrize("faces", [4, 6])
+@pytest.mark.parametrize("name", MULTI)
+def test_k_faces_against_exact_crossings(name, faces):
+    """Every face's depth against the exact intersections (the two-face tests' tolerances), the gap
+    masks against the exact interval counts; front and back exactly as a two-face render gives them."""
+    shape = MULTI[name]
+    vol = make_volume()
+    g = geometry()
+    scene = scene_with(vol, {"b": shape_occupancy(vol, shape)})
+    res = render(scene, g, drr=False, faces=faces)
+    two = render(scene, g, drr=False)
+    np.testing.assert_array_equal(res.depth_front, two.depth_front)
+    np.testing.assert_array_equal(res.depth_back, two.depth_back)
+    assert res.faces == faces and res.depths().shape == (1, faces, 64, 64)
+    assert res.inner_valid.shape == (1, faces // 2 - 1, 64, 64)
+    src, dirs = g.source_position_world, g.ray_directions_world().reshape(-1, 3)
+    t = shape.crossings(src, dirs)
+    want, col = k_faces(t, faces)
+    cos = shape.cosines(src, dirs, t)
+    n_int = np.sum(np.isfinite(t), axis=1) // 2
+    got = res.depths()[0].reshape(faces, -1).T
+    valid = res.inner_valid[0].reshape(faces // 2 - 1, -1).T.astype(bool)
+    m = res.masks[0].reshape(-1).astype(bool)
+    # the gap masks against the exact count, on rays where it is unambiguous at the voxel's scale (the
+    # solid grown and shrunk by half a voxel diagonal have as many intervals along them) and that meet
+    # every surface away from its rim (a grazing ray walks along a voxelised surface's staircase)
+    half_voxel = 0.5 * np.sqrt(3.0)
+    clear = shape.grown(half_voxel).intervals(src, dirs) == shape.grown(-half_voxel).intervals(src, dirs)
+    steep = np.all(np.where(np.isfinite(cos), cos, 1.0) > MIN_COS_INCIDENCE, axis=1) & (n_int > 0) & clear
+    for j in range(1, faces // 2):
+        exact = n_int > j
+        assert np.array_equal(valid[steep, j - 1], exact[steep]), j
+        if j == 1:
+            assert (exact & steep).sum() > 20  # the test sees rays with an inner pair
+    # depths: every face on rays whose gaps the render and the exact count agree on, rims excluded (a ray
+    # that grazes a second part may catch a voxel of it: its count differs, and that is the test above)
+    agree = np.all(valid == (n_int[:, None] > np.arange(1, faces // 2)[None]), axis=1)
+    errs = []
+    for f in range(faces):
+        exists = m & np.isfinite(want[:, f]) & (f in (0, faces - 1) or valid[:, (f - 1) // 2])
+        c = np.take_along_axis(cos, np.maximum(col[:, f:f + 1], 0), axis=1)[:, 0]
+        sel = exists & (c > MIN_COS_INCIDENCE) & steep & agree
+        errs.append(np.abs(got[sel, f] - want[sel, f]))
+        inner = f not in (0, faces - 1)
+        if inner:
+            assert np.all(got[~valid[:, (f - 1) // 2], f] == 0)  # 0 where the gap does not exist
+    err = np.concatenate(errs)
+    assert err.size > 200
+    assert np.median(err) < 0.25
+    assert np.percentile(err, 99) < 1.5
+    d = res.depths()[0][:, m.reshape(64, 64)]
+    assert np.all(np.diff(d[[0, -1]], axis=0) >= 0)
+    v = valid.T
+    for j in range(1, faces // 2):  # a valid gap lies in order between its neighbours
+        k = v[j - 1]
+        dd = got[k][:, : 2 * j + 1]
+        assert np.all(np.diff(dd, axis=1) >= -1e-6)
+
+
+def test_odd_faces_are_refused():
+    vol = make_volume()
+    s = SHAPES["sphere"]
+    with pytest.raises(InputError, match="even"):
+        render(scene_with(vol, {"b": ellipsoid_occupancy(vol, s["center"], s["axes"])}), geometry(), drr=False, faces=3)
 
 
 def test_depths_are_zero_outside_the_mask_and_front_before_back():

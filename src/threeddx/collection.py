@@ -165,6 +165,7 @@ class CollectionSettings:
     split_seed: int = 0
     sdd_mm: float = 1000.0
     smoothing_iterations: int = 3  # Taubin passes: the voxel steps softened, the mesh within ~0.2 mm (median) of the rendered faces
+    faces: int = 2  # depth faces per bone and ray (threeddx.render: K even; 2 = front and back)
     kind: str = "ct-collection"
     version: int = COLLECTION_VERSION
 
@@ -175,6 +176,9 @@ class CollectionSettings:
             raise InputError(f"--size must be at least 16 pixels, got {self.size}")
         if not 500.0 <= self.sdd_mm <= 2000.0:
             raise InputError(f"--sdd-mm must be within 500-2000 mm, got {self.sdd_mm}")
+        from .render import check_faces
+
+        check_faces(self.faces)
 
     def case_list(self) -> list[Case]:
         return [Case(**c) for c in self.cases]
@@ -269,7 +273,7 @@ def run_case(settings: CollectionSettings, case: Case, out: Path) -> int:
     for p in range(settings.poses):
         geom = standard_ap_geometry(iso, size=settings.size, sdd=settings.sdd_mm, source_to_isocenter=s2i).with_pose(
             sample_pose(iso, np.random.default_rng(seeds[p]), source_to_isocenter=s2i))
-        res = render(scene, geom, progress=False)
+        res = render(scene, geom, progress=False, faces=settings.faces)
         empty = [b for b, m in zip(res.bones, res.masks) if not m.any()]
         if empty:
             raise InputError(f"{case.case_id}: bone(s) {', '.join(empty)} outside the field of view in pose {p}")

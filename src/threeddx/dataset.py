@@ -150,6 +150,24 @@ def downsample_sample(
     return img.astype(np.float32), m.astype(np.uint8), fr.astype(np.float32), bk.astype(np.float32)
 
 
+def downsample_inner(inner: np.ndarray, valid: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inner faces (C, K-2, H, W) mm and their gaps' validity (C, K/2-1, H, W) downsampled as
+    :func:`downsample_sample` does the masks and depths: a gap is valid where it is at every centre sample."""
+    f = int(factor)
+    if f == 1:
+        return inner, valid
+    c, n, h, w = inner.shape
+    k = [f // 2] if f % 2 else [f // 2 - 1, f // 2]
+
+    def centre(a: np.ndarray) -> np.ndarray:
+        return a.reshape(*a.shape[:2], h // f, f, w // f, f)[:, :, :, k][:, :, :, :, :, k]
+
+    v = centre(valid.astype(bool)).all(axis=(3, 5))
+    face_valid = np.repeat(v, 2, axis=1)  # gap j covers faces 2j-1, 2j
+    d = np.where(face_valid, centre(inner).mean(axis=(3, 5)), 0.0)
+    return d.astype(np.float32), v.astype(np.uint8)
+
+
 class SimulatedDataset(torch.utils.data.Dataset):
     """Samples of a ``3ddx simulate`` folder.
 
@@ -157,7 +175,9 @@ class SimulatedDataset(torch.utils.data.Dataset):
     normalised, then augmented), ``masks`` (C, H, W) float32 0/1,
     ``depth_front`` / ``depth_back`` (C, H, W) float32 mm (0 outside the masks),
     ``geometry`` (JSON string at this resolution), ``mirrored`` (module doc),
-    ``sample_id``.
+    ``sample_id``. With ``faces`` K > 2 (samples simulated with ``--faces K``)
+    also ``depth_inner`` (C, K-2, H, W) mm and ``inner_valid`` (C, K/2-1, H, W)
+    0/1 (:mod:`threeddx.render`'s K faces).
     """
 
     def __init__(
@@ -171,6 +191,7 @@ class SimulatedDataset(torch.utils.data.Dataset):
         chain: "str | Chain | None" = None,
         negatives: float = 0.0,
         mirror: float = 0.0,
+        faces: int = 2,
     ) -> None:
         self.root = Path(root)
         rows = read_manifest(self.root)
@@ -186,6 +207,11 @@ class SimulatedDataset(torch.utils.data.Dataset):
         with np.load(self.root / self.rows[0]["render"]) as z:
             self.stored_bones = [str(b) for b in z["bones"]]
             first_geometry = XrayGeometry.from_json(str(z["geometry"]))
+            stored_faces = 2 + (z["depth_inner"].shape[1] if "depth_inner" in z.files else 0)
+        self.faces = int(faces)
+        if self.faces not in (2, stored_faces):
+            raise InputError(f"{self.root} has {stored_faces} depth faces per bone; a model of {self.faces} needs "
+                             f"samples simulated with --faces {self.faces}")
         self.bones = list(bones) if bones else self.stored_bones
         missing = [b for b in self.bones if b not in self.stored_bones]
         if missing:
@@ -225,6 +251,7 @@ class SimulatedDataset(torch.utils.data.Dataset):
             with np.load(path) as z:
                 image, masks = z["image"], z["masks"][self.channels]
                 front, back = z["depth_front"][self.channels], z["depth_back"][self.channels]
+                inner = (z["depth_inner"][self.channels], z["inner_valid"][self.channels]) if self.faces > 2 else None
                 geom = XrayGeometry.from_json(str(z["geometry"]))
                 materials = None
                 if self.chain is not None:
@@ -241,6 +268,8 @@ class SimulatedDataset(torch.utils.data.Dataset):
         if mirrored:
             image = image[:, ::-1].copy()
             masks, front, back = (a[self.partners][..., ::-1].copy() for a in (masks, front, back))
+            if inner is not None:
+                inner = tuple(a[self.partners][..., ::-1].copy() for a in inner)
             if materials is not None:
                 materials = {k: v[:, ::-1].copy() for k, v in materials.items()}
         kind = str(rng.choice(["chest", "upside-down", "noise"], p=[0.45, 0.3, 0.25])) if negative else ""
@@ -260,7 +289,10 @@ class SimulatedDataset(torch.utils.data.Dataset):
             image = noise_image(image.shape, rng)
         if negative:
             masks, front, back = np.zeros_like(masks), np.zeros_like(front), np.zeros_like(back)
+            inner = None if inner is None else tuple(np.zeros_like(a) for a in inner)
         image, masks, front, back = downsample_sample(image, masks, front, back, self.factor)
+        if inner is not None:
+            inner = downsample_inner(*inner, self.factor)  # a valid gap lies inside its bone's mask
         if self.factor != 1:
             geom = geom.resample(self.size)
         img = torch.from_numpy(normalise_radiograph(image))[None]
@@ -269,7 +301,7 @@ class SimulatedDataset(torch.utils.data.Dataset):
             if out.shape != img.shape:
                 raise InputError("an augmentation changed the image's shape: that would break the pixel-to-ray geometry")
             img = out
-        return {
+        item = {
             "image": img.float(),
             "masks": torch.from_numpy(masks.astype(np.float32)),
             "depth_front": torch.from_numpy(front.astype(np.float32)),
@@ -278,3 +310,7 @@ class SimulatedDataset(torch.utils.data.Dataset):
             "mirrored": mirrored,
             "sample_id": row["sample_id"],
         }
+        if inner is not None:
+            item["depth_inner"] = torch.from_numpy(inner[0].astype(np.float32))
+            item["inner_valid"] = torch.from_numpy(inner[1].astype(np.float32))
+        return item

@@ -24,6 +24,18 @@ ray marching at the same number of samples, and the same code runs on CUDA.
   1/64 of a slice step) and a final linear interpolation, so depths are
   sub-voxel, not voxel-step. The mask is "the ray enters the bone".
   Depths are Euclidean distances from the source in mm, 0 outside the mask.
+* **K faces** (``faces=K``, K even; 2 is the above): a ray may cross a bone
+  several times (the acetabulum, the pelvic ring). With its bone intervals
+  I_1 .. I_n along the ray (entries e_i, exits x_i), the K faces are the first
+  K/2 - 1 intervals and the last one: d_0 = e_1 and d_{K-1} = x_n (the two
+  faces above), and in between K/2 - 1 **gaps**, gap j = (d_{2j-1}, d_{2j}) =
+  (x_j, e_{j+1}) for j < K/2 - 1 and (x_{K/2-1}, e_n) for the last. Gap j
+  exists (``inner_valid``) where the ray has more than j intervals; the bone
+  along the ray is [d_0, d_{K-1}] minus the valid gaps, and what lies inside
+  the last gap (intervals I_{K/2} .. I_{n-1}) is what K faces cannot say.
+  Every crossing is bracketed and refined by bisection as above; inner faces
+  of an invalid gap are 0. For K = 4: first entry, first exit, last entry,
+  last exit. A gap of a single slice sample is not one (:func:`_crossing_slices`).
 
 Memory stays bounded: rays are processed in chunks so that at most
 ``max_samples`` slice samples are in flight at once.
@@ -189,11 +201,30 @@ class RenderResult:
     geometry: XrayGeometry
     materials: np.ndarray | None = None  # (M, H, W) g/cm^2 along each ray, M = len(material_names)
     material_names: list[str] | None = None
+    #: K > 2 faces (module doc): faces 1 .. K-2, (C, K-2, H, W) mm, 0 where their gap is not valid
+    depth_inner: np.ndarray | None = None
+    #: K > 2: (C, K/2-1, H, W) uint8, 1 where gap j (faces 2j-1, 2j) exists: the ray has more than j intervals
+    inner_valid: np.ndarray | None = None
+
+    @property
+    def faces(self) -> int:
+        """K, the depth faces per bone and ray (2: front and back)."""
+        return 2 if self.depth_inner is None else 2 + self.depth_inner.shape[1]
+
+    def depths(self) -> np.ndarray:
+        """Every face's depth map, (C, K, H, W) mm, in order along the ray (module doc)."""
+        parts = [self.depth_front[:, None]]
+        if self.depth_inner is not None:
+            parts.append(self.depth_inner)
+        return np.concatenate(parts + [self.depth_back[:, None]], axis=1)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays of the ``render.npz`` format (``materials`` and ``material_names`` when rendered)."""
+        """The arrays of the ``render.npz`` format (``materials`` and ``material_names`` when rendered;
+        ``depth_inner`` and ``inner_valid`` for K > 2 faces)."""
         extra = {} if self.materials is None else {
             "materials": self.materials.astype(np.float32), "material_names": np.array(self.material_names, dtype=str)}
+        if self.depth_inner is not None:
+            extra |= {"depth_inner": self.depth_inner.astype(np.float32), "inner_valid": self.inner_valid.astype(np.uint8)}
         return extra | {
             "image": self.image.astype(np.float32),
             "line_integral": self.line_integral.astype(np.float32),
@@ -360,6 +391,48 @@ def _bisect(
     return t_out + w * (t_in - t_out)
 
 
+def _crossing_slices(inside: torch.Tensor, faces: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per ray, the profile positions of its K faces (module doc), from an (S, N) inside-profile along t.
+
+    Returns ``k`` (K, N) long: the inside sample of each crossing's bracket, ``entry`` (K,) bool: whether
+    face k is an entry (its outside neighbour is k - 1) or an exit (k + 1), and ``valid`` (K/2 - 1, N)
+    bool: gap j + 1 exists. Every ray must enter the bone at least once.
+
+    A gap of one sample (thinner than about a slice step) is closed first: it is the staircase of a
+    voxelised surface met at a grazing angle, not a gap in the bone (a binary sphere gives such
+    0.6 mm "gaps" under its skin). The crossings left are at samples inside the raw profile.
+    """
+    s = inside.shape[0]
+
+    def shifted(a: torch.Tensor, by: int) -> torch.Tensor:  # a[k - by] at k, False beyond the ends
+        out = torch.zeros_like(a)
+        if by > 0:
+            out[by:] = a[:-by]
+        else:
+            out[:by] = a[-by:]
+        return out
+
+    inside = inside | (shifted(inside, 1) & shifted(inside, -1))
+    before, after = shifted(inside, 1), shifted(inside, -1)
+    enter, leave = inside & ~before, inside & ~after
+    n = enter.sum(0)
+    c_in, c_out = enter.cumsum(0), leave.cumsum(0)
+
+    def nth(count: torch.Tensor, j: int) -> torch.Tensor:  # the profile index where the j-th crossing happens
+        return (count >= j).to(torch.uint8).argmax(0)
+
+    last_in = s - 1 - enter.flip(0).to(torch.uint8).argmax(0)
+    last_out = s - 1 - inside.flip(0).to(torch.uint8).argmax(0)
+    half = faces // 2
+    k = [nth(c_in, 1)]
+    for j in range(1, half):
+        k += [nth(c_out, j), last_in if j == half - 1 else nth(c_in, j + 1)]
+    k.append(last_out)
+    entry = torch.tensor([True] + [False, True] * (half - 1) + [False], device=inside.device)
+    valid = torch.stack([n > j for j in range(1, half)]) if half > 1 else n.new_zeros((0, n.shape[0]), dtype=torch.bool)
+    return torch.stack(k), entry, valid
+
+
 def _bone_faces(
     bone: BoneField,
     scene: Scene,
@@ -368,7 +441,9 @@ def _bone_faces(
     max_samples: int,
     refine_steps: int,
     bar,
+    faces: int = 2,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One bone's mask (H, W) bool, depths (K, H, W) mm and gap validity (K/2 - 1, H, W) bool (module doc)."""
     shift = np.eye(4)
     shift[:3, 3] = bone.offset
     w2i = np.linalg.inv(scene.index_to_world @ shift)
@@ -379,8 +454,8 @@ def _bone_faces(
     n_slices = slices.shape[0]
     n_rays = rays.base.shape[0]
     mask = torch.zeros(n_rays, dtype=torch.bool, device=device)
-    front = torch.zeros(n_rays, dtype=torch.float64, device=device)
-    back = torch.zeros(n_rays, dtype=torch.float64, device=device)
+    depth = torch.zeros((faces, n_rays), dtype=torch.float64, device=device)
+    valid = torch.zeros((faces // 2 - 1, n_rays), dtype=torch.bool, device=device)
     candidates = torch.nonzero(_ray_box_hits(rays, bone.occupancy.shape)).reshape(-1)
     # slice order along increasing distance from the source
     order = torch.arange(n_slices, device=device)
@@ -398,24 +473,42 @@ def _bone_faces(
         hit = inside.any(0)
         if hit.any():
             ridx_h = ridx[hit]
-            ins = inside[:, hit]
-            k_first = ins.to(torch.uint8).argmax(0)
-            k_last = n_slices - 1 - ins.flip(0).to(torch.uint8).argmax(0)
-            s_first, s_last = order[k_first], order[k_last]
-            # neighbours outside the bone (the margin guarantees they exist)
-            s_before = order[(k_first - 1).clamp_min(0)]
-            s_after = order[(k_last + 1).clamp_max(n_slices - 1)]
             t_at = lambda s: rays.t0[ridx_h] + s.to(torch.float64) * rays.dt[ridx_h]  # noqa: E731
-            front[ridx_h] = _bisect(vol5, rays, ridx_h, t_at(s_before), t_at(s_first), refine_steps)
-            back[ridx_h] = _bisect(vol5, rays, ridx_h, t_at(s_after), t_at(s_last), refine_steps)
+            if faces == 2:  # the first entry and the last exit
+                ins = inside[:, hit]
+                k_first = ins.to(torch.uint8).argmax(0)
+                k_last = n_slices - 1 - ins.flip(0).to(torch.uint8).argmax(0)
+                s_first, s_last = order[k_first], order[k_last]
+                # neighbours outside the bone (the margin guarantees they exist)
+                s_before = order[(k_first - 1).clamp_min(0)]
+                s_after = order[(k_last + 1).clamp_max(n_slices - 1)]
+                depth[0, ridx_h] = _bisect(vol5, rays, ridx_h, t_at(s_before), t_at(s_first), refine_steps)
+                depth[1, ridx_h] = _bisect(vol5, rays, ridx_h, t_at(s_after), t_at(s_last), refine_steps)
+            else:
+                ks, entry, ok = _crossing_slices(inside[:, hit], faces)
+                valid[:, ridx_h] = ok
+                for f in range(faces):
+                    sel = torch.ones_like(ok[0]) if f in (0, faces - 1) else ok[(f - 1) // 2]
+                    if not sel.any():
+                        continue
+                    r, k = ridx_h[sel], ks[f, sel]
+                    k_out = (k - 1).clamp_min(0) if entry[f] else (k + 1).clamp_max(n_slices - 1)
+                    t_r = lambda s: rays.t0[r] + s.to(torch.float64) * rays.dt[r]  # noqa: E731
+                    depth[f, r] = _bisect(vol5, rays, r, t_r(order[k_out]), t_r(order[k]), refine_steps)
             mask[ridx_h] = True
         bar.update(len(ridx))
     shape = geometry.detector_shape
     return (
         mask.reshape(shape).cpu().numpy(),
-        front.reshape(shape).cpu().numpy(),
-        back.reshape(shape).cpu().numpy(),
+        depth.reshape(faces, *shape).cpu().numpy(),
+        valid.reshape(-1, *shape).cpu().numpy(),
     )
+
+
+def check_faces(faces: int) -> None:
+    """Refuse a face count that is not even and at least 2 (``--faces``; module doc)."""
+    if int(faces) != faces or faces < 2 or faces % 2:
+        raise InputError(f"--faces must be an even number of at least 2 (2: front and back), got {faces}")
 
 
 def render(
@@ -426,8 +519,9 @@ def render(
     refine_steps: int = 6,
     progress: bool = False,
     drr: bool = True,
+    faces: int = 2,
 ) -> RenderResult:
-    """Render the DRR and every bone's mask and front/back depth maps.
+    """Render the DRR and every bone's mask and front/back depth maps (and inner faces for ``faces`` > 2).
 
     Args:
         scene: attenuation and bones (:func:`make_scene`).
@@ -441,7 +535,10 @@ def render(
         drr: compute the DRR (set False for depths only). With ``scene.materials``
             the material line integrals (g/cm^2) are rendered and the DRR is
             ``mu_water * sum_m r_m * A_m`` (exact for :func:`~threeddx.physics.decompose_hu`).
+        faces: K, the depth faces per bone and ray (even, at least 2; module doc): for K > 2 the
+            result also has ``depth_inner`` and ``inner_valid``.
     """
+    check_faces(faces)
     device = torch.device(device)
     if max_samples is None:
         max_samples = 1 << 24 if device.type == "cuda" else 1 << 19
@@ -467,23 +564,25 @@ def render(
                 li = np.zeros(geometry.detector_shape)
             c = len(scene.bones)
             masks = np.zeros((c, *geometry.detector_shape), np.uint8)
-            front = np.zeros((c, *geometry.detector_shape), np.float32)
-            back = np.zeros((c, *geometry.detector_shape), np.float32)
+            depths = np.zeros((c, faces, *geometry.detector_shape), np.float32)
+            valid = np.zeros((c, faces // 2 - 1, *geometry.detector_shape), np.uint8)
             for i, bone in enumerate(scene.bones):
-                m, f, b = _bone_faces(bone, scene, geometry, device, max_samples, refine_steps, bar)
-                masks[i], front[i], back[i] = m, f, b
+                masks[i], depths[i], valid[i] = _bone_faces(bone, scene, geometry, device, max_samples,
+                                                            refine_steps, bar, faces)
     finally:
         bar.close()
     return RenderResult(
         image=window_image(li),
         line_integral=li.astype(np.float32),
         masks=masks,
-        depth_front=front,
-        depth_back=back,
+        depth_front=np.ascontiguousarray(depths[:, 0]),
+        depth_back=np.ascontiguousarray(depths[:, -1]),
         bones=scene.bone_names,
         geometry=geometry,
         materials=None if mat_maps is None else mat_maps.astype(np.float32),
         material_names=None if mat_maps is None else list(mats),
+        depth_inner=np.ascontiguousarray(depths[:, 1:-1]) if faces > 2 else None,
+        inner_valid=valid if faces > 2 else None,
     )
 
 
@@ -527,13 +626,14 @@ def bones_center_world(scene: Scene) -> np.ndarray:
 
 
 def render_to_folder(out, ct_path=None, label_path=None, bone_items=None, label_table=None, geometry=None,
-                     size: int = 256, seed: int | None = None, device: str = "cpu", progress: bool = True) -> dict:
+                     size: int = 256, seed: int | None = None, device: str = "cpu", progress: bool = True,
+                     faces: int = 2) -> dict:
     """``3ddx render``: a CT and its labels (or the bundled chest CT) -> ``out/render.npz`` and ``preview.png``.
 
     The geometry is ``geometry`` (an :class:`~threeddx.geometry.XrayGeometry`), else
     the AP preset at ``size`` px centred on the bones (a random pose with
-    ``seed``). The folder is written all or nothing. Returns what was done
-    (bones, mask pixels, timings).
+    ``seed``). ``faces``: K depth faces per bone (:func:`render`). The folder is
+    written all or nothing. Returns what was done (bones, mask pixels, timings).
     """
     import time
     from pathlib import Path
@@ -547,6 +647,7 @@ def render_to_folder(out, ct_path=None, label_path=None, bone_items=None, label_
         raise InputError("give both --ct and --labels, or neither (the bundled chest CT)")
     if size < 8:
         raise InputError(f"--size must be at least 8 pixels, got {size}")
+    check_faces(faces)
     bundled = ct_path is None
     ct_path, label_path = bundled_chest_ct() if bundled else (ct_path, label_path)
     bone_items = bone_items or (list(CHEST_DEFAULT_BONES) if bundled else None)
@@ -564,7 +665,7 @@ def render_to_folder(out, ct_path=None, label_path=None, bone_items=None, label_
         if seed is not None:
             geometry = geometry.with_pose(sample_pose(iso, seed))
     t1 = time.perf_counter()
-    result = render(scene, geometry, device=device, progress=progress)
+    result = render(scene, geometry, device=device, progress=progress, faces=faces)
     t2 = time.perf_counter()
     with result_folder(out, "render.npz") as folder:
         save_preview(

@@ -67,6 +67,7 @@ class SimSettings:
     body: dict = field(default_factory=dict)  # fixed body parameters (phantom.TISSUE_RANGES keys), e.g. {"fat_mm": 80}
     sdd_mm: float = 1000.0  # source-to-detector distance; the patient keeps its distance from the detector
     beam_offset_mm: float = 0.0  # extra shift of every pose along the beam (+: towards the detector)
+    faces: int = 2  # depth faces per bone and ray (threeddx.render: K even; 2 = front and back)
     version: int = SETTINGS_VERSION
 
     def check(self) -> None:
@@ -85,6 +86,9 @@ class SimSettings:
             raise InputError(f"--sdd-mm must be within 500-2000 mm, got {self.sdd_mm}")
         if abs(self.beam_offset_mm) > 100.0:
             raise InputError(f"--beam-offset-mm must be within +-100 mm, got {self.beam_offset_mm}")
+        from .render import check_faces
+
+        check_faces(self.faces)
         if not self.subjects and not self.random_subjects:
             raise InputError("nothing to simulate: no --subjects and no --random-subjects")
 
@@ -196,7 +200,7 @@ def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
         # the geometry declares the table's iso-centre distance, not the pose's jitter (unknowable to a user)
         geom = standard_ap_geometry(iso, size=settings.size, sdd=settings.sdd_mm, source_to_isocenter=s2i).with_pose(
             sample_pose(iso, np.random.default_rng(pose_seeds[p]), source_to_isocenter=s2i))
-        res = render(scene, geom)
+        res = render(scene, geom, faces=settings.faces)
         if p == 0:
             save_preview(path.with_suffix(".png"), res.image, res.masks, res.depth_front, res.depth_back, res.bones,
                          title=f"{job.subject_id} ({job.split}), pose {p}")

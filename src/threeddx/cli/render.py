@@ -30,6 +30,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--geometry", type=Path, help="geometry JSON (detector and pose); overrides --size/--seed")
     p.add_argument("--size", type=int, default=256, help="detector pixels per side of the standard AP preset (default 256)")
     p.add_argument("--seed", type=int, help="draw a random pose around the preset with this seed (default: the preset itself)")
+    p.add_argument("--faces", type=int, default=2,
+                   help="depth faces per bone and ray, even (default 2: front and back; 4: first entry, first exit, "
+                   "last entry, last exit)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
     p.add_argument("--out", type=Path, required=True, help="output folder (render.npz, preview.png)")
     p.set_defaults(func=run)
@@ -41,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     geometry = XrayGeometry.load(args.geometry) if args.geometry else None
     dev = device(args.device)
-    r = render_to_folder(args.out, args.ct, args.labels, args.bones, args.label_table, geometry, args.size, args.seed, dev)
+    r = render_to_folder(args.out, args.ct, args.labels, args.bones, args.label_table, geometry, args.size, args.seed, dev,
+                         faces=args.faces)
     g = r["geometry"]
     print(f"rendered {len(r['bones'])} bone(s) [{', '.join(r['bones'])}] at {g.detector_shape[0]}x"
           f"{g.detector_shape[1]} px on {dev}: load {r['load_s']:.1f} s, render {r['render_s']:.2f} s")

@@ -42,6 +42,9 @@ def add(sub: argparse._SubParsersAction) -> None:
                    "(keys: threeddx.phantom.TISSUE_RANGES and OPTIONAL_PROBABILITIES; docs/data.md)")
     p.add_argument("--sdd-mm", type=float, default=1000.0,
                    help="source-to-detector distance (default 1000); the patient stays 180 mm from the detector")
+    p.add_argument("--faces", type=int, default=2,
+                   help="depth faces per bone and ray, even (default 2: first entry, last exit; 4 adds the first "
+                   "exit and the last entry: the inner surfaces, docs/data.md)")
     p.add_argument("--beam-offset-mm", type=float, default=0.0,
                    help="shift every pose along the beam, e.g. a table 30 mm higher (default 0)")
     p.set_defaults(func=run)
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         body=parse_body_overrides(args.body),
         sdd_mm=args.sdd_mm,
         beam_offset_mm=args.beam_offset_mm,
+        faces=args.faces,
     )
     simulate(settings, args.out, workers=args.workers, scheduler=args.scheduler)
     return 0
@@ -85,6 +89,6 @@ def run_collection(args: argparse.Namespace) -> int:
         raise InputError(f"{', '.join(synthetic_only)}: only for synthetic bodies, not with --cts/--ct-dir")
     settings = collection_settings(args.cts, args.ct_dir, bones=list(args.bones or DEFAULT_BONES),
                                    label_table=args.label_table, poses=args.poses, size=args.size, seed=args.seed,
-                                   sdd_mm=args.sdd_mm)
+                                   sdd_mm=args.sdd_mm, faces=args.faces)
     simulate_collection(settings, args.out, workers=args.workers, scheduler=args.scheduler)
     return 0

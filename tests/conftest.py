@@ -21,6 +21,19 @@ def small_sim(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def four_face_sim(tmp_path_factory):
+    """LLP26 subject 0 simulated with 2 and with 4 faces, otherwise the same (1 pose, 32 px, 2 mm voxels): {K: folder}."""
+    from threeddx.simulate import SimSettings, simulate
+
+    outs = {}
+    for k in (2, 4):
+        outs[k] = tmp_path_factory.mktemp(f"faces{k}")
+        simulate(SimSettings(subjects=[0], poses=1, size=32, seed=2, voxel_mm=2.0, faces=k,
+                             bones=["pelvis", "femur_left", "femur_right"]), outs[k], workers=1, progress=False)
+    return outs
+
+
+@pytest.fixture(scope="session")
 def tiny_ckpt(small_sim, tmp_path_factory):
     """An untrained network saved through the checkpoint module, no training: its mask logits are
     biased to +4 (every pixel bone, confidence 0.98), so predict and evaluate have masks to mesh."""

@@ -192,7 +192,17 @@ def k_faces(crossings: np.ndarray, faces: int) -> tuple[np.ndarray, np.ndarray]:
     return out, col
 
 
-def shape_occupancy(vol: Volume, shape: MultiShape) -> np.ndarray:
-    """Binary occupancy (voxel centre inside) of a :class:`MultiShape`, (z, y, x) float32."""
+def shape_occupancy(vol: Volume, shape: MultiShape, partial: bool = False, sub: int = 4) -> np.ndarray:
+    """Binary (voxel centre inside) or partial-volume (fraction of sub**3 sub-samples) occupancy of a
+    :class:`MultiShape`, (z, y, x) float32."""
     c = voxel_centers_world(vol).reshape(-1, 3)
-    return shape.inside(c).reshape(vol.array.shape).astype(np.float32)
+    if not partial:
+        return shape.inside(c).reshape(vol.array.shape).astype(np.float32)
+    axes = vol.index_to_world[:3, :3]
+    offs = (np.arange(sub) + 0.5) / sub - 0.5
+    frac = np.zeros(len(c), np.float32)
+    for a in offs:
+        for b in offs:
+            for d in offs:
+                frac += shape.inside(c + axes @ np.array([a, b, d]))
+    return (frac / sub**3).reshape(vol.array.shape)

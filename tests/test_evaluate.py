@@ -65,3 +65,25 @@ def test_mirrored_patients_need_a_network(small_sim, tmp_path):
     with pytest.raises(InputError, match="not with --oracle"):
         evaluate(small_sim, tmp_path / "x", split="val", oracle=True, mirrored=True, progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_oracle_with_four_faces_and_the_seen_protocol(four_face_sim, tmp_path):
+    """The inner faces lower the oracle pelvis's HD95; protocol (b) scores two faces against what they see."""
+    from threeddx.errors import InputError
+    from threeddx.evaluate import evaluate
+
+    four = evaluate(four_face_sim[4], tmp_path / "k4", split="train", oracle=True, faces=4, seen=True,
+                    bones=["pelvis"], progress=False)
+    two = evaluate(four_face_sim[4], tmp_path / "k2", split="train", oracle=True, seen=True, bones=["pelvis"],
+                   progress=False)
+    p4, p2 = four["bones"]["pelvis"], two["bones"]["pelvis"]
+    assert four["faces"] == 4 and two["faces"] == 2 and four["protocols"] == ["field of view", "seen by the faces"]
+    assert p4["hd95_mean"] < p2["hd95_mean"] and p4["assd_mean"] < p2["assd_mean"]
+    assert p2["assd_seen_mean"] < p2["assd_mean"]  # what two faces cannot see is the rest of their error
+    assert p2["hd95_pooled_mean"] <= p2["hd95_mean"]
+    md = (tmp_path / "k4" / "results.md").read_text()
+    assert "oracle (GT depths, 4 faces)" in md and "(b) seen by its faces" in md and "HD95 pooled" in md
+    with pytest.raises(InputError, match="--faces 4"):
+        evaluate(four_face_sim[2], tmp_path / "x", split="train", oracle=True, faces=4, progress=False)
+    with pytest.raises(InputError, match="oracle's"):
+        evaluate(four_face_sim[2], tmp_path / "y", "dualface", split="train", faces=4, progress=False)

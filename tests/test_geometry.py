@@ -80,6 +80,19 @@ def test_backproject_then_project_round_trip():
     np.testing.assert_allclose(np.linalg.norm(source, axis=1), depth[mask], rtol=1e-12)
 
 
+def test_rays_at_continuous_pixels_invert_project():
+    rng = np.random.default_rng(1)
+    g = small_geometry(pose=sample_pose((10.0, -5.0, 3.0), 4))
+    row, col = rng.uniform(-0.5, 63.5, 50), rng.uniform(-0.5, 63.5, 50)
+    pts = g.source_position_world + 750.0 * g.ray_directions_at(row, col)
+    r, c, d = g.project(pts)
+    np.testing.assert_allclose(r, row, atol=1e-9)
+    np.testing.assert_allclose(c, col, atol=1e-9)
+    np.testing.assert_allclose(d, 750.0, rtol=1e-12)
+    ii, jj = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")  # at the centres: ray_directions_world
+    np.testing.assert_allclose(g.ray_directions_at(ii, jj), g.ray_directions_world(), atol=1e-12)
+
+
 def test_backproject_rejects_wrong_shape():
     g = small_geometry()
     with pytest.raises(InputError, match="does not match the detector"):

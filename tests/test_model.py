@@ -30,3 +30,24 @@ def test_casi_offset_moves_the_masked_mean_to_the_offset():
     out = apply_casi_offset(pred, mask, 900.0)
     assert out[0, 0, 0].tolist() == [890.0, 910.0]  # mean 810 -> 900, shape kept
 
+
+
+def test_four_faces_are_ordered_and_two_face_weights_still_fit():
+    from threeddx.model import DualFaceNet, ModelConfig, face_masks
+
+    torch.manual_seed(0)
+    two = DualFaceNet(ModelConfig(width=8, levels=2))
+    four = DualFaceNet(ModelConfig(width=8, levels=2, faces=4))
+    out = four(torch.rand(2, 1, 32, 32))
+    assert out["depth_inner"].shape == (2, 3, 2, 32, 32) and out["gap_logits"].shape == (2, 3, 1, 32, 32)
+    d = torch.cat([out["depth_front"][:, :, None], out["depth_inner"], out["depth_back"][:, :, None]], 2)
+    assert torch.all(d[:, :, 1:] >= d[:, :, :-1] - 1e-4)  # front <= inner faces <= back, by construction
+    # the first channels are a two-face network's: its weights (an old checkpoint) fit them
+    w2, w4 = two.state_dict(), four.state_dict()
+    assert set(w2) == set(w4)
+    assert all(w2[k].shape == w4[k].shape for k in w2 if not k.startswith("head.2"))
+    assert w4["head.2.weight"].shape[0] == w2["head.2.weight"].shape[0] + 3 * 1 + 3 * 3
+    m = torch.ones(2, 3, 32, 32)
+    assert face_masks(m, out).shape == (2, 3 * 4, 32, 32)
+    with pytest.raises(ValueError, match="even"):
+        DualFaceNet(ModelConfig(width=8, levels=2, faces=3))

@@ -291,21 +291,9 @@ def test_written_ct_renders_like_the_sample_through_the_ordinary_path(tmp_path, 
 
 
 # ---------------------------------------------------------------- K faces
-@pytest.fixture(scope="module")
-def four_faces(tmp_path_factory, subject0):
-    """Subject 0 simulated with 2 and with 4 faces, otherwise the same settings (1 pose, 32 px, 2 mm voxels)."""
-    outs = {}
-    for k in (2, 4):
-        out = tmp_path_factory.mktemp(f"faces{k}")
-        simulate(SimSettings(subjects=[0], poses=1, size=32, seed=2, voxel_mm=2.0, faces=k,
-                             bones=["pelvis", "femur_left", "femur_right"]), out, workers=1, progress=False)
-        outs[k] = out
-    return outs
-
-
-def test_four_faces_keep_the_two_and_add_the_inner_surfaces_on_the_mesh(four_faces):
-    z2 = np.load(four_faces[2] / "samples" / "llp26-00" / "pose_00.npz")
-    z4 = np.load(four_faces[4] / "samples" / "llp26-00" / "pose_00.npz")
+def test_four_face_sim_keep_the_two_and_add_the_inner_surfaces_on_the_mesh(four_face_sim):
+    z2 = np.load(four_face_sim[2] / "samples" / "llp26-00" / "pose_00.npz")
+    z4 = np.load(four_face_sim[4] / "samples" / "llp26-00" / "pose_00.npz")
     assert "depth_inner" not in z2.files  # two faces: the format as before
     for key in ("image", "masks", "depth_front", "depth_back", "materials"):
         np.testing.assert_array_equal(z2[key], z4[key])
@@ -313,7 +301,7 @@ def test_four_faces_keep_the_two_and_add_the_inner_surfaces_on_the_mesh(four_fac
     geom = XrayGeometry.from_json(str(z4["geometry"]))
     valid = z4["inner_valid"][0, 0].astype(bool)
     assert valid.sum() >= 10 and not (valid & ~z4["masks"][0].astype(bool)).any()  # rays that cross the pelvis twice
-    mesh = trimesh.load(four_faces[4] / "meshes" / "llp26-00" / "pelvis.ply")
+    mesh = trimesh.load(four_face_sim[4] / "meshes" / "llp26-00" / "pelvis.ply")
     pts = np.concatenate([geom.backproject(z4["depth_inner"][0, f], valid)[0] for f in (0, 1)])
     _, dist, _ = trimesh.proximity.closest_point(mesh, pts)
     assert np.median(dist) < 0.4
@@ -321,13 +309,13 @@ def test_four_faces_keep_the_two_and_add_the_inner_surfaces_on_the_mesh(four_fac
     assert np.all(np.diff(d, axis=0) >= 0)  # in order along the ray
 
 
-def test_dataset_reads_four_faces_downsampled_and_mirrored(four_faces):
+def test_dataset_reads_four_face_sim_downsampled_and_mirrored(four_face_sim):
     with pytest.raises(InputError, match="--faces 4"):
-        SimulatedDataset(four_faces[2], split=None, faces=4)
-    two = SimulatedDataset(four_faces[4], split=None)[0]
+        SimulatedDataset(four_face_sim[2], split=None, faces=4)
+    two = SimulatedDataset(four_face_sim[4], split=None)[0]
     assert "depth_inner" not in two  # a two-face model reads a four-face folder as before
-    full = SimulatedDataset(four_faces[4], split=None, faces=4)[0]
-    item = SimulatedDataset(four_faces[4], split=None, faces=4, size=16)[0]
+    full = SimulatedDataset(four_face_sim[4], split=None, faces=4)[0]
+    item = SimulatedDataset(four_face_sim[4], split=None, faces=4, size=16)[0]
     assert item["depth_inner"].shape == (3, 2, 16, 16) and item["inner_valid"].shape == (3, 1, 16, 16)
     v = item["inner_valid"].bool()
     assert not (v[:, 0] & ~item["masks"].bool()).any()
@@ -337,6 +325,6 @@ def test_dataset_reads_four_faces_downsampled_and_mirrored(four_faces):
     assert torch.equal(v, blocks)
     block_mean = full["depth_inner"].reshape(3, 2, 16, 2, 16, 2).mean(dim=(3, 5))
     torch.testing.assert_close(item["depth_inner"][:, :, v[0, 0]][0], block_mean[:, :, v[0, 0]][0])
-    mirrored = SimulatedDataset(four_faces[4], split=None, faces=4, mirror=1.0)[0]
+    mirrored = SimulatedDataset(four_face_sim[4], split=None, faces=4, mirror=1.0)[0]
     for k in ("depth_inner", "inner_valid"):
         assert torch.equal(mirrored[k], full[k][[0, 2, 1]].flip(-1))

@@ -152,3 +152,41 @@ def test_fine_tuning_starts_from_the_weights_and_records_mirroring(small_sim, tm
     other = tiny_cfg(small_sim, tmp_path / "third", init=str(tmp_path / "first" / "last.pt"), model={"width": 4})
     with pytest.raises(InputError, match="model settings differ"):
         Trainer(other, progress=False)
+
+
+def test_a_four_face_model_trains_predicts_and_meshes(four_face_sim, tmp_path):
+    """model.faces 4 on samples simulated with --faces 4: the loss sees the inner faces, the checkpoint says K,
+    and the one inference path gives inner faces that evaluate meshes."""
+    import numpy as np
+
+    from threeddx.dataset import read_manifest
+    from threeddx.evaluate import evaluate
+    from threeddx.geometry import XrayGeometry
+    from threeddx.inference import Predictor
+
+    cfg = tiny_cfg(four_face_sim[4], tmp_path / "run", optim={"epochs": 1}, model={"faces": 4},
+                   data={"size": 32, "val_split": None, "train_split": "train"})
+    tr = Trainer(cfg, progress=False)
+    batch = tr._to(next(iter(tr._loader(tr.train_set, False, 0))))
+    assert batch["depth_inner"].shape[1:] == (3, 2, 32, 32)
+    from threeddx.train import depth_prediction, depth_targets
+
+    out = tr.model(batch["image"])
+    pred, (tgt, m) = depth_prediction(out, False), depth_targets(batch, False)
+    assert pred.shape == tgt.shape == m.shape and pred.shape[1] == 3 * 4
+    assert m[:, 3:9].sum() == 2 * batch["inner_valid"].sum()  # the inner faces count where their gap exists
+    train(cfg, progress=False)
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["faces"] == 4 and ck["model_config"]["faces"] == 4
+    row = read_manifest(four_face_sim[4])[0]
+    with np.load(four_face_sim[4] / row["render"]) as z:
+        image, geo = z["image"], XrayGeometry.from_json(str(z["geometry"]))
+    p = Predictor(tmp_path / "run" / "last.pt", hip_anchor=None).infer(image, geo)
+    assert p.faces == 4 and p.depth_inner.shape == (3, 2, 32, 32) and p.inner_valid.shape == (3, 1, 32, 32)
+    assert not (p.inner_valid[:, 0] & ~p.masks).any()
+    s = evaluate(four_face_sim[4], tmp_path / "eval", tmp_path / "run" / "last.pt", split="train", progress=False,
+                 hip_anchor=None, seen=True)
+    assert s["faces"] == 4
+    # a two-face checkpoint still loads and predicts without inner faces
+    old = Predictor("dualface", hip_anchor=None).infer(image, geo)
+    assert old.faces == 2 and old.depth_inner is None

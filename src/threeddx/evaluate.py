@@ -32,7 +32,9 @@ from .io import check_out_folder, result_folder
 
 #: The surface metrics of a row (mm, %), NaN when the bone is missing (:func:`threeddx.metrics.surface_distances`).
 SURFACE_COLUMNS = ("assd", "hd95", "hd95_pooled", "chamfer", "within_1mm", "within_2mm", "within_5mm",
-                   "assd_beam_aligned", "beam_shift_mm")
+                   "assd_beam_aligned", "beam_shift_mm", "assd_seen", "hd95_seen", "hd95_pooled_seen")
+#: Protocol (b)'s columns (``seen``): against the ground truth that the method's K faces see (threeddx.metrics).
+SEEN_COLUMNS = ("assd_seen", "hd95_seen", "hd95_pooled_seen")
 COLUMNS = ("sample_id", "subject_id", "bone", "status", *SURFACE_COLUMNS, "dice", "false_area_pct", "found",
            "confidence", "hip_anchor_mm", "seconds")
 FEMURS = ("femur_left", "femur_right")
@@ -60,6 +62,8 @@ def summarise(rows: list[dict], bones: Sequence[str]) -> dict:
             "hd95_std": float(np.std([r["hd95"] for r in ok])) if ok else None,
             "hd95_pooled_mean": float(np.mean([r["hd95_pooled"] for r in ok])) if ok else None,
             "assd_beam_aligned_mean": float(np.nanmean([r["assd_beam_aligned"] for r in ok])) if ok else None,
+            **{f"{k}_mean": (float(np.mean([r[k] for r in ok])) if ok and all(k in r for r in ok) else None)
+               for k in SEEN_COLUMNS},
             "n": len(ok),
             "missing": sum(1 for r in rows if r["bone"] in members and r["status"] != "ok"),
         }
@@ -74,25 +78,30 @@ def markdown_table(rows: list[dict], bones: Sequence[str], label: str, n_images:
     cols = list(bones) + (["femur"] if all(f in bones for f in FEMURS) else [])
     head = "| method | " + " | ".join(f"{c} ASSD | {c} HD95 | {c} HD95 pooled" for c in cols) + " |"
     sep = "|---|" + "---|---|---|" * len(cols)
-    cells = []
-    for c in cols:
-        members = FEMURS if c == "femur" else (c,)
-        ok = [r for r in rows if r["bone"] in members and r["status"] == "ok"]
-        cells += [_mean_std([r[k] for r in ok]) for k in ("assd", "hd95", "hd95_pooled")]
-    line = f"| {label} | " + " | ".join(cells) + " |"
+    lines = []
+    seen = any(not math.isnan(r.get("assd_seen", math.nan)) for r in rows)
+    for suffix, name in [("", label)] + ([("_seen", f"{label}, (b) seen by its faces")] if seen else []):
+        cells = []
+        for c in cols:
+            members = FEMURS if c == "femur" else (c,)
+            ok = [r for r in rows if r["bone"] in members and r["status"] == "ok"]
+            cells += [_mean_std([r[k + suffix] for r in ok]) for k in ("assd", "hd95", "hd95_pooled")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    body = "\n".join(lines)
     return (
-        f"{head}\n{sep}\n{line}\n\nmm, mean (std) over {n_images} images of {n_subjects} subjects; "
+        f"{head}\n{sep}\n{body}\n\nmm, mean (std) over {n_images} images of {n_subjects} subjects; "
         "'femur' pools left and right. HD95: the larger of the two directed 95th "
-        "percentiles; HD95 pooled: the 95th percentile of both directions pooled (threeddx.metrics).\n"
+        "percentiles; HD95 pooled: the 95th percentile of both directions pooled (threeddx.metrics)"
+        + ("; (b): against the ground truth that the method's depth faces see" if seen else "") + ".\n"
     )
 
 
-def _label(oracle: bool, checkpoint, mesh_method: str) -> str:
+def _label(oracle: bool, checkpoint, mesh_method: str, faces: int = 2) -> str:
     """The method's name in the tables: the oracle, a released model, or the run folder's name."""
     from .checkpoint import RELEASED
 
     if oracle:
-        label = "oracle (GT depths)"
+        label = "oracle (GT depths)" if faces == 2 else f"oracle (GT depths, {faces} faces)"
     elif str(checkpoint) in RELEASED:
         label = f"released {checkpoint}"
     else:
@@ -141,6 +150,8 @@ class EvalTask:
     hip_anchor: AnchorSettings | None = DEFAULT_ANCHOR  # threeddx.hipjoint; None: off
     mirror: bool | None = None  # threeddx.inference.Predictor.mirror (None: as the checkpoint says)
     mirrored: bool = False  # score the mirror image of each patient (evaluate's doc)
+    faces: int = 2  # the oracle's depth faces per bone (threeddx.render); a network's are its own
+    seen: bool = False  # also protocol (b): against the ground truth that the K faces see
 
 
 @dataclass
@@ -154,13 +165,18 @@ class ImageResult:
 
 def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
     """Reconstruct one sample's bones and score each against its ground-truth mesh (module doc)."""
-    from .metrics import beam_aligned, dice, false_area_pct, surface_distances, visible_part
+    from .metrics import beam_aligned, dice, false_area_pct, seen_part, surface_distances, visible_part
     from .physics import chain_for, radiograph, sample_materials
     from .reconstruct import mesh_bones
 
     with np.load(task.data / row["render"]) as z:
         geo_full = XrayGeometry.from_json(str(z["geometry"]))
         gt = {k: z[k] for k in ("image", "masks", "depth_front", "depth_back")}
+        if task.checkpoint is None and task.faces > 2:
+            if "depth_inner" not in z.files or z["depth_inner"].shape[1] != task.faces - 2:
+                raise InputError(f"{task.data / row['render']} has no {task.faces} depth faces: simulate with "
+                                 f"--faces {task.faces}")
+            gt["inner"] = (z["depth_inner"], z["inner_valid"])
         if task.chain is not None:
             mats = sample_materials(z)
             if mats is None:
@@ -186,7 +202,11 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
         c = pred_bones.index(bone)
         back = None if pred["depth_back"] is None or task.mesh_method == "front" else pred["depth_back"][c]
         if pred["masks"][c].sum() >= 4:
-            maps[bone] = (pred["masks"][c], pred["depth_front"][c], back)
+            if task.checkpoint is None:
+                inner = None if "inner" not in gt else (gt["inner"][0][c], gt["inner"][1][c])
+            else:  # a K-face network's own inner faces
+                inner = prediction.inner[c]
+            maps[bone] = (pred["masks"][c], pred["depth_front"][c], back) + (() if inner is None or back is None else (inner,))
     meshed, _ = mesh_bones(maps, geo, task.mesh_method, ssm_settings=task.ssm_settings)
     t_mesh = (time.perf_counter() - t0) / max(len(maps), 1)  # shared out over the meshed bones
     rows = []
@@ -212,6 +232,10 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
             rec.update(surface_distances(mesh_v, gt_v, task.density))
             aligned, rec["beam_shift_mm"] = beam_aligned(mesh_v, gt_v, geo)
             rec["assd_beam_aligned"] = surface_distances(aligned, gt_v, task.density)["assd"]
+            if task.seen:  # protocol (b): the faces of the maps meshed (front only: 2, as for the dual mesh)
+                k = task.faces if task.checkpoint is None else max(prediction.faces, 2)
+                d = surface_distances(mesh_v, gt_v, task.density, gt_part=seen_part(gt_v, geo, k))
+                rec.update({f"{k}_seen": d[k] for k in ("assd", "hd95", "hd95_pooled")})
             rec["status"] = "ok"
         except InputError as e:
             rec["status"] = f"missing: {e}"
@@ -273,6 +297,8 @@ def evaluate(
     hip_anchor: AnchorSettings | None = DEFAULT_ANCHOR,
     mirror: bool | None = None,
     mirrored: bool = False,
+    faces: int = 2,
+    seen: bool = False,
 ) -> dict:
     """Evaluate a checkpoint (or the oracle) on a split; writes results.csv/json/md into ``out`` (module doc).
 
@@ -306,6 +332,13 @@ def evaluate(
     scored against the patient's own surfaces, which is the same as scoring
     the mirrored prediction against the mirrored surfaces (a reflection keeps
     every distance).
+
+    ``faces``: with ``oracle``, the ground truth's K depth faces per bone are
+    meshed (samples simulated with ``--faces K``; :func:`threeddx.reconstruct.interval_mesh`).
+    ``seen``: also score protocol (b), against the part of the ground truth
+    that the reconstruction's K faces see (:func:`threeddx.metrics.seen_part`;
+    columns ``assd_seen``, ``hd95_seen``, ``hd95_pooled_seen``) beside (a), the
+    whole surface in the field of view.
     """
     from .cluster import map_tasks
     from .dataset import read_manifest
@@ -318,6 +351,11 @@ def evaluate(
         raise InputError("mirrored patients are a test of a network: not with --oracle")
     if not oracle and checkpoint is None:
         raise InputError("give --checkpoint, or --oracle to evaluate the ground-truth depths")
+    from .render import check_faces
+
+    check_faces(faces)
+    if faces != 2 and not oracle:
+        raise InputError(f"--faces {faces} is the oracle's: a network meshes the faces it predicts")
     rows_in = [r for r in read_manifest(data) if r["split"] == split]
     if not rows_in:
         raise InputError(f"no samples of split {split!r} in {data}")
@@ -336,9 +374,9 @@ def evaluate(
         chain = chain_from(chain)
     task = EvalTask(data, None if oracle else str(checkpoint), device, bones, stored, mesh_method,
                     DEFAULT_DENSITY if density is None else density, chain, seed, ssm_settings, view, hip_anchor,
-                    mirror, mirrored)
+                    mirror, mirrored, faces, seen)
     out = Path(out)
-    label = _label(oracle, checkpoint, mesh_method)
+    label = _label(oracle, checkpoint, mesh_method, faces)
     by_index: dict[int, list[dict]] = {}
     gallery: list = []
     with result_folder(out, "results.json") as folder:
@@ -376,6 +414,8 @@ def _summary(results: list[dict], rows_in: list[dict], task: EvalTask, oracle: b
     summary = {
         "data": str(task.data), "split": split, "checkpoint": None if oracle else str(checkpoint), "oracle": oracle,
         "mesh_method": task.mesh_method, "density_per_mm2": task.density,
+        "faces": task.faces if oracle else int(_predictor(checkpoint, task.device, task.hip_anchor, task.mirror).ck.get("faces", 2)),
+        "protocols": ["field of view"] + (["seen by the faces"] if task.seen else []),
         "hip_anchor": None if oracle or task.hip_anchor is None else asdict(task.hip_anchor),
         "images": len(rows_in),
         "subjects": len({r["subject_id"] for r in rows_in}),

@@ -196,6 +196,16 @@ class XrayGeometry:
         """Unit ray directions through every pixel centre, world frame, (rows, cols, 3)."""
         return self.ray_directions_source() @ self.source_to_world[:3, :3].T
 
+    def ray_directions_at(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        """Unit ray directions, world frame, (..., 3), through continuous pixel *indices* (``row``, ``col``) as
+        :meth:`project` returns them (the centre of pixel (i, j) at (i, j)): the inverse of :meth:`project`."""
+        sr, sc = self.pixel_spacing
+        u0, v0 = self.principal_point
+        row, col = np.asarray(row, np.float64), np.asarray(col, np.float64)
+        p = np.stack([(col + 0.5 - u0) * sc, (row + 0.5 - v0) * sr, np.full(np.broadcast(row, col).shape, self.sdd)], -1)
+        p /= np.linalg.norm(p, axis=-1, keepdims=True)
+        return p @ self.source_to_world[:3, :3].T
+
     # ------------------------------------------------------------ projection
     def to_source(self, points_world: np.ndarray) -> np.ndarray:
         p = np.asarray(points_world, dtype=np.float64)

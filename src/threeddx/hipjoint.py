@@ -127,13 +127,15 @@ def head_depth(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geometry: 
 
 def anchor_femurs(bones: list[str], masks: np.ndarray, front: np.ndarray, back: np.ndarray | None,
                   geometry: XrayGeometry, checks: dict, settings: AnchorSettings | None = None,
-                  found: dict[str, bool] | None = None) -> dict:
+                  found: dict[str, bool] | None = None, inner: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Shift each femur's depth maps (in place) along its rays so its head meets the pelvis's hip joint.
 
     ``masks`` (C, H, W) bool, ``front``/``back`` (C, H, W) mm on ``geometry``'s rays,
     ``bones`` the C names. Writes a ``hip_anchor`` entry into each femur's ``checks``
     (the shift applied, or why none was) and returns the same entries, femur -> dict.
-    ``found``: per bone whether it was found (default: every bone is).
+    ``found``: per bone whether it was found (default: every bone is). ``inner``:
+    a K-face model's inner faces (C, K-2, H, W) mm and gap validity (C, K/2-1, H, W)
+    bool, shifted with the rest.
     """
     st = settings or AnchorSettings()
     femurs = [b for b in JOINTS if b in bones]
@@ -180,6 +182,12 @@ def anchor_femurs(bones: list[str], masks: np.ndarray, front: np.ndarray, back: 
             sel = masks[c]
             front[c][sel] += d
             back[c][sel] += d
+            if inner is not None:  # K > 2: the inner faces move with the bone, where their gap exists
+                depth_inner, valid = inner
+                for j in range(valid.shape[1]):
+                    on = sel & valid[c, j]
+                    depth_inner[c, 2 * j][on] += d
+                    depth_inner[c, 2 * j + 1][on] += d
             entry.update(applied=True, shift_mm=round(float(d), 3), head_pixels=n)
         if "shift_mm" not in entry and np.isfinite(shift):
             entry["joint_minus_head_mm"] = round(shift, 3)

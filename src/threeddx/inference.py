@@ -68,6 +68,8 @@ class Prediction:
     ``depth_front``/``depth_back`` (C, H, W) float32, mm from the source along
     the rays of ``geometry`` (0 outside the masks; ``depth_back`` is None for a
     single-depth model; the femurs' depths as the hip-joint anchoring, step 5, moved them);
+    for a K-face model (K > 2) ``depth_inner`` (C, K-2, H, W) mm and ``inner_valid``
+    (C, K/2-1, H, W) bool (:mod:`threeddx.render`'s K faces; None for two faces);
     ``checks``: per bone its confidence and whether it is found
     (:func:`threeddx.model.bone_checks`), and per femur ``hip_anchor`` (the
     shift applied, or why none was); ``view``: how the image was
@@ -83,6 +85,22 @@ class Prediction:
     checks: dict
     view: View
     notes: list[str] = field(default_factory=list)
+    depth_inner: np.ndarray | None = None
+    inner_valid: np.ndarray | None = None
+
+    @property
+    def faces(self) -> int:
+        """K, the depth faces per bone (1 for a single-depth model)."""
+        if self.depth_back is None:
+            return 1
+        return 2 if self.depth_inner is None else 2 + self.depth_inner.shape[1]
+
+    @property
+    def inner(self) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Per bone its inner faces as the meshers take them (threeddx.reconstruct.Inner), None for two faces."""
+        if self.depth_inner is None:
+            return [None] * len(self.bones)
+        return [(self.depth_inner[c], self.inner_valid[c]) for c in range(len(self.bones))]
 
     @property
     def geometry(self) -> XrayGeometry:
@@ -114,7 +132,7 @@ class Prediction:
         checks = {self.bones[partners[k]]: self.checks[b] for k, b in enumerate(self.bones) if b in self.checks}
         return Prediction(self.bones, np.ascontiguousarray(self.image[:, ::-1]), flip(self.masks),
                           flip(self.probabilities), flip(self.depth_front), flip(self.depth_back), checks, self.view,
-                          list(self.notes))
+                          list(self.notes), flip(self.depth_inner), flip(self.inner_valid))
 
     def to_view(self, array: np.ndarray, nearest: bool = True) -> np.ndarray:
         """An array on the input image's pixel grid (H0, W0) resampled onto the view's grid."""
@@ -228,7 +246,7 @@ class Predictor:
     @torch.no_grad()
     def __call__(self, image01: np.ndarray) -> dict:
         """The network on a view image (size, size) in [0, 1]: masks, probabilities, depths (model rays), checks."""
-        from .model import apply_casi_offset, bone_checks
+        from .model import apply_casi_offset, bone_checks, face_masks
 
         x = torch.from_numpy(np.ascontiguousarray(image01, dtype=np.float32))[None, None].to(self.device)
         partners = self.mirror_partners
@@ -243,18 +261,29 @@ class Predictor:
             front, back = out["depth"].expand_as(out["mask_logits"]), None
         else:
             front, back = out["depth_front"], out["depth_back"]
+        inner = out.get("depth_inner")  # K > 2: (1, C, K-2, H, W)
+        valid = None if inner is None else (torch.sigmoid(out["gap_logits"]) > 0.5) & masks[:, :, None]
         off = self.ck.get("casi_offset_mm")
         if off is not None and back is not None:
-            both = apply_casi_offset(torch.cat([front, back], 1), torch.cat([masks, masks], 1).float(), off)
-            front, back = both[:, : front.shape[1]], both[:, front.shape[1]:]
+            c = front.shape[1]
+            maps = torch.cat([front, *([] if inner is None else [inner.flatten(1, 2)]), back], 1)
+            shifted = apply_casi_offset(maps, face_masks(masks.float(), out), off)
+            front, back = shifted[:, :c], shifted[:, -c:]
+            if inner is not None:
+                inner = shifted[:, c:-c].reshape(inner.shape)
         p = probs[0].cpu().numpy()
-        return {
+        res = {
             "masks": masks[0].cpu().numpy(),
             "probabilities": p,
             "depth_front": (front[0] * masks[0]).cpu().numpy(),
             "depth_back": None if back is None else (back[0] * masks[0]).cpu().numpy(),
             "checks": bone_checks(p, self.bones, self.ck.get("confidence")),
         }
+        if inner is not None:
+            v = torch.repeat_interleave(valid[0], 2, dim=1)  # gap j: faces 2j-1 and 2j
+            res["depth_inner"] = (inner[0] * v).cpu().numpy()
+            res["inner_valid"] = valid[0].cpu().numpy()
+        return res
 
     def infer(self, image: np.ndarray, geometry: XrayGeometry) -> Prediction:
         """A radiograph (H0, W0, any intensity scale, bone bright) taken with ``geometry`` -> :class:`Prediction`."""
@@ -281,8 +310,12 @@ class Predictor:
         masks = raw["masks"]
         front = view.depth_to_image(raw["depth_front"]) * masks
         back = None if raw["depth_back"] is None else view.depth_to_image(raw["depth_back"]) * masks
+        inner = None
+        if raw.get("depth_inner") is not None:
+            valid = raw["inner_valid"]
+            inner = (view.depth_to_image(raw["depth_inner"]) * np.repeat(valid, 2, axis=1), valid)
         if self.hip_anchor is not None and back is not None:
             anchor_femurs(self.bones, masks, front, back, view.camera, raw["checks"], self.hip_anchor,
-                          found={b: c["found"] for b, c in raw["checks"].items()})
+                          found={b: c["found"] for b, c in raw["checks"].items()}, inner=inner)
         return Prediction(self.bones, img, masks, raw.get("probabilities", masks.astype(np.float32)), front, back,
-                          raw["checks"], view, notes)
+                          raw["checks"], view, notes, *(inner or (None, None)))

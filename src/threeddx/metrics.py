@@ -23,7 +23,19 @@ and B -> A the reverse, pooled into one set D:
 What is compared must be fair: the detector sees only part of a long bone (the
 proximal femur), so :func:`visible_part` keeps the part of a ground-truth
 surface whose projection falls inside the detector, and the same rule is applied
-to every method's surface.
+to every method's surface. Two protocols:
+
+* **(a) field of view** (the default, what users get): the prediction against
+  the whole ground-truth surface inside the field of view;
+* **(b) seen by the K faces** (:func:`seen_part`): against the part of that
+  surface that K depth faces per ray can show at all. A ray through the bone
+  crosses its surface 2n times; with K faces it keeps the crossings of its
+  first K/2 - 1 intervals and of its last (:mod:`threeddx.render`), so for
+  K = 2 only the first entry and the last exit: the acetabulum's articular
+  surface and the inner walls of the pelvic ring are not seen. In (b) the
+  ground truth's points are those of the seen part, the prediction's points
+  are measured against the whole surface (``surface_distances(gt_part=)``):
+  (b) tells the error of what a method could see from what it could not.
 """
 from __future__ import annotations
 
@@ -89,10 +101,15 @@ def point_to_surface(points: np.ndarray, mesh, chunk: int = 2000) -> np.ndarray:
     return d
 
 
-def surface_distances(pred, gt, density: float = DEFAULT_DENSITY, seed: int = 0) -> dict[str, float]:
-    """ASSD, HD95 (both definitions), Chamfer and % within 1/2/5 mm between two meshes, in mm (module doc)."""
+def surface_distances(pred, gt, density: float = DEFAULT_DENSITY, seed: int = 0, gt_part=None) -> dict[str, float]:
+    """ASSD, HD95 (both definitions), Chamfer and % within 1/2/5 mm between two meshes, in mm (module doc).
+
+    ``gt_part``: protocol (b) (:func:`seen_part`): the ground truth's side is sampled on this part of
+    ``gt`` only, while the prediction's points are still measured against the whole of ``gt`` (a
+    predicted point on a surface the faces cannot see is not wrong).
+    """
     pa = sample_surface(pred, density, seed)
-    pb = sample_surface(gt, density, seed + 1)
+    pb = sample_surface(gt if gt_part is None else gt_part, density, seed + 1)
     ab = point_to_surface(pa, gt)
     ba = point_to_surface(pb, pred)
     d = np.concatenate([ab, ba])
@@ -191,3 +208,101 @@ def false_area_pct(pred_mask: np.ndarray, true_masks: np.ndarray) -> float:
     t = t[None] if t.ndim == 2 else t
     area = max(int(t[0].sum()), 1)
     return 100.0 * float((np.asarray(pred_mask, bool) & ~t.any(0)).sum()) / area
+
+
+def ray_crossings(points: np.ndarray, mesh, geometry: XrayGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """Per point (N, 3) world mm: how often the ray from the source to it crosses ``mesh`` before it, and in all.
+
+    Exact for a triangle mesh: under the cone beam a triangle projects to a
+    triangle, so the ray through a point crosses a triangle where the point's
+    projection lies in the triangle's; the crossing's distance from the source
+    is the ray's intersection with the triangle's plane. Triangles are bucketed
+    by the detector pixels their projections cover (numpy only).
+    """
+    pts = np.asarray(points, np.float64)
+    src = geometry.source_position_world
+    f = np.asarray(mesh.faces)
+    v = np.asarray(mesh.vertices, np.float64)
+    row, col, _ = geometry.project(v)
+    prow, pcol, pdist = geometry.project(pts)
+    tr, tc = row[f], col[f]  # (T, 3) projected corners, pixel index units
+    good = np.all(np.isfinite(tr) & np.isfinite(tc), axis=1)
+    tri = np.nonzero(good)[0]
+    r0, r1 = np.floor(tr[tri].min(1)).astype(np.int64), np.floor(tr[tri].max(1)).astype(np.int64)
+    c0, c1 = np.floor(tc[tri].min(1)).astype(np.int64), np.floor(tc[tri].max(1)).astype(np.int64)
+    pr, pc = np.floor(prow).astype(np.int64), np.floor(pcol).astype(np.int64)
+    lo_r, lo_c = min(pr.min(), r0.min()), min(pc.min(), c0.min())
+    width = max(pc.max(), c1.max()) - lo_c + 1
+    key = (pr - lo_r) * width + (pc - lo_c)
+    order = np.argsort(key, kind="stable")
+    keys = key[order]
+    nr, nc = r1 - r0 + 1, c1 - c0 + 1
+    cells = nr * nc
+    tri_of = np.repeat(np.arange(len(tri)), cells)
+    local = np.arange(int(cells.sum())) - np.repeat(np.cumsum(cells) - cells, cells)
+    cell_key = (r0[tri_of] + local // nc[tri_of] - lo_r) * width + (c0[tri_of] + local % nc[tri_of] - lo_c)
+    start = np.searchsorted(keys, cell_key, "left")
+    count = np.searchsorted(keys, cell_key, "right") - start
+    before = np.zeros(len(pts), np.int64)
+    total = np.zeros(len(pts), np.int64)
+    offsets = np.cumsum(count) - count
+    per = max(1, (1 << 21) // max(1, int(count.mean()) if len(count) else 1))  # ~2 million pairs at a time
+    for a in range(0, len(cell_key), per):
+        b = min(len(cell_key), a + per)
+        cnt = count[a:b]
+        n = int(cnt.sum())
+        if n == 0:
+            continue
+        which = np.repeat(np.arange(a, b), cnt)
+        point = order[start[which] + np.arange(n) - np.repeat(offsets[a:b] - offsets[a], cnt)]
+        t_id = tri[tri_of[which]]
+        # 2D point in triangle (barycentric signs) on the detector
+        ar, ac = tr[t_id, 0], tc[t_id, 0]
+        e1r, e1c = tr[t_id, 1] - ar, tc[t_id, 1] - ac
+        e2r, e2c = tr[t_id, 2] - ar, tc[t_id, 2] - ac
+        qr, qc = prow[point] - ar, pcol[point] - ac
+        det = e1r * e2c - e1c * e2r
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = (qr * e2c - qc * e2r) / det
+            w = (e1r * qc - e1c * qr) / det
+        inside = (det != 0) & (u >= 0) & (w >= 0) & (u + w <= 1)
+        point, t_id = point[inside], t_id[inside]
+        a3 = v[f[t_id, 0]]
+        nrm = np.cross(v[f[t_id, 1]] - a3, v[f[t_id, 2]] - a3)
+        d = pts[point] - src
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.einsum("ij,ij->i", nrm, a3 - src) / np.einsum("ij,ij->i", nrm, d)
+        total += np.bincount(point, minlength=len(pts))
+        before += np.bincount(point[t < pdist[point] - 1e-4], minlength=len(pts))
+    return before, total
+
+
+def faces_see(crossing: np.ndarray, crossings: np.ndarray, faces: int) -> np.ndarray:
+    """Whether crossing number ``crossing`` (0-based) of a ray with ``crossings`` in all is one of its K faces.
+
+    The faces of :mod:`threeddx.render`: the first entry and the last exit, and
+    for each gap j < K/2 that the ray has (it has n = crossings // 2 intervals,
+    gap j where n > j) its near face (crossing 2j - 1) and its far face
+    (crossing 2j, or 2n - 2 for the last gap, K/2 - 1).
+    """
+    k, n = np.asarray(crossing), np.asarray(crossings) // 2
+    seen = (k == 0) | (k == 2 * n - 1)
+    half = faces // 2
+    for j in range(1, half):
+        far = 2 * j if j < half - 1 else 2 * n - 2
+        seen |= (n > j) & ((k == 2 * j - 1) | (k == far))
+    return seen
+
+
+def seen_part(mesh, geometry: XrayGeometry, faces: int = 2):
+    """Protocol (b) (module doc): the triangles of ``mesh`` that K faces per ray see, by their centres.
+
+    ``mesh`` is a closed surface in world mm (a ground-truth bone, e.g. after
+    :func:`visible_part`); returns the submesh.
+    """
+    before, total = ray_crossings(mesh.triangles_center, mesh, geometry)
+    keep = faces_see(before, total, faces)
+    if not keep.any():
+        raise InputError("no part of the surface is seen by the faces")
+    return mesh.submesh([np.nonzero(keep)[0]], append=True)

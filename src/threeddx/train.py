@@ -40,7 +40,7 @@ from .checkpoint import (  # noqa: F401 (re-exported)
 )
 from .io import atomic_path
 from .losses import MODES, mask_loss, scale_invariant_loss
-from .model import DualFaceNet, ModelConfig, apply_casi_offset, nearest_surface  # noqa: F401 (re-exported)
+from .model import DualFaceNet, ModelConfig, apply_casi_offset, face_masks, nearest_surface  # noqa: F401 (re-exported)
 
 LOSS_CHOICES = ("single", "dependent", "independent", "casi")
 
@@ -52,7 +52,8 @@ DEFAULTS: dict[str, Any] = {
              "chain": None, "negatives": 0.0,
              # share of the items shown as the patient's mirror image (dataset.SimulatedDataset: exact)
              "mirror": 0.0},
-    "model": {"width": 32, "levels": 4, "blocks": 1},
+    # faces: depth faces per bone (2: front and back; K > 2 needs data simulated with --faces K)
+    "model": {"width": 32, "levels": 4, "blocks": 1, "faces": 2},
     "loss": {"mode": "dependent", "casi": False, "lam": 0.85, "alpha": 10.0, "seg_weight": 1.0},
     "optim": {"lr": 1e-3, "weight_decay": 1e-4, "epochs": 20, "batch_size": 8, "schedule": "cosine", "grad_clip": 1.0},
     "augment": True,
@@ -142,15 +143,24 @@ def _device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def depth_prediction(out: dict[str, torch.Tensor], single: bool) -> torch.Tensor:
-    """Stack a model's depth outputs as the loss sees them: (B, M, H, W)."""
-    return out["depth"] if single else torch.cat([out["depth_front"], out["depth_back"]], dim=1)
+    """Stack a model's depth outputs as the loss sees them: (B, M, H, W): the fronts, the inner faces (K > 2,
+    bone by bone), the backs."""
+    if single:
+        return out["depth"]
+    inner = [out["depth_inner"].flatten(1, 2)] if "depth_inner" in out else []
+    return torch.cat([out["depth_front"], *inner, out["depth_back"]], dim=1)
 
 
 def depth_targets(batch: dict, single: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The targets and validity masks of :func:`depth_prediction`'s maps: an inner face counts where its gap exists."""
     if single:
         return nearest_surface(batch["masks"], batch["depth_front"])
     m = batch["masks"]
-    return torch.cat([batch["depth_front"], batch["depth_back"]], 1), torch.cat([m, m], 1)
+    if "depth_inner" not in batch:
+        return torch.cat([batch["depth_front"], batch["depth_back"]], 1), torch.cat([m, m], 1)
+    valid = torch.repeat_interleave(batch["inner_valid"], 2, dim=2)  # gap j: faces 2j-1 and 2j
+    return (torch.cat([batch["depth_front"], batch["depth_inner"].flatten(1, 2), batch["depth_back"]], 1),
+            torch.cat([m, valid.flatten(1, 2), m], 1))
 
 
 def casi_offset_prior(dataset) -> float:
@@ -218,8 +228,9 @@ class Trainer:
         _seed_everything(int(cfg["seed"]))
         d = cfg["data"]
         aug = [PhotometricAugment()] if cfg["augment"] else []
+        faces = int(cfg["model"].get("faces", 2))
         self.train_set = SimulatedDataset(d["root"], d["train_split"], d["size"], d["bones"], aug, seed=cfg["seed"],
-                                          chain=d["chain"], negatives=d["negatives"], mirror=d["mirror"])
+                                          chain=d["chain"], negatives=d["negatives"], mirror=d["mirror"], faces=faces)
         if d.get("limit_train"):
             self.train_set.rows = self.train_set.rows[: int(d["limit_train"])]
         if d["negatives"]:
@@ -228,7 +239,7 @@ class Trainer:
             with np.load(self.train_set.root / self.train_set.rows[0]["render"]) as z:
                 ensure_chest_views(self.train_set.root / "negatives", XrayGeometry.from_json(str(z["geometry"])))
         self.val_set = (SimulatedDataset(d["root"], d["val_split"], d["size"], d["bones"], None, seed=1_000_003,
-                                         chain=d["chain"]) if d["val_split"] else None)
+                                         chain=d["chain"], faces=faces) if d["val_split"] else None)
         self.size = self.train_set.size
         self.single = cfg["loss"]["mode"] == "single"
         self.mcfg = ModelConfig(bones=list(self.train_set.bones), single_depth=self.single, **cfg["model"])
@@ -276,7 +287,7 @@ class Trainer:
             model=self.model.state_dict(), model_config=self.mcfg.to_dict(), bones=list(self.mcfg.bones),
             geometry=self.geometry().to_json(), config=self.cfg, casi_offset_mm=self.casi_offset,
             confidence=self.confidence, epoch=self.epoch, threeddx_version=__version__, format=CKPT_FORMAT,
-            mirror_tta=float(self.cfg["data"]["mirror"]) > 0,
+            mirror_tta=float(self.cfg["data"]["mirror"]) > 0, faces=self.mcfg.faces,
         ).to_dict()
         return {
             **typed,
@@ -292,19 +303,26 @@ class Trainer:
     def _save(self, name: str) -> None:
         save_checkpoint(self.state(), self.out / name)
 
+    def _same_model(self, ck: dict) -> bool:
+        """The checkpoint's model settings are this run's (settings added later read as their defaults)."""
+        try:
+            return ModelConfig(**ck["model_config"]).to_dict() == self.mcfg.to_dict()
+        except TypeError:
+            return False
+
     def _init_weights(self, name: str | Path) -> None:
         """The weights of a checkpoint (path or released name) as the starting point; nothing else of its run."""
         from .checkpoint import resolve_checkpoint
 
         path = resolve_checkpoint(name)
         ck = load_checkpoint(path, map_location=self.device)
-        if ck["model_config"] != self.mcfg.to_dict():
+        if not self._same_model(ck):
             raise InputError(f"init {path}: the checkpoint's model settings differ from the config's")
         self.model.load_state_dict(ck["model"])  # float16 release weights are cast to the model's float32
 
     def _load(self, path: str | Path) -> None:
         ck = load_checkpoint(path, map_location=self.device)
-        if ck["model_config"] != self.mcfg.to_dict():
+        if not self._same_model(ck):
             raise InputError(f"{path}: the checkpoint's model settings differ from the config's")
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
@@ -338,6 +356,8 @@ class Trainer:
         tgt, m = depth_targets(batch, self.single)
         dl = scale_invariant_loss(pred, tgt, m, lc["mode"], lc["casi"], lc["lam"], lc["alpha"])
         ml = mask_loss(out["mask_logits"].float(), batch["masks"])
+        if "gap_logits" in out:  # K > 2: does each ray have each gap (a mask per bone and gap)
+            ml = ml + mask_loss(out["gap_logits"].float().flatten(1, 2), batch["inner_valid"].flatten(1, 2))
         return dl + lc["seg_weight"] * ml, dl, ml
 
     def _loader(self, dataset, shuffle: bool, epoch: int):
@@ -376,7 +396,8 @@ class Trainer:
             self.step += 1
             sums += [loss.item(), dl.item(), ml.item()]
             n += 1
-        return {"train_loss": sums[0] / n, "train_depth_loss": sums[1] / n, "train_mask_loss": sums[2] / n}
+        # plain floats: a NumPy scalar in a checkpoint (the best metric of a run without validation) is refused on load
+        return {"train_loss": float(sums[0] / n), "train_depth_loss": float(sums[1] / n), "train_mask_loss": float(sums[2] / n)}
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -391,9 +412,9 @@ class Trainer:
             pred = depth_prediction(out, self.single).float()
             tgt, m = depth_targets(batch, self.single)
             if self.casi_offset is not None:
-                pm = torch.sigmoid(out["mask_logits"]) > 0.5
-                pm = pm.any(1, keepdim=True) if self.single else torch.cat([pm, pm], 1)
-                pred = apply_casi_offset(pred, pm.float(), self.casi_offset)
+                pm = (torch.sigmoid(out["mask_logits"]) > 0.5).float()
+                pm = (pm > 0.5).any(1, keepdim=True).float() if self.single else face_masks(pm, out)
+                pred = apply_casi_offset(pred, pm, self.casi_offset)
             v = (m > 0.5) & (tgt > 0)
             err = (pred - tgt)[v]
             tot["loss"] += float(loss) * len(batch["image"])

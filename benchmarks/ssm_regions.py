@@ -9,6 +9,10 @@ half of ASSD, which is where gaps show). Points are grouped by where they
 project in the image:
 
 * ``rim``: within 2 px of the bone's silhouette (its ground-truth mask edge);
+* ``inner``: the ray from the source to the point crosses the bone more than
+  twice and the point is not its first entry or last exit (the acetabulum,
+  the inner walls of the pelvic ring: what two depth faces never see;
+  :func:`threeddx.metrics.ray_crossings`);
 * ``overlap``: inside another bone's ground-truth mask (pelvis and femoral head);
 * ``fov edge``: within 4 px of the detector's border;
 * ``interior``: the rest.
@@ -31,7 +35,7 @@ def main() -> int:
 
     from threeddx.dataset import read_manifest
     from threeddx.geometry import XrayGeometry
-    from threeddx.metrics import point_to_surface, sample_surface, visible_part
+    from threeddx.metrics import faces_see, point_to_surface, ray_crossings, sample_surface, visible_part
     from threeddx.inference import Predictor
     from threeddx.reconstruct import backproject_bone, reconstruct_bone
     from threeddx.ssm import FitSettings, complete_bones_each
@@ -47,7 +51,7 @@ def main() -> int:
     rows = [r for r in read_manifest(a.data) if r["split"] == a.split][: a.limit]
     predictor = None if a.oracle else Predictor(a.checkpoint)
     bones = ["pelvis", "femur_left", "femur_right"]
-    groups = ("rim", "overlap", "fov edge", "interior")
+    groups = ("rim", "inner", "overlap", "fov edge", "interior")
     acc = {(m, g): [] for m in ("dual", "ssm") for g in groups}
     fit_s = []
     for row in rows:
@@ -82,7 +86,10 @@ def main() -> int:
             r_, c_, _ = geo.project(samples)
             ri, ci = np.clip(np.round(r_).astype(int), 0, h - 1), np.clip(np.round(c_).astype(int), 0, w - 1)
             edge = (ri < 4) | (ri >= h - 4) | (ci < 4) | (ci >= w - 4)
-            label = np.where(edge, "fov edge", np.where(rim[ri, ci], "rim", np.where(others[ri, ci], "overlap", "interior")))
+            before, total = ray_crossings(samples, gt_mesh, geo)
+            inner = ~faces_see(before, total, 2)
+            label = np.where(edge, "fov edge", np.where(rim[ri, ci], "rim", np.where(
+                inner, "inner", np.where(others[ri, ci], "overlap", "interior"))))
             meshes = {"dual": reconstruct_bone(pred["masks"][c], pred["depth_front"][c], pred["depth_back"][c], geo, "dual")}
             if not isinstance(fits.get(b), Exception):
                 meshes["ssm"] = visible_part(fits[b].mesh(b), geo, max_edge_mm=None)

@@ -328,6 +328,7 @@ def reconstruct_image(
                  "mirrored_view_averaged": getattr(predictor, "mirror_partners", None) is not None},
         "notes": pred.notes + pose_warning(geo_source),
         "mesh_method": method,
+        "faces": getattr(pred, "faces", 2),
         "frame": frame,
         "bones": bones,
         "missing": missing,
@@ -455,6 +456,9 @@ def _write_maps(out: Path, prediction: Prediction) -> None:
               "depth_front": pred["depth_front"].astype(np.float32), "bones": np.array(list(prediction.bones))}
     if pred["depth_back"] is not None:
         arrays["depth_back"] = pred["depth_back"].astype(np.float32)
+    if prediction.depth_inner is not None:  # a K-face model: the render.npz names (threeddx.render)
+        arrays["depth_inner"] = prediction.depth_inner.astype(np.float32)
+        arrays["inner_valid"] = prediction.inner_valid.astype(np.uint8)
     save_npz_atomic(out / "maps.npz", **arrays)
     with atomic_path(out / "masks.png") as tmp:
         plt.imsave(tmp, mask_overlay(prediction.image, pred["masks"]), format="png")

@@ -39,6 +39,9 @@ rays, where an interval ends rather than a gap closes, put 9 000 mm^2 of
 surface up to 12 mm from the truth on a test pelvis and raised HD95.)
 ``poisson`` and ``ssm`` take every face's points (an entry's normal towards
 the source, an exit's away from it).
+
+Clean-up: islands smaller than 5 % of the largest are dropped (on the 2D mask
+before meshing; on the mesh for Poisson); optional Taubin smoothing.
 """
 from __future__ import annotations
 

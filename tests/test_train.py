@@ -29,6 +29,7 @@ def tiny_cfg(root, out, **over):
     return cfg
 
 
+@pytest.mark.slow  # 500 optimiser steps: 80-170 s on two cores; every loss's one-epoch run stays in the suite
 def test_tiny_config_overfits_four_samples(small_sim, tmp_path):
     """Depth loss falls by 10x within a few hundred steps on a CPU."""
     cfg = tiny_cfg(small_sim, tmp_path, augment=False,

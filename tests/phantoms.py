@@ -34,17 +34,23 @@ def ellipsoid_inside(points: np.ndarray, center, semi_axes, rotation=None) -> np
 
 def ellipsoid_occupancy(vol: Volume, center, semi_axes, rotation=None, partial: bool = False, sub: int = 4) -> np.ndarray:
     """Binary (voxel centre inside) or partial-volume (fraction of sub**3 sub-samples) occupancy."""
-    centers = voxel_centers_world(vol)
+    return occupancy(vol, lambda p: ellipsoid_inside(p, center, semi_axes, rotation), partial, sub)
+
+
+def occupancy(vol: Volume, inside, partial: bool = False, sub: int = 4) -> np.ndarray:
+    """Binary (voxel centre inside) or partial-volume (fraction of sub**3 sub-samples) occupancy, (z, y, x)
+    float32, of a solid given by ``inside`` ((N, 3) world mm -> (N,) bool)."""
+    c = voxel_centers_world(vol).reshape(-1, 3)
     if not partial:
-        return ellipsoid_inside(centers, center, semi_axes, rotation).astype(np.float32)
+        return inside(c).reshape(vol.array.shape).astype(np.float32)
     axes = vol.index_to_world[:3, :3]
     offs = (np.arange(sub) + 0.5) / sub - 0.5
-    frac = np.zeros(vol.array.shape, np.float32)
+    frac = np.zeros(len(c), np.float32)
     for a in offs:
         for b in offs:
-            for c in offs:
-                frac += ellipsoid_inside(centers + axes @ np.array([a, b, c]), center, semi_axes, rotation)
-    return frac / sub**3
+            for d in offs:
+                frac += inside(c + axes @ np.array([a, b, d]))
+    return (frac / sub**3).reshape(vol.array.shape)
 
 
 def ray_ellipsoid(src, dirs, center, semi_axes, rotation=None):
@@ -193,16 +199,5 @@ def k_faces(crossings: np.ndarray, faces: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def shape_occupancy(vol: Volume, shape: MultiShape, partial: bool = False, sub: int = 4) -> np.ndarray:
-    """Binary (voxel centre inside) or partial-volume (fraction of sub**3 sub-samples) occupancy of a
-    :class:`MultiShape`, (z, y, x) float32."""
-    c = voxel_centers_world(vol).reshape(-1, 3)
-    if not partial:
-        return shape.inside(c).reshape(vol.array.shape).astype(np.float32)
-    axes = vol.index_to_world[:3, :3]
-    offs = (np.arange(sub) + 0.5) / sub - 0.5
-    frac = np.zeros(len(c), np.float32)
-    for a in offs:
-        for b in offs:
-            for d in offs:
-                frac += shape.inside(c + axes @ np.array([a, b, d]))
-    return (frac / sub**3).reshape(vol.array.shape)
+    """:func:`occupancy` of a :class:`MultiShape`."""
+    return occupancy(vol, shape.inside, partial, sub)

@@ -150,7 +150,7 @@ class EvalTask:
     hip_anchor: AnchorSettings | None = DEFAULT_ANCHOR  # threeddx.hipjoint; None: off
     mirror: bool | None = None  # threeddx.inference.Predictor.mirror (None: as the checkpoint says)
     mirrored: bool = False  # score the mirror image of each patient (evaluate's doc)
-    faces: int = 2  # the oracle's depth faces per bone (threeddx.render); a network's are its own
+    faces: int = 2  # depth faces per bone: the oracle's (threeddx.render), or the checkpoint's own
     seen: bool = False  # also protocol (b): against the ground truth that the K faces see
 
 
@@ -172,7 +172,7 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
     with np.load(task.data / row["render"]) as z:
         geo_full = XrayGeometry.from_json(str(z["geometry"]))
         gt = {k: z[k] for k in ("image", "masks", "depth_front", "depth_back")}
-        if task.checkpoint is None and task.faces > 2:
+        if task.checkpoint is None and task.faces > 2:  # the oracle's inner faces
             if "depth_inner" not in z.files or z["depth_inner"].shape[1] != task.faces - 2:
                 raise InputError(f"{task.data / row['render']} has no {task.faces} depth faces: simulate with "
                                  f"--faces {task.faces}")
@@ -232,9 +232,8 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
             rec.update(surface_distances(mesh_v, gt_v, task.density))
             aligned, rec["beam_shift_mm"] = beam_aligned(mesh_v, gt_v, geo)
             rec["assd_beam_aligned"] = surface_distances(aligned, gt_v, task.density)["assd"]
-            if task.seen:  # protocol (b): the faces of the maps meshed (front only: 2, as for the dual mesh)
-                k = task.faces if task.checkpoint is None else max(prediction.faces, 2)
-                d = surface_distances(mesh_v, gt_v, task.density, gt_part=seen_part(gt_v, geo, k))
+            if task.seen:  # protocol (b): what the maps' faces see (a single-depth model's: as two faces')
+                d = surface_distances(mesh_v, gt_v, task.density, gt_part=seen_part(gt_v, geo, task.faces))
                 rec.update({f"{k}_seen": d[k] for k in ("assd", "hd95", "hd95_pooled")})
             rec["status"] = "ok"
         except InputError as e:
@@ -372,6 +371,8 @@ def evaluate(
         mesh_method = "front"
     if chain is not None and chain != "random":
         chain = chain_from(chain)
+    if predictor is not None:
+        faces = int(predictor.ck.get("faces", 2))
     task = EvalTask(data, None if oracle else str(checkpoint), device, bones, stored, mesh_method,
                     DEFAULT_DENSITY if density is None else density, chain, seed, ssm_settings, view, hip_anchor,
                     mirror, mirrored, faces, seen)
@@ -414,7 +415,7 @@ def _summary(results: list[dict], rows_in: list[dict], task: EvalTask, oracle: b
     summary = {
         "data": str(task.data), "split": split, "checkpoint": None if oracle else str(checkpoint), "oracle": oracle,
         "mesh_method": task.mesh_method, "density_per_mm2": task.density,
-        "faces": task.faces if oracle else int(_predictor(checkpoint, task.device, task.hip_anchor, task.mirror).ck.get("faces", 2)),
+        "faces": task.faces,
         "protocols": ["field of view"] + (["seen by the faces"] if task.seen else []),
         "hip_anchor": None if oracle or task.hip_anchor is None else asdict(task.hip_anchor),
         "images": len(rows_in),

@@ -403,6 +403,11 @@ def _crossing_slices(inside: torch.Tensor, faces: int) -> tuple[torch.Tensor, to
     0.6 mm "gaps" under its skin). The crossings left are at samples inside the raw profile.
     """
     s = inside.shape[0]
+    first_in = inside.to(torch.uint8).argmax(0)
+    if faces == 2:  # the first entry and the last exit; the margin guarantees outside neighbours
+        last_out = s - 1 - inside.flip(0).to(torch.uint8).argmax(0)
+        return torch.stack([first_in, last_out]), torch.tensor([True, False], device=inside.device), \
+            inside.new_zeros((0, inside.shape[1]))
 
     def shifted(a: torch.Tensor, by: int) -> torch.Tensor:  # a[k - by] at k, False beyond the ends
         out = torch.zeros_like(a)
@@ -424,13 +429,12 @@ def _crossing_slices(inside: torch.Tensor, faces: int) -> tuple[torch.Tensor, to
     last_in = s - 1 - enter.flip(0).to(torch.uint8).argmax(0)
     last_out = s - 1 - inside.flip(0).to(torch.uint8).argmax(0)
     half = faces // 2
-    k = [nth(c_in, 1)]
+    k = [first_in]  # closing fills no sample before the first inside one, nor after the last
     for j in range(1, half):
         k += [nth(c_out, j), last_in if j == half - 1 else nth(c_in, j + 1)]
     k.append(last_out)
     entry = torch.tensor([True] + [False, True] * (half - 1) + [False], device=inside.device)
-    valid = torch.stack([n > j for j in range(1, half)]) if half > 1 else n.new_zeros((0, n.shape[0]), dtype=torch.bool)
-    return torch.stack(k), entry, valid
+    return torch.stack(k), entry, torch.stack([n > j for j in range(1, half)])
 
 
 def _bone_faces(
@@ -473,28 +477,16 @@ def _bone_faces(
         hit = inside.any(0)
         if hit.any():
             ridx_h = ridx[hit]
-            t_at = lambda s: rays.t0[ridx_h] + s.to(torch.float64) * rays.dt[ridx_h]  # noqa: E731
-            if faces == 2:  # the first entry and the last exit
-                ins = inside[:, hit]
-                k_first = ins.to(torch.uint8).argmax(0)
-                k_last = n_slices - 1 - ins.flip(0).to(torch.uint8).argmax(0)
-                s_first, s_last = order[k_first], order[k_last]
-                # neighbours outside the bone (the margin guarantees they exist)
-                s_before = order[(k_first - 1).clamp_min(0)]
-                s_after = order[(k_last + 1).clamp_max(n_slices - 1)]
-                depth[0, ridx_h] = _bisect(vol5, rays, ridx_h, t_at(s_before), t_at(s_first), refine_steps)
-                depth[1, ridx_h] = _bisect(vol5, rays, ridx_h, t_at(s_after), t_at(s_last), refine_steps)
-            else:
-                ks, entry, ok = _crossing_slices(inside[:, hit], faces)
-                valid[:, ridx_h] = ok
-                for f in range(faces):
-                    sel = torch.ones_like(ok[0]) if f in (0, faces - 1) else ok[(f - 1) // 2]
-                    if not sel.any():
-                        continue
-                    r, k = ridx_h[sel], ks[f, sel]
-                    k_out = (k - 1).clamp_min(0) if entry[f] else (k + 1).clamp_max(n_slices - 1)
-                    t_r = lambda s: rays.t0[r] + s.to(torch.float64) * rays.dt[r]  # noqa: E731
-                    depth[f, r] = _bisect(vol5, rays, r, t_r(order[k_out]), t_r(order[k]), refine_steps)
+            ks, entry, ok = _crossing_slices(inside[:, hit], faces)
+            valid[:, ridx_h] = ok
+            for f in range(faces):  # each crossing: its inside sample and the outside one before or after it
+                sel = None if f in (0, faces - 1) else ok[(f - 1) // 2]
+                r, k = (ridx_h, ks[f]) if sel is None else (ridx_h[sel], ks[f, sel])
+                if len(r) == 0:
+                    continue
+                k_out = (k - 1).clamp_min(0) if entry[f] else (k + 1).clamp_max(n_slices - 1)
+                t_in, t_out = (rays.t0[r] + order[x].to(torch.float64) * rays.dt[r] for x in (k, k_out))
+                depth[f, r] = _bisect(vol5, rays, r, t_out, t_in, refine_steps)
             mask[ridx_h] = True
         bar.update(len(ridx))
     shape = geometry.detector_shape

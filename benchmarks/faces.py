@@ -1,6 +1,7 @@
 """Beyond two faces (docs/results.md "K faces"): what the inner faces buy, with the ground-truth depths.
 
     .venv/bin/python benchmarks/faces.py [--data data/faces4-128] [--out runs/faces] [--limit N]
+                                         [--learned LABEL=CHECKPOINT ...]
 
 1. ``3ddx simulate --faces 4`` of the test subjects (LLP26 10, 16, 19; 6 poses,
    128 px, 1.5 mm voxels: the test split of ``data/sim128`` exactly, its front
@@ -16,7 +17,9 @@
 3. the regions: ground-truth points of rays that cross the bone more than
    twice (the acetabulum, the pelvic ring's inner walls: ``inner``) and the
    rest (``outer``), each point's distance to each reconstruction (the
-   GT -> reconstruction half of ASSD), mean and 95th percentile.
+   GT -> reconstruction half of ASSD), mean and 95th percentile; with
+   ``--learned`` also of trained networks (K = 2 against K = 4 at the same
+   budget: ``benchmarks/ablation.py``'s ``dependent`` and ``dependent-k4``).
 
 Each step is skipped when its output exists. Prints the tables and writes them
 to ``OUT/table.md``.
@@ -61,22 +64,33 @@ def scores(data: Path, out: Path, limit: int | None) -> dict[str, dict]:
     return res
 
 
-def regions(data: Path, limit: int | None) -> dict[tuple[str, str, str], list[np.ndarray]]:
-    """(method, bone, region) -> per image the GT points' distances to the reconstruction (mm)."""
+def regions(data: Path, limit: int | None, learned: dict[str, str] | None = None,
+            ) -> dict[tuple[str, str, str], list[np.ndarray]]:
+    """(method, bone, region) -> per image the GT points' distances to the reconstruction (mm).
+
+    The methods are :data:`METHODS` (ground-truth faces) and ``learned`` (label -> checkpoint): each network
+    sees the test image through the random imaging chain that ``3ddx evaluate --chain random`` draws for it
+    (seed 0, the image's index) and is meshed as evaluate meshes it (``dual``: intervals when it has inner faces).
+    """
     import trimesh
 
     from threeddx.dataset import read_manifest
     from threeddx.geometry import XrayGeometry
+    from threeddx.inference import Predictor
     from threeddx.metrics import point_to_surface, ray_crossings, sample_surface, visible_part
+    from threeddx.physics import chain_for, radiograph, sample_materials
     from threeddx.reconstruct import reconstruct_bone
 
+    predictors = {label: Predictor(ck) for label, ck in (learned or {}).items()}
     rows = [r for r in read_manifest(data) if r["split"] == "test"][:limit]
     acc: dict = {}
-    for row in rows:
+    for index, row in enumerate(rows):
         with np.load(data / row["render"]) as z:
             g = XrayGeometry.from_json(str(z["geometry"]))
             bones = [str(b) for b in z["bones"]]
             maps = {k: z[k] for k in ("masks", "depth_front", "depth_back", "depth_inner", "inner_valid")}
+            image = radiograph(sample_materials(z), g, chain_for("random", np.random.default_rng([0, index])))
+        predictions = {label: p.infer(image, g) for label, p in predictors.items()}
         for bone in BONES:
             c = bones.index(bone)
             full = trimesh.load(data / row["mesh_dir"] / f"{bone}.ply")
@@ -84,14 +98,21 @@ def regions(data: Path, limit: int | None) -> dict[tuple[str, str, str], list[np
             pts = sample_surface(gt, seed=1)
             _, total = ray_crossings(pts, full, g)
             inner = total > 2
+            recs = {}
             for label, faces, mesh in METHODS:
                 extra = (maps["depth_inner"][c], maps["inner_valid"][c]) if faces > 2 else None
-                rec = reconstruct_bone(maps["masks"][c], maps["depth_front"][c], maps["depth_back"][c], g, mesh,
-                                       inner=extra)
+                recs[label] = reconstruct_bone(maps["masks"][c], maps["depth_front"][c], maps["depth_back"][c], g,
+                                               mesh, inner=extra)
+            for label, pred in predictions.items():
+                m, k = pred.maps(), predictors[label].bones.index(bone)
+                if m["masks"][k].sum() >= 4:
+                    recs[label] = reconstruct_bone(m["masks"][k], m["depth_front"][k], m["depth_back"][k],
+                                                   pred.geometry, "dual", inner=pred.inner[k])
+            for label, rec in recs.items():
                 d = point_to_surface(pts, rec)
                 for name, sel in (("inner", inner), ("outer", ~inner)):
                     acc.setdefault((label, bone, name), []).append(d[sel])
-                acc.setdefault(("share", bone, "inner"), []).append(np.array([inner.mean()]))
+            acc.setdefault(("share", bone, "inner"), []).append(np.array([inner.mean()]))
     return acc
 
 
@@ -104,7 +125,10 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "faces4-128")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "faces")
     ap.add_argument("--limit", type=int, help="the first N test images only")
+    ap.add_argument("--learned", nargs="*", default=[], metavar="LABEL=CHECKPOINT",
+                    help="trained models to add to the regions table (e.g. from benchmarks/ablation.py)")
     a = ap.parse_args()
+    learned = dict(item.rsplit("=", 1) for item in a.learned)  # labels may hold "=", paths seldom do
     t0 = time.perf_counter()
     simulate(a.data)
     res = scores(a.data, a.out, a.limit)
@@ -124,17 +148,18 @@ def main() -> int:
                          f"{fmt(b['assd_seen_mean'])} | {fmt(b['hd95_seen_mean'])} | {fmt(b['hd95_pooled_seen_mean'])} |")
         k2, k4 = res[METHODS[0][0]]["bones"][group]["hd95_mean"], res[METHODS[2][0]]["bones"][group]["hd95_mean"]
         lines += ["", f"HD95 (a), K = 2 dual / K = 4: {k2 / k4:.2f}x.", ""]
-    acc = regions(a.data, a.limit)
+    acc = regions(a.data, a.limit, learned)
+    labels = [m for m, _, _ in METHODS] + list(learned)
     lines += ["## Regions (ground truth -> reconstruction, mm: mean / 95th percentile)", "",
               "`inner`: ground-truth points whose ray from the source crosses the bone more than twice "
               "(the acetabulum, the inner walls of the pelvic ring); `outer`: the rest.", "",
-              "| bone | inner share of the surface | " + " | ".join(f"{m} inner | {m} outer" for m, _, _ in METHODS) + " |",
-              "|---|---|" + "---|---|" * len(METHODS)]
+              "| bone | inner share of the surface | " + " | ".join(f"{m} inner | {m} outer" for m in labels) + " |",
+              "|---|---|" + "---|---|" * len(labels)]
     for bone in BONES:
         cells = [f"{100 * np.mean(np.concatenate(acc[('share', bone, 'inner')])):.1f} %"]
-        for label, _, _ in METHODS:
+        for label in labels:
             for name in ("inner", "outer"):
-                d = np.concatenate(acc[(label, bone, name)])
+                d = np.concatenate(acc.get((label, bone, name), [np.zeros(0)]))
                 cells.append("n/a" if d.size == 0 else f"{d.mean():.2f} / {np.percentile(d, 95):.2f}")
         lines.append(f"| {bone} | " + " | ".join(cells) + " |")
     lines += ["", f"{time.perf_counter() - t0:.0f} s in all (steps already done are read back)."]

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,8 +158,10 @@ def test_bundled_chest_ct(tmp_path, capsys):
          "3ddx: error: --device must be cpu, cuda, cuda:N, mps or auto, got 'tpu'"),
         (["simulate", "--out", "o", "--subjects", "5-2"],
          "3ddx: error: --subjects '5-2': the range 5-2 runs backwards (write 2-5)"),
+        (["train", "--config", str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"), "--faces", "3",
+          "--out", "o"], "3ddx: error: config: model.faces must be an even number of at least 2, got 3"),
     ],
-    ids=["typo", "missing", "device", "backwards-range"],
+    ids=["typo", "missing", "device", "backwards-range", "odd-faces"],
 )
 def test_command_line_mistakes_get_one_line(argv, line, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

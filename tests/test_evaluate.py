@@ -1,6 +1,7 @@
 """evaluate: the oracle and a checkpoint on a simulated split, its files and table."""
-import pytest
+import csv
 
+import pytest
 
 
 def test_evaluate_oracle_and_checkpoint(small_sim, tiny_ckpt, tmp_path):
@@ -15,6 +16,10 @@ def test_evaluate_oracle_and_checkpoint(small_sim, tiny_ckpt, tmp_path):
     assert "pelvis ASSD" in md and "2 images of 1 subjects" in md
     rows = (tmp_path / "oracle" / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 3
+    # the oracle's meshes sit where the truth is: the best shift along the beam is ~0 and changes nothing
+    for r in csv.DictReader(open(tmp_path / "oracle" / "results.csv")):
+        assert abs(float(r["beam_shift_mm"])) < 1.0, r
+        assert float(r["hd95_beam_aligned"]) == pytest.approx(float(r["hd95"]), abs=0.5), r
     net = evaluate(small_sim, tmp_path / "net", tiny_ckpt, split="val", limit=1, progress=False)
     assert net["images"] == 1 and set(net["bones"]) >= {"pelvis", "femur"}
 
@@ -26,10 +31,6 @@ def test_evaluate_on_a_local_dask_cluster_gives_the_one_process_tables(small_sim
     into up to ~0.02 mm of shift (1e-5 mm of noise on the pelvis points does the same), so the femurs'
     figures agree to 0.1 mm / 1 %; the pelvis's to 0.1 % (its HD95 is a percentile of sampled distances:
     rounding can swap which sample it is, 0.07 % of its SD with the mirrored view's two-image batch)."""
-    import csv
-
-    import pytest
-
     from threeddx.evaluate import evaluate
 
     a = evaluate(small_sim, tmp_path / "one", "dualface", split="train", limit=2, progress=False)

@@ -14,12 +14,21 @@ from threeddx.train import Trainer, load_checkpoint, load_config, loss_override,
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_config_errors():
-    with pytest.raises(InputError, match="unknown key 'optim.lrr'"):
-        load_config(None, {"optim": {"lrr": 1}})
-    with pytest.raises(InputError, match="loss.mode"):
-        load_config(None, {"loss": {"mode": "pooled"}})
+@pytest.mark.parametrize("over, match", [
+    ({"optim": {"lrr": 1}}, "unknown key 'optim.lrr'"),
+    ({"loss": {"mode": "pooled"}}, "loss.mode"),
+    ({"model": {"faces": 3}}, "model.faces must be an even number"),
+    ({"model": {"faces": 0}}, "model.faces must be an even number"),
+    ({"model": {"faces": 4}, "loss": {"mode": "single"}}, "single-depth baseline has one face"),
+])
+def test_config_errors(over, match):
+    with pytest.raises(InputError, match=match):
+        load_config(None, over)
+
+
+def test_loss_and_faces_overrides():
     assert loss_override("casi") == {"loss": {"mode": "dependent", "casi": True}}
+    assert load_config(None, {"model": {"faces": 4}})["model"]["faces"] == 4
 
 
 def tiny_cfg(root, out, **over):

@@ -32,7 +32,7 @@ from .io import check_out_folder, result_folder
 
 #: The surface metrics of a row (mm, %), NaN when the bone is missing (:func:`threeddx.metrics.surface_distances`).
 SURFACE_COLUMNS = ("assd", "hd95", "hd95_pooled", "chamfer", "within_1mm", "within_2mm", "within_5mm",
-                   "assd_beam_aligned", "beam_shift_mm", "assd_seen", "hd95_seen", "hd95_pooled_seen")
+                   "assd_beam_aligned", "hd95_beam_aligned", "beam_shift_mm", "assd_seen", "hd95_seen", "hd95_pooled_seen")
 #: Protocol (b)'s columns (``seen``): against the ground truth that the method's K faces see (threeddx.metrics).
 SEEN_COLUMNS = ("assd_seen", "hd95_seen", "hd95_pooled_seen")
 COLUMNS = ("sample_id", "subject_id", "bone", "status", *SURFACE_COLUMNS, "dice", "false_area_pct", "found",
@@ -62,6 +62,8 @@ def summarise(rows: list[dict], bones: Sequence[str]) -> dict:
             "hd95_std": float(np.std([r["hd95"] for r in ok])) if ok else None,
             "hd95_pooled_mean": float(np.mean([r["hd95_pooled"] for r in ok])) if ok else None,
             "assd_beam_aligned_mean": float(np.nanmean([r["assd_beam_aligned"] for r in ok])) if ok else None,
+            "hd95_beam_aligned_mean": float(np.nanmean([r["hd95_beam_aligned"] for r in ok]))
+            if ok and all("hd95_beam_aligned" in r for r in ok) else None,
             **{f"{k}_mean": (float(np.mean([r[k] for r in ok])) if ok and all(k in r for r in ok) else None)
                for k in SEEN_COLUMNS},
             "n": len(ok),
@@ -231,7 +233,8 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
             mesh_v, gt_v = visible_part(mesh, geo, max_edge_mm=None), visible_part(gt_mesh, geo)
             rec.update(surface_distances(mesh_v, gt_v, task.density))
             aligned, rec["beam_shift_mm"] = beam_aligned(mesh_v, gt_v, geo)
-            rec["assd_beam_aligned"] = surface_distances(aligned, gt_v, task.density)["assd"]
+            d = surface_distances(aligned, gt_v, task.density)
+            rec["assd_beam_aligned"], rec["hd95_beam_aligned"] = d["assd"], d["hd95"]
             if task.seen:  # protocol (b): what the maps' faces see (a single-depth model's: as two faces')
                 d = surface_distances(mesh_v, gt_v, task.density, gt_part=seen_part(gt_v, geo, task.faces))
                 rec.update({f"{k}_seen": d[k] for k in ("assd", "hd95", "hd95_pooled")})

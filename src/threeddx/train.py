@@ -92,6 +92,11 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     cfg = _merge(cfg, overrides or {})
     if cfg["loss"]["mode"] not in MODES:
         raise InputError(f"config: loss.mode must be one of {MODES}, got {cfg['loss']['mode']!r}")
+    faces = cfg["model"].get("faces", 2)
+    if not isinstance(faces, int) or faces < 2 or faces % 2:
+        raise InputError(f"config: model.faces must be an even number of at least 2, got {faces!r}")
+    if faces > 2 and cfg["loss"]["mode"] == "single":
+        raise InputError(f"config: the single-depth baseline has one face; model.faces {faces} needs a dual-face loss")
     return cfg
 
 

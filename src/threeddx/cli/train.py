@@ -22,6 +22,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="override data.root")
     p.add_argument("--out", help="override out (run folder)")
     p.add_argument("--epochs", type=int, help="override optim.epochs")
+    p.add_argument("--faces", type=int, help="override model.faces: depth faces per bone, even (2: front and back; "
+                   "K > 2 needs data simulated with --faces K or more)")
     p.add_argument("--device", help="override device (cpu, cuda, auto)")
     p.set_defaults(func=run)
 
@@ -40,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         over.setdefault("optim", {})["epochs"] = args.epochs
     if args.device:
         over["device"] = args.device
+    if args.faces is not None:
+        over.setdefault("model", {})["faces"] = args.faces
     if args.init:
         over["init"] = args.init
     cfg = load_config(args.config, over)

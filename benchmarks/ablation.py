@@ -21,7 +21,10 @@ its output exists, so an interrupted run continues where it stopped:
    ``--ssm`` the shape-model completion of the best row;
 4. the tables of test ASSD / HD95 (the literature's), mean (std), then the pooled
    HD95, protocol (b) and the beam-aligned figures, printed and written to ``runs/ablation-SIZE/table.md``,
-   with the training time of each row.
+   with the training time of each row;
+5. with a K > 2 row: ``benchmarks/faces.py --learned`` for it and the rows of its
+   loss (the test surface by region: the acetabulum and the ring's inner walls
+   against the rest; the learned maps' depth errors and gap Dice), appended.
 """
 from __future__ import annotations
 
@@ -39,8 +42,9 @@ RECIPES = {
     256: "--subjects 0-21 --random-subjects 200 --poses 8 --size 256 --workers 8 --faces 4",
 }
 #: (row, folder under runs/ablation-SIZE, evaluate's options): the ground-truth depths through each mesher.
-ORACLES = (("oracle, dual", "oracle-dual", ["--mesh", "dual"]), ("oracle, front", "oracle-front", ["--mesh", "front"]),
-           ("oracle, intervals", "oracle-intervals", ["--mesh", "intervals"]),
+#: The folders are benchmarks/faces.py's, so that its regions step (5.) finds them done.
+ORACLES = (("oracle, dual", "oracle-k2-dual", ["--mesh", "dual"]), ("oracle, front", "oracle-front", ["--mesh", "front"]),
+           ("oracle, intervals", "oracle-k2-intervals", ["--mesh", "intervals"]),
            ("oracle K=4, intervals", "oracle-k4-intervals", ["--faces", "4", "--mesh", "intervals"]))
 COLS = ("pelvis", "femur_left", "femur_right", "femur")
 
@@ -177,6 +181,17 @@ def main() -> int:
         table.append(("oracle, ssm", evaluate(base / "oracle-ssm", data, "test", ["--oracle", "--mesh", "ssm"]), None,
                       f"3ddx evaluate --data data/sim{a.size} --oracle --mesh ssm"))
     text = tables(table, val)
+    # 5. where K faces help: benchmarks/faces.py's regions for each K > 2 row and the rows of its loss
+    k_losses = {parse_row(r)[0] for r in a.rows if parse_row(r)[1] > 2}
+    learned = [r for r in a.rows if parse_row(r)[0] in k_losses]
+    if learned:
+        regions = base / "faces.md"
+        if not regions.exists():
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "faces.py"), "--data", str(data), "--out", str(base),
+                   "--learned", *(f"learned {r}={base / r / 'best.pt'}" for r in learned)]
+            print("$ " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
+            subprocess.run(cmd, cwd=ROOT, check=True)
+        text += "\nWhere the faces help (`benchmarks/faces.py`):\n\n## Regions" + regions.read_text().split("## Regions", 1)[1]
     base.mkdir(parents=True, exist_ok=True)
     (base / "table.md").write_text(text)
     print(text)

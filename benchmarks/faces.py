@@ -22,7 +22,7 @@
    budget: ``benchmarks/ablation.py``'s ``dependent`` and ``dependent-k4``).
 
 Each step is skipped when its output exists. Prints the tables and writes them
-to ``OUT/table.md``.
+to ``OUT/faces.md``.
 """
 from __future__ import annotations
 
@@ -198,7 +198,7 @@ def main() -> int:
     lines += ["", f"{time.perf_counter() - t0:.0f} s in all (steps already done are read back)."]
     text = "\n".join(lines) + "\n"
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "table.md").write_text(text)
+    (a.out / "faces.md").write_text(text)
     print(text)
     return 0
 

@@ -3,8 +3,9 @@
 Surface distances are computed on points sampled uniformly (area-weighted,
 seeded) over each surface, ``density`` points per mm² (default 0.5, i.e. one
 point per 2 mm², so ~30,000 points on a hemipelvis), each point's distance
-being its distance to the *other* mesh's surface (not to its vertices): exact
-within 4 mm, and beyond that within about 0.1 % (:func:`point_to_surface`). With A -> B the distances of A's points to B
+being its exact distance to the *other* mesh's surface (not to its vertices;
+:func:`point_to_surface`, libigl since 2026-12-01, before that exact within 4 mm
+and within about 0.1 % beyond). With A -> B the distances of A's points to B
 and B -> A the reverse, pooled into one set D:
 
 * **ASSD** = mean of D (the average symmetric surface distance);
@@ -65,40 +66,24 @@ def sample_surface(mesh, density: float = DEFAULT_DENSITY, seed: int = 0, max_po
     return (1 - s)[:, None] * a + (s * (1 - r2))[:, None] * b + (s * r2)[:, None] * c
 
 
-#: (density per mm², use its distance above this many mm): coarse-to-fine levels of point_to_surface
-_LEVELS = ((0.1, 40.0), (1.0, 4.0))
+def point_to_surface(points: np.ndarray, mesh) -> np.ndarray:
+    """Exact distance (mm) of each point (N, 3) to the mesh's surface: the closest point on its triangles.
 
-
-def point_to_surface(points: np.ndarray, mesh, chunk: int = 2000) -> np.ndarray:
-    """Distance (mm) of each point to the mesh's surface, coarse to fine.
-
-    A nearest-neighbour query against uniform surface samples of density rho
-    overestimates a point's distance D by r^2 / 2D, r being the distance from
-    the point's foot to the nearest sample (mean r^2 = 1 / (pi rho), 95th
-    percentile 3 / (pi rho)), and its cost grows like rho * D^2 per point. So:
-    far points (over 40 mm by 0.1 samples/mm²) and middle ones (over 4 mm by
-    1 sample/mm²) take the sampled distance, with an overestimate of at most
-    0.04 mm on average and 0.12 mm at the 95th percentile behind a flat
-    surface, more behind a convex one (concentric spheres of 40 and 90 mm:
-    ASSD 50.06 instead of 50, +0.12 %); every point within
-    4 mm gets the exact closest point on the triangles (trimesh, chunked to
-    bound memory). One dense level took a minute on a poor reconstruction; this
-    takes seconds.
+    libigl's ``point_mesh_squared_distance`` (an AABB tree over the triangles, C++). Until 2026-12-01
+    this was a coarse-to-fine nearest-sample search with exact distances only within 4 mm (an
+    overestimate of up to ~0.1 % of ASSD between 4 and 40 mm); on a 19 000-triangle pelvis and 48 000
+    points libigl is 8x faster and exact (the two agree to 0.013 mm on average).
     """
-    import trimesh
-    from scipy.spatial import cKDTree
+    import igl
 
-    pts = np.asarray(points, np.float64)
-    d = np.full(len(pts), np.inf)
-    todo = np.arange(len(pts))
-    for density, use_above in _LEVELS:
-        samples = sample_surface(mesh, density=density, seed=12345, max_points=2_000_000)
-        d[todo] = cKDTree(samples).query(pts[todo])[0]
-        todo = todo[d[todo] <= use_above]
-    for i in range(0, len(todo), chunk):
-        idx = todo[i : i + chunk]
-        d[idx] = trimesh.proximity.closest_point(mesh, pts[idx])[1]
-    return d
+    pts = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
+    faces = np.ascontiguousarray(mesh.faces, dtype=np.int64)
+    if len(pts) == 0:
+        return np.zeros(0)
+    if len(faces) == 0:
+        return np.full(len(pts), np.inf)
+    d2, _, _ = igl.point_mesh_squared_distance(pts, np.ascontiguousarray(mesh.vertices, dtype=np.float64), faces)
+    return np.sqrt(np.maximum(d2, 0.0))
 
 
 def surface_distances(pred, gt, density: float = DEFAULT_DENSITY, seed: int = 0, gt_part=None) -> dict[str, float]:

@@ -75,10 +75,10 @@ def regions(data: Path, limit: int | None, learned: dict[str, str] | None = None
     import trimesh
 
     from threeddx.dataset import read_manifest
+    from threeddx.evaluate import chain_image
     from threeddx.geometry import XrayGeometry
     from threeddx.inference import Predictor
     from threeddx.metrics import point_to_surface, ray_crossings, sample_surface, visible_part
-    from threeddx.physics import chain_for, radiograph, sample_materials
     from threeddx.reconstruct import reconstruct_bone
 
     predictors = {label: Predictor(ck) for label, ck in (learned or {}).items()}
@@ -89,7 +89,7 @@ def regions(data: Path, limit: int | None, learned: dict[str, str] | None = None
             g = XrayGeometry.from_json(str(z["geometry"]))
             bones = [str(b) for b in z["bones"]]
             maps = {k: z[k] for k in ("masks", "depth_front", "depth_back", "depth_inner", "inner_valid")}
-            image = radiograph(sample_materials(z), g, chain_for("random", np.random.default_rng([0, index])))
+            image = chain_image(z, g, "random", 0, index)
         predictions = {label: p.infer(image, g) for label, p in predictors.items()}
         for bone in BONES:
             c = bones.index(bone)

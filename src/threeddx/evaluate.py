@@ -165,10 +165,20 @@ class ImageResult:
     view: dict | None = None
 
 
+def chain_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, where: Path | str = "sample") -> np.ndarray:
+    """The radiograph evaluate scores for image ``index`` of a split: the sample's material line integrals
+    through ``chain`` (``"random"``: a random chain drawn with the seed (``seed``, ``index``))."""
+    from .physics import chain_for, radiograph, sample_materials
+
+    mats = sample_materials(npz)
+    if mats is None:
+        raise InputError(f"{where} has no material line integrals: evaluate it without a chain")
+    return radiograph(mats, geometry, chain_for(chain, np.random.default_rng([seed, index])))
+
+
 def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
     """Reconstruct one sample's bones and score each against its ground-truth mesh (module doc)."""
     from .metrics import beam_aligned, dice, false_area_pct, seen_part, surface_distances, visible_part
-    from .physics import chain_for, radiograph, sample_materials
     from .reconstruct import mesh_bones
 
     with np.load(task.data / row["render"]) as z:
@@ -180,10 +190,7 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
                                  f"--faces {task.faces}")
             gt["inner"] = (z["depth_inner"], z["inner_valid"])
         if task.chain is not None:
-            mats = sample_materials(z)
-            if mats is None:
-                raise InputError(f"{task.data / row['render']} has no material line integrals: evaluate it without a chain")
-            gt["image"] = radiograph(mats, geo_full, chain_for(task.chain, np.random.default_rng([task.seed, index])))
+            gt["image"] = chain_image(z, geo_full, task.chain, task.seed, index, task.data / row["render"])
     gt_masks = gt["masks"] > 0
     stored = task.stored
     if task.checkpoint is not None:

@@ -137,6 +137,21 @@ def test_hu_decomposition_round_trips(hu):
     assert hu_from_materials(d)[0] == pytest.approx(hu, abs=0.05)
 
 
+def test_hu_decomposition_fast_path_is_the_reference_split():
+    """decompose_hu's shortcut below HU_SOFT gives the reference split's numbers bit for bit, NaN included,
+    across blocks and at every anchor."""
+    from threeddx.physics import BLOCK_VOXELS, HU_BONE, HU_IRON, HU_SOFT, _decompose_block
+
+    rng = np.random.default_rng(0)
+    hu = rng.uniform(-1100.0, 2500.0, 2 * BLOCK_VOXELS + 17).astype(np.float32)
+    hu[:8] = [np.nan, HU_SOFT, np.nextafter(np.float32(HU_SOFT), np.float32(0)), HU_BONE, HU_IRON, 3e4, -1000, -2000]
+    hu[BLOCK_VOXELS:BLOCK_VOXELS + 100] = -1000.0  # a stretch of air across a block boundary
+    got, want = decompose_hu(hu.reshape(1, 1, -1)), _decompose_block(hu)
+    for m, v in want.items():
+        assert got[m].shape == (1, 1, hu.size) and got[m].dtype == np.float32
+        np.testing.assert_array_equal(got[m].reshape(-1), v)
+
+
 def test_collimation_and_markers_block_the_primary():
     closed = detector_signal(PHANTOM, GEOM, Chain(collimation=(0.25, 0, 0, 0), spr=0.0, **QUIET))
     open_ = detector_signal(PHANTOM, GEOM, Chain(spr=0.0, **QUIET))

@@ -329,6 +329,29 @@ def test_material_line_integrals_are_density_times_chord(hu, background, materia
     assert list(arrays["material_names"]) == ["bone", "soft", "metal"] and arrays["materials"].dtype == np.float32
 
 
+def test_empty_material_is_skipped_exactly():
+    """A material with no voxel (no metal in the CT) is not rendered: its map is 0 and every other array
+    is what rendering all of them gives, bit for bit; a materials-only scene (mu None) renders the same."""
+    from threeddx.render import make_scene
+
+    vol = make_volume(fill=-1000.0)
+    s = SHAPES["ellipsoid"]
+    vol.array = np.where(ellipsoid_occupancy(vol, s["center"], s["axes"], s["rot"], partial=True) > 0.5, 1500.0,
+                         0.0).astype(np.float32)  # bone in water: no metal
+    g = geometry(pose=sample_pose(ISO, 2))
+    scene = make_scene(vol)
+    assert scene.mu is None and scene.empty_materials() == {"metal"}
+    skipped = render(scene, g)
+    forced = make_scene(vol)
+    forced._cache["empty"] = {m: False for m in forced.materials}  # render every channel
+    full = render(forced, g)
+    assert np.abs(skipped.materials[2]).max() == 0.0
+    for k, v in full.arrays().items():
+        np.testing.assert_array_equal(skipped.arrays()[k], v, err_msg=k)
+    with pytest.raises(ValueError, match="no attenuation volume"):  # a scene with neither cannot make a DRR
+        Scene(mu=None, index_to_world=vol.index_to_world, materials={}).slice_stack("mu", ["mu"], 1, torch.device("cpu"))
+
+
 def test_window_image_stays_float32():
     """A big image must not be promoted to float64 (twice the memory): float32 in, float32 out."""
     from threeddx.render import window_image

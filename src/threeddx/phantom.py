@@ -239,9 +239,10 @@ def _linear_upsample(coarse: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def _superellipse(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, a: float, b_front: float, b_back: float,
                   n: float) -> np.ndarray:
-    """Normalised radius of a superellipse (< 1 inside); anterior (-y) and posterior semi-axes differ."""
+    """The superellipse's normalised radius to the power n, |x/a|^n + |y/b|^n (< 1 inside); anterior (-y)
+    and posterior semi-axes differ. Compare it with a radius r as ``<= r ** n`` (no n-th root per voxel)."""
     b = np.where(yy < cy, b_front, b_back)
-    return (np.abs((xx - cx) / a) ** n + np.abs((yy - cy) / b) ** n) ** (1.0 / n)
+    return np.abs((xx - cx) / a) ** n + np.abs((yy - cy) / b) ** n
 
 
 def _ball(hu: np.ndarray, grid: "Grid", centre: np.ndarray, radii: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
@@ -340,11 +341,11 @@ def synthesize_ct(
         outer, inner, fatty = (np.zeros((ny, nx), bool) for _ in range(3))
         w = _window(xs, ys, cx_p - am - fat, cx_p + am + fat, cy_p - (bm + fat) * belly, cy_p + bm + fat)
         x, y = xx[w], yy[w]
-        r_in = _superellipse(x, y, cx_p, cy_p, am, bm * belly, bm, n_pow)
+        r_in = _superellipse(x, y, cx_p, cy_p, am, bm * belly, bm, n_pow)  # radius ** n_pow
         outer[w] = _superellipse(x, y, cx_p, cy_p, am + fat, (bm + fat) * belly, bm + fat, n_pow) <= 1.0
         inner[w] = r_in <= 1.0
-        if plane > 0:
-            fatty[w] = (r_in > 0.78) & (r_in <= 0.78 + plane / am)
+        if plane > 0:  # the fat plane: radius 0.78 to 0.78 + plane / am
+            fatty[w] = (r_in > 0.78 ** n_pow) & (r_in <= (0.78 + plane / am) ** n_pow)
         return outer, inner, fatty
 
     upper = trunk(1.0)  # every slice above the crotch has the same trunk outline

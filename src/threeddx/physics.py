@@ -79,15 +79,29 @@ BLOCK_VOXELS = 1 << 16
 def decompose_hu(hu: np.ndarray) -> dict[str, np.ndarray]:
     """HU -> mass densities (g/cm^3) of bone, soft tissue and metal (float32 arrays like ``hu``).
 
-    Computed block by block (:data:`BLOCK_VOXELS`), each block by :func:`_decompose_block`.
+    Computed block by block (:data:`BLOCK_VOXELS`). Most voxels of a CT are below ``HU_SOFT`` (air, fat,
+    soft tissue): there bone and metal are 0 and soft tissue is the density-scaled branch of
+    :func:`_decompose_block`, computed by the same operations in the same order, so the numbers are
+    the same bit for bit; the other voxels go through :func:`_decompose_block` itself.
     """
     h = np.ascontiguousarray(hu, dtype=np.float32)
-    out = {m: np.empty(h.shape, np.float32) for m in MATERIALS}
+    out = {m: (np.empty if m == "soft" else np.zeros)(h.shape, np.float32) for m in MATERIALS}
     flat, dest = h.reshape(-1), {m: a.reshape(-1) for m, a in out.items()}
+    soft_per_rel = np.float32(RHO_SOFT)
     for start in range(0, flat.size, BLOCK_VOXELS):
-        block = _decompose_block(flat[start:start + BLOCK_VOXELS])
-        for m in MATERIALS:
-            dest[m][start:start + BLOCK_VOXELS] = block[m]
+        block = flat[start:start + BLOCK_VOXELS]
+        soft = dest["soft"][start:start + BLOCK_VOXELS]
+        # the h < HU_SOFT branch: RHO_SOFT * max(0, 1 + h / 1000) / (1 + HU_SOFT / 1000)
+        np.divide(block, 1000.0, out=soft)
+        np.add(1.0, soft, out=soft)
+        np.maximum(0.0, soft, out=soft)
+        np.multiply(soft_per_rel, soft, out=soft)
+        np.divide(soft, 1.0 + HU_SOFT / 1000.0, out=soft)
+        rest = np.flatnonzero(~(block < HU_SOFT))  # NaN included, as in _decompose_block
+        if len(rest):
+            parts = _decompose_block(block[rest])
+            for m in MATERIALS:
+                dest[m][start + rest] = parts[m]
     return out
 
 

@@ -90,7 +90,8 @@ class BoneField:
 class Scene:
     """What the renderer needs: attenuation on a grid, and the bones on crops of it."""
 
-    mu: np.ndarray  # (z, y, x) 1/mm
+    #: (z, y, x) 1/mm; may be None when ``materials`` are given (the DRR is then made from them)
+    mu: np.ndarray | None
     index_to_world: np.ndarray  # 4x4
     bones: list[BoneField] = field(default_factory=list)
     #: material -> (z, y, x) mass density in g/cm^3 (:func:`threeddx.physics.decompose_hu`); when
@@ -117,6 +118,8 @@ class Scene:
         channels = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
         def volume(ch):
             if isinstance(ch, str):
+                if ch == "mu" and self.mu is None:
+                    raise ValueError("this scene has no attenuation volume (mu): render it with its materials")
                 return self.mu if ch == "mu" else self.materials[ch]
             return ch
 
@@ -149,6 +152,17 @@ class Scene:
                     self.materials[name] = view
 
     @property
+    def shape(self) -> tuple[int, int, int]:
+        """The CT grid's (z, y, x) shape."""
+        return (self.mu if self.mu is not None else next(iter(self.materials.values()))).shape
+
+    def empty_materials(self) -> set[str]:
+        """Materials with no voxel of them (all zero; a CT without metal): their line integrals are 0 exactly."""
+        if "empty" not in self._cache:
+            self._cache["empty"] = {m: not (a.max() > 0) for m, a in (self.materials or {}).items()}
+        return {m for m, e in self._cache["empty"].items() if e}
+
+    @property
     def bone_names(self) -> list[str]:
         return [b.name for b in self.bones]
 
@@ -176,11 +190,16 @@ def make_scene(
     mu_water: float = MU_WATER_PER_MM,
     materials: bool = True,
 ) -> Scene:
-    """Prepare a CT (HU) and its label volume for rendering (``materials``: also the material densities)."""
+    """Prepare a CT (HU) and its label volume for rendering.
+
+    ``materials``: the material densities (:func:`~threeddx.physics.decompose_hu`), from which the DRR
+    is rendered; the attenuation volume ``mu`` is then not made (it would not be used). Without them,
+    ``mu`` (:func:`hu_to_mu`).
+    """
     from .physics import decompose_hu
 
-    scene = Scene(mu=hu_to_mu(ct.array, mu_water), index_to_world=ct.index_to_world, mu_water=mu_water,
-                  materials=decompose_hu(ct.array) if materials else None)
+    scene = Scene(mu=None if materials else hu_to_mu(ct.array, mu_water), index_to_world=ct.index_to_world,
+                  mu_water=mu_water, materials=decompose_hu(ct.array) if materials else None)
     for name, ids in (bones or {}).items():
         if labels is None:
             raise InputError("bones were requested but no label volume was given")
@@ -271,9 +290,11 @@ class _Rays:
         return self
 
 
-def _rays_in_grid(geometry: XrayGeometry, world_to_index: np.ndarray, device: torch.device) -> _Rays:
+def _rays_in_grid(geometry: XrayGeometry, world_to_index: np.ndarray, device: torch.device,
+                  dirs: np.ndarray | None = None) -> _Rays:
+    """The rays of ``geometry`` in a grid's index space (``dirs``: its (N, 3) world ray directions, if known)."""
     src = geometry.source_position_world
-    dirs = geometry.ray_directions_world().reshape(-1, 3)
+    dirs = geometry.ray_directions_world().reshape(-1, 3) if dirs is None else dirs
     o = world_to_index[:3, :3] @ src + world_to_index[:3, 3]
     d = dirs @ world_to_index[:3, :3].T  # index units per mm
     # the axis whose worst ray is still most parallel to it
@@ -315,15 +336,6 @@ def _sample_slices(slices: torch.Tensor, rays: _Rays, ray_idx: torch.Tensor, s0:
     return out[:, :, 0, :]
 
 
-def _sample_volume(vol5: torch.Tensor, rays: _Rays, ray_idx: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Trilinear samples of a (1, 1, z, y, x) volume at distance ``t`` (mm) along rays."""
-    p = rays.origin[None] + t.to(torch.float64)[:, None] * rays.direction[ray_idx]
-    nz, ny, nx = vol5.shape[2:]
-    grid = torch.stack([_norm(p[:, 0], nx), _norm(p[:, 1], ny), _norm(p[:, 2], nz)], dim=-1).to(torch.float32)
-    out = F.grid_sample(vol5, grid[None, None, None], mode="bilinear", padding_mode="zeros", align_corners=True)
-    return out.reshape(-1)
-
-
 def _ray_box_hits(rays: _Rays, shape_zyx: Sequence[int]) -> torch.Tensor:
     """Rays whose line crosses the box of voxel centres [0, n-1] on every axis."""
     o, d = rays.origin, rays.direction
@@ -351,11 +363,12 @@ def _check_in_front(geometry: XrayGeometry, index_to_world: np.ndarray, shape_zy
 
 
 def _drr(scene: Scene, geometry: XrayGeometry, device: torch.device, max_samples: int, bar,
-         key: str = "mu", arrays: list | None = None) -> np.ndarray:
+         key: str = "mu", arrays: list | None = None, dirs: np.ndarray | None = None) -> np.ndarray:
     """Line integrals (sum of value x path length in mm) per pixel, (C, H, W): one per volume of ``arrays``
     (:meth:`Scene.slice_stack`'s channels; default: the attenuation). The channels share the rays and every interpolation weight, so one pass
-    renders them all; each channel's numbers are those of a pass of its own."""
-    rays = _rays_in_grid(geometry, np.linalg.inv(scene.index_to_world), device)
+    renders them all; each channel's numbers are those of a pass of its own. ``dirs``: the world ray
+    directions, when the caller has them."""
+    rays = _rays_in_grid(geometry, np.linalg.inv(scene.index_to_world), device, dirs)
     slices = scene.slice_stack(key, ["mu"] if arrays is None else arrays, rays.axis, device)
     rays.for_slices(slices)
     n_slices, n_ch = slices.shape[0], slices.shape[1]
@@ -373,22 +386,44 @@ def _drr(scene: Scene, geometry: XrayGeometry, device: torch.device, max_samples
     return out.reshape(n_ch, *geometry.detector_shape).cpu().numpy()
 
 
+def _grid_point(vol5: torch.Tensor, rays: _Rays, ray_idx: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Points at distance ``t`` (mm) along rays, as float32 grid_sample coordinates of a (1, 1, z, y, x) volume."""
+    p = rays.origin[None] + t.to(torch.float64)[:, None] * rays.direction[ray_idx]
+    nz, ny, nx = vol5.shape[2:]
+    return torch.stack([_norm(p[:, 0], nx), _norm(p[:, 1], ny), _norm(p[:, 2], nz)], dim=-1).to(torch.float32)
+
+
+def _sample_grid(vol5: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Trilinear samples of a (1, 1, z, y, x) volume at (N, 3) grid_sample coordinates -> (N,)."""
+    out = F.grid_sample(vol5, grid[None, None, None], mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out.reshape(-1)
+
+
 def _bisect(
     vol5: torch.Tensor, rays: _Rays, ridx: torch.Tensor, t_out: torch.Tensor, t_in: torch.Tensor, steps: int
 ) -> torch.Tensor:
-    """Refine a 0.5-crossing bracketed by t_out (field < 0.5) and t_in (>= 0.5)."""
-    f_out = _sample_volume(vol5, rays, ridx, t_out)
-    f_in = _sample_volume(vol5, rays, ridx, t_in)
+    """Refine a 0.5-crossing bracketed by t_out (field < 0.5) and t_in (>= 0.5); returns t (mm, float64).
+
+    The bracket is bisected as the fraction s in [0, 1] of the segment from t_out to t_in, its points
+    interpolated in grid units (float32, as the samples are taken), then the crossing is the linear
+    interpolation of the field over the last bracket.
+    """
+    g_out, g_in = _grid_point(vol5, rays, ridx, t_out), _grid_point(vol5, rays, ridx, t_in)
+    span = g_in - g_out
+    f_out, f_in = _sample_grid(vol5, g_out), _sample_grid(vol5, g_in)
+    s_out = torch.zeros_like(f_out)
+    s_in = torch.ones_like(f_out)
     for _ in range(steps):
-        t_mid = 0.5 * (t_out + t_in)
-        f_mid = _sample_volume(vol5, rays, ridx, t_mid)
+        s_mid = 0.5 * (s_out + s_in)
+        f_mid = _sample_grid(vol5, torch.addcmul(g_out, s_mid[:, None], span))
         inside = f_mid >= 0.5
-        t_in = torch.where(inside, t_mid, t_in)
+        s_in = torch.where(inside, s_mid, s_in)
         f_in = torch.where(inside, f_mid, f_in)
-        t_out = torch.where(inside, t_out, t_mid)
+        s_out = torch.where(inside, s_out, s_mid)
         f_out = torch.where(inside, f_out, f_mid)
-    w = ((0.5 - f_out) / (f_in - f_out).clamp_min(1e-12)).clamp(0.0, 1.0).to(torch.float64)
-    return t_out + w * (t_in - t_out)
+    w = ((0.5 - f_out) / (f_in - f_out).clamp_min(1e-12)).clamp(0.0, 1.0)
+    s = (s_out + w * (s_in - s_out)).to(torch.float64)
+    return t_out + s * (t_in - t_out)
 
 
 def _crossing_slices(inside: torch.Tensor, faces: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -446,12 +481,15 @@ def _bone_faces(
     refine_steps: int,
     bar,
     faces: int = 2,
+    dirs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One bone's mask (H, W) bool, depths (K, H, W) mm and gap validity (K/2 - 1, H, W) bool (module doc)."""
+    """One bone's mask (H, W) bool, depths (K, H, W) mm and gap validity (K/2 - 1, H, W) bool (module doc).
+
+    ``dirs``: the (N, 3) world ray directions, when the caller has them (the same for every bone)."""
     shift = np.eye(4)
     shift[:3, 3] = bone.offset
     w2i = np.linalg.inv(scene.index_to_world @ shift)
-    rays = _rays_in_grid(geometry, w2i, device)
+    rays = _rays_in_grid(geometry, w2i, device, dirs)
     vol5 = torch.as_tensor(bone.occupancy, device=device)[None, None]
     slices = scene.slice_stack("bone:" + bone.name, bone.occupancy, rays.axis, device)
     rays.for_slices(slices)
@@ -479,14 +517,19 @@ def _bone_faces(
             ridx_h = ridx[hit]
             ks, entry, ok = _crossing_slices(inside[:, hit], faces)
             valid[:, ridx_h] = ok
-            for f in range(faces):  # each crossing: its inside sample and the outside one before or after it
+            # every crossing of the chunk, all faces at once: its inside sample and the outside one before or after it
+            rs, fs, kin, kout = [], [], [], []
+            for f in range(faces):
                 sel = None if f in (0, faces - 1) else ok[(f - 1) // 2]
                 r, k = (ridx_h, ks[f]) if sel is None else (ridx_h[sel], ks[f, sel])
-                if len(r) == 0:
-                    continue
-                k_out = (k - 1).clamp_min(0) if entry[f] else (k + 1).clamp_max(n_slices - 1)
+                rs.append(r)
+                fs.append(torch.full_like(r, f))
+                kin.append(k)
+                kout.append((k - 1).clamp_min(0) if entry[f] else (k + 1).clamp_max(n_slices - 1))
+            r, f_of, k, k_out = (torch.cat(v) for v in (rs, fs, kin, kout))
+            if len(r):
                 t_in, t_out = (rays.t0[r] + order[x].to(torch.float64) * rays.dt[r] for x in (k, k_out))
-                depth[f, r] = _bisect(vol5, rays, r, t_out, t_in, refine_steps)
+                depth[f_of, r] = _bisect(vol5, rays, r, t_out, t_in, refine_steps)
             mask[ridx_h] = True
         bar.update(len(ridx))
     shape = geometry.detector_shape
@@ -534,7 +577,7 @@ def render(
     device = torch.device(device)
     if max_samples is None:
         max_samples = 1 << 24 if device.type == "cuda" else 1 << 19
-    _check_in_front(geometry, scene.index_to_world, scene.mu.shape)
+    _check_in_front(geometry, scene.index_to_world, scene.shape)
     n_rays = geometry.detector_shape[0] * geometry.detector_shape[1]
     mats = scene.materials if drr and scene.materials else {}
     bar = tqdm(
@@ -544,14 +587,22 @@ def render(
     try:
         with torch.no_grad():
             mat_maps = None
+            dirs = geometry.ray_directions_world().reshape(-1, 3)  # one set of rays for the DRR and every bone
             if mats:
                 from .physics import RELATIVE_ATTENUATION_PER_DENSITY
 
-                # (g/cm^3) x mm -> g/cm^2: x 0.1; one pass for every material
-                mat_maps = 0.1 * _drr(scene, geometry, device, max_samples, bar, "materials", list(mats))
+                # (g/cm^3) x mm -> g/cm^2: x 0.1; one pass for every material that has a voxel (an empty one's
+                # line integral is 0 exactly: most bodies carry no metal)
+                mat_maps = np.zeros((len(mats), *geometry.detector_shape))
+                empty = scene.empty_materials()
+                todo = [m for m in mats if m not in empty]
+                bar.update(n_rays * (len(mats) - len(todo)))
+                if todo:
+                    maps = _drr(scene, geometry, device, max_samples, bar, "materials:" + ",".join(todo), todo, dirs)
+                    mat_maps[[list(mats).index(m) for m in todo]] = 0.1 * maps
                 li = scene.mu_water * 10.0 * sum(RELATIVE_ATTENUATION_PER_DENSITY[m] * mat_maps[i] for i, m in enumerate(mats))
             elif drr:
-                li = _drr(scene, geometry, device, max_samples, bar)[0]
+                li = _drr(scene, geometry, device, max_samples, bar, dirs=dirs)[0]
             else:
                 li = np.zeros(geometry.detector_shape)
             c = len(scene.bones)
@@ -560,7 +611,7 @@ def render(
             valid = np.zeros((c, faces // 2 - 1, *geometry.detector_shape), np.uint8)
             for i, bone in enumerate(scene.bones):
                 masks[i], depths[i], valid[i] = _bone_faces(bone, scene, geometry, device, max_samples,
-                                                            refine_steps, bar, faces)
+                                                            refine_steps, bar, faces, dirs)
     finally:
         bar.close()
     return RenderResult(
@@ -609,7 +660,7 @@ def bones_center_world(scene: Scene) -> np.ndarray:
         hi = lo + np.array([nx - 1, ny - 1, nz - 1])
         pts += [lo, hi]
     if not pts:
-        nz, ny, nx = scene.mu.shape
+        nz, ny, nx = scene.shape
         pts = [np.zeros(3), np.array([nx - 1, ny - 1, nz - 1], float)]
     lo, hi = np.min(pts, axis=0), np.max(pts, axis=0)
     corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])

@@ -152,7 +152,7 @@ def _subject_shape(settings: SimSettings, job: SubjectJob, seeds):
 def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
     """Simulate one subject's missing files. Returns the number of samples written."""
     from .geometry import ISOCENTER_ABOVE_DETECTOR_MM, sample_pose, standard_ap_geometry
-    from .render import BoneField, Scene, hu_to_mu, render
+    from .render import BoneField, Scene, render
     from .phantom import synthesize_ct
     from .physics import decompose_hu
     from .viz import save_preview
@@ -181,8 +181,8 @@ def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
             if not path.exists():
                 with atomic_path(path) as tmp:
                     sitk.WriteImage(vol.to_sitk(), str(tmp))
-    scene = Scene(
-        mu=hu_to_mu(sct.ct.array), index_to_world=sct.ct.index_to_world,
+    scene = Scene(  # the DRR comes from the materials: no attenuation volume
+        mu=None, index_to_world=sct.ct.index_to_world,
         bones=[BoneField(b, *sct.occupancy[b]) for b in settings.bones],
         materials=decompose_hu(sct.ct.array),
     )

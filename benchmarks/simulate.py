@@ -1,7 +1,7 @@
 """Simulator throughput: samples per second for 1, 2 and 4 workers, and peak memory; before and after.
 
     .venv/bin/python benchmarks/simulate.py [--subjects 0-3] [--poses 4] [--size 256] [--workers 1 2 4]
-                                            [--before REV]
+                                            [--before REV] [--steady]
 
 With ``--before REV`` the same runs are first made with the code of git
 revision REV (checked out in a temporary worktree, run through its own CLI),
@@ -15,6 +15,13 @@ first subject of a process, ~7 s for each next one), so the rows measure the
 per-dataset work: synthetic CT, rendering, writing. "peak MB / process" is
 the largest resident memory of any one process of the run (each worker holds
 one subject's CT at a time). The last table times loading cached subjects.
+
+A row's wall time includes the run's fixed cost: starting Python and
+importing torch, the Dask cluster and its worker processes, each worker's
+first imports. With ``--steady`` each row is also run on the first half of
+the subjects, and "steady samples/s" is the difference of the two runs'
+samples over the difference of their wall times: the rate at which a long
+run (a study of hundreds of CTs) makes samples once it is going.
 """
 from __future__ import annotations
 
@@ -72,6 +79,8 @@ def main() -> None:
     ap.add_argument("--before-workers", type=int, nargs="+",
                     help="worker counts for --before (default: --workers; the old code's memory may not allow 4)")
     ap.add_argument("--voxel-mm", type=float, default=1.0, help="synthetic CT voxel size (default 1 mm)")
+    ap.add_argument("--steady", action="store_true",
+                    help="also run the first half of the subjects: the steady-state rate, without the fixed cost")
     args = ap.parse_args()
 
     from threeddx.anatomy import load_shape, parse_subject_range
@@ -84,8 +93,12 @@ def main() -> None:
           f"{args.voxel_mm:g} mm voxels, "
           f"{platform.machine()}, Python {sys.version.split()[0]}")
     print()
-    print("| code | workers | wall s | samples/s | s/subject | peak MB / process |")
-    print("|---|---|---|---|---|---|")
+    half = ids[:len(ids) // 2]
+    if args.steady and not half:
+        raise SystemExit("--steady needs at least 2 subjects")
+    steady = ["steady samples/s"] if args.steady else []
+    print("| " + " | ".join(["code", "workers", "wall s", "samples/s", "s/subject", *steady, "peak MB / process"]) + " |")
+    print("|---" * (6 + len(steady)) + "|")
     with tempfile.TemporaryDirectory() as tmp:
         codes = [(f"before ({args.before})", worktree(args.before, Path(tmp) / "before"),
                   args.before_workers or args.workers)] if args.before else []
@@ -93,8 +106,12 @@ def main() -> None:
         for label, src, counts in codes:
             for w in counts:
                 wall, peak = run(args.subjects, args.poses, args.size, w, src, args.voxel_mm)
-                print(f"| {label} | {w} | {wall:.1f} | {n / wall:.2f} | {wall / len(ids):.1f} | {peak:.0f} |",
-                      flush=True)
+                cells = [label, str(w), f"{wall:.1f}", f"{n / wall:.2f}", f"{wall / len(ids):.1f}"]
+                if args.steady:
+                    wall_half, _ = run(",".join(map(str, half)), args.poses, args.size, w, src, args.voxel_mm)
+                    extra = (len(ids) - len(half)) * args.poses
+                    cells.append(f"{extra / (wall - wall_half):.2f}" if wall > wall_half else "n/a")
+                print("| " + " | ".join(cells + [f"{peak:.0f}"]) + " |", flush=True)
         if args.before:
             subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "worktree", "remove", "--force",
                             str(Path(tmp) / "before")], capture_output=True)

@@ -123,3 +123,22 @@ def test_the_typed_checkpoint_round_trips_and_names_what_is_missing(tmp_path):
     assert again.geometry == typed.geometry and set(again.model) == set(typed.model)
     with pytest.raises(InputError, match="x.pt: a 3ddx checkpoint without geometry"):
         Checkpoint.from_dict({k: v for k, v in ck.items() if k != "geometry"}, "x.pt")
+
+
+def test_the_release_meshing_rule_picks_the_lowest_validation_assd_per_bone():
+    """scripts/release_mesh.py: per bone the mesher with the lower validation ASSD; dual ones are not recorded."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("release_mesh", Path(__file__).parents[1] / "scripts" / "release_mesh.py")
+    rule = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rule)
+
+    def results(pelvis, left, right):
+        return {"bones": {b: {"assd_mean": v, "hd95_mean": 3 * v} for b, v in
+                          (("pelvis", pelvis), ("femur_left", left), ("femur_right", right))}}
+
+    chosen, evidence = rule.choose({"dual": results(3.9, 3.8, 5.0), "ssm": results(3.6, 3.9, 5.0)})
+    assert chosen == {"pelvis": "ssm"}  # a tie (the right femur) keeps the first candidate
+    assert evidence["pelvis"] == {"dual": {"assd": 3.9, "hd95": 11.7}, "ssm": {"assd": 3.6, "hd95": 10.8}, "chosen": "ssm"}
+    assert evidence["femur_right"]["chosen"] == "dual"

@@ -18,7 +18,9 @@ def test_released_models_load_without_a_path():
 def test_demo_runs_end_to_end_and_dual_face_beats_the_baseline(demo_out):
     tmp_path = demo_out
     assert set(ground_truth_meshes(example_path())) == set(BONES)
-    assert "dualface (dual)" in (tmp_path / "demo.md").read_text()
+    # each model meshed as its checkpoint says: the released dual-face model's pelvis is its fitted shape model
+    assert "dualface (ssm (pelvis), dual (femur_left, femur_right))" in (tmp_path / "demo.md").read_text()
+    assert "single (front)" in (tmp_path / "demo.md").read_text()
     res = json.loads((tmp_path / "demo.json").read_text())
     dual, single = res["models"]["dualface"], res["models"]["single"]
     for bone in BONES:
@@ -36,11 +38,12 @@ def test_demo_runs_end_to_end_and_dual_face_beats_the_baseline(demo_out):
             assert (tmp_path / model / f).stat().st_size > 1000
         # each model's folder is a predict result with the truth attached: its scores are the demo's
         summary = json.loads((tmp_path / model / "summary.json").read_text())
+        assert summary["bones"]["pelvis"]["mesh_method"] == ("ssm" if model == "dualface" else "front")
         assert summary["truth_metrics"] == {b: res["models"][model]["bones"][b] for b in BONES}
 
 
 def test_demo_prints_its_table(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "pelvis ASSD" in printed and "dualface (dual)" in printed
+    assert "pelvis ASSD" in printed and "dualface (ssm (pelvis), dual (femur_left, femur_right))" in printed
     assert not (tmp_path / "dualface" / "view.html").exists()  # only with --view

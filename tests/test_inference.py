@@ -111,3 +111,20 @@ def test_a_mirrored_prediction_mirrored_again_is_itself(untrained):
     twice = m.mirrored()
     for k in ("masks", "probabilities", "depth_front", "depth_back", "image"):
         np.testing.assert_array_equal(getattr(twice, k), getattr(p, k))
+
+
+@pytest.mark.parametrize("name,mesh,want", [
+    ("untrained", None, "dual"),
+    ("untrained", {"pelvis": "ssm"}, {"pelvis": "ssm", "femur_left": "dual", "femur_right": "dual"}),
+    ("released dualface", None, {"pelvis": "ssm", "femur_left": "dual", "femur_right": "dual"}),
+    ("released single", None, "front"),
+])
+def test_a_model_meshes_as_its_checkpoint_says(untrained, name, mesh, want):
+    """The mesher a model uses unless told otherwise: the checkpoint's ``mesh`` per bone, dual (front for a
+    single-depth model) for the rest; the released dual-face model's pelvis is its fitted shape model."""
+    if name == "untrained":
+        pred = Predictor(untrained.checkpoint)
+        pred.ck.mesh = mesh
+    else:
+        pred = Predictor(name.split()[1])
+    assert pred.mesh_method == want

@@ -176,3 +176,21 @@ def test_four_faces_where_one_part_ends_behind_another(name):
     r4, r2 = surface_distances(four, exact), surface_distances(two, exact)
     assert r4["assd"] < 0.3 and r4["hd95"] < 1.0, r4
     assert r2["hd95"] > 3 * r4["hd95"]
+
+
+def test_one_mesher_per_bone_is_each_mesher_on_its_bones(ellipsoid):
+    """{bone: mesher} meshes every bone exactly as that mesher alone does, in the order of the maps."""
+    from threeddx.reconstruct import describe_mesh, mesh_bones
+
+    res, g, _ = ellipsoid
+    m = (res.masks[0], res.depth_front[0], res.depth_back[0])
+    maps = {"a": m, "b": m, "c": m}
+    mixed, _ = mesh_bones(maps, g, {"a": "front", "b": "dual"})  # c is not named: dual
+    assert list(mixed) == ["a", "b", "c"]
+    for bone, method in (("a", "front"), ("b", "dual"), ("c", "dual")):
+        alone, _ = mesh_bones({bone: m}, g, method)
+        np.testing.assert_array_equal(mixed[bone].vertices, alone[bone].vertices)
+    assert describe_mesh({"a": "front", "b": "dual", "c": "dual"}) == "front (a), dual (b, c)"
+    assert describe_mesh({"a": "ssm", "b": "ssm"}) == "ssm" and describe_mesh("poisson") == "poisson"
+    with pytest.raises(InputError, match="unknown mesh method 'cubes'"):
+        mesh_bones(maps, g, {"a": "cubes"})

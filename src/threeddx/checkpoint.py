@@ -55,6 +55,9 @@ class Checkpoint:
     #: trained with mirrored patients (data.mirror > 0): inference averages with the mirrored view
     #: (threeddx.inference.mirror_average); a model without them has learnt side-specific priors
     mirror_tta: bool = False
+    #: {bone: mesher} chosen for this model on the validation split (threeddx.reconstruct.MESHERS; a bone not
+    #: named, or no entry: dual, front for a single-depth model); ``--mesh`` overrides it
+    mesh: dict | None = None
     epoch: int = 0
     threeddx_version: str = ""  # provenance: the version that wrote it
     release: dict = field(default_factory=dict)  # provenance of a released model (run, command, test figures)

@@ -103,7 +103,7 @@ def run_demo(out: str | Path, models: Sequence[str] = ("dualface", "single"), de
     recs = {}
     for name in models:
         pred = Predictor(name, device)
-        rec = reconstruct_image(example, pred, mesh_method="dual")
+        rec = reconstruct_image(example, pred)  # each model's own meshing, as predict does
         recs[name] = rec
         geo = rec.prediction.geometry
         card = pred.ck.get("release", {})
@@ -135,6 +135,8 @@ def run_demo(out: str | Path, models: Sequence[str] = ("dualface", "single"), de
 
 
 def demo_table(results: dict) -> str:
+    from .reconstruct import describe_mesh
+
     head = "| model | " + " | ".join(f"{b} ASSD | {b} HD95" for b in BONES) + " |"
     lines = [f"Example {results['example']} (a test subject, unseen in training): mm against the ground truth", "",
              head, "|---|" + "---|---|" * len(BONES)]
@@ -143,6 +145,6 @@ def demo_table(results: dict) -> str:
         for b in BONES:
             r = row["bones"].get(b, {"status": "n/a"})
             cells += [f"{r['assd']:.2f}", f"{r['hd95']:.2f}"] if r["status"] == "ok" else ["-", "-"]
-        label = f"{name} ({row['mesh_method']})"
+        label = f"{name} ({describe_mesh(row['mesh_method'])})"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -98,9 +98,10 @@ def markdown_table(rows: list[dict], bones: Sequence[str], label: str, n_images:
     )
 
 
-def _label(oracle: bool, checkpoint, mesh_method: str, faces: int = 2) -> str:
-    """The method's name in the tables: the oracle, a released model, or the run folder's name."""
+def _label(oracle: bool, checkpoint, mesh_method, faces: int = 2) -> str:
+    """The method's name in the tables: the oracle, a released model, or the run folder's name, and its meshing."""
     from .checkpoint import RELEASED
+    from .reconstruct import describe_mesh
 
     if oracle:
         label = "oracle (GT depths)" if faces == 2 else f"oracle (GT depths, {faces} faces)"
@@ -108,7 +109,7 @@ def _label(oracle: bool, checkpoint, mesh_method: str, faces: int = 2) -> str:
         label = f"released {checkpoint}"
     else:
         label = Path(checkpoint).parent.name or str(checkpoint)
-    return f"{label}, {mesh_method}"
+    return f"{label}, {describe_mesh(mesh_method)}"
 
 
 @lru_cache(maxsize=32)
@@ -179,7 +180,7 @@ def chain_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, where
 def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
     """Reconstruct one sample's bones and score each against its ground-truth mesh (module doc)."""
     from .metrics import beam_aligned, dice, false_area_pct, seen_part, surface_distances, visible_part
-    from .reconstruct import mesh_bones
+    from .reconstruct import mesh_bones, mesh_methods
 
     with np.load(task.data / row["render"]) as z:
         geo_full = XrayGeometry.from_json(str(z["geometry"]))
@@ -209,7 +210,8 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
     maps = {}
     for bone in task.bones:
         c = pred_bones.index(bone)
-        back = None if pred["depth_back"] is None or task.mesh_method == "front" else pred["depth_back"][c]
+        front_only = mesh_methods(task.mesh_method, [bone])[bone] == "front"
+        back = None if pred["depth_back"] is None or front_only else pred["depth_back"][c]
         if pred["masks"][c].sum() >= 4:
             if task.checkpoint is None:
                 inner = None if "inner" not in gt else (gt["inner"][0][c], gt["inner"][1][c])
@@ -290,7 +292,7 @@ def evaluate(
     out: str | Path,
     checkpoint: str | Path | None = None,
     split: str = "test",
-    mesh_method: str = "dual",
+    mesh_method=None,
     oracle: bool = False,
     bones: Sequence[str] | None = None,
     limit: int | None = None,
@@ -310,6 +312,9 @@ def evaluate(
     seen: bool = False,
 ) -> dict:
     """Evaluate a checkpoint (or the oracle) on a split; writes results.csv/json/md into ``out`` (module doc).
+
+    ``mesh_method``: a :data:`~threeddx.reconstruct.MESHERS` row or one per bone; None: the model's own
+    (:attr:`~threeddx.inference.Predictor.mesh_method`, as predict meshes), ``dual`` for the oracle.
 
     ``chain``: the imaging chain that makes each sample's image from its
     material line integrals (:mod:`threeddx.physics`): a preset name, a
@@ -377,7 +382,9 @@ def evaluate(
     missing = [b for b in bones if b not in stored]
     if missing:
         raise InputError(f"bone(s) {', '.join(missing)} are not in the samples of {data}")
-    if predictor is not None and predictor.single_depth and mesh_method != "ssm":
+    if mesh_method is None:
+        mesh_method = "dual" if predictor is None else predictor.mesh_method
+    elif predictor is not None and predictor.single_depth and mesh_method != "ssm":
         mesh_method = "front"
     if chain is not None and chain != "random":
         chain = chain_from(chain)

@@ -236,6 +236,15 @@ class Predictor:
         return bool(self.ck["model_config"]["single_depth"])
 
     @property
+    def mesh_method(self) -> str | dict[str, str]:
+        """How this model's bones are meshed unless told otherwise: the checkpoint's ``mesh`` ({bone: mesher},
+        chosen on the validation split when the model was released), each other bone ``dual`` (``front``
+        for a single-depth model, which has no back face)."""
+        base = "front" if self.single_depth else "dual"
+        chosen = self.ck.get("mesh") or {}
+        return {b: chosen.get(b, base) for b in self.bones} if chosen else base
+
+    @property
     def mirror_partners(self) -> list[int] | None:
         """The channel order of :func:`mirror_average`, or None when the mirrored view is not used."""
         on = bool(self.ck.get("mirror_tta", False)) if self.mirror is None else self.mirror

@@ -19,6 +19,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,10 @@ from .errors import InputError
 from .geometry import XrayGeometry
 from .inference import Prediction, Predictor  # noqa: F401 (the inference API, re-exported)
 from .io import atomic_path, check_out_folder, result_folder
+
+if TYPE_CHECKING:
+    from .reconstruct import MeshMethod
+    from .ssm import FitSettings
 
 #: The file that makes a folder a predict result (replaced whole by the next predict into it).
 RESULT_MARKER = "summary.json"
@@ -245,7 +250,7 @@ def reconstruct_image(
     image_path: str | Path,
     predictor: Predictor,
     geometry_path: str | Path | None = None,
-    mesh_method: str = "dual",
+    mesh_method: "MeshMethod | None" = None,
     frame: str = "world",
     ssm_settings: "FitSettings | None" = None,
     complete_femur: bool = False,
@@ -254,13 +259,14 @@ def reconstruct_image(
 ) -> Reconstruction:
     """Image -> Prediction -> meshes, nothing written (:func:`predict_file` writes them).
 
-    ``mesh_method``: a row of :data:`threeddx.reconstruct.MESHERS`. ``"ssm"``:
+    ``mesh_method``: a row of :data:`threeddx.reconstruct.MESHERS`, or one per bone; None: the model's
+    own (:attr:`~threeddx.inference.Predictor.mesh_method`). ``"ssm"``:
     the training-split shape model fitted to each bone's front and back points,
     clipped to the part that projects inside the detector; with
     ``complete_femur`` the femurs are whole, the part outside the field of view
     inferred by the model (the summary says how much).
     """
-    from .reconstruct import backproject_bone, mesh_bones
+    from .reconstruct import backproject_bone, mesh_bones, mesh_methods
 
     if frame not in ("world", "source"):
         raise InputError("--frame must be world or source")
@@ -282,8 +288,12 @@ def reconstruct_image(
     for line in pred.notes + pose_warning(geo_source):
         (warn or (lambda s: None))(line)
 
-    method = "front" if pred.depth_back is None and mesh_method != "ssm" else mesh_method
-    if complete_femur and method != "ssm":
+    if mesh_method is None:
+        method = predictor.mesh_method
+    else:  # a model without back faces meshes its front faces unless a shape model is fitted to them
+        method = "front" if pred.depth_back is None and mesh_method != "ssm" else mesh_method
+    if complete_femur and any(m != "ssm" for b, m in mesh_methods(method, predictor.bones).items()
+                              if b.startswith("femur")):
         raise InputError("--complete-femur needs --mesh ssm")
     bones, meshes, clouds, missing = {}, {}, {}, []
     maps = {}
@@ -317,6 +327,7 @@ def reconstruct_image(
         meshes[name] = mesh
         bones[name] = bone_summary(mesh, checks[name])
         bones[name]["mask_px"] = int(pred.masks[predictor.bones.index(name)].sum())
+        bones[name]["mesh_method"] = mesh_methods(method, [name])[name]
         bones[name].update(info.get(name, {}))
 
     summary = {
@@ -423,7 +434,7 @@ def predict_file(
     predictor: Predictor,
     out: str | Path,
     geometry_path: str | Path | None = None,
-    mesh_method: str = "dual",
+    mesh_method: "MeshMethod | None" = None,
     frame: str = "world",
     report: bool = True,
     ssm_settings: "FitSettings | None" = None,

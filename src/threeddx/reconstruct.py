@@ -47,6 +47,7 @@ before meshing; on the mesh for Poisson); optional Taubin smoothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 
@@ -425,10 +426,43 @@ MESHERS = {
 }
 
 
-def mesh_bones(maps: dict[str, BoneMaps], geometry: XrayGeometry, method: str = "dual",
+#: How the bones are meshed: one :data:`MESHERS` row for every bone, or one per bone ({bone: row}; a bone
+#: it does not name is meshed ``dual``), as a released model carries it (:attr:`threeddx.inference.Predictor.mesh_method`).
+MeshMethod = Union[str, Mapping[str, str]]
+
+
+def mesh_methods(method: MeshMethod, bones: Sequence[str]) -> dict[str, str]:
+    """``method`` as {bone: mesher} for ``bones``, checked against :data:`MESHERS`."""
+    per_bone = {b: method for b in bones} if isinstance(method, str) else {b: method.get(b, "dual") for b in bones}
+    for m in dict.fromkeys(per_bone.values()):
+        if m not in MESHERS:
+            raise InputError(f"unknown mesh method {m!r}; choose from {', '.join(MESHERS)}")
+    return per_bone
+
+
+def describe_mesh(method: MeshMethod) -> str:
+    """A mesh method in words: ``dual``, or ``ssm (pelvis), dual (femur_left, femur_right)``."""
+    if isinstance(method, str):
+        return method
+    groups: dict[str, list[str]] = {}
+    for bone, m in method.items():
+        groups.setdefault(m, []).append(bone)
+    return next(iter(groups)) if len(groups) == 1 else ", ".join(f"{m} ({', '.join(b)})" for m, b in groups.items())
+
+
+def mesh_bones(maps: dict[str, BoneMaps], geometry: XrayGeometry, method: MeshMethod = "dual",
                **options) -> tuple[dict, dict]:
-    """Every bone's closed mesh (world mm) by ``method`` (:data:`MESHERS`); a bone that cannot be
-    meshed maps to the :class:`~threeddx.errors.InputError` that says why."""
-    if method not in MESHERS:
-        raise InputError(f"unknown mesh method {method!r}; choose from {', '.join(MESHERS)}")
-    return MESHERS[method](maps, geometry, options)
+    """Every bone's closed mesh (world mm) by ``method`` (:data:`MeshMethod`: one mesher, or one per bone); a
+    bone that cannot be meshed maps to the :class:`~threeddx.errors.InputError` that says why. The bones are
+    returned in the order of ``maps``; the meshers' info is merged (``_fit``: every fitted bone's)."""
+    per_bone = mesh_methods(method, list(maps))
+    meshes: dict = {}
+    info: dict = {}
+    for m in dict.fromkeys(per_bone.values()):
+        got, extra = MESHERS[m]({b: v for b, v in maps.items() if per_bone[b] == m}, geometry, options)
+        meshes.update(got)
+        fits = extra.pop("_fit", None)
+        info.update(extra)
+        if fits is not None:
+            info.setdefault("_fit", {}).update(fits)
+    return {b: meshes[b] for b in maps}, info

@@ -309,6 +309,8 @@ def plotly_script() -> str:
 
 def view_page(data: ViewData, plotly_src: str | None = None) -> str:
     """The HTML of one view. ``plotly_src``: a relative path to plotly.min.js; None puts the script inline."""
+    from .reconstruct import describe_mesh
+
     figure, colouring = scene_figure(data)
     base, layers = mask_layers(data.image, data.masks)
     has_truth = bool(data.truth)
@@ -337,7 +339,7 @@ def view_page(data: ViewData, plotly_src: str | None = None) -> str:
 <title>3DDX view: {html.escape(data.title)}</title><style>{_STYLE}</style>{script}</head>
 <body>
 <h1>3DDX: {html.escape(data.title)}</h1>
-<div class="sub">checkpoint {html.escape(str(s.get("checkpoint", "-")))} · meshing {html.escape(str(s.get("mesh_method", "-")))} ·
+<div class="sub">checkpoint {html.escape(str(s.get("checkpoint", "-")))} · meshing {html.escape(describe_mesh(s.get("mesh_method", "-")))} ·
 coordinates: {frame} · drag to rotate, scroll to zoom</div>
 <div class="controls"><label><input type="checkbox" id="toggle-masks" checked>masks on the X-ray</label>{toggles}</div>
 <div class="row">

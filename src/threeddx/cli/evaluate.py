@@ -20,8 +20,9 @@ def add(sub: argparse._SubParsersAction) -> None:
                    "...); default: the stored image")
     p.add_argument("--seed", type=int, default=0, help="seed of the chains' noise and of random chains")
     p.add_argument("--split", default="test")
-    p.add_argument("--mesh", default="dual", choices=["dual", "intervals", "poisson", "front", "ssm"],
-                   help="mesher (threeddx.reconstruct.MESHERS; default dual)")
+    p.add_argument("--mesh", choices=["dual", "intervals", "poisson", "front", "ssm"],
+                   help="mesher for every bone (threeddx.reconstruct.MESHERS); default: the model's own, as predict "
+                   "meshes (the released dual-face model: ssm for the pelvis, dual for the femurs), dual for --oracle")
     add_ssm_options(p)
     add_hip_anchor_option(p)
     add_mirror_option(p)

@@ -22,9 +22,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
     p.add_argument("--geometry", type=Path, help="geometry JSON of the image")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--mesh", default="dual", choices=["dual", "intervals", "poisson", "ssm"],
-                   help="meshing: dual-face (default), the rays' bone intervals in ray space, Poisson, or the fitted "
-                   "statistical shape model")
+    p.add_argument("--mesh", choices=["dual", "intervals", "poisson", "ssm"],
+                   help="meshing of every bone: dual-face, the rays' bone intervals in ray space, Poisson, or the fitted "
+                   "statistical shape model; default: the model's own (the released dual-face model: ssm for the "
+                   "pelvis, dual for the femurs, chosen on the validation split; any other model: dual)")
     p.add_argument("--complete-femur", action="store_true",
                    help="with --mesh ssm: output whole femurs; the part outside the image is inferred by the model")
     add_ssm_options(p)

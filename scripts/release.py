@@ -12,6 +12,10 @@ in-distribution test evaluation ``eval-test/results.json`` (``3ddx evaluate
   training command, test figures, what it was and was not validated on;
 * src/threeddx/data/example/llp26-10_p00.npz: test subject 10, pose 0, through
   the standard imaging chain, with its ground-truth meshes (demo.make_example).
+
+Then ``scripts/release_mesh.py`` chooses each bone's meshing of the dual-face
+model on the validation split and records it in the checkpoint (a release
+made here alone meshes every bone ``dual``).
 """
 from __future__ import annotations
 

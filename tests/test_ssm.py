@@ -127,6 +127,7 @@ class _GroundTruthPredictor:
         self.checkpoint = "ground truth"
         self.ck = {}
         self.hip_anchor = None  # the truth's femurs are at their joints already
+        self.mesh_method = "dual"  # a model that carries no meshing of its own
 
     def __call__(self, image):
         return self.gt

@@ -128,3 +128,12 @@ def test_a_model_meshes_as_its_checkpoint_says(untrained, name, mesh, want):
     else:
         pred = Predictor(name.split()[1])
     assert pred.mesh_method == want
+
+
+@pytest.mark.parametrize("model,asked,want", [
+    ("single", "dual", "front"), ("single", "ssm", "ssm"), ("single", None, "front"),
+    ("dualface", "dual", "dual"), ("dualface", None, {"pelvis": "ssm", "femur_left": "dual", "femur_right": "dual"}),
+])
+def test_asked_meshing_against_what_the_model_has(model, asked, want):
+    """``--mesh``: a single-depth model (no back face) meshes its front faces unless a shape model is fitted."""
+    assert Predictor(model).meshing(asked) == want

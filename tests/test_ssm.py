@@ -128,6 +128,7 @@ class _GroundTruthPredictor:
         self.ck = {}
         self.hip_anchor = None  # the truth's femurs are at their joints already
         self.mesh_method = "dual"  # a model that carries no meshing of its own
+        self.single_depth = False
 
     def __call__(self, image):
         return self.gt
@@ -136,6 +137,11 @@ class _GroundTruthPredictor:
         from threeddx.inference import Predictor
 
         return Predictor.infer(self, image, geometry)
+
+    def meshing(self, method=None):
+        from threeddx.inference import Predictor
+
+        return Predictor.meshing(self, method)
 
 
 def test_predict_and_evaluate_with_the_shape_model(small_sim, tmp_path):

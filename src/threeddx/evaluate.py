@@ -208,10 +208,10 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
         pred = {"masks": gt_masks, "depth_front": gt["depth_front"], "depth_back": gt["depth_back"]}
     t0 = time.perf_counter()
     maps = {}
+    per_bone = mesh_methods(task.mesh_method, task.bones)
     for bone in task.bones:
         c = pred_bones.index(bone)
-        front_only = mesh_methods(task.mesh_method, [bone])[bone] == "front"
-        back = None if pred["depth_back"] is None or front_only else pred["depth_back"][c]
+        back = None if pred["depth_back"] is None or per_bone[bone] == "front" else pred["depth_back"][c]
         if pred["masks"][c].sum() >= 4:
             if task.checkpoint is None:
                 inner = None if "inner" not in gt else (gt["inner"][0][c], gt["inner"][1][c])
@@ -382,10 +382,10 @@ def evaluate(
     missing = [b for b in bones if b not in stored]
     if missing:
         raise InputError(f"bone(s) {', '.join(missing)} are not in the samples of {data}")
-    if mesh_method is None:
-        mesh_method = "dual" if predictor is None else predictor.mesh_method
-    elif predictor is not None and predictor.single_depth and mesh_method != "ssm":
-        mesh_method = "front"
+    if predictor is not None:
+        mesh_method = predictor.meshing(mesh_method)
+    elif mesh_method is None:  # the oracle has both faces
+        mesh_method = "dual"
     if chain is not None and chain != "random":
         chain = chain_from(chain)
     if predictor is not None:

@@ -244,6 +244,13 @@ class Predictor:
         chosen = self.ck.get("mesh") or {}
         return {b: chosen.get(b, base) for b in self.bones} if chosen else base
 
+    def meshing(self, method: "str | None" = None) -> str | dict[str, str]:
+        """The meshing to use for ``method`` (``--mesh``): None gives :attr:`mesh_method`; a single-depth model,
+        which has no back face, meshes its front faces unless a shape model is fitted to them (``ssm``)."""
+        if method is None:
+            return self.mesh_method
+        return "front" if self.single_depth and method != "ssm" else method
+
     @property
     def mirror_partners(self) -> list[int] | None:
         """The channel order of :func:`mirror_average`, or None when the mirrored view is not used."""

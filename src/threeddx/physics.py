@@ -87,7 +87,7 @@ def decompose_hu(hu: np.ndarray) -> dict[str, np.ndarray]:
     h = np.ascontiguousarray(hu, dtype=np.float32)
     out = {m: (np.empty if m == "soft" else np.zeros)(h.shape, np.float32) for m in MATERIALS}
     flat, dest = h.reshape(-1), {m: a.reshape(-1) for m, a in out.items()}
-    soft_per_rel = np.float32(RHO_SOFT)
+    rho_soft = np.float32(RHO_SOFT)
     for start in range(0, flat.size, BLOCK_VOXELS):
         block = flat[start:start + BLOCK_VOXELS]
         soft = dest["soft"][start:start + BLOCK_VOXELS]
@@ -95,7 +95,7 @@ def decompose_hu(hu: np.ndarray) -> dict[str, np.ndarray]:
         np.divide(block, 1000.0, out=soft)
         np.add(1.0, soft, out=soft)
         np.maximum(0.0, soft, out=soft)
-        np.multiply(soft_per_rel, soft, out=soft)
+        np.multiply(rho_soft, soft, out=soft)
         np.divide(soft, 1.0 + HU_SOFT / 1000.0, out=soft)
         rest = np.flatnonzero(~(block < HU_SOFT))  # NaN included, as in _decompose_block
         if len(rest):

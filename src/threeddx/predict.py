@@ -288,12 +288,9 @@ def reconstruct_image(
     for line in pred.notes + pose_warning(geo_source):
         (warn or (lambda s: None))(line)
 
-    if mesh_method is None:
-        method = predictor.mesh_method
-    else:  # a model without back faces meshes its front faces unless a shape model is fitted to them
-        method = "front" if pred.depth_back is None and mesh_method != "ssm" else mesh_method
-    if complete_femur and any(m != "ssm" for b, m in mesh_methods(method, predictor.bones).items()
-                              if b.startswith("femur")):
+    method = predictor.meshing(mesh_method)
+    per_bone = mesh_methods(method, predictor.bones)
+    if complete_femur and any(m != "ssm" for b, m in per_bone.items() if b.startswith("femur")):
         raise InputError("--complete-femur needs --mesh ssm")
     bones, meshes, clouds, missing = {}, {}, {}, []
     maps = {}
@@ -327,7 +324,7 @@ def reconstruct_image(
         meshes[name] = mesh
         bones[name] = bone_summary(mesh, checks[name])
         bones[name]["mask_px"] = int(pred.masks[predictor.bones.index(name)].sum())
-        bones[name]["mesh_method"] = mesh_methods(method, [name])[name]
+        bones[name]["mesh_method"] = per_bone[name]
         bones[name].update(info.get(name, {}))
 
     summary = {

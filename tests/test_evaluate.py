@@ -47,18 +47,6 @@ def test_evaluate_on_a_local_dask_cluster_gives_the_one_process_tables(small_sim
     assert [(r["sample_id"], r["bone"], r["status"]) for r in ra] == [(r["sample_id"], r["bone"], r["status"]) for r in rb]
 
 
-def test_a_local_dask_cluster_leaves_the_environment_as_it_was(small_sim, tmp_path, monkeypatch):
-    """Dask's nannies set OMP_NUM_THREADS=1 for their workers in the parent's environment: undone after."""
-    import os
-
-    from threeddx.cluster import map_tasks
-
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    before = dict(os.environ)
-    assert sorted(map_tasks(abs, [(-1,), (-2,)], workers=2, progress=False)) == [1, 2]
-    assert dict(os.environ) == before
-
-
 def test_mirrored_patients_need_a_network(small_sim, tmp_path):
     """(What mirroring does to a prediction is tests/test_inference.py's; a network's full evaluation of a
     mirrored patient is benchmarks/mirror.py's: an untrained network's masks cover the image, and scoring

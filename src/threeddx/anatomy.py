@@ -204,6 +204,11 @@ def _build_subject(k: int) -> None:
             np.savez(fh, hip_centers=hjc - origin, origin=origin, **{p: verts[p] - origin for p in PARTS})
 
 
+def shape_cached(k: int) -> bool:
+    """Whether subject k's neutral shape is in this machine's cache (:func:`load_shape` is then a file read)."""
+    return _subject_path(check_subject_id(k)).exists() and _topology_path().exists()
+
+
 def load_shape(k: int) -> Shape:
     """Subject k's neutral shape, from the cache (built through gias3 the first time)."""
     k = check_subject_id(k)

@@ -41,6 +41,7 @@ from .anatomy import (
     articulate,
     bone_meshes,
     load_shape,
+    shape_cached,
     subject_split,
 )
 from .errors import InputError
@@ -295,6 +296,8 @@ def simulate(settings: SimSettings, out: Path, workers: int = 1, progress: bool 
     todo = [j for j in jobs if not subject_complete(out, settings, j)]
     workers = max(1, min(workers, len(todo) or 1))
     need = sorted({j.index for j in todo if j.source == "llp26"} | (set(training_subjects(settings)) if settings.random_subjects else set()))
+    if scheduler is None:  # local workers share this machine's shape cache: build only what it lacks
+        need = [k for k in need if not shape_cached(k)]
     t0 = time.perf_counter()
     for _ in map_tasks(_cache_job, [(k,) for k in need], workers, scheduler, desc="shapes", unit="subject",
                        progress=progress and bool(need)):

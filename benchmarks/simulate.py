@@ -1,7 +1,7 @@
 """Simulator throughput: samples per second for 1, 2 and 4 workers, and peak memory; before and after.
 
     .venv/bin/python benchmarks/simulate.py [--subjects 0-3] [--poses 4] [--size 256] [--workers 1 2 4]
-                                            [--before REV] [--steady]
+                                            [--before REV] [--steady] [--trim-row]
 
 With ``--before REV`` the same runs are first made with the code of git
 revision REV (checked out in a temporary worktree, run through its own CLI),
@@ -42,11 +42,12 @@ _MEASURE = (
 
 
 def run(subjects: str, poses: int, size: int, workers: int, src: Path | None = None,
-        voxel_mm: float = 1.0) -> tuple[float, float]:
-    """Wall time (s) and the peak RSS (MB) of the largest process of one simulate run (``src``: another checkout's)."""
+        voxel_mm: float = 1.0, extra_env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall time (s) and the peak RSS (MB) of the largest process of one simulate run (``src``: another
+    checkout's; ``extra_env``: variables set for the run, which its Dask workers inherit)."""
     import os
 
-    env = dict(os.environ)
+    env = dict(os.environ) | (extra_env or {})
     if src is not None:
         env["PYTHONPATH"] = str(src)
     with tempfile.TemporaryDirectory() as d:
@@ -79,6 +80,9 @@ def main() -> None:
     ap.add_argument("--before-workers", type=int, nargs="+",
                     help="worker counts for --before (default: --workers; the old code's memory may not allow 4)")
     ap.add_argument("--voxel-mm", type=float, default=1.0, help="synthetic CT voxel size (default 1 mm)")
+    ap.add_argument("--trim-row", action="store_true",
+                    help="also run this checkout's 2 workers with MALLOC_TRIM_THRESHOLD_=65536, what a Dask nanny "
+                         "gives its workers by default (threeddx.cluster's module doc)")
     ap.add_argument("--steady", action="store_true",
                     help="also run the first half of the subjects: the steady-state rate, without the fixed cost")
     args = ap.parse_args()
@@ -101,14 +105,17 @@ def main() -> None:
     print("|---" * (6 + len(steady)) + "|")
     with tempfile.TemporaryDirectory() as tmp:
         codes = [(f"before ({args.before})", worktree(args.before, Path(tmp) / "before"),
-                  args.before_workers or args.workers)] if args.before else []
-        codes.append(("this checkout", None, args.workers))
-        for label, src, counts in codes:
+                  args.before_workers or args.workers, None)] if args.before else []
+        codes.append(("this checkout", None, args.workers, None))
+        if args.trim_row:
+            codes.append(("this checkout, Dask's MALLOC_TRIM_THRESHOLD_=65536", None, [2],
+                          {"MALLOC_TRIM_THRESHOLD_": "65536"}))
+        for label, src, counts, env in codes:
             for w in counts:
-                wall, peak = run(args.subjects, args.poses, args.size, w, src, args.voxel_mm)
+                wall, peak = run(args.subjects, args.poses, args.size, w, src, args.voxel_mm, env)
                 cells = [label, str(w), f"{wall:.1f}", f"{n / wall:.2f}", f"{wall / len(ids):.1f}"]
                 if args.steady:
-                    wall_half, _ = run(",".join(map(str, half)), args.poses, args.size, w, src, args.voxel_mm)
+                    wall_half, _ = run(",".join(map(str, half)), args.poses, args.size, w, src, args.voxel_mm, env)
                     extra = (len(ids) - len(half)) * args.poses
                     cells.append(f"{extra / (wall - wall_half):.2f}" if wall > wall_half else "n/a")
                 print("| " + " | ".join(cells + [f"{peak:.0f}"]) + " |", flush=True)

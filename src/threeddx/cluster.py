@@ -18,9 +18,8 @@ task) and for evaluation (an image per task):
 glibc hands freed memory back to the system at once. Setting it also switches off glibc's
 adaptive mmap threshold: every block over 128 KiB is then mapped fresh and page-faulted in on
 first touch, and the renderer's few-MB temporaries, made thousands of times per view, pay that
-each time. Measured on a 2-core machine (8 synthetic subjects, 4 views each, 256 px): 11-12 s per
-subject in a Dask worker against 7-8 s in a plain process beside another, and the same 11-12 s
-in plain processes given the variable. So the local cluster starts its workers without it
+each time: with the variable, two workers simulate about a third slower (docs/benchmarks.md,
+simulator, third round: ``benchmarks/simulate.py --trim-row``). So the local cluster starts its workers without it
 (glibc's default policy: a worker keeps its peak memory, about 1 GB for a subject, for reuse).
 A running cluster's workers are configured by whoever starts them; for this workload give them
 ``MALLOC_TRIM_THRESHOLD_: null`` under ``distributed: nanny: pre-spawn-environ:`` in a Dask YAML

@@ -17,7 +17,7 @@ task) and for evaluation (an image per task):
 ``MALLOC_TRIM_THRESHOLD_=65536`` to its workers (``distributed.nanny.pre-spawn-environ``), so that
 glibc hands freed memory back to the system at once. Setting it also switches off glibc's
 adaptive mmap threshold: every block over 128 KiB is then mapped fresh and page-faulted in on
-first touch, and the renderer's few-MB temporaries, made thousands of times per view, pay that
+first touch, and the renderer's few-MB temporaries, hundreds per view, pay that
 each time: with the variable, two workers simulate about a third slower (docs/benchmarks.md,
 simulator, third round: ``benchmarks/simulate.py --trim-row``). So the local cluster starts its workers without it
 (glibc's default policy: a worker keeps its peak memory, about 1 GB for a subject, for reuse).

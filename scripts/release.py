@@ -117,7 +117,7 @@ def main() -> int:
         "- **Geometry**: trained at one geometry (SDD 1000 mm, 430 mm detector, hips ~820 mm from the source). Any "
         "other declared geometry is shown to the network as the training geometry would have shown the same anatomy "
         "(threeddx.geometry.model_view: the model's angular pixel size and magnification, depths moved back along the "
-        "beam); the benchmark validates SDD 1150 mm and the table +-30 mm within 0.9x of the in-distribution error. "
+        "beam); the benchmark measures SDD 1150 mm and the table +-30 mm at 0.96-0.97x of the in-distribution ASSD (dual-face model, 2026-12-02). "
         "Give `source_to_isocenter_mm` in the geometry JSON when the patient is not on the table at the usual height.",
         "- **Masks**: a pixel is bone when its probability exceeds 0.7 (calibrated on the validation split; "
         "benchmarks/mask_threshold.py).",

@@ -212,7 +212,7 @@ def shape_cached(k: int) -> bool:
 def load_shape(k: int) -> Shape:
     """Subject k's neutral shape, from the cache (built through gias3 the first time)."""
     k = check_subject_id(k)
-    if not _subject_path(k).exists() or not _topology_path().exists():
+    if not shape_cached(k):
         _build_subject(k)
     with np.load(_subject_path(k)) as z, np.load(_topology_path()) as t:
         return Shape(

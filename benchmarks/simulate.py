@@ -1,7 +1,7 @@
 """Simulator throughput: samples per second for 1, 2 and 4 workers, and peak memory; before and after.
 
     .venv/bin/python benchmarks/simulate.py [--subjects 0-3] [--poses 4] [--size 256] [--workers 1 2 4]
-                                            [--before REV] [--steady] [--trim-row]
+                                            [--before REV] [--steady] [--trim-row] [--repeat N]
 
 With ``--before REV`` the same runs are first made with the code of git
 revision REV (checked out in a temporary worktree, run through its own CLI),
@@ -21,7 +21,10 @@ importing torch, the Dask cluster and its worker processes, each worker's
 first imports. With ``--steady`` each row is also run on the first half of
 the subjects, and "steady samples/s" is the difference of the two runs'
 samples over the difference of their wall times: the rate at which a long
-run (a study of hundreds of CTs) makes samples once it is going.
+run (a study of hundreds of CTs) makes samples once it is going. With
+``--repeat N`` every run is made N times (full and half runs alternating) and
+each cell is the median over the N (the steady rate: the median of the N
+pairs' rates), since one pair's difference is as noisy as the machine.
 """
 from __future__ import annotations
 
@@ -85,6 +88,7 @@ def main() -> None:
                          "gives its workers by default (threeddx.cluster's module doc)")
     ap.add_argument("--steady", action="store_true",
                     help="also run the first half of the subjects: the steady-state rate, without the fixed cost")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per row; cells are medians (default 1)")
     args = ap.parse_args()
 
     from threeddx.anatomy import load_shape, parse_subject_range
@@ -94,7 +98,7 @@ def main() -> None:
         load_shape(k)
     n = len(ids) * args.poses
     print(f"# simulate benchmark: subjects {args.subjects} x {args.poses} poses = {n} samples at {args.size} px, "
-          f"{args.voxel_mm:g} mm voxels, "
+          f"{args.voxel_mm:g} mm voxels, medians of {args.repeat} run(s), "
           f"{platform.machine()}, Python {sys.version.split()[0]}")
     print()
     half = ids[:len(ids) // 2]
@@ -112,13 +116,20 @@ def main() -> None:
                           {"MALLOC_TRIM_THRESHOLD_": "65536"}))
         for label, src, counts, env in codes:
             for w in counts:
-                wall, peak = run(args.subjects, args.poses, args.size, w, src, args.voxel_mm, env)
+                walls, peaks, rates = [], [], []
+                for _ in range(args.repeat):
+                    wall, peak = run(args.subjects, args.poses, args.size, w, src, args.voxel_mm, env)
+                    walls.append(wall)
+                    peaks.append(peak)
+                    if args.steady:
+                        wall_half, _ = run(",".join(map(str, half)), args.poses, args.size, w, src, args.voxel_mm, env)
+                        extra = (len(ids) - len(half)) * args.poses
+                        rates.append(extra / (wall - wall_half) if wall > wall_half else float("nan"))
+                wall = statistics.median(walls)
                 cells = [label, str(w), f"{wall:.1f}", f"{n / wall:.2f}", f"{wall / len(ids):.1f}"]
                 if args.steady:
-                    wall_half, _ = run(",".join(map(str, half)), args.poses, args.size, w, src, args.voxel_mm, env)
-                    extra = (len(ids) - len(half)) * args.poses
-                    cells.append(f"{extra / (wall - wall_half):.2f}" if wall > wall_half else "n/a")
-                print("| " + " | ".join(cells + [f"{peak:.0f}"]) + " |", flush=True)
+                    cells.append(f"{statistics.median(rates):.2f}")
+                print("| " + " | ".join(cells + [f"{max(peaks):.0f}"]) + " |", flush=True)
         if args.before:
             subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "worktree", "remove", "--force",
                             str(Path(tmp) / "before")], capture_output=True)

@@ -69,6 +69,19 @@ def test_obese_body_holds_more_fat_than_a_thin_one(subject0):
     assert fat["obese"] > 3 * fat["thin"]
 
 
+@pytest.mark.parametrize("sd", [5.0, 30.0])
+def test_noise_is_white_with_the_bodys_sd_and_absent_from_air_and_metal(subject0, sd):
+    """The same body without noise (sd 0) is the same CT less the noise: its spread is the sd asked for,
+    it has no mean, and air and metal carry none."""
+    fixed = {"zip": 1.0, "buttons": 1.0}
+    quiet = _ct(subject0, 4, fixed | {"noise_sd": 0.0}).ct.array
+    noise = _ct(subject0, 4, fixed | {"noise_sd": sd}).ct.array - quiet
+    body = (quiet > -900) & (quiet < 3000)
+    assert body.sum() > 10_000 and (quiet > 3000).any()
+    assert abs(noise[body].std() / sd - 1.0) < 0.03 and abs(noise[body].mean()) < 0.05 * sd
+    assert np.all(noise[~body] == 0.0)
+
+
 def test_metal_on_the_body_is_metal_for_the_physics(subject0):
     ct = _ct(subject0, 3, {"zip": 1.0, "buttons": 1.0, "gonad_shield": 1.0})
     hu = ct.ct.array

@@ -361,3 +361,45 @@ def test_window_image_stays_float32():
     assert w.dtype == np.float32 and w.min() == 0.0 and w.max() == 1.0
     np.testing.assert_allclose(w[32], np.clip((x[32] - np.percentile(x, 0.5)) / np.ptp(np.percentile(x, [0.5, 99.5])), 0, 1),
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), np.diag([-1.0, 1.0, -1.0])])
+def test_scene_on_the_content_box_renders_as_the_whole_ct(direction):
+    """A body off-centre in air and scanner padding: the scene keeps only the box of non-air voxels, the
+    bone keeps its world position, and every array is what the whole grid gives (to float rounding)."""
+    from threeddx.physics import decompose_hu
+    from threeddx.render import scene_from_ct
+
+    vol = make_volume(shape_zyx=(64, 72, 80), direction=direction, fill=-1000.0)
+    vol.array[:, :, :6] = -1024.0  # padding outside the scanner's field of view
+    body = ellipsoid_occupancy(vol, (6.0, -4.0, 3.0), (22.0, 18.0, 20.0), partial=True)
+    bone = ellipsoid_occupancy(vol, (8.0, -2.0, 4.0), (9.0, 7.0, 8.0), partial=True)
+    vol.array = np.where(body > 0, -1000.0 + body * 1040.0, vol.array).astype(np.float32)
+    vol.array += (bone * 1460.0).astype(np.float32)
+    cropped = scene_from_ct(vol, [crop_occupancy(bone >= 0.5, "b")])
+    assert np.prod(cropped.shape) < 0.5 * vol.array.size
+    whole = Scene(mu=None, index_to_world=vol.index_to_world, materials=decompose_hu(vol.array),
+                  bones=[crop_occupancy(bone >= 0.5, "b")])
+    g = geometry(pose=sample_pose(ISO, 3))
+    a, b = render(cropped, g), render(whole, g)
+    assert a.masks.sum() > 100
+    np.testing.assert_array_equal(a.masks, b.masks)
+    np.testing.assert_allclose(a.depth_front, b.depth_front, atol=1e-4)
+    np.testing.assert_allclose(a.depth_back, b.depth_back, atol=1e-4)
+    # float32 sample coordinates of two grids round differently: 1e-5 of the largest integral
+    np.testing.assert_allclose(a.materials, b.materials, rtol=1e-5, atol=1e-5 * np.abs(b.materials).max())
+
+
+@pytest.mark.parametrize("fill,expect", [
+    (-1000.0, (slice(0, 8), slice(0, 9), slice(0, 10))),  # all air: the whole grid
+    (np.nan, (slice(2, 3), slice(3, 4), slice(5, 6))),  # NaN is not air: it stays in the box
+    (40.0, (slice(2, 3), slice(3, 4), slice(5, 6))),
+])
+def test_content_box(fill, expect):
+    from threeddx.render import content_box
+
+    hu = np.full((8, 9, 10), -3024.0, np.float32)
+    hu[hu.shape[0] // 4, hu.shape[1] // 3, hu.shape[2] // 2] = fill
+    if fill == -1000.0:
+        hu[:] = -1000.0
+    assert content_box(hu) == expect

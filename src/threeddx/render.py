@@ -38,7 +38,11 @@ ray marching at the same number of samples, and the same code runs on CUDA.
   last exit. A gap of a single slice sample is not one (:func:`_crossing_slices`).
 
 Memory stays bounded: rays are processed in chunks so that at most
-``max_samples`` slice samples are in flight at once.
+``max_samples`` slice samples are in flight at once. A scene made from a CT
+(:func:`scene_from_ct`) holds only the box of its non-air voxels
+(:func:`content_box`): outside it every value is 0, as the sampler reads
+outside a grid, so the line integrals are those of the whole CT with fewer
+slices to sample.
 """
 from __future__ import annotations
 
@@ -183,6 +187,49 @@ def crop_occupancy(mask: np.ndarray, name: str = "bone") -> BoneField:
     return BoneField(name=name, occupancy=np.ascontiguousarray(crop), offset=(int(lo[2]), int(lo[1]), int(lo[0])))
 
 
+#: HU at or below which a voxel attenuates nothing: air and scanner padding (-1024, -3024); there
+#: ``max(0, 1 + HU / 1000)``, so :func:`hu_to_mu` and every density of
+#: :func:`~threeddx.physics.decompose_hu`, is 0.
+HU_EMPTY = -1000.0
+
+
+def content_box(hu: np.ndarray) -> tuple[slice, slice, slice]:
+    """(z, y, x) slices of the smallest box holding every voxel of a CT (HU) above :data:`HU_EMPTY` (NaN too).
+
+    The whole grid if no voxel is (an all-air CT). A CT's air around the body is typically 40 % of its
+    voxels; along the beam it is slices that every ray would sample as 0.
+    """
+    solid = ~(hu <= HU_EMPTY)  # NaN stays in the box, as it would in the line integral
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(solid.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1) if len(hit) else slice(0, hu.shape[axis]))
+    return tuple(box)
+
+
+def scene_from_ct(ct: Volume, bones: Sequence[BoneField] = (), mu_water: float = MU_WATER_PER_MM,
+                  materials: bool = True) -> Scene:
+    """The scene of a CT (HU) on its :func:`content_box`, with ``bones`` given on the CT's own grid.
+
+    The scene's ``index_to_world`` is that of the box's voxel 0 and every bone's offset is moved to it,
+    so each bone keeps its world position. ``materials``: the material densities
+    (:func:`~threeddx.physics.decompose_hu`), from which the DRR is rendered; the attenuation volume
+    ``mu`` is then not made (it would not be used). Without them, ``mu`` (:func:`hu_to_mu`).
+    """
+    from .physics import decompose_hu
+
+    box = content_box(ct.array)
+    hu = ct.array[box]
+    lo = np.array([box[2].start, box[1].start, box[0].start])  # (i, j, k)
+    shift = np.eye(4)
+    shift[:3, 3] = lo
+    return Scene(
+        mu=None if materials else hu_to_mu(hu, mu_water), index_to_world=ct.index_to_world @ shift,
+        mu_water=mu_water, materials=decompose_hu(hu) if materials else None,
+        bones=[BoneField(b.name, b.occupancy, tuple(int(v) for v in np.asarray(b.offset) - lo)) for b in bones],
+    )
+
+
 def make_scene(
     ct: Volume,
     labels: Volume | None = None,
@@ -190,21 +237,14 @@ def make_scene(
     mu_water: float = MU_WATER_PER_MM,
     materials: bool = True,
 ) -> Scene:
-    """Prepare a CT (HU) and its label volume for rendering.
+    """Prepare a CT (HU) and its label volume for rendering (:func:`scene_from_ct`).
 
-    ``materials``: the material densities (:func:`~threeddx.physics.decompose_hu`), from which the DRR
-    is rendered; the attenuation volume ``mu`` is then not made (it would not be used). Without them,
-    ``mu`` (:func:`hu_to_mu`).
+    ``bones``: name -> label ids; each bone is the union of its labels.
     """
-    from .physics import decompose_hu
-
-    scene = Scene(mu=None if materials else hu_to_mu(ct.array, mu_water), index_to_world=ct.index_to_world,
-                  mu_water=mu_water, materials=decompose_hu(ct.array) if materials else None)
-    for name, ids in (bones or {}).items():
-        if labels is None:
-            raise InputError("bones were requested but no label volume was given")
-        scene.bones.append(crop_occupancy(np.isin(labels.array, list(ids)), name))
-    return scene
+    if bones and labels is None:
+        raise InputError("bones were requested but no label volume was given")
+    fields = [crop_occupancy(np.isin(labels.array, list(ids)), name) for name, ids in (bones or {}).items()]
+    return scene_from_ct(ct, fields, mu_water, materials)
 
 
 @dataclass
@@ -652,7 +692,8 @@ def mesh_silhouette(vertices_world: np.ndarray, faces: np.ndarray, geometry: Xra
 
 # ------------------------------------------------------------------ files in, files out
 def bones_center_world(scene: Scene) -> np.ndarray:
-    """Centre (world mm) of the box around all bones: the preset's iso-centre."""
+    """Centre (world mm) of the box around all bones: the preset's iso-centre. Without bones, the centre of
+    the scene's grid (for a scene made by :func:`scene_from_ct`, the box of the CT's non-air voxels)."""
     pts = []
     for b in scene.bones:
         nz, ny, nx = b.occupancy.shape

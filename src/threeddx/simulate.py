@@ -48,7 +48,8 @@ from .errors import InputError
 from .io import atomic_path, save_npz_atomic
 
 ISOCENTER_ABOVE_HIPS_MM = 30.0
-SETTINGS_VERSION = 3  # 2: poses shift +-10 mm along the beam (was +-40); 3: varied bodies, material line integrals
+SETTINGS_VERSION = 4  # 2: poses shift +-10 mm along the beam (was +-40); 3: varied bodies, material line integrals;
+#                        4: noise drawn for the body's voxels only (the same law, other draws)
 MANIFEST_COLUMNS = ("sample_id", "subject_id", "source", "subject_index", "split", "pose", "size", "render", "mesh_dir")
 
 
@@ -153,9 +154,8 @@ def _subject_shape(settings: SimSettings, job: SubjectJob, seeds):
 def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
     """Simulate one subject's missing files. Returns the number of samples written."""
     from .geometry import ISOCENTER_ABOVE_DETECTOR_MM, sample_pose, standard_ap_geometry
-    from .render import BoneField, Scene, render
+    from .render import BoneField, render, scene_from_ct
     from .phantom import synthesize_ct
-    from .physics import decompose_hu
     from .viz import save_preview
 
     if subject_complete(out, settings, job):
@@ -182,11 +182,8 @@ def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
             if not path.exists():
                 with atomic_path(path) as tmp:
                     sitk.WriteImage(vol.to_sitk(), str(tmp))
-    scene = Scene(  # the DRR comes from the materials: no attenuation volume
-        mu=None, index_to_world=sct.ct.index_to_world,
-        bones=[BoneField(b, *sct.occupancy[b]) for b in settings.bones],
-        materials=decompose_hu(sct.ct.array),
-    )
+    # the DRR comes from the materials: no attenuation volume
+    scene = scene_from_ct(sct.ct, [BoneField(b, *sct.occupancy[b]) for b in settings.bones])
     tissue = sct.tissue
     del sct
     iso = np.array([0.0, 0.0, ISOCENTER_ABOVE_HIPS_MM])

@@ -263,9 +263,10 @@ def run_case(settings: CollectionSettings, case: Case, out: Path) -> int:
     labels = load_labels(case.labels, ct)
     check_bones_present(bones, labels)
     scene = make_scene(ct, labels, bones)
-    meshes = {name: label_mesh(np.isin(labels.array, list(ids)), ct.index_to_world, settings.smoothing_iterations)
-              for name, ids in bones.items()}
     del labels
+    # each bone's mesh from its crop of the labels (marching cubes scans the crop, not the CT)
+    meshes = {b.name: label_mesh(b.occupancy, scene.bone_index_to_world(b), settings.smoothing_iterations)
+              for b in scene.bones}
     iso = bones_center_world(scene)
     s2i = settings.sdd_mm - ISOCENTER_ABOVE_DETECTOR_MM
     seeds = _case_seed(settings, case.case_id).spawn(settings.poses)

@@ -170,6 +170,12 @@ class Scene:
     def bone_names(self) -> list[str]:
         return [b.name for b in self.bones]
 
+    def bone_index_to_world(self, bone: BoneField) -> np.ndarray:
+        """4x4 affine from a bone crop's continuous index (i, j, k) to world LPS mm."""
+        shift = np.eye(4)
+        shift[:3, 3] = bone.offset
+        return self.index_to_world @ shift
+
 
 def crop_occupancy(mask: np.ndarray, name: str = "bone") -> BoneField:
     """Crop a (z, y, x) occupancy to its support plus a one-voxel zero margin."""
@@ -526,9 +532,7 @@ def _bone_faces(
     """One bone's mask (H, W) bool, depths (K, H, W) mm and gap validity (K/2 - 1, H, W) bool (module doc).
 
     ``dirs``: the (N, 3) world ray directions, when the caller has them (the same for every bone)."""
-    shift = np.eye(4)
-    shift[:3, 3] = bone.offset
-    w2i = np.linalg.inv(scene.index_to_world @ shift)
+    w2i = np.linalg.inv(scene.bone_index_to_world(bone))
     rays = _rays_in_grid(geometry, w2i, device, dirs)
     vol5 = torch.as_tensor(bone.occupancy, device=device)[None, None]
     slices = scene.slice_stack("bone:" + bone.name, bone.occupancy, rays.axis, device)

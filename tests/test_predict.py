@@ -289,10 +289,11 @@ def test_two_predicts_into_one_folder_leave_one_complete_set(tmp_path):
         np.save(tmp_path / "other.npy", z["image"])  # the same anatomy at the nominal pose: other meshes
     images = [str(EXAMPLE), str(tmp_path / "other.npy")]
     cmd = lambda img, out: [sys.executable, "-m", "threeddx.cli", "predict", img, "--out", str(out)]  # noqa: E731
-    alone = []
-    for k, img in enumerate(images):
-        subprocess.run(cmd(img, tmp_path / f"alone{k}"), check=True, capture_output=True)
-        alone.append((tmp_path / f"alone{k}" / "pelvis.stl").read_bytes())
+    # alone: each into its own folder (the two at once, as they share nothing)
+    procs = [subprocess.Popen(cmd(img, tmp_path / f"alone{k}"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for k, img in enumerate(images)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    alone = [(tmp_path / f"alone{k}" / "pelvis.stl").read_bytes() for k in range(len(images))]
     assert alone[0] != alone[1]
     shared = tmp_path / "shared"
     procs = [subprocess.Popen(cmd(img, shared), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for img in images]

@@ -164,7 +164,12 @@ def beam_aligned(pred, gt, geometry: XrayGeometry, iterations: int = 6, density:
     smaller patient; the shape error without that offset is what this isolates.
     The shift minimises the mean squared closest-point distance along the ray
     direction (a 1-D ICP, ``iterations`` steps). Returns ``(shifted mesh, shift_mm)``.
+
+    The nearest-sample queries run on as many threads as torch does (one in a Dask worker,
+    :mod:`threeddx.cluster`): the same answers, and a prediction far from its bone (an untrained
+    model's) costs seconds per query round on one thread.
     """
+    import torch
     from scipy.spatial import cKDTree
 
     d = np.asarray(pred.vertices.mean(0) - geometry.source_position_world, np.float64)
@@ -173,7 +178,7 @@ def beam_aligned(pred, gt, geometry: XrayGeometry, iterations: int = 6, density:
     tree = cKDTree(sample_surface(gt, 4 * density, seed=2))
     shift = 0.0
     for _ in range(iterations):
-        _, idx = tree.query(p + shift * d)
+        _, idx = tree.query(p + shift * d, workers=torch.get_num_threads())
         step = float(np.mean((tree.data[idx] - (p + shift * d)) @ d))
         shift += step
         if abs(step) < 0.01:

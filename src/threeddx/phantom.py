@@ -471,7 +471,7 @@ def synthesize_ct(
         h[part] = occ[part] * bone_hu[part] + (1.0 - occ[part]) * h[part]
 
     # ---- acquisition noise on the body, not in the air around it nor in metal: one draw per noisy voxel,
-    # in voxel order, slab by slab (the air, 70 % of the grid, draws nothing; simulator version 4)
+    # in voxel order, slab by slab (the air, 70 % of llp26-01's grid, draws nothing; simulator version 4)
     sd = np.float32(tissue["noise_sd"])
     slab = max(1, (1 << 18) // (ny * nx))
     for k0 in range(0, nz, slab):

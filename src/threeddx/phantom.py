@@ -351,7 +351,9 @@ def synthesize_ct(
     upper = trunk(1.0)  # every slice above the crotch has the same trunk outline
     plain_slice = None  # the HU of a slice above the thighs and the fold: the same for every such slice
     for k, z in enumerate(zs):
-        plain = z > z_crotch + 60.0 and not (pann > 0 and z_crotch - pann <= z <= z_crotch + 110.0)
+        fold = pann > 0 and z_crotch - pann <= z <= z_crotch + 110.0
+        thighs = z <= z_crotch + 60.0
+        plain = not (fold or thighs)
         if plain and plain_slice is not None:
             hu[k] = plain_slice
             continue
@@ -361,10 +363,10 @@ def synthesize_ct(
             outer, inner, fatty = (m.copy() for m in (upper if taper == 1.0 else trunk(taper)))
         else:
             outer, inner, fatty = (np.zeros((ny, nx), bool) for _ in range(3))
-        if pann > 0 and z_crotch - pann <= z <= z_crotch + 110.0:
+        if fold:
             # the fold hangs in front of the groin: fat only
             _or_ellipse(outer, xs, ys, cx_p, cy_p - (b_m + fat) * belly + 0.3 * pann, 0.75 * a_m, 0.5 * pann + fat)
-        if z <= z_crotch + 60.0:
+        if thighs:
             for hc, knee in thigh_axes:
                 t = np.clip((z - hc[2]) / (knee[2] - hc[2]), -0.3, 1.2)
                 c = hc + t * (knee - hc)

@@ -172,9 +172,14 @@ class Scene:
 
     def bone_index_to_world(self, bone: BoneField) -> np.ndarray:
         """4x4 affine from a bone crop's continuous index (i, j, k) to world LPS mm."""
-        shift = np.eye(4)
-        shift[:3, 3] = bone.offset
-        return self.index_to_world @ shift
+        return offset_affine(self.index_to_world, bone.offset)
+
+
+def offset_affine(index_to_world: np.ndarray, offset_ijk: Sequence[float]) -> np.ndarray:
+    """The 4x4 index-to-world affine of a crop of a grid whose voxel 0 is the grid's index ``offset_ijk``."""
+    shift = np.eye(4)
+    shift[:3, 3] = offset_ijk
+    return index_to_world @ shift
 
 
 def crop_occupancy(mask: np.ndarray, name: str = "bone") -> BoneField:
@@ -227,10 +232,8 @@ def scene_from_ct(ct: Volume, bones: Sequence[BoneField] = (), mu_water: float =
     box = content_box(ct.array)
     hu = ct.array[box]
     lo = np.array([box[2].start, box[1].start, box[0].start])  # (i, j, k)
-    shift = np.eye(4)
-    shift[:3, 3] = lo
     return Scene(
-        mu=None if materials else hu_to_mu(hu, mu_water), index_to_world=ct.index_to_world @ shift,
+        mu=None if materials else hu_to_mu(hu, mu_water), index_to_world=offset_affine(ct.index_to_world, lo),
         mu_water=mu_water, materials=decompose_hu(hu) if materials else None,
         bones=[BoneField(b.name, b.occupancy, tuple(int(v) for v in np.asarray(b.offset) - lo)) for b in bones],
     )

@@ -79,8 +79,10 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, required=True)
     ap.add_argument("--image", type=Path, required=True)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--mesh", default="dual")
+    ap.add_argument("--mesh", default="model",
+                    help="a mesher of threeddx.reconstruct.MESHERS, or 'model': the checkpoint's own (as predict)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-report", dest="report", action="store_false", help="skip report.png (predict's default writes it)")
     args = ap.parse_args()
 
     import torch
@@ -97,7 +99,8 @@ def main() -> None:
         runs = []
         with tempfile.TemporaryDirectory() as d:
             for i in range(args.repeats + 1):
-                s = predict_file(args.image, pred, Path(d) / str(i), mesh_method=args.mesh)
+                s = predict_file(args.image, pred, Path(d) / str(i),
+                                 mesh_method=None if args.mesh == "model" else args.mesh, report=args.report)
                 if i:
                     runs.append(s["timings_s"])
         med[label] = {k: statistics.median(r[k] for r in runs) * 1000 for k in runs[0]}

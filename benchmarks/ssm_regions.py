@@ -72,7 +72,7 @@ def main() -> int:
             fp = backproject_bone(pred["masks"][c], pred["depth_front"][c], pred["depth_back"][c], geo)
             pts[b] = fp.both()
         t0 = time.perf_counter()
-        fits = complete_bones_each(pts, FitSettings(coupled=a.coupled))
+        fits = complete_bones_each(pts, geo, FitSettings(coupled=a.coupled))
         fit_s.append(time.perf_counter() - t0)
         h, w = geo.detector_shape
         for b in bones:

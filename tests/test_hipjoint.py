@@ -58,7 +58,7 @@ def test_the_joints_of_an_unseen_pelvis_from_its_visible_faces(example):
     bones, masks, front, back, geo = _maps(example)
     p = bones.index("pelvis")
     pts = np.concatenate([geo.backproject(front[p], masks[p])[0], geo.backproject(back[p], masks[p])[0]])
-    centres, rms = hip_joint_centres(pts)
+    centres, rms = hip_joint_centres(pts, geo)
     assert rms < 3.0
     for femur, name in (("femur_left", "hjc_left"), ("femur_right", "hjc_right")):
         head = example[f"gt_vertices_{femur}"]

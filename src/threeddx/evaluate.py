@@ -36,7 +36,7 @@ SURFACE_COLUMNS = ("assd", "hd95", "hd95_pooled", "chamfer", "within_1mm", "with
 #: Protocol (b)'s columns (``seen``): against the ground truth that the method's K faces see (threeddx.metrics).
 SEEN_COLUMNS = ("assd_seen", "hd95_seen", "hd95_pooled_seen")
 COLUMNS = ("sample_id", "subject_id", "bone", "status", *SURFACE_COLUMNS, "dice", "false_area_pct", "found",
-           "confidence", "hip_anchor_mm", "seconds")
+           "confidence", "hip_anchor_mm", "mesh_method", "seconds")
 FEMURS = ("femur_left", "femur_right")
 
 
@@ -218,7 +218,8 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
             else:  # a K-face network's own inner faces
                 inner = prediction.inner[c]
             maps[bone] = (pred["masks"][c], pred["depth_front"][c], back) + (() if inner is None or back is None else (inner,))
-    meshed, _ = mesh_bones(maps, geo, task.mesh_method, ssm_settings=task.ssm_settings)
+    fits = prediction.fits if task.checkpoint is not None and not task.mirrored else {}
+    meshed, info = mesh_bones(maps, geo, task.mesh_method, ssm_settings=task.ssm_settings, fits=fits)
     t_mesh = (time.perf_counter() - t0) / max(len(maps), 1)  # shared out over the meshed bones
     rows = []
     for bone in task.bones:
@@ -233,6 +234,7 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
         rec["found"] = checks.get(bone, {}).get("found")
         rec["confidence"] = checks.get(bone, {}).get("confidence", float("nan"))
         rec["hip_anchor_mm"] = checks.get(bone, {}).get("hip_anchor", {}).get("shift_mm", float("nan"))
+        rec["mesh_method"] = info.get(bone, {}).get("mesh_method", per_bone[bone])  # as meshed: a rejected fit's fallback
         try:
             mesh = meshed.get(bone, InputError("empty predicted mask"))
             if isinstance(mesh, InputError):

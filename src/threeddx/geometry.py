@@ -41,6 +41,23 @@ Standard preset (AP hip / pelvis radiograph)
   ``+y`` = world ``-z`` (inferior), source ``+z`` = world ``+y`` (posterior).
 
 :func:`sample_pose` draws seeded poses around that preset (ranges in its doc).
+
+AP frame (where shape models are fitted)
+----------------------------------------
+No answer may depend on the frame ``world_to_source`` is written in: a CT's
+patient coordinates, an atlas's or a scanner's origin 1.5 m away, RAS instead
+of LPS axes. What an AP exposure does say about the patient is the view: the
+source is anterior, the image's top is superior, its left is the patient's
+right, and the anatomy lies about the iso-centre distance from the source.
+:attr:`XrayGeometry.world_to_ap` maps world mm to that **AP frame**: the
+source frame's axes read as the patient's LPS axes of the preset (``x`` =
+source ``x``, ``y`` = source ``z``, ``z`` = source ``-y``), its origin on the
+central ray at :attr:`XrayGeometry.isocenter_distance_or_assumed` from the
+source. It depends on the detector and the declared distance only, never on
+the world frame; for the preset pose (:func:`ap_pose`) it is the world frame
+moved to the iso-centre. Shape-model fits (:mod:`threeddx.ssm`) start and are
+judged there, and their results are mapped back to the world, so a rigid change
+of the world frame moves every output with it.
 """
 from __future__ import annotations
 
@@ -162,6 +179,24 @@ class XrayGeometry:
 
     def with_pose(self, world_to_source: np.ndarray) -> "XrayGeometry":
         return replace(self, world_to_source=np.asarray(world_to_source, dtype=np.float64))
+
+    @property
+    def ap_to_source(self) -> np.ndarray:
+        """Rigid 4x4 from this exposure's **AP frame** to the source frame (module doc, "AP frame")."""
+        m = np.eye(4)
+        m[:3, :3] = AP_WORLD_TO_SOURCE_ROTATION
+        m[2, 3] = self.isocenter_distance_or_assumed
+        return m
+
+    @property
+    def world_to_ap(self) -> np.ndarray:
+        """Rigid 4x4 from world mm to this exposure's AP frame (module doc): what the view says of the
+        patient's axes and place, independent of the frame ``world_to_source`` is written in."""
+        r = AP_WORLD_TO_SOURCE_ROTATION.T
+        a = np.eye(4)
+        a[:3, :3] = r
+        a[:3, 3] = -r @ np.array([0.0, 0.0, self.isocenter_distance_or_assumed])
+        return a @ self.world_to_source
 
     # -------------------------------------------------------------- detector
     def pixel_centers_source(self) -> np.ndarray:

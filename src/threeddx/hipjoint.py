@@ -16,10 +16,11 @@ of the whole pelvis, and that model carries the HJCs (LLP26's ``pelvis-LHJC``
 1. **hip joints**: the pelvis shape model (training split only;
    ``data/hip_model.npz``, written by ``scripts/make_hip_model.py``) is fitted
    to the predicted pelvis's front and back points (:func:`threeddx.ssm.fit_ssm`,
-   rigid pose and 15 modes), started at the identity pose shifted to the
-   points' centroid (the world's axes are the patient's LPS axes, as
-   :mod:`threeddx.geometry` documents; the world origin may be anywhere);
-   its landmarks give both HJCs in world mm;
+   rigid pose and 15 modes) in the exposure's AP frame, started at the
+   points' centroid with the orientation the view implies
+   (:func:`threeddx.ssm.fit_in_view`; nothing depends on the world frame), and
+   judged (:func:`threeddx.ssm.judge_fit`: a rejected fit anchors nothing);
+   its landmarks give both HJCs in world mm; the ``ssm`` mesher reuses this fit;
 2. **head depth**: per femur, the mean mid-depth ``(front + back) / 2`` of its
    pixels within :data:`HEAD_RADIUS_MM` (on the detector) of the HJC's
    projection; in ground truth that is within -0.4 +- 0.7 mm of the head
@@ -42,7 +43,6 @@ everywhere in the package. Frames: world (LPS) for the fit and the HJCs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +50,10 @@ import numpy as np
 from .errors import InputError
 from .geometry import XrayGeometry
 from .reconstruct import backproject_bone
+from .ssm import PELVIS_MODEL_PATH, FitBounds
 
 #: The shipped pelvis shape model with its hip-joint landmarks (scripts/make_hip_model.py).
-HIP_MODEL_PATH = Path(__file__).parent / "data" / "hip_model.npz"
+HIP_MODEL_PATH = PELVIS_MODEL_PATH
 #: Femur -> the pelvis landmark of its joint.
 JOINTS = {"femur_left": "hjc_left", "femur_right": "hjc_right"}
 #: Radius (mm on the detector) of the disc around the joint's projection whose femur pixels give the head depth:
@@ -62,8 +63,8 @@ HEAD_RADIUS_MM = 15.0
 #: back point) that a pelvis fit is tried on.
 MIN_HEAD_PIXELS = 5
 MIN_PELVIS_PIXELS = 100
-#: A pelvis fit worse than this (RMS of its inliers' distances, mm) anchors nothing.
-MAX_FIT_RMS_MM = 6.0
+#: A pelvis fit worse than this (RMS of its inliers' distances, mm) anchors nothing: the shape-model fit's own bound.
+MAX_FIT_RMS_MM = FitBounds.max_rms_mm
 #: A shift larger than this (mm) is not applied.
 MAX_SHIFT_MM = 40.0
 
@@ -78,32 +79,33 @@ class AnchorSettings:
     max_fit_rms_mm: float = MAX_FIT_RMS_MM
 
 
-@lru_cache(maxsize=2)
 def load_hip_model(path: str | Path = HIP_MODEL_PATH):
-    """The pelvis shape model with its HJC landmarks (:class:`threeddx.ssm.BoneSSM`), read once per process."""
-    from .ssm import BoneSSM
+    """The pelvis shape model with its HJC landmarks (:func:`threeddx.ssm.shipped_pelvis_model`), read once per process."""
+    from .ssm import shipped_pelvis_model
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"the hip-joint model {path} is missing: reinstall 3ddx, or run scripts/make_hip_model.py")
-    model = BoneSSM.load(path)
-    missing = [n for n in JOINTS.values() if n not in model.landmark_bones]
-    if model.bones != ("pelvis",) or missing:
-        raise InputError(f"{path} is not a pelvis model with hip-joint landmarks (missing {', '.join(missing) or 'pelvis'})")
-    return model
+    return shipped_pelvis_model(path)
 
 
-def hip_joint_centres(pelvis_points: np.ndarray, model=None) -> tuple[dict[str, np.ndarray], float]:
+def fit_pelvis(pelvis_points: np.ndarray, geometry: XrayGeometry, model=None):
+    """The pelvis shape model fitted to the pelvis's surface points (N, 3) world mm, as ``geometry`` sees them.
+
+    Started from the data and the view, judged, returned in world mm
+    (:func:`threeddx.ssm.fit_in_view`): a :class:`threeddx.ssm.FitResult` whose
+    ``landmarks`` hold both hip-joint centres. The ``ssm`` mesher meshes the pelvis
+    from this same fit (one fit per image). Raises InputError when the points cannot be fitted.
+    """
+    from .ssm import FitSettings, fit_in_view
+
+    return fit_in_view(model or load_hip_model(), {"pelvis": np.asarray(pelvis_points, np.float64)}, geometry,
+                       FitSettings())
+
+
+def hip_joint_centres(pelvis_points: np.ndarray, geometry: XrayGeometry, model=None) -> tuple[dict[str, np.ndarray], float]:
     """Both hip-joint centres (name -> (3,) world mm) from the pelvis's surface points (N, 3) world mm.
 
     Returns the centres and the fit's RMS (mm). Raises InputError when the points cannot be fitted.
     """
-    from .ssm import FitSettings, fit_ssm
-
-    model = model or load_hip_model()
-    pts = np.asarray(pelvis_points, np.float64)
-    t0 = pts.mean(0) - model.mean.mean(0)
-    fit = fit_ssm(model, {"pelvis": pts}, FitSettings(), init={"pelvis": (np.eye(3), t0)})
+    fit = fit_pelvis(pelvis_points, geometry, model)
     return {n: fit.landmarks[n] for n in JOINTS.values()}, fit.rms_mm["pelvis"]
 
 
@@ -127,7 +129,8 @@ def head_depth(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geometry: 
 
 def anchor_femurs(bones: list[str], masks: np.ndarray, front: np.ndarray, back: np.ndarray | None,
                   geometry: XrayGeometry, checks: dict, settings: AnchorSettings | None = None,
-                  found: dict[str, bool] | None = None, inner: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+                  found: dict[str, bool] | None = None, inner: tuple[np.ndarray, np.ndarray] | None = None,
+                  fits: dict | None = None) -> dict:
     """Shift each femur's depth maps (in place) along its rays so its head meets the pelvis's hip joint.
 
     ``masks`` (C, H, W) bool, ``front``/``back`` (C, H, W) mm on ``geometry``'s rays,
@@ -135,7 +138,8 @@ def anchor_femurs(bones: list[str], masks: np.ndarray, front: np.ndarray, back: 
     (the shift applied, or why none was) and returns the same entries, femur -> dict.
     ``found``: per bone whether it was found (default: every bone is). ``inner``:
     a K-face model's inner faces (C, K-2, H, W) mm and gap validity (C, K/2-1, H, W)
-    bool, shifted with the rest.
+    bool, shifted with the rest. ``fits``: when given, receives the pelvis fit (``fits["pelvis"]``, a
+    :class:`threeddx.ssm.FitResult` in world mm, judged) for the ``ssm`` mesher to reuse.
     """
     st = settings or AnchorSettings()
     femurs = [b for b in JOINTS if b in bones]
@@ -153,15 +157,21 @@ def anchor_femurs(bones: list[str], masks: np.ndarray, front: np.ndarray, back: 
     p = bones.index("pelvis")
     if not found.get("pelvis", True):
         return skip("pelvis not found")
-    pelvis = backproject_bone(masks[p], front[p], back[p], geometry)
+    pelvis = backproject_bone(masks[p], front[p], back[p], geometry,
+                              None if inner is None else (inner[0][p], inner[1][p]))
     if len(pelvis.pixels) < MIN_PELVIS_PIXELS:
         return skip("too few pelvis pixels")
-    pts = pelvis.both()
     try:
-        centres, rms = hip_joint_centres(pts)
+        fit = fit_pelvis(pelvis.both(), geometry)
     except InputError as e:
         return skip(f"pelvis fit failed ({e})")
+    if fits is not None:
+        fits["pelvis"] = fit
+    rms = fit.rms_mm["pelvis"]
+    centres = {n: fit.landmarks[n] for n in JOINTS.values()}
     checks.setdefault("pelvis", {})["hip_fit_rms_mm"] = round(rms, 3)
+    if "pelvis" in fit.rejected:
+        return skip(f"pelvis fit rejected: {fit.rejected['pelvis']}")
     if rms > st.max_fit_rms_mm:
         return skip(f"pelvis fit RMS {rms:.1f} mm > {st.max_fit_rms_mm:g} mm")
     source = geometry.source_position_world

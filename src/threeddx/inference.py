@@ -25,7 +25,8 @@ cannot drift apart. The steps, in order:
    models with a pelvis and femurs): each femur is moved along the beam so its
    head meets the hip joint that a shape-model fit of the predicted pelvis
    locates; ``Predictor(hip_anchor=None)`` (``--no-hip-anchor``) leaves the
-   network's depths as they are.
+   network's depths as they are. That pelvis fit is kept (``Prediction.fits``)
+   and the ``ssm`` mesher meshes the pelvis from it: one fit per image.
 
 Nothing here imports the training module: a released checkpoint is read by
 :mod:`threeddx.checkpoint` alone.
@@ -87,6 +88,9 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     depth_inner: np.ndarray | None = None
     inner_valid: np.ndarray | None = None
+    #: shape-model fits made on the way (bone -> :class:`threeddx.ssm.FitResult`, world mm, judged): the
+    #: hip-joint anchoring's pelvis fit, which the ``ssm`` mesher reuses (one fit per image)
+    fits: dict = field(default_factory=dict)
 
     @property
     def faces(self) -> int:
@@ -132,7 +136,7 @@ class Prediction:
         checks = {self.bones[partners[k]]: self.checks[b] for k, b in enumerate(self.bones) if b in self.checks}
         return Prediction(self.bones, np.ascontiguousarray(self.image[:, ::-1]), flip(self.masks),
                           flip(self.probabilities), flip(self.depth_front), flip(self.depth_back), checks, self.view,
-                          list(self.notes), flip(self.depth_inner), flip(self.inner_valid))
+                          list(self.notes), flip(self.depth_inner), flip(self.inner_valid))  # fits: of the other maps
 
     def to_view(self, array: np.ndarray, nearest: bool = True) -> np.ndarray:
         """An array on the input image's pixel grid (H0, W0) resampled onto the view's grid."""
@@ -330,8 +334,9 @@ class Predictor:
         if raw.get("depth_inner") is not None:
             valid = raw["inner_valid"]
             inner = (view.depth_to_image(raw["depth_inner"]) * np.repeat(valid, 2, axis=1), valid)
+        fits: dict = {}
         if self.hip_anchor is not None and back is not None:
             anchor_femurs(self.bones, masks, front, back, view.camera, raw["checks"], self.hip_anchor,
-                          found={b: c["found"] for b, c in raw["checks"].items()}, inner=inner)
+                          found={b: c["found"] for b, c in raw["checks"].items()}, inner=inner, fits=fits)
         return Prediction(self.bones, img, masks, raw.get("probabilities", masks.astype(np.float32)), front, back,
-                          raw["checks"], view, notes, *(inner or (None, None)))
+                          raw["checks"], view, notes, *(inner or (None, None)), fits=fits)

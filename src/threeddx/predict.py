@@ -192,6 +192,20 @@ def pose_warning(source: str) -> list[str]:
     return []
 
 
+def rejected_fit_lines(pred: Prediction, info: dict) -> list[str]:
+    """One warning line per bone whose shape-model fit was judged implausible (threeddx.ssm.judge_fit)."""
+    lines = {}
+    for bone, entry in info.items():
+        if isinstance(entry, dict) and "ssm_rejected" in entry:
+            lines[bone] = (f"{bone}: shape-model fit rejected ({entry['ssm_rejected']}); meshed "
+                           f"{entry['mesh_method']} (the network's own surface) instead")
+    pelvis = pred.fits.get("pelvis")
+    if pelvis is not None and "pelvis" in pelvis.rejected:
+        anchored = "; the femurs were not anchored at its hip joints"
+        lines["pelvis"] = lines.get("pelvis", f"pelvis: shape-model fit rejected ({pelvis.rejected['pelvis']})") + anchored
+    return list(lines.values())
+
+
 @dataclass
 class Reconstruction:
     """One radiograph reconstructed, in memory: what :func:`write_reconstruction` writes.
@@ -306,8 +320,11 @@ def reconstruct_image(
         clouds[name] = backproject_bone(m, pred.depth_front[c], back, geo, inner)
     t["backprojection_s"] = time.perf_counter() - s
     s = time.perf_counter()
-    meshed, info = mesh_bones(maps, geo, method, ssm_settings=ssm_settings, complete_femur=complete_femur)
+    meshed, info = mesh_bones(maps, geo, method, ssm_settings=ssm_settings, complete_femur=complete_femur,
+                              fits=pred.fits)
     t["meshing_s"] = time.perf_counter() - s
+    for line in rejected_fit_lines(pred, info):
+        (warn or (lambda s: None))(line)
     world_meshes = {}
     for name, mesh in meshed.items():
         if isinstance(mesh, InputError):

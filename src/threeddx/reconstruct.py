@@ -384,21 +384,43 @@ def _per_bone(method: str):
 def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict) -> tuple[dict, dict]:
     """``ssm``: the training-split shape model fitted to each bone's front and back points.
 
-    Clipped to the part that projects inside the detector, unless
-    ``complete_femur`` (then the femurs are whole and ``info`` says how much
-    of each lies outside the field of view, inferred by the model).
+    Fitted as the view sees the bones (:func:`threeddx.ssm.complete_bones_each`:
+    started from the data and the exposure's AP orientation, judged). A fit
+    already made for this image (``fits``: the hip-joint anchoring's pelvis,
+    same points, same model) is reused when the fit settings are the defaults and
+    the fit is per bone. A fit judged implausible is not meshed: that bone falls
+    back to ``dual`` (its own surface) and ``info`` says why. Clipped to the part
+    that projects inside the detector, unless ``complete_femur`` (then the
+    femurs are whole and ``info`` says how much of each lies outside the field
+    of view, inferred by the model).
     """
     from .metrics import visible_part
-    from .ssm import complete_bones_each, outside_fraction
+    from .ssm import FitSettings, complete_bones_each, outside_fraction
 
-    pts = {b: backproject_bone(*_unpack(m)[:3], geometry, _unpack(m)[3]).both() for b, m in maps.items()}
-    fits = complete_bones_each(pts, options.get("ssm_settings"))
+    settings = options.get("ssm_settings")
+    default = settings is None or settings == FitSettings()
+    made = {b: f for b, f in (options.get("fits") or {}).items() if b in maps and default}
+    pts = {b: backproject_bone(*_unpack(m)[:3], geometry, _unpack(m)[3]).both() for b, m in maps.items() if b not in made}
+    fits = {**made, **complete_bones_each(pts, geometry, settings)}
     meshes: dict = {}
     info: dict = {}
     fit_info: dict = {}
-    for b, fit in fits.items():
+    for b in maps:
+        fit = fits[b]
         if isinstance(fit, InputError):
             meshes[b] = fit
+            continue
+        key = "coupled" if sum(f is fit for f in fits.values()) > 1 else b
+        fit_info[key] = fit.to_dict()
+        if b in fit.rejected:
+            mask, front, back, inner = _unpack(maps[b])
+            try:
+                meshes[b] = reconstruct_bone(mask, front, back, geometry, "dual" if back is not None else "front",
+                                             inner=inner)
+            except InputError as e:
+                meshes[b] = e
+            info[b] = {"mesh_method": "dual" if back is not None else "front", "ssm_rms_mm": round(fit.rms_mm[b], 3),
+                       "ssm_rejected": fit.rejected[b]}
             continue
         full = fit.mesh(b)
         frac = outside_fraction(full, geometry)
@@ -408,8 +430,6 @@ def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict
         if whole:
             info[b]["inferred"] = (f"{100 * frac:.0f}% of this femur's surface lies outside the field of view and is "
                                    "inferred by the shape model, not seen in the image")
-        key = "coupled" if sum(f is fit for f in fits.values()) > 1 else b
-        fit_info[key] = fit.to_dict()
     info["_fit"] = fit_info
     return meshes, info
 

@@ -57,7 +57,8 @@ def test_the_joints_of_an_unseen_pelvis_from_its_visible_faces(example):
     """Test subject 10 (never in the model): the fitted joints lie inside the true femoral heads' spheres."""
     bones, masks, front, back, geo = _maps(example)
     p = bones.index("pelvis")
-    pts = np.concatenate([geo.backproject(front[p], masks[p])[0], geo.backproject(back[p], masks[p])[0]])
+    ap = geo.in_ap_frame()  # the fit's points are in the view's AP frame; the centres come back in world mm
+    pts = np.concatenate([ap.backproject(front[p], masks[p])[0], ap.backproject(back[p], masks[p])[0]])
     centres, rms = hip_joint_centres(pts, geo)
     assert rms < 3.0
     for femur, name in (("femur_left", "hjc_left"), ("femur_right", "hjc_right")):

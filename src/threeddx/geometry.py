@@ -188,6 +188,16 @@ class XrayGeometry:
         m[2, 3] = self.isocenter_distance_or_assumed
         return m
 
+    def in_ap_frame(self) -> "XrayGeometry":
+        """The same exposure with its AP frame as the world (module doc): points back-projected through it are
+        in the AP frame, bit for bit the same whatever frame ``world_to_source`` was written in."""
+        return self.with_pose(self.ap_to_source)
+
+    @property
+    def ap_to_world(self) -> np.ndarray:
+        """Rigid 4x4 from this exposure's AP frame to world mm (the inverse of :attr:`world_to_ap`)."""
+        return self.source_to_world @ self.ap_to_source
+
     @property
     def world_to_ap(self) -> np.ndarray:
         """Rigid 4x4 from world mm to this exposure's AP frame (module doc): what the view says of the

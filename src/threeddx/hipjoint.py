@@ -87,7 +87,8 @@ def load_hip_model(path: str | Path = HIP_MODEL_PATH):
 
 
 def fit_pelvis(pelvis_points: np.ndarray, geometry: XrayGeometry, model=None):
-    """The pelvis shape model fitted to the pelvis's surface points (N, 3) world mm, as ``geometry`` sees them.
+    """The pelvis shape model fitted to the pelvis's surface points (N, 3) mm in ``geometry``'s AP frame
+    (back-projected through ``geometry.in_ap_frame()``).
 
     Started from the data and the view, judged, returned in world mm
     (:func:`threeddx.ssm.fit_in_view`): a :class:`threeddx.ssm.FitResult` whose
@@ -101,7 +102,7 @@ def fit_pelvis(pelvis_points: np.ndarray, geometry: XrayGeometry, model=None):
 
 
 def hip_joint_centres(pelvis_points: np.ndarray, geometry: XrayGeometry, model=None) -> tuple[dict[str, np.ndarray], float]:
-    """Both hip-joint centres (name -> (3,) world mm) from the pelvis's surface points (N, 3) world mm.
+    """Both hip-joint centres (name -> (3,) world mm) from the pelvis's surface points (N, 3) mm in the AP frame.
 
     Returns the centres and the fit's RMS (mm). Raises InputError when the points cannot be fitted.
     """
@@ -157,29 +158,31 @@ def anchor_femurs(bones: list[str], masks: np.ndarray, front: np.ndarray, back: 
     p = bones.index("pelvis")
     if not found.get("pelvis", True):
         return skip("pelvis not found")
-    pelvis = backproject_bone(masks[p], front[p], back[p], geometry,
+    in_ap = geometry.in_ap_frame()  # every position below in the view's AP frame: nothing sees the world frame
+    pelvis = backproject_bone(masks[p], front[p], back[p], in_ap,
                               None if inner is None else (inner[0][p], inner[1][p]))
     if len(pelvis.pixels) < MIN_PELVIS_PIXELS:
         return skip("too few pelvis pixels")
     try:
-        fit = fit_pelvis(pelvis.both(), geometry)
+        fit = fit_pelvis(pelvis.both(), geometry)  # its points in_ap's world: the AP frame
     except InputError as e:
         return skip(f"pelvis fit failed ({e})")
     if fits is not None:
         fits["pelvis"] = fit
     rms = fit.rms_mm["pelvis"]
-    centres = {n: fit.landmarks[n] for n in JOINTS.values()}
+    centres = {n: fit.landmarks[n] for n in JOINTS.values()}  # world mm, for the summary
+    centres_ap = {n: fit.local_landmarks[n] for n in JOINTS.values()}
     checks.setdefault("pelvis", {})["hip_fit_rms_mm"] = round(rms, 3)
     if "pelvis" in fit.rejected:
         return skip(f"pelvis fit rejected: {fit.rejected['pelvis']}")
     if rms > st.max_fit_rms_mm:
         return skip(f"pelvis fit RMS {rms:.1f} mm > {st.max_fit_rms_mm:g} mm")
-    source = geometry.source_position_world
+    source = in_ap.source_position_world
     for b in femurs:
         c = bones.index(b)
-        hjc = centres[JOINTS[b]]
-        entry: dict = {"applied": False, "joint_world_mm": np.round(hjc, 2).tolist()}
-        depth, n = head_depth(masks[c], front[c], back[c], geometry, hjc, st.head_radius_mm)
+        hjc = centres_ap[JOINTS[b]]
+        entry: dict = {"applied": False, "joint_world_mm": np.round(centres[JOINTS[b]], 2).tolist()}
+        depth, n = head_depth(masks[c], front[c], back[c], in_ap, hjc, st.head_radius_mm)
         shift = float(np.linalg.norm(hjc - source)) - depth
         if not found.get(b, True):
             entry["skipped"] = "femur not found"

@@ -400,7 +400,8 @@ def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict
     settings = options.get("ssm_settings")
     default = settings is None or settings == FitSettings()
     made = {b: f for b, f in (options.get("fits") or {}).items() if b in maps and default}
-    pts = {b: backproject_bone(*_unpack(m)[:3], geometry, _unpack(m)[3]).both() for b, m in maps.items() if b not in made}
+    in_ap = geometry.in_ap_frame()  # the fit's points in the view's AP frame (threeddx.ssm.fit_in_view)
+    pts = {b: backproject_bone(*_unpack(m)[:3], in_ap, _unpack(m)[3]).both() for b, m in maps.items() if b not in made}
     fits = {**made, **complete_bones_each(pts, geometry, settings)}
     meshes: dict = {}
     info: dict = {}

@@ -351,6 +351,9 @@ class FitResult:
     #: the fit's pose in the exposure's AP frame (rotation angle, degrees, per bone), and how many starts were tried
     view_rotation_deg: dict[str, float] = field(default_factory=dict)
     starts: int = 1
+    #: the landmarks in the frame the fit was made in (the view's AP frame, :func:`fit_in_view`), before
+    #: :meth:`transformed` took them to the world: what later steps in that frame use, bit for bit
+    local_landmarks: dict[str, np.ndarray] = field(default_factory=dict)
 
     def mesh(self, bone: str):
         import trimesh
@@ -619,32 +622,31 @@ def view_start(vertices: np.ndarray, points: np.ndarray, geometry, iterations: i
 
 def fit_in_view(model: BoneSSM, points: Mapping[str, np.ndarray], geometry, settings: FitSettings | None = None,
                 bounds: FitBounds | None = None) -> FitResult:
-    """Fit ``model`` to each bone's points (world mm) as the view sees them; the result in world mm, judged.
+    """Fit ``model`` to each bone's points as the view sees them; the result in world mm, judged.
 
-    The points are moved into the exposure's AP frame
-    (:attr:`~threeddx.geometry.XrayGeometry.world_to_ap`), where every bone starts
-    with the orientation an AP exposure implies and at its points' centroid (the
-    model's bone's visible part centred on it, :func:`view_start`); the fit is judged there (:func:`judge_fit`,
-    ``FitResult.rejected``) and mapped back. Nothing depends on the world frame:
-    a rigid change of it moves the result with it (tests/test_frames.py).
+    ``points``: per bone (N, 3) mm in the exposure's **AP frame**
+    (:attr:`~threeddx.geometry.XrayGeometry.world_to_ap`; back-project through
+    ``geometry.in_ap_frame()``), where every bone starts with the orientation an
+    AP exposure implies and with its visible part on its points' centroid
+    (:func:`view_start`). The fit is judged there (:func:`judge_fit`,
+    ``FitResult.rejected``) and mapped to the world by
+    :attr:`~threeddx.geometry.XrayGeometry.ap_to_world`. Nothing before that
+    last step sees the world frame, so a rigid change of it moves the result with
+    it exactly (tests/test_frames.py).
     """
-    w2a = np.asarray(geometry.world_to_ap, np.float64)
-    local = {b: np.asarray(p, np.float64) @ w2a[:3, :3].T + w2a[:3, 3] for b, p in points.items()}
-    in_ap = geometry.with_pose(geometry.ap_to_source)  # the same exposure, its world the AP frame
+    in_ap = geometry.in_ap_frame()
     init = {b: (np.eye(3), view_start(model.mean[model.bone_slice(b)], check_points(p, b), in_ap))
-            for b, p in local.items() if b in model.bones}
-    fit = fit_ssm(model, local, settings, init)
+            for b, p in points.items() if b in model.bones}
+    fit = fit_ssm(model, points, settings, init)
     fit.view_rotation_deg = {b: round(rotation_angle_deg(fit.rotation[b]), 3) for b in fit.rms_mm}
     fit.rejected = judge_fit(model, fit, bounds)
-    a2w = np.eye(4)
-    a2w[:3, :3] = w2a[:3, :3].T
-    a2w[:3, 3] = -w2a[:3, :3].T @ w2a[:3, 3]
-    return fit.transformed(a2w)
+    fit.local_landmarks = dict(fit.landmarks)
+    return fit.transformed(geometry.ap_to_world)
 
 
 def complete_bones(points: Mapping[str, np.ndarray], geometry, settings: FitSettings | None = None,
                    bounds: FitBounds | None = None) -> dict[str, FitResult]:
-    """Fit the training-split shape model to each bone's points (world mm) seen through ``geometry``: bone -> its
+    """Fit the training-split shape model to each bone's points (AP frame of ``geometry``, mm): bone -> its
     fit (:func:`fit_in_view`: started from the data and the view, judged, in world mm).
 
     Per bone (default: one model and one fit per bone), or with

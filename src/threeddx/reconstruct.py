@@ -369,15 +369,18 @@ def _unpack(m: BoneMaps) -> tuple[np.ndarray, np.ndarray, "np.ndarray | None", "
 def _per_bone(method: str):
     def mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict) -> tuple[dict, dict]:
         out: dict = {}
+        in_ap = geometry.in_ap_frame()  # meshed where the world frame cannot matter (a Poisson octree's axes)
         for bone, m in maps.items():
             mask, front, back, inner = _unpack(m)
             try:
-                out[bone] = reconstruct_bone(mask, front, back, geometry, method, inner=inner)
+                out[bone] = reconstruct_bone(mask, front, back, in_ap, method, inner=inner).apply_transform(
+                    geometry.ap_to_world)
             except InputError as e:
                 out[bone] = e
         return out, {}
 
-    mesher.__doc__ = f"``{method}``: each bone on its own (:func:`reconstruct_bone`)."
+    mesher.__doc__ = (f"``{method}``: each bone on its own (:func:`reconstruct_bone`), meshed in the view's AP frame "
+                      "and moved to the world.")
     return mesher
 
 
@@ -416,8 +419,8 @@ def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict
         if b in fit.rejected:
             mask, front, back, inner = _unpack(maps[b])
             try:
-                meshes[b] = reconstruct_bone(mask, front, back, geometry, "dual" if back is not None else "front",
-                                             inner=inner)
+                meshes[b] = reconstruct_bone(mask, front, back, in_ap, "dual" if back is not None else "front",
+                                             inner=inner).apply_transform(geometry.ap_to_world)
             except InputError as e:
                 meshes[b] = e
             info[b] = {"mesh_method": "dual" if back is not None else "front", "ssm_rms_mm": round(fit.rms_mm[b], 3),

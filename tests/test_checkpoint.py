@@ -142,3 +142,68 @@ def test_the_release_meshing_rule_picks_the_lowest_validation_assd_per_bone():
     assert chosen == {"pelvis": "ssm"}  # a tie (the right femur) keeps the first candidate
     assert evidence["pelvis"] == {"dual": {"assd": 3.9, "hd95": 11.7}, "ssm": {"assd": 3.6, "hd95": 10.8}, "chosen": "ssm"}
     assert evidence["femur_right"]["chosen"] == "dual"
+
+
+def _renamed(tmp_path: Path, bones: list) -> Path:
+    """A copy of the released model whose bone names are ``bones`` (loadable: plain data only)."""
+    ck = load_checkpoint(resolve_checkpoint("dualface"))
+    ck["bones"] = bones
+    ck["model_config"]["bones"] = bones
+    path = tmp_path / "renamed.pt"
+    torch.save(ck, path)
+    return path
+
+
+TRAVERSING = {
+    "parent folders": ["../../escape/x", "femur_left", "femur_right"],
+    "absolute path": [None, "femur_left", "femur_right"],  # filled with tmp_path below
+    "NUL": ["pel\x00vis", "femur_left", "femur_right"],
+    "hidden file": [".pelvis", "femur_left", "femur_right"],
+    "duplicate": ["pelvis", "pelvis", "femur_right"],
+    "not a string": [7, "femur_left", "femur_right"],
+}
+
+
+@pytest.mark.parametrize("case", list(TRAVERSING))
+def test_a_checkpoints_bone_names_never_become_paths_outside_the_output(tmp_path, case):
+    """Bone names become file names: a checkpoint whose names are paths, odd or doubled is refused in one
+    line before anything is written (predict and serve), and nothing appears outside --out."""
+    from threeddx.cli import main
+
+    bones = list(TRAVERSING[case])
+    if bones[0] is None:
+        bones[0] = str(tmp_path / "abs" / "x")
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    ck = _renamed(tmp_path, bones)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    r = subprocess.run([sys.executable, "-m", "threeddx.cli", "predict", str(EXAMPLE), "--checkpoint", str(ck),
+                        "--out", str(work / "out")], capture_output=True, text=True, timeout=300, cwd=work)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bone" in lines[0] and "renamed.pt" in lines[0], lines
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written, here or elsewhere
+    assert main(["serve", "--checkpoint", str(ck), "--port", "0"]) == 2  # refused before it listens
+
+
+def test_a_checkpoints_per_bone_tables_name_only_its_bones(tmp_path):
+    from threeddx.checkpoint import Checkpoint
+
+    ck = load_checkpoint(resolve_checkpoint("dualface"))
+    ck["mesh"] = {"../x": "ssm"}
+    with pytest.raises(InputError, match="mesh names a bone the model does not have"):
+        Checkpoint.from_dict(ck, "c.pt")
+    ck = load_checkpoint(resolve_checkpoint("dualface"))
+    ck["model_config"]["bones"] = ["a", "b", "c"]
+    with pytest.raises(InputError, match="differ from the network"):
+        Checkpoint.from_dict(ck, "c.pt")
+
+
+def test_names_are_identifiers(tmp_path):
+    from threeddx.io import check_name, named_path
+
+    for ok in ("pelvis", "femur_left", "vertebrae_L1", "L5", "hip-joint"):
+        assert named_path(tmp_path, ok, ".stl") == tmp_path / f"{ok}.stl"
+    for bad in ("", "..", "../x", "a/b", "a\\b", "/abs", "C:x", "a.b", " pelvis", "x" * 65, "a\x00"):
+        with pytest.raises(InputError, match="is not allowed"):
+            check_name(bad, "here")

@@ -63,11 +63,19 @@ def _reconstruct(tmp_path, predictor, image, geometry, mesh=None, frame="world",
 
 
 def _max_vertex_gap(a, b, m=None) -> float:
-    """Largest distance (mm) between corresponding vertices of two meshes of one topology, ``b`` moved by ``m``."""
+    """Largest distance (mm) between corresponding vertices of two meshes, ``b`` moved by ``m``.
+
+    Meshes of one topology are compared vertex by vertex; otherwise (pymeshlab's Poisson lists the same
+    triangles in another order from run to run, the same input or not) each vertex with the other mesh's
+    nearest, both ways.
+    """
+    from scipy.spatial import cKDTree
+
     va = np.asarray(a.vertices)
     vb = np.asarray(b.vertices) if m is None else np.asarray(b.vertices) @ m[:3, :3].T + m[:3, 3]
-    assert va.shape == vb.shape and np.array_equal(a.faces, b.faces)
-    return float(np.abs(va - vb).max())
+    if va.shape == vb.shape and np.array_equal(a.faces, b.faces):
+        return float(np.abs(va - vb).max())
+    return float(max(cKDTree(vb).query(va)[0].max(), cKDTree(va).query(vb)[0].max()))
 
 
 def _check_frame(tmp_path, example, predictor, mesh, m):
@@ -80,7 +88,7 @@ def _check_frame(tmp_path, example, predictor, mesh, m):
         assert _max_vertex_gap(b.world_meshes[bone], a.world_meshes[bone], m) < 0.1, bone
         assert a.summary["bones"][bone]["mesh_method"] == b.summary["bones"][bone]["mesh_method"]
     for femur in ("femur_left", "femur_right"):  # the anchoring moved each femur by the same amount
-        sa, sb = (r.summary["checks"][femur]["hip_anchor"] for r in (a, b))
+        sa, sb = (r.summary["checks"][femur].get("hip_anchor", {}) for r in (a, b))
         assert sa.get("shift_mm") == sb.get("shift_mm") and sa.get("skipped") == sb.get("skipped")
     if "ssm" in a.summary:  # the fits: the same weights, RMS and verdicts
         for key, fit in a.summary["ssm"].items():

@@ -105,6 +105,9 @@ def test_parse_bones_forms():
         parse_bones(["pelvis=a+b"], table)
     with pytest.raises(InputError, match="twice"):
         parse_bones(["femur_left", "femur_left=3"], table)
+    for bad in ("../x=77", "/tmp/x=77", "a.b=3"):  # a bone's name becomes a file name
+        with pytest.raises(InputError, match="is not allowed"):
+            parse_bones([bad], table)
 
 
 def test_custom_label_table(tmp_path):

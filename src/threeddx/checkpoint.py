@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .io import atomic_path
+from .io import atomic_path, check_names
 
 #: Checkpoint layout version (1: the first; still the same keys).
 CKPT_FORMAT = 1
@@ -73,7 +73,26 @@ class Checkpoint:
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in ck.items() if k in names and v is not None}
         kwargs["config"] = ck.get("config") or {}
-        return cls(**kwargs)
+        out = cls(**kwargs)
+        out.check_names(where)
+        return out
+
+    def check_names(self, where: str | Path) -> None:
+        """Bone names become file names (``BONE.stl``): each must be a safe identifier, each once
+        (:func:`threeddx.io.check_names`), and every per-bone table must name only these bones."""
+        bones = check_names(self.bones, f"{where}: bones")
+        model_bones = self.model_config.get("bones") if isinstance(self.model_config, dict) else None
+        if model_bones is not None and list(model_bones) != bones:
+            raise InputError(f"{where}: bones {bones} differ from the network's model_config.bones {list(model_bones)[:8]}")
+        for key in ("mesh", "confidence"):
+            table = getattr(self, key)
+            if key == "confidence" and isinstance(table, dict):
+                table = table.get("bones", {})
+            if table is None:
+                continue
+            if not isinstance(table, dict) or any(b not in bones for b in table):
+                odd = [b for b in (table if isinstance(table, dict) else [table]) if b not in bones][:1]
+                raise InputError(f"{where}: {key} names a bone the model does not have ({str(odd)[:80]})")
 
     def to_dict(self) -> dict:
         """Plain data for :func:`save_checkpoint` (the weights as they are, not copied)."""

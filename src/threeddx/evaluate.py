@@ -60,6 +60,7 @@ def summarise(rows: list[dict], bones: Sequence[str]) -> dict:
             "assd_std": float(np.std([r["assd"] for r in ok])) if ok else None,
             "hd95_mean": float(np.mean([r["hd95"] for r in ok])) if ok else None,
             "hd95_std": float(np.std([r["hd95"] for r in ok])) if ok else None,
+            "hd95_max": float(np.max([r["hd95"] for r in ok])) if ok else None,
             "hd95_pooled_mean": float(np.mean([r["hd95_pooled"] for r in ok])) if ok else None,
             "assd_beam_aligned_mean": float(np.nanmean([r["assd_beam_aligned"] for r in ok])) if ok else None,
             "hd95_beam_aligned_mean": float(np.nanmean([r["hd95_beam_aligned"] for r in ok]))

@@ -38,7 +38,8 @@ fit than a bad femur). The settings (:class:`AnchorSettings`) were chosen on
 the validation split, never the test split (docs/results.md, "Hip-joint anchoring").
 
 Units: mm; depths are distances from the source along each pixel's ray, as
-everywhere in the package. Frames: world (LPS) for the fit and the HJCs.
+everywhere in the package. Frames: the view's AP frame for the fit, the joints and the
+head depths (nothing here sees the world frame); the summary's joints in world mm.
 """
 from __future__ import annotations
 
@@ -52,8 +53,6 @@ from .geometry import XrayGeometry
 from .reconstruct import backproject_bone
 from .ssm import PELVIS_MODEL_PATH, FitBounds
 
-#: The shipped pelvis shape model with its hip-joint landmarks (scripts/make_hip_model.py).
-HIP_MODEL_PATH = PELVIS_MODEL_PATH
 #: Femur -> the pelvis landmark of its joint.
 JOINTS = {"femur_left": "hjc_left", "femur_right": "hjc_right"}
 #: Radius (mm on the detector) of the disc around the joint's projection whose femur pixels give the head depth:
@@ -79,7 +78,7 @@ class AnchorSettings:
     max_fit_rms_mm: float = MAX_FIT_RMS_MM
 
 
-def load_hip_model(path: str | Path = HIP_MODEL_PATH):
+def load_hip_model(path: str | Path = PELVIS_MODEL_PATH):
     """The pelvis shape model with its HJC landmarks (:func:`threeddx.ssm.shipped_pelvis_model`), read once per process."""
     from .ssm import shipped_pelvis_model
 

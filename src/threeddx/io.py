@@ -14,6 +14,7 @@ import errno
 import importlib.resources
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -169,6 +170,42 @@ def _fmt(v: Sequence[float]) -> str:
 
 
 # ----------------------------------------------------------------- label names
+#: A name that becomes part of a file name (a bone: ``BONE.stl``, ``meshes/CASE/BONE.ply``; a case): letters,
+#: digits, ``_`` and ``-``, starting with a letter or digit, at most 64 characters. No separator, no dot, no
+#: NUL: a name can never reach outside the folder it is written in (``../x``, ``/etc/x``, ``C:x``).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_name(name: object, where: str, what: str = "bone name") -> str:
+    """``name`` if it is a safe identifier (:data:`NAME_PATTERN`), else one InputError naming ``where``."""
+    if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None:
+        shown = repr(name)[:80]
+        raise InputError(f"{where}: {what} {shown} is not allowed: a name is 1-64 letters, digits, '_' or '-', "
+                         "starting with a letter or digit")
+    return name
+
+
+def check_names(names: object, where: str, what: str = "bone name") -> list[str]:
+    """A non-empty list of unique safe names (:func:`check_name`), else one InputError naming ``where``."""
+    if not isinstance(names, (list, tuple)) or not names:
+        raise InputError(f"{where}: expected a non-empty list of {what}s, got {type(names).__name__}")
+    out = [check_name(n, where, what) for n in names]
+    twice = sorted({n for n in out if out.count(n) > 1})
+    if twice:
+        raise InputError(f"{where}: {what} {twice[0]!r} appears twice")
+    return out
+
+
+def named_path(folder: str | Path, name: str, suffix: str = "", what: str = "bone name") -> Path:
+    """``folder / (name + suffix)`` for a safe ``name`` (:func:`check_name`), checked to lie inside ``folder``."""
+    check_name(name, str(folder), what)
+    folder = Path(folder)
+    path = folder / f"{name}{suffix}"
+    if path.resolve().parent != folder.resolve():
+        raise InputError(f"{folder}: {what} {name!r} would be written outside the folder")
+    return path
+
+
 def load_label_table(path: str | Path | None = None) -> dict[str, int]:
     """Label name -> id. Default: TotalSegmentator v2's ``total`` task.
 
@@ -229,6 +266,7 @@ def parse_bones(
                 )
         if name in out:
             raise InputError(f"bone {name!r} given twice")
+        check_name(name, f"--bones {item!r}")
         out[name] = label_ids
     return out
 

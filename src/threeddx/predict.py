@@ -379,17 +379,17 @@ def write_reconstruction(rec: Reconstruction, out: str | Path, report: bool = Tr
     t = rec.summary["timings_s"]
     t0 = time.perf_counter()
     with result_folder(out, RESULT_MARKER) as folder:
-        for name, mesh in rec.meshes.items():
+        for name, mesh in rec.meshes.items():  # a bone's name is checked before it becomes a file name
             for ext in ("stl", "ply"):
-                with atomic_path(folder / f"{name}.{ext}") as tmp:
+                with atomic_path(named_path(folder, name, f".{ext}")) as tmp:
                     mesh.export(tmp, file_type=ext)
-            with atomic_path(folder / f"{name}_points.ply") as tmp:
+            with atomic_path(named_path(folder, name, "_points.ply")) as tmp:
                 trimesh.PointCloud(rec.clouds[name].both()).export(tmp, file_type="ply")
         if rec.meshes:
             export_glb(folder / GLB_FILE, rec.meshes, list(rec.prediction.bones))
         for name, mesh in (rec.truth or {}).items():
             (folder / "truth").mkdir(exist_ok=True)
-            with atomic_path(folder / "truth" / f"{name}.ply") as tmp:
+            with atomic_path(named_path(folder / "truth", name, ".ply")) as tmp:
                 mesh.export(tmp, file_type="ply")
         _write_maps(folder, rec.prediction)
         t["writing_s"] = time.perf_counter() - t0

@@ -28,7 +28,13 @@ z). This is iterative closest point with a Gaussian prior on the weights:
 prior; larger is stiffer. Each iteration finds the closest points, then takes
 one Gauss-Newton step of the point-to-plane form of the distance (pose
 increments and the weights solved together; it converges in ~10 iterations
-where point-to-point ICP crawled along flat surfaces for 100). Only
+where point-to-point ICP crawled along flat surfaces for 100). Two phases:
+while the shape still moves by more than ``coarse_tol_mm`` (1 mm), the
+closest point is the nearest model vertex with its vertex normal (a KD-tree,
+~3 ms for 3,000 points on the pelvis); then the exact closest surface point
+(:func:`closest_points`, libigl's AABB tree, ~20 ms) until it moves by less
+than ``tol_mm``; the exact phase decides the result, the cheap one only gets
+there (a pelvis fit 2.9 -> 0.3 s on two cores). Only
 data-to-model distances enter, so a missing region (a gap, the distal femur
 outside the detector) pulls on nothing and is filled by the prior; points
 further than ``max(outlier_mm, outlier_k * median)`` from the surface get
@@ -45,9 +51,18 @@ shapes (16 shapes, 15 modes); a fit returns them in world mm
 (:attr:`FitResult.landmarks`), which is how :mod:`threeddx.hipjoint` finds the
 hip joints that the dual-face maps never see.
 
-The model starts at the identity pose: in the anatomy frame, which is the
-simulator's world frame, and, for a real radiograph, the frame of the
-checkpoint's nominal pose when the patient lies as the preset says.
+**Where a fit starts, and whether it is believed** (:func:`fit_in_view`).
+Fits are made in the exposure's AP frame (:mod:`threeddx.geometry`, "AP
+frame"), which the view alone defines, never in the world frame the geometry
+happens to be written in (a fit started at the world's origin crumpled 14 of
+18 validation pelvises when that origin was 1.2 m away). Each bone starts
+with the AP orientation and its visible part centred on its points
+(:func:`view_start`). The result is judged (:func:`judge_fit`, bounds
+:class:`FitBounds` chosen on the validation split): mode weights beyond
++-3 SD, a bone turned further from the AP orientation than training poses
+and hip articulation allow, a high RMS, few inliers, or triangles turned
+over (a fold) reject it, and the caller falls back to the network's own
+surface rather than return a crumpled mesh.
 """
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ import yaml
 
 from . import __version__
 from .errors import InputError
+from .io import check_names
 from .geometry import XrayGeometry, standard_ap_geometry
 from .checkpoint import (  # noqa: F401 (re-exported)
     CKPT_FORMAT, Checkpoint, export_release, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
@@ -92,6 +93,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     cfg = _merge(cfg, overrides or {})
     if cfg["loss"]["mode"] not in MODES:
         raise InputError(f"config: loss.mode must be one of {MODES}, got {cfg['loss']['mode']!r}")
+    check_names(cfg["data"]["bones"], f"config {path or '(defaults)'}: data.bones")
     faces = cfg["model"].get("faces", 2)
     if not isinstance(faces, int) or faces < 2 or faces % 2:
         raise InputError(f"config: model.faces must be an even number of at least 2, got {faces!r}")

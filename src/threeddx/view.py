@@ -41,7 +41,7 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import XrayGeometry
-from .io import atomic_path
+from .io import atomic_path, check_names
 from .viz import BONE_COLOURS
 
 #: The page a view is written to, in a predict result folder.
@@ -392,6 +392,7 @@ def load_view_data(folder: str | Path) -> ViewData:
         summary = json.loads(summary_path.read_text())
         with np.load(maps_path) as z:
             image, masks, bones = z["image"], z["masks"].astype(bool), [str(b) for b in z["bones"]]
+        check_names(bones, f"{maps_path}: bones")  # names that become file names
         geometry = XrayGeometry.from_dict(summary["model_geometry"], where=f"{summary_path}:model_geometry")
     except (OSError, ValueError, KeyError) as e:
         raise InputError(f"{folder}: cannot read the result ({type(e).__name__}: {e})") from None

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import InputError
 from .geometry import XrayGeometry
 from .inference import Prediction, Predictor  # noqa: F401 (the inference API, re-exported)
-from .io import atomic_path, check_out_folder, result_folder
+from .io import atomic_path, check_out_folder, named_path, result_folder
 
 if TYPE_CHECKING:
     from .reconstruct import MeshMethod

@@ -207,3 +207,32 @@ def test_names_are_identifiers(tmp_path):
     for bad in ("", "..", "../x", "a/b", "a\\b", "/abs", "C:x", "a.b", " pelvis", "x" * 65, "a\x00"):
         with pytest.raises(InputError, match="is not allowed"):
             check_name(bad, "here")
+
+
+BAD_VALUES = {
+    "mask threshold NaN": (lambda ck: ck.update(mask_threshold=float("nan")), "mask_threshold"),
+    "mask threshold -1": (lambda ck: ck.update(mask_threshold=-1.0), "mask_threshold"),
+    "infinite CASI offset": (lambda ck: ck.update(casi_offset_mm=float("inf")), "casi_offset_mm"),
+    "SDD 1e9": (lambda ck: ck.update(geometry=ck["geometry"].replace('"source_to_detector_mm": 1000.0',
+                                                                     '"source_to_detector_mm": 1e9')), "source_to_detector_mm"),
+    "huge detector": (lambda ck: ck.update(geometry=ck["geometry"].replace("[128, 128]", "[100000, 100000]")),
+                      "model grid"),
+    "huge width": (lambda ck: ck["model_config"].update(width=10**6), "model_config.width"),
+    "string width": (lambda ck: ck["model_config"].update(width="24"), "model_config.width"),
+    "odd faces": (lambda ck: ck.update(faces=3), "faces"),
+    "confidence of the wrong type": (lambda ck: ck["confidence"]["bones"]["pelvis"].update(centroid_sd="wide"),
+                                     "centroid_sd"),
+    "unknown mesher": (lambda ck: ck.update(mesh={"pelvis": "magic"}), "mesh.pelvis"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_a_checkpoints_values_are_checked_before_anything_runs(tmp_path, case):
+    from threeddx.checkpoint import Checkpoint
+
+    change, key = BAD_VALUES[case]
+    ck = load_checkpoint(resolve_checkpoint("dualface"))
+    change(ck)
+    with pytest.raises(InputError, match=key) as e:
+        Checkpoint.from_dict(ck, "c.pt")
+    assert str(e.value).startswith("c.pt") and "\n" not in str(e.value)

@@ -20,6 +20,17 @@ REPO = Path(__file__).resolve().parents[1]
     ({"model": {"faces": 3}}, "model.faces must be an even number"),
     ({"model": {"faces": 0}}, "model.faces must be an even number"),
     ({"model": {"faces": 4}, "loss": {"mode": "single"}}, "single-depth baseline has one face"),
+    ({"optim": {"lr": "fast"}}, "optim.lr must be a number"),
+    ({"optim": {"lr": -0.1}}, "optim.lr must be a number in \\(0, 10\\)"),
+    ({"optim": {"lr": float("nan")}}, "optim.lr"),
+    ({"optim": {"batch_size": 0}}, "optim.batch_size"),
+    ({"optim": {"epochs": -5}}, "optim.epochs"),
+    ({"model": {"width": -8}}, "model.width"),
+    ({"model": {"width": 10**400}}, "model.width"),
+    ({"data": {"bones": ["../x", "femur_left"]}}, "data.bones.*is not allowed"),
+    ({"data": {"bones": ["pelvis", "pelvis"]}}, "appears twice"),
+    ({"augment": "yes"}, "augment must be true or false"),
+    ({"optim": 5}, "'optim' must be a section"),
 ])
 def test_config_errors(over, match):
     with pytest.raises(InputError, match=match):

@@ -12,6 +12,16 @@ calls ``os.system``, say) is refused before anything in it runs, with one line
 naming the file. For that, every state is stored as plain data: the Python
 and NumPy RNG states become lists and tensors (:func:`rng_state`).
 
+**A checkpoint is a file a user hands us**, so its contents are checked
+before anything is allocated or run (:meth:`Checkpoint.check_names`,
+:meth:`Checkpoint.check_values`): bone names that are safe identifiers and
+agree with the network, a network of bounded size, a physical nominal
+geometry, thresholds and offsets within range, typed refusal statistics.
+The checks are plain code, not a schema library (pydantic is installed, with
+FastAPI): the schema is one dataclass of a dozen fields, the bounds are
+ranges pydantic would need validators for anyway, and every failure must be
+one line naming the file and key, which plain checks give directly.
+
 Neither this module nor :mod:`threeddx.model` imports the training code, so
 predict, evaluate and demo load models without it.
 """
@@ -27,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, check_number
 from .io import atomic_path, check_names
 
 #: Checkpoint layout version (1: the first; still the same keys).
@@ -75,7 +85,66 @@ class Checkpoint:
         kwargs["config"] = ck.get("config") or {}
         out = cls(**kwargs)
         out.check_names(where)
+        out.check_values(where)
         return out
+
+    def check_values(self, where: str | Path) -> None:
+        """Every setting inference reads, within what a trained model can hold, before anything is allocated
+        or run (one InputError naming the file and the key): the network's size, the nominal geometry
+        (a valid document, an X-ray system's SDD, a bounded grid), the mask threshold, the CASI offset,
+        the refusal statistics and the meshers."""
+        from .geometry import PHYSICAL_LIMITS, XrayGeometry
+        from .reconstruct import MESHERS
+
+        mc = self.model_config
+        if not isinstance(mc, dict):
+            raise InputError(f"{where}: model_config must be a table of settings")
+        check_number(mc.get("width", 32), 1, MAX_WIDTH, where, "model_config.width", whole=True)
+        check_number(mc.get("levels", 4), 1, 8, where, "model_config.levels", whole=True)
+        check_number(mc.get("blocks", 1), 1, 8, where, "model_config.blocks", whole=True)
+        for key, lo, hi in (("sdd_mm", 100.0, 5000.0), ("depth_lo", 0.01, 2.0), ("depth_hi", 0.01, 2.0),
+                            ("thickness_mm", 0.1, 500.0)):
+            if key in mc:
+                check_number(mc[key], lo, hi, where, f"model_config.{key}")
+        for key, value in (("faces", self.faces), ("model_config.faces", mc.get("faces", self.faces))):
+            if check_number(value, 2, MAX_FACES, where, key, whole=True) % 2:
+                raise InputError(f"{where}: {key} must be even, got {value!r}")
+        if not isinstance(self.geometry, str):
+            raise InputError(f"{where}: geometry must be a geometry JSON string")
+        geo = XrayGeometry.from_json(self.geometry, where=f"{where}: geometry")
+        lo, hi = PHYSICAL_LIMITS["source_to_detector_mm"]  # the pixel size is the model's own (tiny tests: 13 mm)
+        check_number(geo.sdd, lo, hi, where, "geometry.source_to_detector_mm")
+        if geo.detector_shape[0] * geo.detector_shape[1] > MAX_MODEL_PIXELS:
+            raise InputError(f"{where}: geometry: a {geo.detector_shape[0]}x{geo.detector_shape[1]} model grid is over "
+                             f"{MAX_MODEL_PIXELS} pixels")
+        if self.mask_threshold is not None:
+            check_number(self.mask_threshold, 0.0, 1.0, where, "mask_threshold", open_ends=True)
+        if self.casi_offset_mm is not None:
+            check_number(self.casi_offset_mm, -500.0, 500.0, where, "casi_offset_mm")
+        if not isinstance(self.mirror_tta, bool):
+            raise InputError(f"{where}: mirror_tta must be true or false, got {self.mirror_tta!r}")
+        for bone, mesher in (self.mesh or {}).items():
+            if mesher not in MESHERS:
+                raise InputError(f"{where}: mesh.{bone} {str(mesher)[:40]!r} is not a mesher ({', '.join(MESHERS)})")
+        if self.confidence is not None:
+            c = self.confidence
+            if not isinstance(c, dict) or not isinstance(c.get("bones", {}), dict):
+                raise InputError(f"{where}: confidence must be a table with 'size' and 'bones'")
+            check_number(c.get("size", 1), 1, 16384, where, "confidence.size", whole=True)
+            for bone, st in c.get("bones", {}).items():
+                key = f"confidence.bones.{bone}"
+                if not isinstance(st, dict):
+                    raise InputError(f"{where}: {key} must be a table")
+                for k in ("area_px_median", "area_px_min"):
+                    if k in st:
+                        check_number(st[k], 0.0, 1e9, where, f"{key}.{k}")
+                for k in ("centroid_mean", "centroid_sd"):
+                    if k in st:
+                        v = st[k]
+                        if not isinstance(v, (list, tuple)) or len(v) != 2:
+                            raise InputError(f"{where}: {key}.{k} must be two numbers")
+                        for x in v:
+                            check_number(x, 1e-9 if k == "centroid_sd" else -1e6, 1e6, where, f"{key}.{k}")
 
     def check_names(self, where: str | Path) -> None:
         """Bone names become file names (``BONE.stl``): each must be a safe identifier, each once
@@ -108,6 +177,12 @@ class Checkpoint:
     def get(self, key: str, default: Any = None) -> Any:
         value = getattr(self, key, None)
         return default if value is None else value
+
+
+#: Bounds of :meth:`Checkpoint.check_values`: far above any trained model, far below what exhausts memory.
+MAX_WIDTH = 512
+MAX_FACES = 16
+MAX_MODEL_PIXELS = 4096 * 4096
 
 
 #: What a released checkpoint keeps: the typed fields (enough to predict, nothing to resume training);

@@ -343,6 +343,8 @@ class XrayGeometry:
         if not all(lo <= s <= hi for s in self.pixel_spacing):
             raise InputError(f"pixel_spacing_mm is {list(self.pixel_spacing)}, outside {lo:g}-{hi:g} mm")
         rows, cols = self.detector_shape
+        if rows * cols > MAX_DETECTOR_PIXELS:
+            raise InputError(f"detector_shape {rows}x{cols} is over {MAX_DETECTOR_PIXELS / 1e6:g} megapixels")
         u0, v0 = self.principal_point
         if not (-cols <= u0 <= 2 * cols and -rows <= v0 <= 2 * rows):
             raise InputError(f"principal_point_px ({u0:g}, {v0:g}) lies more than a detector's width outside "
@@ -368,6 +370,13 @@ class XrayGeometry:
     def from_dict(cls, d: dict[str, Any], where: str = "geometry") -> "XrayGeometry":
         if not isinstance(d, dict):
             raise InputError(f"{where}: expected a JSON object")
+        unknown = [k for k in d if k not in _ALL_KEYS]
+        if unknown:
+            import difflib
+
+            near = difflib.get_close_matches(str(unknown[0]), _ALL_KEYS, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f" (known: {', '.join(_ALL_KEYS)})"
+            raise InputError(f"{where}: unknown key {str(unknown[0])[:60]!r}{hint}")
         missing = [k for k in _JSON_KEYS if k not in d]
         if missing:
             raise InputError(f"{where}: missing key(s) {', '.join(missing)}")
@@ -383,15 +392,26 @@ class XrayGeometry:
             return geo
         except InputError as e:
             raise InputError(f"{where}: {e}") from None
-        except (TypeError, ValueError) as e:
-            raise InputError(f"{where}: malformed value ({e})") from None
+        except (TypeError, ValueError, OverflowError) as e:
+            raise InputError(f"{where}: malformed value ({str(e)[:100]})") from None
 
     @classmethod
     def from_json(cls, text: str, where: str = "geometry") -> "XrayGeometry":
+        """Parse a geometry document: at most :data:`MAX_JSON_BYTES`, nested at most :data:`MAX_JSON_DEPTH`
+        deep, every key once (the last of two would win silently), then :meth:`from_dict`."""
+        if len(text) > MAX_JSON_BYTES:
+            raise InputError(f"{where}: {len(text)} characters, more than a geometry holds ({MAX_JSON_BYTES})")
+        depth = _json_depth(text)
+        if depth > MAX_JSON_DEPTH:
+            raise InputError(f"{where}: nested {depth} levels deep; a geometry is at most {MAX_JSON_DEPTH}")
         try:
-            d = json.loads(text)
+            d = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as e:
             raise InputError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        except _DuplicateKey as e:
+            raise InputError(f"{where}: key {str(e)[:60]!r} appears twice") from None
+        except ValueError as e:  # an integer of thousands of digits
+            raise InputError(f"{where}: malformed value ({str(e)[:100]})") from None
         return cls.from_dict(d, where)
 
     @classmethod
@@ -407,6 +427,47 @@ class XrayGeometry:
         except InputError as e:
             raise InputError(f"{path}: {e}") from None
         return geo
+
+
+#: Every key a geometry document may hold (the required ones and the optional iso-centre distance).
+_ALL_KEYS = (*_JSON_KEYS, "source_to_isocenter_mm")
+#: Bounds of a geometry document (:meth:`XrayGeometry.from_json`): ours are ~1 kB and 3 levels deep.
+MAX_JSON_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 4
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    keys = [k for k, _ in pairs]
+    for k in keys:
+        if keys.count(k) > 1:
+            raise _DuplicateKey(k)
+    return dict(pairs)
+
+
+def _json_depth(text: str) -> int:
+    """How deep a JSON text's arrays and objects nest (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _pair(v: Any, typ, name: str) -> tuple:
@@ -428,6 +489,8 @@ def _whole(v: Any) -> int:
 
 #: What :meth:`XrayGeometry.check_physical` accepts (a geometry file or DICOM outside them is a mistake).
 PHYSICAL_LIMITS = {"source_to_detector_mm": (100.0, 5000.0), "pixel_spacing_mm": (0.01, 10.0)}
+#: The most pixels a detector (and so an image predict reads) may have: 50 megapixels, over any flat panel.
+MAX_DETECTOR_PIXELS = 50_000_000
 
 
 # ---------------------------------------------------------------- presets

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InputError
-from .geometry import XrayGeometry
+from .geometry import MAX_DETECTOR_PIXELS, XrayGeometry
 from .inference import Prediction, Predictor  # noqa: F401 (the inference API, re-exported)
 from .io import atomic_path, check_out_folder, named_path, result_folder
 
@@ -77,7 +77,7 @@ def _dicom_geometry(ds, path: Path, rows: int, cols: int, pose: np.ndarray) -> X
 
 #: The largest radiograph read (pixels): the biggest flat panels give ~20 megapixels (43 cm at 0.1 mm).
 #: Checked from the file's header before decoding, so a small file cannot claim gigabytes.
-MAX_PIXELS = 50_000_000
+MAX_PIXELS = MAX_DETECTOR_PIXELS
 
 
 def _header_shape(path: Path, suffix: str, dicom: bool) -> tuple[int, ...] | None:

@@ -33,7 +33,7 @@ import torch.distributed as dist
 import yaml
 
 from . import __version__
-from .errors import InputError
+from .errors import InputError, check_number
 from .io import check_names
 from .geometry import XrayGeometry, standard_ap_geometry
 from .checkpoint import (  # noqa: F401 (re-exported)
@@ -68,11 +68,44 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+#: What each value of a training config must be (:func:`check_config`): a number kind and its range
+#: ("int" whole, "float" any, "float>0" positive; "?" also null), true/false, or text.
+CONFIG_VALUES: dict[str, tuple] = {
+    "data.size": ("int?", 8, 8192), "data.workers": ("int", 0, 256), "data.limit_train": ("int?", 1, 10**9),
+    "data.negatives": ("float", 0.0, 1.0), "data.mirror": ("float", 0.0, 1.0),
+    "model.width": ("int", 1, 512), "model.levels": ("int", 1, 8), "model.blocks": ("int", 1, 8),
+    "loss.lam": ("float", 0.0, 1.0), "loss.alpha": ("float", 0.0, 1e4), "loss.seg_weight": ("float", 0.0, 1e4),
+    "optim.lr": ("float>0", 0.0, 10.0), "optim.weight_decay": ("float", 0.0, 10.0), "optim.epochs": ("int", 1, 10**6),
+    "optim.batch_size": ("int", 1, 65536), "optim.grad_clip": ("float?", 0.0, 1e9), "seed": ("int", 0, 2**32 - 1),
+    "loss.casi": (bool,), "augment": (bool,), "amp": (bool,),
+    "data.root": (str,), "data.train_split": (str,), "data.val_split": (str,), "device": (str,), "out": (str,),
+    "optim.schedule": (str,),
+}
+
+
+def check_config(cfg: dict, where: str) -> None:
+    """Every value of :data:`CONFIG_VALUES` of the right type and range: one InputError naming the key."""
+    for key, rule in CONFIG_VALUES.items():
+        section, _, name = key.rpartition(".")
+        value = (cfg[section] if section else cfg).get(name)
+        if rule[0] in (bool, str):
+            if not isinstance(value, rule[0]):
+                kind = "true or false" if rule[0] is bool else "text"
+                raise InputError(f"{where}: {key} must be {kind}, got {str(value)[:40]!r}")
+            continue
+        kind, lo, hi = rule
+        if kind.endswith("?") and value is None:
+            continue
+        check_number(value, lo, hi, where, key, whole=kind.startswith("int"), open_ends=kind == "float>0")
+
+
 def _merge(base: dict, over: dict, where: str = "") -> dict:
     out = copy.deepcopy(base)
     for k, v in (over or {}).items():
         if k not in base:
-            raise InputError(f"config: unknown key '{where}{k}' (known: {', '.join(base)})")
+            raise InputError(f"config: unknown key '{where}{k}' (known: {', '.join(map(str, base))})")
+        if isinstance(base[k], dict) and not isinstance(v, dict):
+            raise InputError(f"config: '{where}{k}' must be a section of settings, got {str(v)[:40]!r}")
         out[k] = _merge(base[k], v, f"{where}{k}.") if isinstance(base[k], dict) and isinstance(v, dict) else v
     return out
 
@@ -89,11 +122,14 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             user = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             raise InputError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(user, dict):
+            raise InputError(f"config {path}: expected a table of settings, got {type(user).__name__}")
         cfg = _merge(cfg, user)
     cfg = _merge(cfg, overrides or {})
     if cfg["loss"]["mode"] not in MODES:
         raise InputError(f"config: loss.mode must be one of {MODES}, got {cfg['loss']['mode']!r}")
     check_names(cfg["data"]["bones"], f"config {path or '(defaults)'}: data.bones")
+    check_config(cfg, f"config {path or '(defaults)'}")
     faces = cfg["model"].get("faces", 2)
     if not isinstance(faces, int) or faces < 2 or faces % 2:
         raise InputError(f"config: model.faces must be an even number of at least 2, got {faces!r}")

@@ -168,8 +168,6 @@ TRAVERSING = {
 def test_a_checkpoints_bone_names_never_become_paths_outside_the_output(tmp_path, case):
     """Bone names become file names: a checkpoint whose names are paths, odd or doubled is refused in one
     line before anything is written (predict and serve), and nothing appears outside --out."""
-    from threeddx.cli import main
-
     bones = list(TRAVERSING[case])
     if bones[0] is None:
         bones[0] = str(tmp_path / "abs" / "x")
@@ -183,7 +181,14 @@ def test_a_checkpoints_bone_names_never_become_paths_outside_the_output(tmp_path
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "bone" in lines[0] and "renamed.pt" in lines[0], lines
     assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written, here or elsewhere
-    assert main(["serve", "--checkpoint", str(ck), "--port", "0"]) == 2  # refused before it listens
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    r = subprocess.run([sys.executable, "-m", "threeddx.cli", "serve", "--checkpoint", str(ck), "--port", str(port),
+                        "--jobs-dir", str(tmp_path / "jobs")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "renamed.pt" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not any((tmp_path / "jobs").iterdir())  # refused before any job folder was made
 
 
 def test_a_checkpoints_per_bone_tables_name_only_its_bones(tmp_path):

@@ -151,6 +151,24 @@ def test_json_errors_are_clear(edit, message):
         XrayGeometry.from_dict(d)
 
 
+@pytest.mark.parametrize("text, message", [
+    (lambda t: t.replace("}", ', "source_to_isocentre_mm": 800}'), "unknown key 'source_to_isocentre_mm'; did you mean "
+                                                                   "'source_to_isocenter_mm'"),
+    (lambda t: t[:-1] + ', "source_to_detector_mm": 900}', "'source_to_detector_mm' appears twice"),
+    (lambda t: "[" * 50_000 + "]" * 50_000, "characters, more than a geometry holds"),
+    (lambda t: '{"a": ' + "[" * 500 + "]" * 500 + "}", "nested 501 levels deep"),
+    (lambda t: t.replace('"source_to_detector_mm": 1000.0', '"source_to_detector_mm": ' + "9" * 400), "malformed value"),
+    (lambda t: t.replace('"source_to_detector_mm": 1000.0', '"source_to_detector_mm": ' + "9" * 5000), "malformed value"),
+], ids=["misspelt key", "duplicate key", "huge", "deep", "400 digits", "5000 digits"])
+def test_hostile_geometry_documents_are_one_line(text, message, tmp_path):
+    """A geometry document a user hands us: bounded in size and depth, every key once and known."""
+    p = tmp_path / "g.json"
+    p.write_text(text(standard_ap_geometry(size=64).to_json()))
+    with pytest.raises(InputError, match=message) as e:
+        XrayGeometry.load(p)
+    assert str(e.value).startswith(str(p)) and "\n" not in str(e.value)
+
+
 def test_mirror_pose_is_not_rigid():
     m = np.eye(4)
     m[0, 0] = -1

@@ -1,5 +1,9 @@
 import errno
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +218,56 @@ def test_a_failed_write_leaves_the_earlier_result_and_no_partial(err, tmp_path):
         assert str(e.value) == f"cannot write {out}: No space left on device; nothing written"
     assert [p.name for p in out.iterdir()] == ["summary.json"] and (out / "summary.json").read_text() == "earlier"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def _run_until_partial(args: list[str], parent: Path, sig: int) -> subprocess.CompletedProcess:
+    """Start ``3ddx ARGS`` and send ``sig`` the moment a hidden ``.partial`` folder appears in ``parent``."""
+    proc = subprocess.Popen([sys.executable, "-m", "threeddx.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        if any(p.name.endswith(".partial") for p in parent.iterdir()):
+            proc.send_signal(sig)
+            break
+        time.sleep(0.002)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_predict_leaves_no_temporaries_after_the_next_run(tmp_path, sig):
+    """SIGKILL while predict writes leaves its hidden folder; the next run into that output removes it. SIGTERM
+    is cleaned up at once ('3ddx: terminated', exit 143). Either way the earlier result is untouched."""
+    example = Path(__file__).resolve().parents[1] / "src" / "threeddx" / "data" / "example" / "llp26-10_p00.npz"
+    out = tmp_path / "out"
+    args = ["predict", str(example), "--out", str(out), "--mesh", "dual"]
+    assert subprocess.run([sys.executable, "-m", "threeddx.cli", *args], capture_output=True).returncode == 0
+    before = (out / "summary.json").read_bytes()
+    r = _run_until_partial(args, tmp_path, sig)
+    if sig == signal.SIGTERM:
+        assert r.returncode == 143 and r.stderr.strip().splitlines()[-1] == "3ddx: terminated", r.stderr[-500:]
+        assert "Traceback" not in r.stderr
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    else:
+        assert r.returncode == -signal.SIGKILL
+        assert [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]  # what a killed writer leaves
+    assert (out / "summary.json").read_bytes() == before
+    assert subprocess.run([sys.executable, "-m", "threeddx.cli", *args], capture_output=True).returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_live_writers_temporaries_are_left_alone(tmp_path):
+    """Only a dead writer's temporaries are removed: a live one's (two runs into one folder) stay."""
+    from threeddx.io import remove_dead_temporaries, writer_tag
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = writer_tag().rsplit(".", 1)[0]
+    mine = tmp_path / f".out.{writer_tag()}.abcd1234.partial"
+    gone = tmp_path / f".out.{host}.{dead.pid}.abcd1234.partial"
+    elsewhere = tmp_path / f".out.otherhost.{dead.pid}.abcd1234.partial"
+    other = tmp_path / f".other.{host}.{dead.pid}.abcd1234.partial"
+    for p in (mine, gone, elsewhere, other):
+        p.mkdir()
+    assert remove_dead_temporaries(tmp_path / "out") == [gone]
+    assert mine.is_dir() and elsewhere.is_dir() and other.is_dir() and not gone.exists()

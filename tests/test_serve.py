@@ -96,6 +96,7 @@ def test_the_app_gives_the_same_meshes_as_predict(predictor, example_files, tmp_
     ("over-the-upload-limit", 413, "over the limit"),
     ("over-the-pixel-limit", 413, "megapixels"),
     ("bad-geometry", 422, "source_to_detector_mm"),
+    ("deeply-nested-geometry", 422, "levels deep"),
 ])
 def test_bad_uploads_are_refused_at_once_and_leave_nothing(case, status, message, predictor, example_files, tmp_path,
                                                          monkeypatch):
@@ -111,6 +112,8 @@ def test_bad_uploads_are_refused_at_once_and_leave_nothing(case, status, message
         files["image"] = ("x.png", _png((np.random.default_rng(0).random((256, 256)) * 255).astype(np.uint8)))
     elif case == "over-the-pixel-limit":
         files["image"] = ("x.png", _png(np.zeros((120, 110), np.uint8)))
+    elif case == "deeply-nested-geometry":  # a RecursionError in the JSON parser before, answered 500
+        files["geometry"] = ("g.json", b'{"a": ' + b"[" * 10_000 + b"]" * 10_000 + b"}")
     else:
         import json
 
@@ -300,3 +303,59 @@ def test_the_upload_page_end_to_end(browser, live_server, example_files):
     assert response.ok and zipfile.ZipFile(io.BytesIO(response.body())).namelist()
     page.close()
     assert problems == []
+
+
+def test_a_killed_servers_jobs_are_gone_after_a_restart(predictor, example_files, tmp_path):
+    """SIGKILL a real server while it holds a job; the next server in the same --jobs-dir removes its folder
+    (and leaves a live server's alone)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from threeddx.serve import JobQueue
+
+    jobs = tmp_path / "jobs"
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "threeddx.cli", "serve", "--port", str(port), "--jobs-dir",
+                             str(jobs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not (jobs.is_dir() and any(jobs.iterdir())) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        (killed,) = list(jobs.iterdir())
+        (killed / "a-job").mkdir()  # what a job leaves
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert killed.is_dir()  # SIGKILL: nothing could clean up
+    live = JobQueue(predictor, ServeSettings(jobs_dir=str(jobs)))
+    try:
+        assert not killed.exists() and live.root.parent == jobs and live.root.is_dir()
+        again = JobQueue(predictor, ServeSettings(jobs_dir=str(jobs)))  # a second server: the first is alive
+        assert live.root.is_dir() and again.root.is_dir()
+        again.close()
+    finally:
+        live.close()
+    assert not any(jobs.iterdir())  # each server removes its own folder at shut-down
+
+
+def test_the_servers_disk_stays_under_its_bounds(predictor, example_files, tmp_path):
+    """More jobs than it keeps: by count, and by bytes (the newest finished job is always kept)."""
+    image, geometry = example_files
+    files = {"image": ("x.png", image.read_bytes()), "geometry": ("g.json", geometry.read_bytes())}
+
+    def run(client, n):
+        for _ in range(n):
+            _wait(client, client.post("/predict", files=files).json()["id"])
+
+    def sizes(root):
+        return [sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in root.iterdir()]
+
+    with _client(predictor, tmp_path / "count", keep_jobs=2) as client:
+        run(client, 4)
+        assert len(sizes(tmp_path / "count" / "jobs")) == 2
+    with _client(predictor, tmp_path / "bytes", keep_gb=1e-9) as client:  # 1 byte: only the newest job stays
+        run(client, 3)
+        assert len(sizes(tmp_path / "bytes" / "jobs")) == 1

@@ -384,6 +384,64 @@ def check_out_folder(out: str | Path, marker: str) -> None:
         raise InputError(f"--out {out}: cannot write in {parent} (permission denied)")
 
 
+def writer_tag() -> str:
+    """This process as temporaries name their writer: ``HOST.PID`` (the host's name made file-safe)."""
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}.{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+#: An untagged temporary (written before writers named themselves) older than this (s) is a dead run's.
+UNTAGGED_TEMPORARY_AGE_S = 24 * 3600
+
+
+def remove_dead_temporaries(out: str | Path) -> list[Path]:
+    """Remove the hidden temporaries that killed writers of ``out`` left beside it; return what was removed.
+
+    A result folder is written as ``.NAME.HOST.PID.XXXX.partial`` and an earlier one
+    moved aside as ``.NAME.HOST.PID.XXXX.old`` (:func:`result_folder`). One whose
+    writer ran on this host and is no longer alive is removed; a live writer's
+    (another run writing into the same folder now) and another host's (a shared
+    disk) are left alone. Untagged ones, from before writers named themselves,
+    are removed once a day old.
+    """
+    out = Path(out)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        return []
+    host = writer_tag().rsplit(".", 1)[0]
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?:(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.)?[^.]+\.(?:partial|old)$")
+    removed = []
+    import time
+
+    for p in parent.iterdir():
+        m = pattern.match(p.name)
+        if m is None or not p.is_dir():
+            continue
+        if m["pid"] is not None:
+            dead = m["host"] == host and not _alive(int(m["pid"]))
+        else:
+            try:
+                dead = time.time() - p.stat().st_mtime > UNTAGGED_TEMPORARY_AGE_S
+            except OSError:
+                continue
+        if dead:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def result_folder(out: str | Path, marker: str) -> Iterator[Path]:
     """Write a result folder all or nothing: yield a hidden sibling, then put it in place of ``out``.
@@ -392,14 +450,17 @@ def result_folder(out: str | Path, marker: str) -> Iterator[Path]:
     an earlier result is removed, never mixed with the new one; two writers at
     once leave one complete set (the last to finish). On any error the sibling
     is deleted and ``out`` is as it was. A full disk, a read-only or forbidden
-    folder end in one :class:`~threeddx.errors.InputError` line.
+    folder end in one :class:`~threeddx.errors.InputError` line. The temporaries
+    of earlier writers that were killed (SIGKILL, a power cut) are removed first
+    (:func:`remove_dead_temporaries`).
     """
     out = Path(out)
     check_out_folder(out, marker)
+    remove_dead_temporaries(out)
     tmp: Path | None = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{writer_tag()}.", suffix=".partial", dir=out.parent))
         yield tmp
         if not (tmp / marker).exists():
             raise RuntimeError(f"result folder without {marker}")  # a bug, not an input problem
@@ -421,7 +482,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
     for _ in range(50):
         old = None
         if out.exists():
-            old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
+            old = out.parent / f".{out.name}.{writer_tag()}.{uuid.uuid4().hex[:8]}.old"
             try:
                 os.rename(out, old)
             except FileNotFoundError:  # another writer moved it first

@@ -31,8 +31,12 @@ How it runs (all of it :class:`JobQueue`):
   characters, :func:`secrets.token_urlsafe`), so one user cannot guess
   another's results; the upload is saved as ``input`` plus the suffix of the
   type sniffed from its bytes, never under the name the client sent.
-  Finished jobs beyond ``keep_jobs`` are deleted, oldest first; the work
-  folder is removed at shut-down.
+  Every server keeps its jobs in its own folder (``HOST.PID.XXXX``) under one
+  known place, ``--jobs-dir`` (default TMPDIR/3ddx-serve); a server that starts
+  removes the folders of servers on this host that are gone (killed, crashed),
+  and its own at shut-down. Finished jobs are deleted oldest first beyond
+  ``keep_jobs`` (200), after ``keep_hours`` (24) and while they hold more than
+  ``keep_gb`` (2 GB; the newest is kept for its client).
 * It binds 127.0.0.1 by default. Bound anywhere else it refuses to start
   without a token; with a token every API call needs ``Authorization: Bearer
   TOKEN`` (or ``?token=TOKEN``, for the viewer's frame and links).
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import secrets
 import shutil
@@ -56,6 +61,7 @@ from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from .errors import InputError
+from .io import writer_tag
 
 #: Hosts that only this machine reaches: no token needed there.
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -79,6 +85,13 @@ class ServeSettings:
     timeout_s: float = 120.0
     max_upload_mb: float = 64.0
     keep_jobs: int = 200
+    #: finished jobs older than this (hours) are deleted
+    keep_hours: float = 24.0
+    #: finished jobs are deleted, oldest first, while together they hold more than this (GB); the newest
+    #: finished job is kept whatever its size, so that its client can fetch it
+    keep_gb: float = 2.0
+    #: where every server keeps its jobs (each in its own HOST.PID.XXXX folder); default: TMPDIR/3ddx-serve
+    jobs_dir: str | None = None
     retry_after_s: int = 2
 
     def check(self) -> None:
@@ -92,8 +105,8 @@ class ServeSettings:
         for name in ("workers", "queue_size", "keep_jobs"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-        if not (self.timeout_s > 0 and self.max_upload_mb > 0):
-            raise InputError("--timeout and --max-upload-mb must be positive")
+        if not (self.timeout_s > 0 and self.max_upload_mb > 0 and self.keep_hours > 0 and self.keep_gb > 0):
+            raise InputError("--timeout, --max-upload-mb, --keep-hours and --keep-gb must be positive")
         if not 0 < int(self.port) < 65536:
             raise InputError(f"--port must be 1-65535, got {self.port}")
 
@@ -156,8 +169,14 @@ class JobQueue:
 
         self.predictor = predictor
         self.settings = settings
-        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="3ddx-serve-"))
-        self._own_root = root is None
+        if root is None:
+            base = jobs_dir(settings)
+            remove_dead_servers(base)
+            root = Path(tempfile.mkdtemp(prefix=f"{writer_tag()}.", dir=base))
+            self._own_root = True
+        else:
+            self._own_root = False
+        self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
@@ -259,6 +278,7 @@ class JobQueue:
         job.summary = {k: summary[k] for k in ("bones", "missing", "notes", "checks", "mesh_method", "frame",
                                                "geometry_from", "timings_s") if k in summary}
         job.status, job.stage, job.progress, job.finished = "done", "done", 1.0, time.time()
+        self._forget_old()
 
     def _overdue(self, job: Job) -> bool:
         if job.status == "failed":  # already reported at its deadline
@@ -279,13 +299,24 @@ class JobQueue:
         return message.replace(str(folder), "job")
 
     def _forget_old(self) -> None:
-        """Delete finished jobs beyond ``keep_jobs``, oldest first."""
+        """Delete finished jobs, oldest first: beyond ``keep_jobs``, older than ``keep_hours``, and while the
+        finished jobs hold more than ``keep_gb`` (the newest finished one is kept, for its client)."""
+        st = self.settings
         with self._lock:
-            finished = [j for j in self.jobs.values() if j.status in ("done", "failed")]
-            extra = len(self.jobs) - self.settings.keep_jobs
-            for job in finished[:max(extra, 0)]:
-                del self.jobs[job.id]
-                shutil.rmtree(job.folder, ignore_errors=True)
+            finished = sorted((j for j in self.jobs.values() if j.status in ("done", "failed")),
+                              key=lambda j: j.finished or 0.0)
+            extra = max(len(self.jobs) - st.keep_jobs, 0)
+            now = time.time()
+            sizes = {j.id: _folder_bytes(j.folder) for j in finished}
+            total = sum(sizes.values())
+            for k, job in enumerate(finished):
+                newest = k == len(finished) - 1
+                if extra > 0 or now - (job.finished or now) > 3600 * st.keep_hours or (
+                        total > st.keep_gb * 1e9 and not newest):
+                    del self.jobs[job.id]
+                    shutil.rmtree(job.folder, ignore_errors=True)
+                    extra -= 1
+                    total -= sizes[job.id]
 
     # ------------------------------------------------------------- results
     def result_file(self, job: Job, name: str) -> Path | None:
@@ -312,6 +343,37 @@ class JobQueue:
             t.join(timeout=5)
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def jobs_dir(settings: ServeSettings) -> Path:
+    """The one folder where servers keep their jobs: ``--jobs-dir``, else TMPDIR/3ddx-serve."""
+    base = Path(settings.jobs_dir) if settings.jobs_dir else Path(tempfile.gettempdir()) / "3ddx-serve"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--jobs-dir {base}: cannot make it ({e.strerror})") from None
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InputError(f"--jobs-dir {base}: cannot write in it (permission denied)")
+    return base
+
+
+def remove_dead_servers(base: Path) -> list[Path]:
+    """Remove the job folders of servers on this host that are gone (killed, crashed), named ``HOST.PID.XXXX``;
+    a live server's, and another host's on a shared disk, are left alone. Returns what was removed."""
+    from .io import _alive
+
+    host = writer_tag().rsplit(".", 1)[0]
+    removed = []
+    for p in base.iterdir():
+        m = re.fullmatch(r"(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]+", p.name)
+        if m and p.is_dir() and m["host"] == host and not _alive(int(m["pid"])):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
 
 
 class UnsupportedImage(InputError):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
+import signal
 import sys
 from typing import Sequence
 
@@ -68,3 +70,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("3ddx: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("3ddx: terminated", file=sys.stderr)
+        return 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is (as Ctrl-C raises KeyboardInterrupt), so that every
+    ``finally`` runs: a result folder being written is removed, the earlier result stays."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def _quiet_exit(signum, frame) -> None:
+    """Ctrl-C or SIGTERM after the command has returned (the result is in place): no traceback."""
+    print("3ddx: interrupted" if signum == signal.SIGINT else "3ddx: terminated", file=sys.stderr, flush=True)
+    os._exit(130 if signum == signal.SIGINT else 143)
+
+
+def entry() -> None:
+    """The ``3ddx`` program: :func:`main` with SIGTERM as an exception (cleaned up like Ctrl-C), and after
+    it returns, Ctrl-C or SIGTERM during the interpreter's shut-down exits quietly (130, 143)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        code = main()
+    finally:
+        signal.signal(signal.SIGINT, _quiet_exit)
+        signal.signal(signal.SIGTERM, _quiet_exit)
+    sys.exit(code)

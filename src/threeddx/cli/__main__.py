@@ -1,6 +1,4 @@
 """``python -m threeddx.cli``."""
-import sys
+from . import entry
 
-from . import main
-
-sys.exit(main())
+entry()

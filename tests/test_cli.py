@@ -188,3 +188,60 @@ def test_the_inference_path_never_loads_the_training_module():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[]"
+
+
+def _data_store_file(name: str) -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("data_store")
+    if spec is None:
+        return None
+    p = Path(spec.submodule_search_locations[0]) / "data" / name
+    return p if p.exists() else None
+
+
+@pytest.mark.parametrize("case", ["complex NPY", "overflowing NPY", "JPEG-LS DICOM"])
+def test_odd_files_give_exactly_one_line(case, tmp_path, capsys):
+    """Errors whose text came from a library (numpy's cast warnings, pydicom's multi-line decoder message)
+    are one line too."""
+    if case == "complex NPY":
+        path = tmp_path / "c.npy"
+        np.save(path, np.ones((64, 64), np.complex64))
+        want = "pixels of type complex64"
+    elif case == "overflowing NPY":
+        path = tmp_path / "o.npy"
+        np.save(path, np.full((64, 64), 1e300))
+        want = "beyond float32's range"
+    else:
+        path = _data_store_file("emri_small_jpeg_ls_lossless.dcm")
+        if path is None:
+            pytest.skip("pydicom-data is not installed")
+        want = "JPEG-LS"
+    code, _, err = run(capsys, "predict", path, "--out", tmp_path / "out")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and want in lines[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_library_warning_is_one_line(tmp_path, capsys, monkeypatch):
+    """A warning a library raises while a command runs is printed as one line, not with its source line."""
+    import argparse
+    import warnings
+
+    from threeddx.cli import build_parser
+    from threeddx.errors import InputError
+
+    def warn_then_fail(args):
+        warnings.warn("a library's warning\nwith a second line", UserWarning)
+        raise InputError("stopped")
+
+    def parser():
+        p = build_parser()
+        for sub in next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices.values():
+            sub.set_defaults(func=warn_then_fail)
+        return p
+
+    monkeypatch.setattr("threeddx.cli.build_parser", parser)
+    code, _, err = run(capsys, "view", tmp_path)
+    assert code == 2 and err.strip().splitlines() == [
+        "3ddx: warning: a library's warning with a second line (UserWarning)", "3ddx: error: stopped"]

@@ -97,6 +97,7 @@ def test_the_app_gives_the_same_meshes_as_predict(predictor, example_files, tmp_
     ("over-the-pixel-limit", 413, "megapixels"),
     ("bad-geometry", 422, "source_to_detector_mm"),
     ("deeply-nested-geometry", 422, "levels deep"),
+    ("png-header-claims-100000-squared", 413, "over the limit"),
 ])
 def test_bad_uploads_are_refused_at_once_and_leave_nothing(case, status, message, predictor, example_files, tmp_path,
                                                          monkeypatch):
@@ -112,6 +113,16 @@ def test_bad_uploads_are_refused_at_once_and_leave_nothing(case, status, message
         files["image"] = ("x.png", _png((np.random.default_rng(0).random((256, 256)) * 255).astype(np.uint8)))
     elif case == "over-the-pixel-limit":
         files["image"] = ("x.png", _png(np.zeros((120, 110), np.uint8)))
+    elif case == "png-header-claims-100000-squared":  # a 100-byte file: refused from its header, not queued
+        import struct
+        import zlib
+
+        def chunk(kind, data):
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+        files["image"] = ("x.png", b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0,
+                                                                                         0, 0, 0))
+                          + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
     elif case == "deeply-nested-geometry":  # a RecursionError in the JSON parser before, answered 500
         files["geometry"] = ("g.json", b'{"a": ' + b"[" * 10_000 + b"]" * 10_000 + b"}")
     else:

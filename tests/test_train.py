@@ -153,6 +153,13 @@ def test_the_rules_of_a_run_folder(small_sim, tmp_path, capsys):
     assert "training had already finished (epoch 1 of 1); nothing to do" in capsys.readouterr().out
     assert not list(a.glob(".*tmp*"))
     args[-1] = "2"
+    c = tmp_path / "c"  # a refused resume (other model settings) leaves nothing that blocks a fresh run there
+    narrow = tmp_path / "narrow.yaml"
+    narrow.write_text((REPO / "configs" / "tiny.yaml").read_text().replace("width: 8", "width: 4"))
+    capsys.readouterr()
+    assert main(["train", "--config", str(narrow), *args[3:], "--out", str(c), "--resume", str(a / "last.pt")]) == 2
+    assert "model settings differ" in capsys.readouterr().err and not (c / "best.pt").exists()
+    assert main([*args, "--out", str(c)]) == 0
     assert main([*args, "--out", str(b), "--resume", str(a / "last.pt")]) == 0
     assert (b / "last.pt").exists() and (b / "best.pt").exists()
     assert load_checkpoint(b / "last.pt")["epoch"] == 2

@@ -124,6 +124,25 @@ def test_view_rewrites_a_result_from_its_files(demo_out, tmp_path):
     assert _payload((folder / "view.html").read_text(encoding="utf-8"))["has_truth"]
 
 
+def test_view_into_a_read_only_folder_is_one_line(demo_out, tmp_path, monkeypatch, capsys):
+    """A folder one cannot write in (simulated: tests may run as root, which writes anywhere)."""
+    import errno
+    import tempfile
+
+    folder = tmp_path / "dualface"
+    shutil.copytree(demo_out / "dualface", folder)
+    before = (folder / "view.html").read_bytes()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    assert main(["view", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot write" in err and "Permission denied" in err and len(err.splitlines()) == 1
+    assert (folder / "view.html").read_bytes() == before
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: p, "not a 3ddx predict or demo result"),
     (lambda p: p / "missing", "not a folder"),

@@ -354,7 +354,7 @@ def save_npz_atomic(path: str | Path, **arrays) -> None:
 
 # ------------------------------------------------------------ result folders
 #: OS errors that mean "this folder cannot take the output" rather than a bug.
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def check_out_folder(out: str | Path, marker: str) -> None:
@@ -469,7 +469,7 @@ def result_folder(out: str | Path, marker: str) -> Iterator[Path]:
         os.chmod(tmp, 0o777 & ~umask)
         _swap_in(tmp, out)
     except OSError as e:
-        if e.errno not in _WRITE_ERRNOS:
+        if e.errno not in WRITE_ERRNOS:
             raise
         raise InputError(f"cannot write {out}: {e.strerror}; nothing written") from None
     finally:

@@ -16,6 +16,7 @@ this module reads the inputs and writes the meshes, maps and summary.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,12 +115,26 @@ def check_pixel_limit(path: str | Path) -> None:
     suffix = path.suffix.lower()
     try:
         shape = _header_shape(path, suffix, _is_dicom(path) or suffix in (".dcm", ".dicom"))
-    except Exception:  # noqa: BLE001 - a header no reader understands: the full read reports it
-        return
+    except Exception as e:  # noqa: BLE001 - a header no reader understands: the full read reports it
+        claimed = re.search(r"Image size \((\d+) pixels\)", str(e))  # Pillow's refusal of a decompression bomb
+        if type(e).__name__ != "DecompressionBombError" or claimed is None:
+            return
+        shape = (int(claimed.group(1)),)
     if shape and int(np.prod(shape, dtype=np.float64)) > MAX_PIXELS:
         dims = " x ".join(str(v) for v in shape if v != 1)
         raise InputError(f"{path}: image of {dims} pixels, over the limit of {MAX_PIXELS / 1e6:g} megapixels "
                          "(downsample it first)")
+
+
+def _pixels(a: np.ndarray, path: Path) -> np.ndarray:
+    """An array file's pixels as float32: real numbers only (no complex, text or objects), all finite in float32."""
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"{path}: pixels of type {a.dtype}; a radiograph holds real numbers")
+    with np.errstate(over="ignore", invalid="ignore"):
+        img = a.astype(np.float32)
+    if not np.isfinite(img).all():
+        raise InputError(f"{path}: pixels that are NaN, infinite or beyond float32's range")
+    return img
 
 
 def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: XrayGeometry) -> tuple[np.ndarray, XrayGeometry, str]:
@@ -155,12 +170,12 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
                     im = im.convert("L")
                 img = np.asarray(im, dtype=np.float32)
         elif suffix == ".npy":
-            img = np.load(path).astype(np.float32)
+            img = _pixels(np.load(path), path)
         elif suffix == ".npz":
             with np.load(path) as z:
                 if "image" not in z:
                     raise InputError(f"{path}: an NPZ image needs an 'image' array")
-                img = z["image"].astype(np.float32)
+                img = _pixels(z["image"], path)
                 if "geometry" in z:
                     own = XrayGeometry.from_json(str(z["geometry"]), where=f"{path}:geometry")
         else:

@@ -546,7 +546,8 @@ def prepare_run_folder(out: str | Path, resume: str | Path | None, overwrite: bo
       ``--resume`` continues it, ``--overwrite`` deletes the earlier run's files
       (only :data:`RUN_FILES`) and starts again;
     * ``--resume`` into another folder copies the resumed run's ``best.pt`` (when
-      there is one) so that the new folder holds both files;
+      there is one) so that the new folder holds both files, once the resumed
+      checkpoint is accepted (:func:`copy_resumed_best`);
     * temporaries left by a killed run (``.last.pt.*.tmp.pt``) are removed.
     """
     import shutil
@@ -568,11 +569,18 @@ def prepare_run_folder(out: str | Path, resume: str | Path | None, overwrite: bo
     if out.is_dir():
         for tmp in out.glob(".*.tmp*"):
             tmp.unlink()
-    if resume is not None:
-        src = Path(resume).parent / "best.pt"
-        if src.exists() and not (out / "best.pt").exists() and src.resolve() != (out / "best.pt").resolve():
-            out.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, out / "best.pt")
+
+
+def copy_resumed_best(out: str | Path, resume: str | Path) -> None:
+    """``--resume`` into another folder: copy the resumed run's ``best.pt`` there (when it has one), once the
+    resumed checkpoint has been accepted (a refused one leaves nothing that would block a fresh run)."""
+    import shutil
+
+    out, src = Path(out), Path(resume).parent / "best.pt"
+    if src.exists() and not (out / "best.pt").exists() and src.resolve() != (out / "best.pt").resolve():
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "best.pt") as tmp:
+            shutil.copy2(src, tmp)
 
 
 def train(cfg: dict, resume: str | Path | None = None, progress: bool = True,
@@ -585,6 +593,8 @@ def train(cfg: dict, resume: str | Path | None = None, progress: bool = True,
     if int(os.environ.get("RANK", "0")) == 0:
         prepare_run_folder(cfg["out"], resume, overwrite)
     trainer = Trainer(cfg, resume, progress)
+    if resume is not None and int(os.environ.get("RANK", "0")) == 0:
+        copy_resumed_best(cfg["out"], resume)
     if trainer.epoch >= int(cfg["optim"]["epochs"]):
         return {"finished": True, "epoch": trainer.epoch}
     try:

@@ -41,7 +41,7 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import XrayGeometry
-from .io import atomic_path, check_names
+from .io import WRITE_ERRNOS, atomic_path, check_names
 from .viz import BONE_COLOURS
 
 #: The page a view is written to, in a predict result folder.
@@ -364,8 +364,13 @@ def _json_for_script(obj) -> str:
 def write_view(path: str | Path, data: ViewData, plotly_src: str | None = None) -> Path:
     """Write :func:`view_page` to ``path`` (atomically)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(view_page(data, plotly_src), encoding="utf-8")
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(view_page(data, plotly_src), encoding="utf-8")
+    except OSError as e:  # a read-only or full folder: one line, the earlier page untouched
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        raise InputError(f"cannot write {path}: {e.strerror}; the earlier page is untouched") from None
     return path
 
 

@@ -13,6 +13,7 @@ import difflib
 import os
 import signal
 import sys
+import warnings
 from typing import Sequence
 
 from .. import __version__
@@ -63,9 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"3ddx: error: {_unknown_options(parser, args.command, extra)}", file=sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning  # a library's warning: one line, not its source line
+            return int(args.func(args) or 0)
     except InputError as e:
-        print(f"3ddx: error: {e}", file=sys.stderr)
+        print(f"3ddx: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, whatever a library said
         return 2
     except KeyboardInterrupt:
         print("3ddx: interrupted", file=sys.stderr)
@@ -73,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print("3ddx: terminated", file=sys.stderr)
         return 143
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"3ddx: warning: {' '.join(str(message).split())} ({category.__name__})", file=sys.stderr)
 
 
 class Terminated(BaseException):

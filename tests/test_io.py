@@ -271,3 +271,7 @@ def test_a_live_writers_temporaries_are_left_alone(tmp_path):
         p.mkdir()
     assert remove_dead_temporaries(tmp_path / "out") == [gone]
     assert mine.is_dir() and elsewhere.is_dir() and other.is_dir() and not gone.exists()
+    page = tmp_path / f".view.html.{host}.{dead.pid}.k1ll3d.tmp.html"  # atomic_path's leftover of a killed writer
+    live = tmp_path / f".view.html.{writer_tag()}.w0rk1n.tmp.html"
+    page.write_text("half"), live.write_text("half")
+    assert remove_dead_temporaries(tmp_path / "view.html", files=True) == [page] and live.exists()

@@ -306,11 +306,14 @@ CHEST_DEFAULT_BONES = ("scapula_left", "scapula_right", "spine")
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
-    A crash or an exception leaves no partial file at ``path``.
+    A crash or an exception leaves no partial file at ``path``. The temporary is
+    named ``.NAME.HOST.PID.XXXX.tmp.EXT`` so that a later writer can tell a dead
+    one's leftover (:func:`remove_dead_temporaries` with ``files=True``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{writer_tag()}.", suffix=".tmp" + "".join(path.suffixes),
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -406,7 +409,7 @@ def _alive(pid: int) -> bool:
 UNTAGGED_TEMPORARY_AGE_S = 24 * 3600
 
 
-def remove_dead_temporaries(out: str | Path) -> list[Path]:
+def remove_dead_temporaries(out: str | Path, files: bool = False) -> list[Path]:
     """Remove the hidden temporaries that killed writers of ``out`` left beside it; return what was removed.
 
     A result folder is written as ``.NAME.HOST.PID.XXXX.partial`` and an earlier one
@@ -414,20 +417,22 @@ def remove_dead_temporaries(out: str | Path) -> list[Path]:
     writer ran on this host and is no longer alive is removed; a live writer's
     (another run writing into the same folder now) and another host's (a shared
     disk) are left alone. Untagged ones, from before writers named themselves,
-    are removed once a day old.
+    are removed once a day old. With ``files``, the same for the temporary files
+    :func:`atomic_path` writes beside a file ``out`` (``.NAME.HOST.PID.XXXX.tmp.EXT``).
     """
     out = Path(out)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         return []
     host = writer_tag().rsplit(".", 1)[0]
-    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?:(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.)?[^.]+\.(?:partial|old)$")
+    kinds = r"tmp(?:\..+)?" if files else r"(?:partial|old)"
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?:(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.)?[^.]+\.{kinds}$")
     removed = []
     import time
 
     for p in parent.iterdir():
         m = pattern.match(p.name)
-        if m is None or not p.is_dir():
+        if m is None or p.is_dir() == files:
             continue
         if m["pid"] is not None:
             dead = m["host"] == host and not _alive(int(m["pid"]))
@@ -437,7 +442,10 @@ def remove_dead_temporaries(out: str | Path) -> list[Path]:
             except OSError:
                 continue
         if dead:
-            shutil.rmtree(p, ignore_errors=True)
+            if files:
+                p.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import XrayGeometry
-from .io import WRITE_ERRNOS, atomic_path, check_names
+from .io import WRITE_ERRNOS, atomic_path, check_names, remove_dead_temporaries
 from .viz import BONE_COLOURS
 
 #: The page a view is written to, in a predict result folder.
@@ -365,6 +365,7 @@ def write_view(path: str | Path, data: ViewData, plotly_src: str | None = None) 
     """Write :func:`view_page` to ``path`` (atomically)."""
     path = Path(path)
     try:
+        remove_dead_temporaries(path, files=True)  # a killed earlier writer's half page
         with atomic_path(path) as tmp:
             tmp.write_text(view_page(data, plotly_src), encoding="utf-8")
     except OSError as e:  # a read-only or full folder: one line, the earlier page untouched

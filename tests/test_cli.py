@@ -245,3 +245,25 @@ def test_a_library_warning_is_one_line(tmp_path, capsys, monkeypatch):
     code, _, err = run(capsys, "view", tmp_path)
     assert code == 2 and err.strip().splitlines() == [
         "3ddx: warning: a library's warning with a second line (UserWarning)", "3ddx: error: stopped"]
+
+
+@pytest.mark.parametrize("text, want", [
+    ("ssm:\n  modes: x\n", "ssm.modes must be a whole number"),
+    ("ssm:\n  reg: .nan\n", "ssm.reg"),
+    ("ssm:\n  max_points: 5\n", "ssm.max_points"),
+    ("ssm: 5\n", "expected an 'ssm' section"),
+])
+def test_bad_ssm_settings_are_one_line(text, want, tmp_path, capsys):
+    cfg = tmp_path / "ssm.yaml"
+    cfg.write_text(text)
+    example = Path(__file__).resolve().parents[1] / "src" / "threeddx" / "data" / "example" / "llp26-10_p00.npz"
+    code, _, err = run(capsys, "predict", example, "--out", tmp_path / "out", "--mesh", "ssm", "--ssm-config", cfg)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and want in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("item, want", [("fat_mm=1e400", "outside"), ("fat_mm=5000", "outside"), ("zip=7", "outside"),
+                                        ("fat_mm=abc", "not a number")])
+def test_body_overrides_are_bounded(item, want, tmp_path, capsys):
+    code, _, err = run(capsys, "simulate", "--out", tmp_path / "out", "--subjects", "0", "--body", item)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and want in err, err

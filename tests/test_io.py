@@ -234,18 +234,20 @@ def _run_until_partial(args: list[str], parent: Path, sig: int) -> subprocess.Co
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["SIGKILL", "SIGTERM", "Ctrl-C"])
 def test_a_killed_predict_leaves_no_temporaries_after_the_next_run(tmp_path, sig):
     """SIGKILL while predict writes leaves its hidden folder; the next run into that output removes it. SIGTERM
-    is cleaned up at once ('3ddx: terminated', exit 143). Either way the earlier result is untouched."""
+    and Ctrl-C are cleaned up at once ('3ddx: terminated', 143; '3ddx: interrupted', 130; no traceback).
+    Either way the earlier result is untouched."""
     example = Path(__file__).resolve().parents[1] / "src" / "threeddx" / "data" / "example" / "llp26-10_p00.npz"
     out = tmp_path / "out"
     args = ["predict", str(example), "--out", str(out), "--mesh", "dual"]
     assert subprocess.run([sys.executable, "-m", "threeddx.cli", *args], capture_output=True).returncode == 0
     before = (out / "summary.json").read_bytes()
     r = _run_until_partial(args, tmp_path, sig)
-    if sig == signal.SIGTERM:
-        assert r.returncode == 143 and r.stderr.strip().splitlines()[-1] == "3ddx: terminated", r.stderr[-500:]
+    if sig != signal.SIGKILL:
+        code, line = (143, "3ddx: terminated") if sig == signal.SIGTERM else (130, "3ddx: interrupted")
+        assert r.returncode == code and r.stderr.strip().splitlines()[-1] == line, r.stderr[-500:]
         assert "Traceback" not in r.stderr
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     else:

@@ -16,6 +16,8 @@ result is a partial-volume occupancy; the label map is its 0.5 level.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -502,4 +504,19 @@ def parse_body_overrides(items: Sequence[str]) -> dict[str, float]:
             out[key] = float(value)
         except ValueError:
             raise InputError(f"--body {key}: {value!r} is not a number") from None
+        lo, hi = body_override_limits(key)
+        if not (math.isfinite(out[key]) and lo <= out[key] <= hi):
+            raise InputError(f"--body {key}: {value} is outside {lo:g}-{hi:g} (the random range, widened)")
     return out
+
+
+def body_override_limits(key: str) -> tuple[float, float]:
+    """What ``--body KEY=VALUE`` accepts: the random range widened by its own width each way (sizes not below
+    zero), so extreme bodies can be made but not ones that exhaust memory (a 10 m layer of fat); an optional
+    thing is 0 (absent) or 1 (present)."""
+    if key in OPTIONAL_PROBABILITIES:
+        return 0.0, 1.0
+    lo, hi = TISSUE_RANGES[key]
+    w = hi - lo
+    lo, hi = lo - w, hi + w
+    return (max(lo, 0.0) if key.endswith("_mm") and TISSUE_RANGES[key][0] >= 0 else lo), hi

@@ -76,7 +76,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, check_number
 from .io import atomic_path
 
 MIN_POINTS = 30
@@ -340,10 +340,27 @@ class FitSettings:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise InputError(f"config: unknown ssm setting(s) {', '.join(sorted(unknown))}")
-        out = cls(**d)
-        if out.modes < 1 or out.reg < 0 or out.iterations < 1 or out.max_points < MIN_POINTS:
-            raise InputError("config: ssm needs modes >= 1, reg >= 0, iterations >= 1, max_points >= 30")
-        return out
+        for key, (lo, hi, whole) in FIT_SETTING_RANGES.items():
+            if key in d:
+                check_number(d[key], lo, hi, "config", f"ssm.{key}", whole=whole)
+        for key in ("scale", "coupled"):
+            if key in d and not isinstance(d[key], bool):
+                raise InputError(f"config: ssm.{key} must be true or false, got {str(d[key])[:40]!r}")
+        if d.get("subjects") is not None:
+            s = d["subjects"]
+            if not isinstance(s, list) or len(s) < 2:
+                raise InputError("config: ssm.subjects must be a list of at least two LLP26 subjects")
+            for k in s:
+                check_number(k, 0, 25, "config", "ssm.subjects[]", whole=True)
+        return cls(**d)
+
+
+#: What each number of :class:`FitSettings` may be: (low, high, whole number).
+FIT_SETTING_RANGES: dict[str, tuple[float, float, bool]] = {
+    "modes": (1, 1000, True), "reg": (0.0, 1e6, False), "iterations": (1, 1000, True), "tol_mm": (0.0, 100.0, False),
+    "coarse_tol_mm": (0.0, 1000.0, False), "max_points": (MIN_POINTS, 10**6, True), "outlier_mm": (0.0, 1e4, False),
+    "outlier_k": (0.0, 1e3, False), "seed": (0, 2**32 - 1, True),
+}
 
 
 @dataclass

@@ -40,7 +40,10 @@ def ssm_settings(args: argparse.Namespace, checkpoint_config: dict | None = None
             user = yaml.safe_load(args.ssm_config.read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
             raise InputError(f"cannot read --ssm-config {args.ssm_config}: {e}") from None
-        d.update(user.get("ssm", user) if isinstance(user, dict) else {})
+        section = user.get("ssm", user) if isinstance(user, dict) else None
+        if not isinstance(section, dict):
+            raise InputError(f"--ssm-config {args.ssm_config}: expected an 'ssm' section of settings")
+        d.update(section)
     if getattr(args, "ssm_coupled", False):
         d["coupled"] = True
     return FitSettings.from_dict(d)

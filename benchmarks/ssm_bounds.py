@@ -21,18 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: A world frame far from the hips: 1.2 m away, turned 30 deg about x and 20 deg about z (a rigid M; the
-#: geometry's world_to_source becomes world_to_source @ inv(M)).
-FAR_SHIFT_MM = (600.0, -900.0, 500.0)
-
-
-def far_frame() -> np.ndarray:
-    from threeddx.geometry import rotation_matrix
-
-    m = np.eye(4)
-    m[:3, :3] = rotation_matrix((0, 0, 1), np.radians(20)) @ rotation_matrix((1, 0, 0), np.radians(30))
-    m[:3, 3] = FAR_SHIFT_MM
-    return m
+from robustness import far_frame  # noqa: E402 - the far world frame of the row "world frame far from the hips"
 
 
 def stats(fit, model, bone: str) -> dict:

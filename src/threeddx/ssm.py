@@ -34,7 +34,7 @@ closest point is the nearest model vertex with its vertex normal (a KD-tree,
 ~3 ms for 3,000 points on the pelvis); then the exact closest surface point
 (:func:`closest_points`, libigl's AABB tree, ~20 ms) until it moves by less
 than ``tol_mm``; the exact phase decides the result, the cheap one only gets
-there (a pelvis fit 2.9 -> 0.3 s on two cores). Only
+there (the bundled example's pelvis fit 1.6 -> 0.26 s on two cores). Only
 data-to-model distances enter, so a missing region (a gap, the distal femur
 outside the detector) pulls on nothing and is filled by the prior; points
 further than ``max(outlier_mm, outlier_k * median)`` from the surface get
@@ -69,8 +69,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from functools import lru_cache
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -380,9 +380,8 @@ class FitResult:
     landmarks: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (3,) world mm
     #: bone -> why its fit is implausible (:func:`judge_fit`); a bone absent here passed every bound
     rejected: dict[str, str] = field(default_factory=dict)
-    #: the fit's pose in the exposure's AP frame (rotation angle, degrees, per bone), and how many starts were tried
+    #: each bone's rotation from the exposure's AP orientation (degrees; :func:`fit_in_view`)
     view_rotation_deg: dict[str, float] = field(default_factory=dict)
-    starts: int = 1
     #: the landmarks in the frame the fit was made in (the view's AP frame, :func:`fit_in_view`), before
     #: :meth:`transformed` took them to the world: what later steps in that frame use, bit for bit
     local_landmarks: dict[str, np.ndarray] = field(default_factory=dict)
@@ -410,7 +409,6 @@ class FitResult:
             "rms_mm": {b: round(v, 3) for b, v in self.rms_mm.items()},
             "inlier_fraction": {b: round(v, 4) for b, v in self.inliers.items()},
             "iterations": self.iterations,
-            "starts": self.starts,
             "seconds": round(self.seconds, 3),
             "rotation_from_view_deg": {b: round(v, 2) for b, v in self.view_rotation_deg.items()},
             "rejected": dict(self.rejected),

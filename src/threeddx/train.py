@@ -69,7 +69,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 #: What each value of a training config must be (:func:`check_config`): a number kind and its range
-#: ("int" whole, "float" any, "float>0" positive; "?" also null), true/false, or text.
+#: ("int" whole, "float" any, "float>0" positive; "?" also null), true/false, or text (``None`` in the rule: or null).
 CONFIG_VALUES: dict[str, tuple] = {
     "data.size": ("int?", 8, 8192), "data.workers": ("int", 0, 256), "data.limit_train": ("int?", 1, 10**9),
     "data.negatives": ("float", 0.0, 1.0), "data.mirror": ("float", 0.0, 1.0),
@@ -78,7 +78,7 @@ CONFIG_VALUES: dict[str, tuple] = {
     "optim.lr": ("float>0", 0.0, 10.0), "optim.weight_decay": ("float", 0.0, 10.0), "optim.epochs": ("int", 1, 10**6),
     "optim.batch_size": ("int", 1, 65536), "optim.grad_clip": ("float?", 0.0, 1e9), "seed": ("int", 0, 2**32 - 1),
     "loss.casi": (bool,), "augment": (bool,), "amp": (bool,),
-    "data.root": (str,), "data.train_split": (str,), "data.val_split": (str,), "device": (str,), "out": (str,),
+    "data.root": (str,), "data.train_split": (str,), "data.val_split": (str, None), "device": (str,), "out": (str,),
     "optim.schedule": (str,),
 }
 
@@ -89,7 +89,7 @@ def check_config(cfg: dict, where: str) -> None:
         section, _, name = key.rpartition(".")
         value = (cfg[section] if section else cfg).get(name)
         if rule[0] in (bool, str):
-            if not isinstance(value, rule[0]):
+            if not isinstance(value, rule[0]) and not (None in rule and value is None):
                 kind = "true or false" if rule[0] is bool else "text"
                 raise InputError(f"{where}: {key} must be {kind}, got {str(value)[:40]!r}")
             continue

@@ -13,3 +13,24 @@ def test_a_local_dask_cluster_leaves_the_environment_as_it_was(monkeypatch):
     seen = list(map_tasks(os.getenv, [("MALLOC_TRIM_THRESHOLD_",), ("OMP_NUM_THREADS",)], workers=2, progress=False))
     assert sorted(seen, key=str) == ["1", None]  # the workers' own: one OpenMP thread, no trim threshold
     assert dict(os.environ) == before
+
+
+def test_ctrl_c_during_a_dask_run_is_one_line(tmp_path):
+    """Ctrl-C while local Dask workers simulate: '3ddx: interrupted', exit 130, and none of Dask's notices
+    about the tasks it cancels."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sim"
+    proc = subprocess.Popen([sys.executable, "-m", "threeddx.cli", "simulate", "--out", str(out), "--subjects", "0-9",
+                             "--poses", "1", "--size", "64", "--voxel-mm", "2", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("samples/*/pose_00.npz")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # the first subject done: the workers are running the next ones
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().splitlines() == ["3ddx: interrupted"], err[-2000:]

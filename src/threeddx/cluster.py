@@ -34,6 +34,7 @@ futures as they finish.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Callable, Iterator, Sequence
 
@@ -104,7 +105,7 @@ def map_tasks(fn: Callable, arg_list: Sequence[tuple], workers: int = 1, schedul
 
                 with dask.config.set({_TRIM: None}):  # module doc: glibc's own allocation policy in the workers
                     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, memory_limit=0)
+                                           dashboard_address=None, memory_limit=0, silence_logs=logging.ERROR)
                 client = Client(cluster)
         try:
             futures = [client.submit(_call, fn, args, threads, pure=False) for args in arg_list]
@@ -113,9 +114,16 @@ def map_tasks(fn: Callable, arg_list: Sequence[tuple], workers: int = 1, schedul
                 bar.update()
                 future.release()
         finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            # an interrupted run cancels its tasks: Dask's notices of that are not the user's concern (one line)
+            log = logging.getLogger("distributed")
+            level = log.level
+            log.setLevel(logging.ERROR)
+            try:
+                client.close()
+                if cluster is not None:
+                    cluster.close()
+            finally:
+                log.setLevel(level)
             for key in set(os.environ) - set(environ):
                 del os.environ[key]
             os.environ.update(environ)

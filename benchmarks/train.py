@@ -1,6 +1,13 @@
 """Training throughput: images per second and peak memory, per model and resolution.
 
     .venv/bin/python benchmarks/train.py [--sizes 128 256] [--device cpu] [--steps 10]
+    .venv/bin/python benchmarks/train.py --pipeline [--config release-128-mirror.yaml --size 256 --data DIR]
+
+``--pipeline``: real training steps (data loader and the random imaging chain
+included) of the released architecture at 256 px, each speed-up of
+:data:`PIPELINE` added in turn, a fresh process per row, with where a step's
+time goes; then how far bfloat16 moves the losses and depths. Data: e.g.
+``3ddx simulate --out data/sim256-bench --subjects 0,1,2 --poses 4 --size 256 --voxel-mm 1.5``.
 
 Each row runs in a fresh process: the model of a config (``configs/*.yaml``),
 a batch of random images and targets at that size (the data loader is not
@@ -76,6 +83,105 @@ def measure(*args):
     return in_fresh_process(_worker, *args)
 
 
+#: The steps of ``--pipeline``, each adding to the one before (train.DEFAULTS keys).
+PIPELINE = [
+    ("today: chain in the training process, float32", {}),
+    ("+ chain in 2 loader workers, 2 batches prefetched each", {"data": {"workers": 2}}),
+    ("+ channels_last", {"perf": {"channels_last": True}}),
+    ("+ bfloat16 autocast (network; losses float32)", {"perf": {"bf16": True}}),
+    ("+ torch.compile", {"perf": {"compile": True}}),
+]
+
+
+def _pipeline_worker(data: str, config: str, size: int, batch: int, steps: int, threads: int, over: dict, q) -> None:
+    """Real training steps (a Trainer of ``config`` on ``data``, random chains): the median images/s over ``steps``
+    steps after two warm-up steps, and where a step's time goes (waiting for the batch, forward, backward, optimiser)."""
+    import copy
+
+    import torch
+
+    from threeddx.train import Trainer, load_config
+
+    torch.set_num_threads(threads)
+    cfg = load_config(REPO / "configs" / config, {"data": {"root": data, "size": size},
+                                                  "optim": {"batch_size": batch}, "out": "/tmp/unused", "init": None})
+    for section, values in over.items():
+        cfg[section].update(values)
+    tr = Trainer(copy.deepcopy(cfg), progress=False)
+    tr.train_set.rows = tr.train_set.rows * ((batch * (steps + 2)) // len(tr.train_set.rows) + 1)
+    tr.model.train()
+    loader = iter(tr._loader(tr.train_set, True, 0))
+    parts = {"data": [], "forward": [], "backward": [], "optimiser": []}
+    walls = []
+    for k in range(steps + 2):
+        t0 = time.perf_counter()
+        b = tr._to(next(loader))
+        t1 = time.perf_counter()
+        loss, _, _, _ = tr._batch_loss(b)
+        t2 = time.perf_counter()
+        tr.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(tr.model.parameters(), 1.0)
+        tr.opt.step()
+        t4 = time.perf_counter()
+        if k >= 2:  # two warm-up steps (first allocations; compilation)
+            for name, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                parts[name].append(dt)
+            walls.append(t4 - t0)
+    n = sum(p.numel() for p in tr.model.parameters())
+    q.put((batch / statistics.median(walls), {k: 1000 * statistics.median(v) for k, v in parts.items()}, n))
+
+
+def precision_check(data: str, config: str, size: int, batch: int, threads: int) -> dict:
+    """Float32 against bfloat16 autocast on the same batch and weights: the losses' relative difference and the
+    largest depth difference (mm) inside the masks."""
+    import torch
+
+    from threeddx.train import Trainer, load_config
+
+    torch.set_num_threads(threads)
+    cfg = load_config(REPO / "configs" / config, {"data": {"root": data, "size": size, "negatives": 0.0},
+                                                  "optim": {"batch_size": batch}, "out": "/tmp/unused", "init": None})
+    tr = Trainer(cfg, progress=False)
+    b = tr._to(next(iter(tr._loader(tr.train_set, False, 0))))
+    tr.model.eval()
+    with torch.no_grad():
+        a = tr._batch_loss(b, training=False)
+        tr.bf16 = True
+        c = tr._batch_loss(b, training=True)
+    m = b["masks"] > 0.5
+    gap = max(float((a[3][k] - c[3][k])[m].abs().max()) for k in ("depth_front", "depth_back"))
+    return {"loss": abs(float(a[0]) - float(c[0])) / abs(float(a[0])), "depth_loss": abs(float(a[1]) - float(c[1])) /
+            abs(float(a[1])), "depth_mm": gap}
+
+
+def pipeline(args) -> None:
+    import torch
+
+    print(f"# training pipeline benchmark: {args.config} at {args.size} px on {args.data} (random chains), batch "
+          f"{args.batch}, median of {args.steps} steps after 2 warm-up; torch {torch.__version__}, {args.threads} "
+          f"threads, {platform.machine()}, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}")
+    print()
+    print("| step | images/s | x today | data wait ms | forward ms | backward ms | optimiser ms |")
+    print("|---|---|---|---|---|---|---|")
+    over: dict = {}
+    base = None
+    for label, change in PIPELINE:
+        for section, values in change.items():
+            over.setdefault(section, {}).update(values)
+        ips, parts, n = in_fresh_process(_pipeline_worker, args.data, args.config, args.size, args.batch, args.steps,
+                                         args.threads, {k: dict(v) for k, v in over.items()})
+        base = base or ips
+        print(f"| {label} | {ips:.2f} | {ips / base:.2f} | {parts['data']:.0f} | {parts['forward']:.0f} | "
+              f"{parts['backward']:.0f} | {parts['optimiser']:.0f} |", flush=True)
+    d = precision_check(args.data, args.config, args.size, args.batch, args.threads)
+    print()
+    print(f"bfloat16 against float32 on one batch (same weights): loss {100 * d['loss']:.3f} % apart, depth loss "
+          f"{100 * d['depth_loss']:.3f} %, depths at most {d['depth_mm']:.3f} mm apart inside the masks ({n / 1e6:.2f} M "
+          "parameters)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", default=["tiny.yaml", "cpu-128.yaml", "gpu-256.yaml"])
@@ -84,7 +190,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pipeline", action="store_true",
+                    help="real training steps of --config at --size on --data, each speed-up of PIPELINE added in turn")
+    ap.add_argument("--config", default="release-128-mirror.yaml")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--data", default=str(REPO / "data" / "sim256-bench"))
     args = ap.parse_args()
+    if args.pipeline:
+        return pipeline(args)
     import torch
 
     print(f"# train benchmark: device {args.device}, torch {torch.__version__}, {args.threads} threads, "

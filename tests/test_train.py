@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,7 +60,7 @@ def test_tiny_config_overfits_four_samples(small_sim, tmp_path):
     batch = tr._to(next(iter(tr._loader(tr.train_set, False, 0))))
     losses = []
     for _ in range(500):
-        loss, dl, _ = tr._batch_loss(batch)
+        loss, dl, _, _ = tr._batch_loss(batch)
         tr.opt.zero_grad()
         loss.backward()
         tr.opt.step()
@@ -218,3 +219,25 @@ def test_a_four_face_model_trains_predicts_and_meshes(four_face_sim, tmp_path):
     # a two-face checkpoint still loads and predicts without inner faces
     old = Predictor("dualface", hip_anchor=None).infer(image, geo)
     assert old.faces == 2 and old.depth_inner is None
+
+
+def test_the_cpu_speed_ups_train_and_their_checkpoint_predicts(small_sim, tmp_path):
+    """channels_last, bfloat16 autocast and loader workers: one epoch trains (finite losses), the depths leave
+    the network in float32, validation runs in float32, and the checkpoint loads for inference as any other."""
+    from threeddx.inference import Predictor
+
+    cfg = tiny_cfg(small_sim, tmp_path / "fast", optim={"epochs": 1}, data={"workers": 1},
+                   perf={"channels_last": True, "bf16": True})
+    tr = Trainer(cfg, progress=False)
+    batch = tr._to(next(iter(tr._loader(tr.train_set, False, 0))))
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+    _, _, _, out = tr._batch_loss(batch)
+    assert out["depth_front"].dtype == torch.float32 and out["depth_back"].dtype == torch.float32
+    rec = train(cfg, progress=False)
+    assert all(np.isfinite(v) for k, v in rec.items() if isinstance(v, float)), rec
+    p = Predictor(tmp_path / "fast" / "last.pt", hip_anchor=None)
+    with np.load(small_sim / "samples" / "llp26-00" / "pose_00.npz") as z:
+        from threeddx.geometry import XrayGeometry
+
+        pred = p.infer(z["image"], XrayGeometry.from_json(str(z["geometry"])))
+    assert np.isfinite(pred.depth_front).all()

@@ -130,7 +130,11 @@ class DualFaceNet(nn.Module):
             s = skips.pop()
             h = F.interpolate(h, size=s.shape[-2:], mode="bilinear", align_corners=False)
             h = dec(torch.cat([h, s], dim=1))
-        out = self.head(h)
+        h = self.head[:-1](h)
+        # the last 1x1 convolution and the depth decoding in float32 under any autocast: a bfloat16 logit
+        # (8 significant bits) would put the depths on a ~1 mm grid
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            out = self.head[-1](h.float())
         cfg, c = self.cfg, len(self.cfg.bones)
         span = cfg.sdd_mm * (cfg.depth_hi - cfg.depth_lo)
         res = {"mask_logits": out[:, :c]}

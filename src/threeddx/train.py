@@ -17,6 +17,7 @@ models the depth offset used at inference (see :func:`casi_offset_prior`).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import math
@@ -60,7 +61,10 @@ DEFAULTS: dict[str, Any] = {
     "augment": True,
     "seed": 0,
     "device": "auto",
-    "amp": True,
+    "amp": True,  # CUDA: float16 autocast with a gradient scaler (CPU: see perf.bf16)
+    # CPU speed (benchmarks/train.py measures each): NHWC tensors; bfloat16 autocast of the network (the losses
+    # stay float32); torch.compile of the network; and, for data.workers > 0, batches prefetched per worker
+    "perf": {"channels_last": False, "bf16": False, "compile": False, "prefetch": 2},
     "out": "runs/default",
     # fine-tuning: start from this checkpoint's weights (a path or a released name; same model settings),
     # with a new optimiser and schedule; ignored when resuming
@@ -77,7 +81,8 @@ CONFIG_VALUES: dict[str, tuple] = {
     "loss.lam": ("float", 0.0, 1.0), "loss.alpha": ("float", 0.0, 1e4), "loss.seg_weight": ("float", 0.0, 1e4),
     "optim.lr": ("float>0", 0.0, 10.0), "optim.weight_decay": ("float", 0.0, 10.0), "optim.epochs": ("int", 1, 10**6),
     "optim.batch_size": ("int", 1, 65536), "optim.grad_clip": ("float?", 0.0, 1e9), "seed": ("int", 0, 2**32 - 1),
-    "loss.casi": (bool,), "augment": (bool,), "amp": (bool,),
+    "loss.casi": (bool,), "augment": (bool,), "amp": (bool,), "perf.channels_last": (bool,), "perf.bf16": (bool,),
+    "perf.compile": (bool,), "perf.prefetch": ("int", 1, 64),
     "data.root": (str,), "data.train_split": (str,), "data.val_split": (str, None), "device": (str,), "out": (str,),
     "optim.schedule": (str,),
 }
@@ -289,7 +294,10 @@ class Trainer:
         self.model = DualFaceNet(self.mcfg).to(dev)
         if self.size % self.model.downsample_factor:
             raise InputError(f"data.size {self.size} must be a multiple of {self.model.downsample_factor} (2^levels)")
-        self.ddp = self.model
+        perf = cfg["perf"]
+        self.memory_format = torch.channels_last if perf["channels_last"] else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.ddp = torch.compile(self.model) if perf["compile"] else self.model
         if self.dist.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[dev.index] if dev.type == "cuda" else None
@@ -305,6 +313,7 @@ class Trainer:
         else:
             raise InputError(f"config: optim.schedule must be cosine or constant, got {o['schedule']!r}")
         self.amp = bool(cfg["amp"]) and dev.type == "cuda"
+        self.bf16 = bool(perf["bf16"]) and dev.type == "cpu"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.epoch, self.step, self.best = 0, 0, float("inf")
         self.casi_offset = casi_offset_prior(self.train_set) if cfg["loss"]["casi"] else None
@@ -391,9 +400,11 @@ class Trainer:
                     csv.writer(f).writerows(keep)
 
     # ---------------------------------------------------------- loops
-    def _batch_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _batch_loss(self, batch: dict, training: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """(loss, depth loss, mask loss, the network's outputs) of a batch; ``training``: in the training precision
+        (:meth:`autocast`), else float32 (validation chooses ``best.pt`` on the depths inference will give)."""
         lc = self.cfg["loss"]
-        with torch.autocast("cuda", enabled=self.amp):
+        with self.autocast() if training else contextlib.nullcontext():
             out = self.ddp(batch["image"])
         pred = depth_prediction(out, self.single).float()
         tgt, m = depth_targets(batch, self.single)
@@ -401,20 +412,31 @@ class Trainer:
         ml = mask_loss(out["mask_logits"].float(), batch["masks"])
         if "gap_logits" in out:  # K > 2: does each ray have each gap (a mask per bone and gap)
             ml = ml + mask_loss(out["gap_logits"].float().flatten(1, 2), batch["inner_valid"].flatten(1, 2))
-        return dl + lc["seg_weight"] * ml, dl, ml
+        return dl + lc["seg_weight"] * ml, dl, ml, out
+
+    def autocast(self):
+        """The network's precision: float16 on CUDA with ``amp``, bfloat16 on CPU with ``perf.bf16``, else float32."""
+        if self.bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast("cuda", enabled=self.amp)
 
     def _loader(self, dataset, shuffle: bool, epoch: int):
         from torch.utils.data import DataLoader, DistributedSampler
 
         sampler = DistributedSampler(dataset, self.dist.world, self.dist.rank, shuffle=shuffle, seed=int(self.cfg["seed"]))
         sampler.set_epoch(epoch)
+        workers = int(self.cfg["data"]["workers"])
+        # not persistent: each epoch's workers get the dataset with that epoch set (its random chains and poses)
         return DataLoader(
             dataset, batch_size=self.cfg["optim"]["batch_size"], sampler=sampler,
-            num_workers=int(self.cfg["data"]["workers"]), collate_fn=_collate,
+            num_workers=workers, collate_fn=_collate,
+            prefetch_factor=int(self.cfg["perf"]["prefetch"]) if workers else None,
         )
 
     def _to(self, batch: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        out = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        out["image"] = out["image"].contiguous(memory_format=self.memory_format)
+        return out
 
     def train_epoch(self) -> dict[str, float]:
         from tqdm.auto import tqdm
@@ -427,7 +449,7 @@ class Trainer:
         clip = self.cfg["optim"]["grad_clip"]
         for batch in tqdm(loader, desc=f"epoch {self.epoch + 1}", leave=False, disable=None if self.progress and self.dist.main else True):
             batch = self._to(batch)
-            loss, dl, ml = self._batch_loss(batch)
+            loss, dl, ml, _ = self._batch_loss(batch)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if clip:
@@ -450,8 +472,7 @@ class Trainer:
         tot = {"loss": 0.0, "abs": 0.0, "sq": 0.0, "px": 0.0, "dice": 0.0, "n": 0}
         for batch in self._loader(self.val_set, False, 0):
             batch = self._to(batch)
-            loss, _, _ = self._batch_loss(batch)
-            out = self.model(batch["image"])
+            loss, _, _, out = self._batch_loss(batch, training=False)  # one forward pass: the loss and the metrics
             pred = depth_prediction(out, self.single).float()
             tgt, m = depth_targets(batch, self.single)
             if self.casi_offset is not None:

@@ -163,17 +163,26 @@ def pipeline(args) -> None:
           f"{args.batch}, median of {args.steps} steps after 2 warm-up; torch {torch.__version__}, {args.threads} "
           f"threads, {platform.machine()}, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}")
     print()
-    print("| step | images/s | x today | data wait ms | forward ms | backward ms | optimiser ms |")
+    print(f"| step | images/s, median of {args.repeat} rounds (range) | x today | data wait ms | forward ms | "
+          "backward ms | optimiser ms |")
     print("|---|---|---|---|---|---|---|")
-    over: dict = {}
-    base = None
+    overs, over = [], {}
     for label, change in PIPELINE:
         for section, values in change.items():
             over.setdefault(section, {}).update(values)
-        ips, parts, n = in_fresh_process(_pipeline_worker, args.data, args.config, args.size, args.batch, args.steps,
-                                         args.threads, {k: dict(v) for k, v in over.items()})
-        base = base or ips
-        print(f"| {label} | {ips:.2f} | {ips / base:.2f} | {parts['data']:.0f} | {parts['forward']:.0f} | "
+        overs.append({k: dict(v) for k, v in over.items()})
+    runs: list[list] = [[] for _ in PIPELINE]
+    for _ in range(args.repeat):  # rounds over every row: a drift of the machine's speed hits every row alike
+        for k, o in enumerate(overs):
+            runs[k].append(in_fresh_process(_pipeline_worker, args.data, args.config, args.size, args.batch,
+                                            args.steps, args.threads, o))
+    base = statistics.median(r[0] for r in runs[0])
+    for (label, _), rows in zip(PIPELINE, runs):
+        ips = [r[0] for r in rows]
+        parts = {k: statistics.median(r[1][k] for r in rows) for k in rows[0][1]}
+        n = rows[0][2]
+        print(f"| {label} | {statistics.median(ips):.2f} ({min(ips):.2f}-{max(ips):.2f}) | "
+              f"{statistics.median(ips) / base:.2f} | {parts['data']:.0f} | {parts['forward']:.0f} | "
               f"{parts['backward']:.0f} | {parts['optimiser']:.0f} |", flush=True)
     d = precision_check(args.data, args.config, args.size, args.batch, args.threads)
     print()
@@ -192,6 +201,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pipeline", action="store_true",
                     help="real training steps of --config at --size on --data, each speed-up of PIPELINE added in turn")
+    ap.add_argument("--repeat", type=int, default=2, help="--pipeline: rounds over every row (median reported)")
     ap.add_argument("--config", default="release-128-mirror.yaml")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--data", default=str(REPO / "data" / "sim256-bench"))

@@ -241,3 +241,18 @@ def test_the_cpu_speed_ups_train_and_their_checkpoint_predicts(small_sim, tmp_pa
 
         pred = p.infer(z["image"], XrayGeometry.from_json(str(z["geometry"])))
     assert np.isfinite(pred.depth_front).all()
+
+
+def test_a_time_budget_stops_at_an_epoch_boundary_and_resume_continues(small_sim, tmp_path, capsys):
+    """--budget-min: the run stops after the last epoch that fits (at least one), says how to go on, and
+    --resume continues it and its log, epoch after epoch."""
+    from threeddx.cli import main
+
+    args = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(small_sim), "--epochs", "3",
+            "--out", str(tmp_path / "run")]
+    assert main([*args, "--budget-min", "0.0001"]) == 0
+    assert "stopped at the budget after epoch 1 of 3; --resume" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    assert main([*args, "--resume", str(tmp_path / "run" / "last.pt")]) == 0
+    assert [r["epoch"] for r in csv.DictReader(open(tmp_path / "run" / "metrics.csv"))] == ["1", "2", "3"]
+    assert main([*args, "--budget-min", "-1"]) == 2

@@ -502,14 +502,21 @@ class Trainer:
             "val_dice": tot["dice"] / max(tot["n"], 1),
         }
 
-    def fit(self) -> dict[str, float]:
+    def fit(self, budget_s: float | None = None) -> dict[str, float]:
+        """Train until ``optim.epochs``, or, with ``budget_s``, until the next epoch would end past that many
+        seconds of this invocation (at least one epoch; ``stopped_at_budget`` in the record). Either way
+        ``last.pt`` holds the last finished epoch, and ``--resume`` continues it and its log."""
         from torch.utils.tensorboard import SummaryWriter
 
         epochs = int(self.cfg["optim"]["epochs"])
         writer = SummaryWriter(str(self.out / "tb")) if self.dist.main else None
         last: dict[str, float] = {}
+        started = time.perf_counter()
         try:
             while self.epoch < epochs:
+                if last and self._out_of_time(started, budget_s, last["seconds"]):
+                    last["stopped_at_budget"] = True
+                    break
                 t0 = time.perf_counter()
                 rec = self.train_epoch()
                 rec.update(self.validate())
@@ -528,6 +535,15 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return last
+
+    def _out_of_time(self, started: float, budget_s: float | None, epoch_s: float) -> bool:
+        """Would one more epoch (as long as the last) end past the budget? Rank 0 decides for every rank."""
+        stop = budget_s is not None and (time.perf_counter() - started) + epoch_s > budget_s
+        if self.dist.world > 1:
+            flag = torch.tensor([int(stop)], device=self.device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        return stop
 
     def _log(self, rec: dict, writer) -> None:
         path = self.out / "metrics.csv"
@@ -605,7 +621,7 @@ def copy_resumed_best(out: str | Path, resume: str | Path) -> None:
 
 
 def train(cfg: dict, resume: str | Path | None = None, progress: bool = True,
-          overwrite: bool = False) -> dict[str, float]:
+          overwrite: bool = False, budget_s: float | None = None) -> dict[str, float]:
     """Train (or resume) a run into ``cfg["out"]`` (:func:`prepare_run_folder`'s rules).
 
     Returns the last epoch's record, or ``{"finished": True, "epoch": N}`` when the
@@ -619,7 +635,7 @@ def train(cfg: dict, resume: str | Path | None = None, progress: bool = True,
     if trainer.epoch >= int(cfg["optim"]["epochs"]):
         return {"finished": True, "epoch": trainer.epoch}
     try:
-        rec = trainer.fit()
+        rec = trainer.fit(budget_s)
         if trainer.dist.world > 1:
             # rank 0 hosts torchrun's rendezvous store: leaving while another rank is
             # still shutting down aborted that rank (SIGABRT, ~1 run in 10 on 2 CPU ranks)

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+
+from ..errors import InputError
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +28,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--faces", type=int, help="override model.faces: depth faces per bone, even (2: front and back; "
                    "K > 2 needs data simulated with --faces K or more)")
     p.add_argument("--device", help="override device (cpu, cuda, auto)")
+    p.add_argument("--budget-min", type=float, help="stop cleanly at the last epoch that ends within this many minutes "
+                   "of this run (at least one epoch); --resume OUT/last.pt continues it")
     p.set_defaults(func=run)
 
 
@@ -47,8 +52,14 @@ def run(args: argparse.Namespace) -> int:
     if args.init:
         over["init"] = args.init
     cfg = load_config(args.config, over)
-    rec = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    if rec.get("finished"):
+    if args.budget_min is not None and not (args.budget_min > 0 and math.isfinite(args.budget_min)):
+        raise InputError(f"--budget-min must be a positive number of minutes, got {args.budget_min}")
+    budget = None if args.budget_min is None else 60.0 * args.budget_min
+    rec = train(cfg, resume=args.resume, overwrite=args.overwrite, budget_s=budget)
+    if rec.get("stopped_at_budget"):
+        print(f"{cfg['out']}: stopped at the budget after epoch {rec['epoch']} of {cfg['optim']['epochs']}; "
+              f"--resume {cfg['out']}/last.pt continues")
+    elif rec.get("finished"):
         print(f"{cfg['out']}: training had already finished (epoch {rec['epoch']} of {cfg['optim']['epochs']}); "
               "nothing to do (raise --epochs to train longer)")
     elif rec:

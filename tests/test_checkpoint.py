@@ -165,24 +165,36 @@ TRAVERSING = {
 
 
 @pytest.mark.parametrize("case", list(TRAVERSING))
-def test_a_checkpoints_bone_names_never_become_paths_outside_the_output(tmp_path, case):
+def test_a_checkpoints_bone_names_never_become_paths_outside_the_output(tmp_path, case, capsys, monkeypatch):
     """Bone names become file names: a checkpoint whose names are paths, odd or doubled is refused in one
-    line before anything is written (predict and serve), and nothing appears outside --out."""
+    line before anything is written, and nothing appears outside --out."""
+    from threeddx.cli import main
+
     bones = list(TRAVERSING[case])
     if bones[0] is None:
         bones[0] = str(tmp_path / "abs" / "x")
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
+    monkeypatch.chdir(work)
     ck = _renamed(tmp_path, bones)
     before = sorted(p for p in tmp_path.rglob("*"))
-    r = subprocess.run([sys.executable, "-m", "threeddx.cli", "predict", str(EXAMPLE), "--checkpoint", str(ck),
-                        "--out", str(work / "out")], capture_output=True, text=True, timeout=300, cwd=work)
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    lines = r.stderr.strip().splitlines()
+    assert main(["predict", str(EXAMPLE), "--checkpoint", str(ck), "--out", str(work / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "bone" in lines[0] and "renamed.pt" in lines[0], lines
     assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written, here or elsewhere
+
+
+def test_a_traversing_checkpoint_is_refused_by_predict_and_serve_processes(tmp_path):
+    """The attack itself, through the installed command: predict and serve refuse it in one line, no traceback."""
     import socket
 
+    ck = _renamed(tmp_path, ["../../escape/x", "femur_left", "femur_right"])
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    r = subprocess.run([sys.executable, "-m", "threeddx.cli", "predict", str(EXAMPLE), "--checkpoint", str(ck),
+                        "--out", str(work / "out")], capture_output=True, text=True, timeout=300, cwd=work)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "renamed.pt" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "escape").exists() and not (work / "out").exists()
     with socket.create_server(("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]
     r = subprocess.run([sys.executable, "-m", "threeddx.cli", "serve", "--checkpoint", str(ck), "--port", str(port),

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -428,8 +429,6 @@ def remove_dead_temporaries(out: str | Path, files: bool = False) -> list[Path]:
     kinds = r"tmp(?:\..+)?" if files else r"(?:partial|old)"
     pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?:(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.)?[^.]+\.{kinds}$")
     removed = []
-    import time
-
     for p in parent.iterdir():
         m = pattern.match(p.name)
         if m is None or p.is_dir() == files:

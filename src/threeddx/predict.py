@@ -137,6 +137,49 @@ def _pixels(a: np.ndarray, path: Path) -> np.ndarray:
     return img
 
 
+def dicom_pixels(ds, path: Path) -> np.ndarray:
+    """A DICOM file's stored pixel values, whatever its transfer syntax.
+
+    pydicom decodes the uncompressed, deflated and RLE syntaxes itself and the
+    JPEG family (Lossless Process 14, JPEG-LS, JPEG 2000, Baseline, Extended)
+    through python-gdcm (BSD; pylibjpeg's libjpeg plugin would be GPL-3). Where
+    pydicom's gdcm plugin declines (12-bit JPEG Extended), GDCM's own reader
+    decodes the file. A syntax nothing decodes is one line naming it.
+    """
+    try:
+        return ds.pixel_array
+    except Exception as first:  # noqa: BLE001 - pydicom raises many kinds when no plugin decodes the data
+        try:
+            return _gdcm_pixels(path)
+        except Exception:  # noqa: BLE001
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            name = getattr(syntax, "name", str(syntax))
+            raise InputError(f"{path}: cannot decode its pixel data ({name}): "
+                             f"{' '.join(str(first).split())[:160]}") from None
+
+
+def _gdcm_pixels(path: Path) -> np.ndarray:
+    """Pixels by GDCM's own reader (single-sample images): (rows, cols) or (frames, rows, cols)."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(path))
+    if not reader.Read():
+        raise ValueError("GDCM cannot read it")
+    image = reader.GetImage()
+    dims = [int(d) for d in image.GetDimensions()]
+    pf = image.GetPixelFormat()
+    if pf.GetSamplesPerPixel() != 1:
+        raise ValueError("not a grey image")
+    dtypes = {gdcm.PixelFormat.UINT8: np.uint8, gdcm.PixelFormat.INT8: np.int8, gdcm.PixelFormat.UINT16: np.uint16,
+              gdcm.PixelFormat.INT16: np.int16, gdcm.PixelFormat.UINT32: np.uint32, gdcm.PixelFormat.INT32: np.int32}
+    buf = image.GetBuffer()  # bytes, handed over by SWIG as a str with surrogate escapes
+    raw = buf.encode("utf-8", "surrogateescape") if isinstance(buf, str) else bytes(buf)
+    a = np.frombuffer(raw, dtypes[pf.GetScalarType()])
+    frames = dims[2] if len(dims) > 2 else 1
+    return a.reshape(dims[1], dims[0]) if frames == 1 else a.reshape(frames, dims[1], dims[0])
+
+
 def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: XrayGeometry) -> tuple[np.ndarray, XrayGeometry, str]:
     """(image float32 (H, W), its geometry, where the geometry came from)."""
     path = Path(path)
@@ -153,7 +196,7 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
             import pydicom
 
             ds = pydicom.dcmread(str(path))
-            img = ds.pixel_array.astype(np.float32)
+            img = dicom_pixels(ds, path).astype(np.float32)
             if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
                 img = img.max() - img
             if img.ndim != 2:

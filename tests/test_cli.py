@@ -270,3 +270,27 @@ def test_bad_ssm_settings_are_one_line(text, want, tmp_path, capsys):
 def test_body_overrides_are_bounded(item, want, tmp_path, capsys):
     code, _, err = run(capsys, "simulate", "--out", tmp_path / "out", "--subjects", "0", "--body", item)
     assert code == 2 and len(err.strip().splitlines()) == 1 and want in err, err
+
+
+def test_a_png_of_any_shape_gets_its_geometry_from_two_numbers(tmp_path, capsys):
+    """Without a geometry file a 1280x1024 PNG is refused with the options that fix it; --pixel-mm (and --sdd-mm)
+    build its geometry; --sdd-mm alone or an impossible pixel size is one line."""
+    import json
+
+    from PIL import Image
+
+    with np.load(Path(__file__).resolve().parents[1] / "src" / "threeddx" / "data" / "example" / "llp26-10_p00.npz") as z:
+        img = np.clip(z["image"], 0, 1)
+    wide = np.zeros((1024, 1280), np.uint16)
+    wide[:, 128:1152] = np.kron(img, np.ones((8, 8))) * 65535  # the example at 8x, 0.42 mm pixels, padded sideways
+    png = tmp_path / "wide.png"
+    Image.fromarray(wide).save(png)
+    code, _, err = run(capsys, "predict", png, "--out", tmp_path / "a")
+    assert code == 2 and "give --geometry G.json, or --pixel-mm MM (and --sdd-mm MM)" in err
+    code, _, err = run(capsys, "predict", png, "--out", tmp_path / "b", "--pixel-mm", 430 / 1024, "--mesh", "dual")
+    assert code == 0, err
+    s = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert s["geometry_from"] == "--pixel-mm" and not s["missing"]
+    for args, want in ((["--sdd-mm", "1100"], "--sdd-mm needs --pixel-mm"), (["--pixel-mm", "50"], "outside 0.01-10")):
+        code, _, err = run(capsys, "predict", png, "--out", tmp_path / "c", *args)
+        assert code == 2 and want in err and len(err.strip().splitlines()) == 1, err

@@ -180,8 +180,14 @@ def _gdcm_pixels(path: Path) -> np.ndarray:
     return a.reshape(dims[1], dims[0]) if frames == 1 else a.reshape(frames, dims[1], dims[0])
 
 
-def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: XrayGeometry) -> tuple[np.ndarray, XrayGeometry, str]:
-    """(image float32 (H, W), its geometry, where the geometry came from)."""
+def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: XrayGeometry,
+                    declared: "Declared | None" = None) -> tuple[np.ndarray, XrayGeometry, str]:
+    """(image float32 (H, W), its geometry, where the geometry came from).
+
+    The geometry is, in this order: ``geometry`` (``--geometry``), one built from ``declared`` pixel size and
+    SDD for the image's own shape (``--pixel-mm``, ``--sdd-mm``), the file's own (DICOM tags, an NPZ's JSON),
+    or the model's nominal one (``fallback``, resampled when the image has its detector's aspect).
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"image not found: {path}")
@@ -229,22 +235,50 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
         raise InputError(f"cannot read image {path}: {type(e).__name__}: {str(e)[:120]}") from None
     if img.ndim != 2:
         raise InputError(f"{path}: expected a 2D grey image, got shape {img.shape}")
-    geo, source = (geometry, "--geometry") if geometry is not None else (own, own_source) if own is not None else (fallback, "checkpoint")
+    if geometry is not None:
+        geo, source = geometry, "--geometry"
+    elif declared is not None:
+        geo, source = declared.geometry(img.shape, fallback), "--pixel-mm"
+    elif own is not None:
+        geo, source = own, own_source
+    else:
+        geo, source = fallback, "checkpoint"
     if geo.detector_shape != img.shape:
         if source == "checkpoint" and np.isclose(img.shape[0] / img.shape[1], geo.detector_shape[0] / geo.detector_shape[1]):
             geo = geo.resample(img.shape[0], img.shape[1])  # same detector read out at another size
         else:
             raise InputError(
                 f"{path}: image is {img.shape[0]}x{img.shape[1]} px but the geometry ({source}) has a "
-                f"{geo.detector_shape[0]}x{geo.detector_shape[1]} px detector"
+                f"{geo.detector_shape[0]}x{geo.detector_shape[1]} px detector; give --geometry G.json, or "
+                "--pixel-mm MM (and --sdd-mm MM) for this image"
             )
     return img, geo, source
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What a user says of an image without a geometry file (``--pixel-mm``, ``--sdd-mm``): its detector pixels'
+    size (mm, square) and the source-to-detector distance (mm; default: the model's). The patient is taken in
+    the model's nominal pose, centred on the detector; the iso-centre as the preset assumes it."""
+
+    pixel_mm: float
+    sdd_mm: float | None = None
+
+    def geometry(self, shape: tuple[int, int], fallback: XrayGeometry) -> XrayGeometry:
+        rows, cols = shape
+        geo = XrayGeometry(self.sdd_mm or fallback.sdd, (rows, cols), (self.pixel_mm, self.pixel_mm),
+                           (cols / 2.0, rows / 2.0), fallback.world_to_source)
+        try:
+            geo.check_physical()
+        except InputError as e:
+            raise InputError(f"--pixel-mm/--sdd-mm: {e}") from None
+        return geo
 
 
 # ------------------------------------------------------------------ predict
 def pose_warning(source: str) -> list[str]:
     """A line when the patient's pose is not in the input (the model's nominal pose is used)."""
-    if source in ("checkpoint", "DICOM"):
+    if source in ("checkpoint", "DICOM", "--pixel-mm"):
         return ["the patient's pose is not in the image file: the model's nominal pose is assumed, so meshes are in "
                 "that nominal frame (give --geometry for a calibrated pose)"]
     return []
@@ -328,6 +362,7 @@ def reconstruct_image(
     complete_femur: bool = False,
     force: bool = False,
     warn=None,
+    declared: Declared | None = None,
 ) -> Reconstruction:
     """Image -> Prediction -> meshes, nothing written (:func:`predict_file` writes them).
 
@@ -345,7 +380,9 @@ def reconstruct_image(
     t = {}
     t0 = time.perf_counter()
     given = XrayGeometry.load(geometry_path) if geometry_path else None
-    raw, geo_full, geo_source = read_radiograph(image_path, given, predictor.geometry)
+    if given is not None and declared is not None:
+        raise InputError("give either --geometry or --pixel-mm/--sdd-mm, not both")
+    raw, geo_full, geo_source = read_radiograph(image_path, given, predictor.geometry, declared)
     t["load_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -514,12 +551,13 @@ def predict_file(
     force: bool = False,
     warn=None,
     view: bool = False,
+    declared: Declared | None = None,
 ) -> dict:
     """The whole X-ray-to-meshes path, written into ``out`` (README): :func:`reconstruct_image`, then
     :func:`write_reconstruction`. ``out`` is checked before any work. Returns the summary."""
     check_out_folder(out, RESULT_MARKER)  # before any work: a bad --out costs nothing
     rec = reconstruct_image(image_path, predictor, geometry_path, mesh_method, frame, ssm_settings, complete_femur,
-                            force, warn)
+                            force, warn, declared)
     return write_reconstruction(rec, out, report, view)
 
 

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import InputError
 from ._common import add_hip_anchor_option, add_mirror_option, add_ssm_options, device, hip_anchor, ssm_settings
 
 
@@ -14,13 +15,17 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="X-ray in, bone meshes out",
         description=(
             "Predict every bone's mask and front/back depth maps from one radiograph and mesh them. "
-            "IMAGE: PNG, TIFF, NPY, NPZ or DICOM. Geometry: --geometry, else the DICOM's tags, else "
-            "the NPZ's own, else the checkpoint's."
+            "IMAGE: PNG, TIFF, NPY, NPZ or DICOM. Geometry: --geometry, else --pixel-mm (and --sdd-mm), else "
+            "the DICOM's tags, else the NPZ's own, else the checkpoint's."
         ),
     )
     p.add_argument("image", type=Path)
     p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
     p.add_argument("--geometry", type=Path, help="geometry JSON of the image")
+    p.add_argument("--pixel-mm", type=float, help="without a geometry file: the detector's pixel size (mm); the "
+                   "geometry is built for the image's own shape, the patient in the model's nominal pose")
+    p.add_argument("--sdd-mm", type=float, help="with --pixel-mm: the source-to-detector distance (mm; default the "
+                   "model's, 1000)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--mesh", choices=["dual", "intervals", "poisson", "ssm"],
                    help="meshing of every bone: dual-face, the rays' bone intervals in ray space, Poisson, or the fitted "
@@ -40,13 +45,16 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predict import Predictor, predict_file
+    from ..predict import Declared, Predictor, predict_file
 
+    if args.sdd_mm is not None and args.pixel_mm is None:
+        raise InputError("--sdd-mm needs --pixel-mm (the detector's pixel size, mm) to build a geometry")
+    declared = None if args.pixel_mm is None else Declared(args.pixel_mm, args.sdd_mm)
     predictor = Predictor(args.checkpoint, device(args.device), hip_anchor=hip_anchor(args), mirror=args.mirror)
     s = predict_file(args.image, predictor, args.out, args.geometry, args.mesh, args.frame,
                      ssm_settings=ssm_settings(args, predictor.ck.get("config")), complete_femur=args.complete_femur,
                      force=args.force, warn=lambda line: print(f"3ddx: warning: {line}", file=sys.stderr),
-                     view=args.view)
+                     view=args.view, declared=declared)
     for name, b in s["bones"].items():
         vol = f", {b['volume_cm3']:.0f} cm3" if b["volume_cm3"] else ""
         print(f"  {name}: {b['vertices']} vertices{vol}")

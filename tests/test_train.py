@@ -145,14 +145,21 @@ def test_the_rules_of_a_run_folder(small_sim, tmp_path, capsys):
     args = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--data", str(small_sim), "--epochs", "1"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert main([*args, "--out", str(a)]) == 0
-    (a / ".last.pt.k1ll3d.tmp.pt").write_bytes(b"half")  # what a kill during a save leaves
+    from threeddx.io import writer_tag
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = writer_tag().rsplit(".", 1)[0]
+    (a / f".last.pt.{host}.{dead.pid}.k1ll3d.tmp.pt").write_bytes(b"half")  # what a kill during a save leaves
+    (a / f".best.pt.{writer_tag()}.w0rk1n.tmp.pt").write_bytes(b"half")  # a live writer's: left alone
     capsys.readouterr()
     assert main([*args, "--out", str(a)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already holds a training run; --resume" in err[0]
     assert main([*args, "--out", str(a), "--resume", str(a / "last.pt")]) == 0
     assert "training had already finished (epoch 1 of 1); nothing to do" in capsys.readouterr().out
-    assert not list(a.glob(".*tmp*"))
+    assert [p.name for p in a.glob(".*tmp*")] == [f".best.pt.{writer_tag()}.w0rk1n.tmp.pt"]
+    (a / f".best.pt.{writer_tag()}.w0rk1n.tmp.pt").unlink()
     args[-1] = "2"
     c = tmp_path / "c"  # a refused resume (other model settings) leaves nothing that blocks a fresh run there
     narrow = tmp_path / "narrow.yaml"

@@ -410,37 +410,44 @@ def _alive(pid: int) -> bool:
 UNTAGGED_TEMPORARY_AGE_S = 24 * 3600
 
 
+_TAGGED = re.compile(r"^\.(?P<name>.+?)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]+\.(?:tmp.*|partial|old)$")
+
+
+def is_dead_temporary(path: Path) -> bool:
+    """Whether a hidden temporary (``.NAME.HOST.PID.XXXX.tmp.EXT``, ``.partial``, ``.old``) is a dead writer's:
+    its writer ran on this host and is gone, or (another host's on a shared disk, or one from before writers
+    named themselves) it is older than :data:`UNTAGGED_TEMPORARY_AGE_S`. A live writer's never is."""
+    m = _TAGGED.match(path.name)
+    if m is not None and m["host"] == writer_tag().rsplit(".", 1)[0]:
+        return not _alive(int(m["pid"]))
+    try:
+        return time.time() - path.stat().st_mtime > UNTAGGED_TEMPORARY_AGE_S
+    except OSError:
+        return False
+
+
 def remove_dead_temporaries(out: str | Path, files: bool = False) -> list[Path]:
     """Remove the hidden temporaries that killed writers of ``out`` left beside it; return what was removed.
 
     A result folder is written as ``.NAME.HOST.PID.XXXX.partial`` and an earlier one
     moved aside as ``.NAME.HOST.PID.XXXX.old`` (:func:`result_folder`). One whose
     writer ran on this host and is no longer alive is removed; a live writer's
-    (another run writing into the same folder now) and another host's (a shared
-    disk) are left alone. Untagged ones, from before writers named themselves,
-    are removed once a day old. With ``files``, the same for the temporary files
+    (another run writing into the same folder now) is left alone; another host's
+    (a shared disk) and untagged ones (from before writers named themselves) are
+    removed once a day old (:func:`is_dead_temporary`). With ``files``, the same for the temporary files
     :func:`atomic_path` writes beside a file ``out`` (``.NAME.HOST.PID.XXXX.tmp.EXT``).
     """
     out = Path(out)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         return []
-    host = writer_tag().rsplit(".", 1)[0]
     kinds = r"tmp(?:\..+)?" if files else r"(?:partial|old)"
-    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?:(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.)?[^.]+\.{kinds}$")
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?:[A-Za-z0-9-]+\.\d+\.)?[^.]+\.{kinds}$")
     removed = []
     for p in parent.iterdir():
-        m = pattern.match(p.name)
-        if m is None or p.is_dir() == files:
+        if pattern.match(p.name) is None or p.is_dir() == files:
             continue
-        if m["pid"] is not None:
-            dead = m["host"] == host and not _alive(int(m["pid"]))
-        else:
-            try:
-                dead = time.time() - p.stat().st_mtime > UNTAGGED_TEMPORARY_AGE_S
-            except OSError:
-                continue
-        if dead:
+        if is_dead_temporary(p):
             if files:
                 p.unlink(missing_ok=True)
             else:

@@ -263,10 +263,13 @@ def write_manifest(out: Path, settings: SimSettings, jobs: Iterable[SubjectJob])
 
 
 def _remove_stale_temporaries(out: Path) -> None:
-    """Temporary files left by a killed run (see io.atomic_path): never complete, so removed."""
+    """Temporary files left by killed writers (see io.atomic_path; :func:`threeddx.io.is_dead_temporary`): never
+    complete, so removed; a live writer's (another run into this folder now) is left alone."""
+    from .io import is_dead_temporary
+
     for p in out.rglob(".*.tmp*"):
-        if p.is_file():
-            p.unlink()
+        if p.is_file() and is_dead_temporary(p):
+            p.unlink(missing_ok=True)
 
 
 def open_dataset_folder(out: str | Path, settings) -> Path:

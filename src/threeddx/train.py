@@ -35,7 +35,7 @@ import yaml
 
 from . import __version__
 from .errors import InputError, check_number
-from .io import check_names
+from .io import check_names, is_dead_temporary
 from .geometry import XrayGeometry, standard_ap_geometry
 from .checkpoint import (  # noqa: F401 (re-exported)
     CKPT_FORMAT, Checkpoint, export_release, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
@@ -605,7 +605,8 @@ def prepare_run_folder(out: str | Path, resume: str | Path | None, overwrite: bo
                 path.unlink()
     if out.is_dir():
         for tmp in out.glob(".*.tmp*"):
-            tmp.unlink()
+            if is_dead_temporary(tmp):  # a killed run's; a live writer's is left alone
+                tmp.unlink(missing_ok=True)
 
 
 def copy_resumed_best(out: str | Path, resume: str | Path) -> None:

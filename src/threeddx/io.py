@@ -396,7 +396,8 @@ def writer_tag() -> str:
     return f"{host}.{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -419,7 +420,7 @@ def is_dead_temporary(path: Path) -> bool:
     named themselves) it is older than :data:`UNTAGGED_TEMPORARY_AGE_S`. A live writer's never is."""
     m = _TAGGED.match(path.name)
     if m is not None and m["host"] == writer_tag().rsplit(".", 1)[0]:
-        return not _alive(int(m["pid"]))
+        return not process_alive(int(m["pid"]))
     try:
         return time.time() - path.stat().st_mtime > UNTAGGED_TEMPORARY_AGE_S
     except OSError:

@@ -360,13 +360,13 @@ def jobs_dir(settings: ServeSettings) -> Path:
 def remove_dead_servers(base: Path) -> list[Path]:
     """Remove the job folders of servers on this host that are gone (killed, crashed), named ``HOST.PID.XXXX``;
     a live server's, and another host's on a shared disk, are left alone. Returns what was removed."""
-    from .io import _alive
+    from .io import process_alive
 
     host = writer_tag().rsplit(".", 1)[0]
     removed = []
     for p in base.iterdir():
         m = re.fullmatch(r"(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]+", p.name)
-        if m and p.is_dir() and m["host"] == host and not _alive(int(m["pid"])):
+        if m and p.is_dir() and m["host"] == host and not process_alive(int(m["pid"])):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed

@@ -130,7 +130,11 @@ def main() -> int:
         "the hip joint that a shape-model fit of the predicted pelvis locates (threeddx.hipjoint; `--no-hip-anchor` "
         "keeps the network's depths; the test figures above include it, benchmarks/hip_anchor.py compares). A femur "
         "then inherits the pelvis's placement error along the beam, and its tilt (hip flexion, which an AP image "
-        "barely shows) is still the network's.", "",
+        "barely shows) is still the network's.",
+        "- **Frames**: shape-model fits (the pelvis's meshing and the femurs' anchoring) are made in the exposure's AP "
+        "frame and judged (threeddx.ssm.fit_in_view, judge_fit): no result depends on the world frame a geometry is "
+        "written in (tests/test_frames.py), and an implausible fit falls back to the network's own surface with a "
+        "warning (docs/results.md, \"Shape-model fits that cannot silently fail\").", "",
     ]
     with open(weights / "MODEL_CARD.md", "w") as f:
         f.write("\n".join(card))

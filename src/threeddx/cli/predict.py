@@ -19,7 +19,8 @@ def add(sub: argparse._SubParsersAction) -> None:
             "the DICOM's tags, else the NPZ's own, else the checkpoint's."
         ),
     )
-    p.add_argument("image", type=Path)
+    p.add_argument("image", type=str, help="a radiograph; or a folder, a CSV (image[,geometry]) or a quoted glob "
+                   "pattern of many: then --out is the batch folder (threeddx.batch)")
     p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
     p.add_argument("--geometry", type=Path, help="geometry JSON of the image")
     p.add_argument("--pixel-mm", type=float, help="without a geometry file: the detector's pixel size (mm); the "
@@ -41,6 +42,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="reconstruct every bone with a mask even when the image does not look like a hip radiograph")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=1, help="many images: local worker processes (Dask; default 1)")
+    p.add_argument("--scheduler", help="many images: a running Dask scheduler's address (tcp://HOST:8786)")
     p.set_defaults(func=run)
 
 
@@ -50,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
     if args.sdd_mm is not None and args.pixel_mm is None:
         raise InputError("--sdd-mm needs --pixel-mm (the detector's pixel size, mm) to build a geometry")
     declared = None if args.pixel_mm is None else Declared(args.pixel_mm, args.sdd_mm)
+    from ..batch import is_batch_input
+
+    if is_batch_input(args.image):
+        return run_batch(args, declared)
+    if args.workers != 1 or args.scheduler:
+        raise InputError("--workers and --scheduler are for many images (a folder, a CSV or a glob pattern)")
     predictor = Predictor(args.checkpoint, device(args.device), hip_anchor=hip_anchor(args), mirror=args.mirror)
     s = predict_file(args.image, predictor, args.out, args.geometry, args.mesh, args.frame,
                      ssm_settings=ssm_settings(args, predictor.ck.get("config")), complete_femur=args.complete_femur,
@@ -67,4 +76,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name}: written because of --force, but not found ({s['checks'][name]['why_not']})")
     total = sum(s["timings_s"].values())
     print(f"wrote {args.out} ({total:.2f} s: " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in s["timings_s"].items()) + ")")
+    return 0
+
+
+def run_batch(args: argparse.Namespace, declared) -> int:
+    """Many images (threeddx.batch): one result folder each, batch.csv and problems.csv."""
+    from ..batch import predict_batch
+
+    if args.geometry or declared is not None:
+        raise InputError("a batch takes each image's geometry from its file or the table's 'geometry' column, "
+                         "not --geometry or --pixel-mm")
+    spec = {"checkpoint": args.checkpoint, "device": device(args.device), "hip_anchor": not args.no_hip_anchor,
+            "mirror": args.mirror}
+    options = {"mesh_method": args.mesh, "frame": args.frame, "complete_femur": args.complete_femur,
+               "force": args.force, "view": args.view}
+    if args.ssm_config or args.ssm_coupled:
+        from ..checkpoint import load_checkpoint, resolve_checkpoint
+
+        options["ssm_settings"] = ssm_settings(args, load_checkpoint(resolve_checkpoint(args.checkpoint)).get("config"))
+    r = predict_batch(args.image, args.out, spec, options, args.workers, args.scheduler)
+    print(f"{r['written']} of {r['images']} images written to {args.out} ({r['refused']} refused: "
+          f"{r['problems_csv']}); per image and bone: {r['batch_csv']}")
     return 0

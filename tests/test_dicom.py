@@ -37,7 +37,7 @@ def _pixels(bits: int) -> np.ndarray:
     return np.round(0.05 * top + 0.9 * top * x).astype(np.uint16 if bits > 8 else np.uint8)
 
 
-def _uncompressed(path: Path, pixels: np.ndarray, bits: int, syntax=None) -> Path:
+def _uncompressed(path: Path, pixels: np.ndarray, bits: int, syntax=None, **tags) -> Path:
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -53,6 +53,8 @@ def _uncompressed(path: Path, pixels: np.ndarray, bits: int, syntax=None) -> Pat
     ds.DistanceSourceToDetector = 1000.0
     ds.ImagerPixelSpacing = [430.0 / pixels.shape[0], 430.0 / pixels.shape[1]]
     ds.PixelData = pixels.tobytes()
+    for key, value in tags.items():
+        setattr(ds, key, value)
     ds.save_as(str(path), enforce_file_format=True)
     return path
 
@@ -98,3 +100,51 @@ def test_a_deflated_file_decodes(tmp_path):
     path = _uncompressed(tmp_path / "deflated.dcm", pixels, 12, DeflatedExplicitVRLittleEndian)
     img, _, _ = read_radiograph(path, None, standard_ap_geometry(size=128))
     assert np.array_equal(img, pixels.astype(np.float32))
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    return (a - a.min()) / (a.max() - a.min())
+
+
+#: Files that need a step of DICOM's grayscale pipeline: (tags, how the stored values are made from the displayed
+#: ones, what the image must read back as, the step summary.json names)
+STEPS = {
+    "rescale slope -1": (dict(RescaleSlope=-1.0, RescaleIntercept=4095.0), lambda p: 4095 - p, lambda p: p,
+                         "Modality LUT"),
+    "VOI window": (dict(WindowCenter=2048.0, WindowWidth=1024.0), lambda p: p,
+                   lambda p: np.clip((p - 1536.0) / 1024.0, 0, 1), "VOI LUT"),
+    "MONOCHROME1": (dict(PhotometricInterpretation="MONOCHROME1"), lambda p: 4095 - p, lambda p: p, "MONOCHROME1"),
+    "Presentation LUT Shape INVERSE": (dict(PresentationLUTShape="INVERSE"), lambda p: 4095 - p, lambda p: p,
+                                       "INVERSE"),
+    "MONOCHROME1 and INVERSE (one inversion)": (dict(PhotometricInterpretation="MONOCHROME1",
+                                                     PresentationLUTShape="INVERSE"), lambda p: 4095 - p, lambda p: p,
+                                                "MONOCHROME1 and Presentation LUT Shape INVERSE"),
+}
+
+
+@pytest.mark.parametrize("case", list(STEPS))
+def test_pixels_are_read_as_the_modality_means_them(case, tmp_path):
+    """Each step of the grayscale pipeline a file asks for is applied (the image reads back bone bright, as
+    displayed) and named in the steps that go into summary.json."""
+    tags, store, expect, named = STEPS[case]
+    pixels = _pixels(12).astype(np.float64)
+    stored = store(pixels).astype(np.uint16)
+    path = _uncompressed(tmp_path / "x.dcm", stored, 12, **tags)
+    steps: list = []
+    img, _, _ = read_radiograph(path, None, standard_ap_geometry(size=128), steps=steps)
+    np.testing.assert_allclose(_unit(img), _unit(expect(pixels)), atol=2e-3)
+    assert any(named in s for s in steps), steps
+
+
+def test_a_plain_file_takes_no_step_and_the_summary_says_so(tmp_path):
+    from threeddx.inference import Predictor
+    from threeddx.predict import reconstruct_image
+
+    path = _uncompressed(tmp_path / "plain.dcm", _pixels(12), 12)
+    steps: list = []
+    read_radiograph(path, None, standard_ap_geometry(size=128), steps=steps)
+    assert steps == []
+    windowed = _uncompressed(tmp_path / "w.dcm", _pixels(12), 12, WindowCenter=2048.0, WindowWidth=4096.0)
+    rec = reconstruct_image(windowed, Predictor(None, hip_anchor=None), mesh_method="dual")
+    assert rec.summary["intensity_steps"] == ["VOI LUT (window centre 2048, width 4096)"]

@@ -180,9 +180,53 @@ def _gdcm_pixels(path: Path) -> np.ndarray:
     return a.reshape(dims[1], dims[0]) if frames == 1 else a.reshape(frames, dims[1], dims[0])
 
 
+def displayed_pixels(ds, stored: np.ndarray, steps: list | None = None) -> np.ndarray:
+    """A DICOM radiograph's stored values as it is displayed, float32, bone bright (DICOM's grayscale pipeline).
+
+    The Modality LUT (Rescale Slope/Intercept, or a table), then the first VOI LUT (a window, or a table),
+    then the inversion that MONOCHROME1 or a Presentation LUT Shape of INVERSE asks for (the two say the same
+    thing for DX images; done once). ``steps`` receives one line per step taken, for summary.json.
+    "For processing" images (raw detector data) are not converted and say so there.
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    out = steps if steps is not None else []
+    arr = np.asarray(stored)
+    if "ModalityLUTSequence" in ds or float(ds.get("RescaleSlope", 1) or 1) != 1 or float(ds.get("RescaleIntercept", 0) or 0):
+        arr = apply_modality_lut(arr, ds)
+        out.append("Modality LUT" + ("" if "ModalityLUTSequence" in ds else
+                                     f" (rescale slope {float(ds.RescaleSlope):g}, intercept {float(ds.RescaleIntercept):g})"))
+    if "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds):
+        arr = apply_voi_lut(arr, ds, index=0)
+        out.append("VOI LUT" + ("" if "VOILUTSequence" in ds else
+                                f" (window centre {_first(ds.WindowCenter):g}, width {_first(ds.WindowWidth):g})"))
+    arr = np.asarray(arr, np.float32)
+    mono1 = str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+    inverse = str(ds.get("PresentationLUTShape", "")).upper() == "INVERSE"
+    if mono1 or inverse:
+        arr = arr.max() + arr.min() - arr
+        out.append("inverted (" + " and ".join(w for w, on in (("MONOCHROME1", mono1), ("Presentation LUT Shape "
+                                                                                         "INVERSE", inverse)) if on) + ")")
+    if "For Processing" in str(getattr(ds.get("SOPClassUID"), "name", "")) or str(ds.get("PresentationIntentType", "")
+                                                                                  ).upper() == "FOR PROCESSING":
+        out.append("a 'for processing' image (raw detector data) read as stored: the model was trained on displayed "
+                   "radiographs")
+    return arr
+
+
+def _first(value) -> float:
+    """A DICOM value that may be multi-valued (several windows): its first, as a number."""
+    try:
+        return float(value[0]) if hasattr(value, "__len__") and not isinstance(value, (str, bytes)) else float(value)
+    except (TypeError, ValueError, IndexError):
+        return float("nan")
+
+
 def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: XrayGeometry,
-                    declared: "Declared | None" = None) -> tuple[np.ndarray, XrayGeometry, str]:
-    """(image float32 (H, W), its geometry, where the geometry came from).
+                    declared: "Declared | None" = None, steps: list | None = None
+                    ) -> tuple[np.ndarray, XrayGeometry, str]:
+    """(image float32 (H, W), its geometry, where the geometry came from); ``steps`` receives the intensity
+    steps applied to a DICOM file's values (:func:`displayed_pixels`).
 
     The geometry is, in this order: ``geometry`` (``--geometry``), one built from ``declared`` pixel size and
     SDD for the image's own shape (``--pixel-mm``, ``--sdd-mm``), the file's own (DICOM tags, an NPZ's JSON),
@@ -202,9 +246,7 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
             import pydicom
 
             ds = pydicom.dcmread(str(path))
-            img = dicom_pixels(ds, path).astype(np.float32)
-            if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-                img = img.max() - img
+            img = displayed_pixels(ds, dicom_pixels(ds, path), steps)
             if img.ndim != 2:
                 raise InputError(f"{path}: expected a single-frame grey radiograph, got shape {img.shape}")
             if geometry is None:
@@ -382,7 +424,8 @@ def reconstruct_image(
     given = XrayGeometry.load(geometry_path) if geometry_path else None
     if given is not None and declared is not None:
         raise InputError("give either --geometry or --pixel-mm/--sdd-mm, not both")
-    raw, geo_full, geo_source = read_radiograph(image_path, given, predictor.geometry, declared)
+    steps: list[str] = []
+    raw, geo_full, geo_source = read_radiograph(image_path, given, predictor.geometry, declared, steps)
     t["load_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -443,6 +486,7 @@ def reconstruct_image(
         "image": str(image_path),
         "checkpoint": str(predictor.checkpoint),
         "geometry_from": geo_source,
+        "intensity_steps": steps,
         "model_geometry": geo.to_dict(),
         "view": {"scale": round(pred.view.scale, 5), "isocenter_shift_mm": round(pred.view.shift_mm, 3),
                  "mirrored_view_averaged": getattr(predictor, "mirror_partners", None) is not None},

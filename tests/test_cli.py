@@ -294,3 +294,21 @@ def test_a_png_of_any_shape_gets_its_geometry_from_two_numbers(tmp_path, capsys)
     for args, want in ((["--sdd-mm", "1100"], "--sdd-mm needs --pixel-mm"), (["--pixel-mm", "50"], "outside 0.01-10")):
         code, _, err = run(capsys, "predict", png, "--out", tmp_path / "c", *args)
         assert code == 2 and want in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_inspect_says_what_it_reads_and_assumes(tmp_path, capsys):
+    """`3ddx inspect`: the example's geometry from its file, the hip found; noise with the model's geometry, not
+    found and the pose warning; --json the same facts; nothing written."""
+    import json
+
+    example = Path(__file__).resolve().parents[1] / "src" / "threeddx" / "data" / "example" / "llp26-10_p00.npz"
+    code, out, _ = run(capsys, "inspect", example)
+    assert code == 0 and "(geometry from file)" in out and "hip anatomy: found" in out
+    noise = tmp_path / "noise.npy"
+    np.save(noise, np.random.default_rng(0).random((128, 128)).astype(np.float32))
+    code, out, _ = run(capsys, "inspect", noise, "--json")
+    r = json.loads(out)
+    assert code == 0 and r["geometry_from"] == "checkpoint" and r["hip_found"] is False
+    assert r["pose"] == "the model's nominal AP pose" and any("nominal pose" in w for w in r["warnings"])
+    assert r["isocenter"].startswith("assumed") and r["intensity_steps"] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noise.npy"]

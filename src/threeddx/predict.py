@@ -297,6 +297,40 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
     return img, geo, source
 
 
+def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: str | Path | None = None,
+                  declared: "Declared | None" = None) -> dict:
+    """What predict reads from an image and what it assumes, and whether the model sees a hip (``3ddx inspect``).
+
+    Nothing is written. Keys: the file, its size; the geometry (SDD, pixel size, the iso-centre distance,
+    declared or assumed) and where it came from; the pose's origin; the intensity steps applied; the
+    reading convention; per bone the model's confidence and verdict; every warning predict would print.
+    """
+    if geometry_path is not None and declared is not None:
+        raise InputError("give either --geometry or --pixel-mm/--sdd-mm, not both")
+    given = XrayGeometry.load(geometry_path) if geometry_path else None
+    steps: list[str] = []
+    raw, geo, source = read_radiograph(image_path, given, predictor.geometry, declared, steps)
+    pred = predictor.infer(raw, geo)
+    return {
+        "image": str(image_path),
+        "size_px": list(raw.shape),
+        "geometry_from": source,
+        "source_to_detector_mm": geo.sdd,
+        "pixel_spacing_mm": list(geo.pixel_spacing),
+        "source_to_isocenter_mm": geo.isocenter_distance_or_assumed,
+        "isocenter": "declared" if geo.isocenter_distance is not None else
+                     f"assumed: the patient on the table, {geo.sdd - geo.isocenter_distance_or_assumed:g} mm above the detector",
+        "pose": "from the geometry" if source in ("--geometry", "file") else "the model's nominal AP pose",
+        "reading": "as an AP radiograph is read: superior at the top, the patient's right on the image's left; no flip "
+                   "applied",
+        "intensity_steps": steps,
+        "model_view": {"scale": round(pred.view.scale, 5), "isocenter_shift_mm": round(pred.view.shift_mm, 3)},
+        "bones": {b: {k: c[k] for k in ("confidence", "found", "why_not") if k in c} for b, c in pred.checks.items()},
+        "hip_found": pred.any_found,
+        "warnings": pred.notes + pose_warning(source),
+    }
+
+
 @dataclass(frozen=True)
 class Declared:
     """What a user says of an image without a geometry file (``--pixel-mm``, ``--sdd-mm``): its detector pixels'

@@ -18,10 +18,10 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import InputError
-from . import demo, evaluate, predict, render, serve, simulate, train, view
+from . import demo, evaluate, inspect_image, predict, render, serve, simulate, train, view
 
-COMMANDS = {"render": render, "simulate": simulate, "train": train, "predict": predict, "evaluate": evaluate,
-            "demo": demo, "view": view, "serve": serve}
+COMMANDS = {"render": render, "simulate": simulate, "train": train, "predict": predict, "inspect": inspect_image,
+            "evaluate": evaluate, "demo": demo, "view": view, "serve": serve}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,58 @@
+"""``3ddx inspect``: what predict reads from an image and assumes, before it runs (:func:`threeddx.predict.inspect_image`)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import InputError
+from ._common import device
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="what predict reads from an image and what it assumes (geometry, intensities, the model's verdict)",
+        description=("One screen (or --json) of an image as predict would take it: size, pixel size, SDD, the "
+                     "iso-centre and where each came from, the pose, the intensity steps, the reading convention, "
+                     "each bone's confidence, and every warning. Nothing is written."),
+    )
+    p.add_argument("image", type=Path)
+    p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
+    p.add_argument("--geometry", type=Path, help="geometry JSON of the image")
+    p.add_argument("--pixel-mm", type=float, help="without a geometry file: the detector's pixel size (mm)")
+    p.add_argument("--sdd-mm", type=float, help="with --pixel-mm: the source-to-detector distance (mm)")
+    p.add_argument("--json", action="store_true", help="print the JSON instead of the screen")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..predict import Declared, Predictor, inspect_image
+
+    if args.sdd_mm is not None and args.pixel_mm is None:
+        raise InputError("--sdd-mm needs --pixel-mm (the detector's pixel size, mm) to build a geometry")
+    declared = None if args.pixel_mm is None else Declared(args.pixel_mm, args.sdd_mm)
+    r = inspect_image(args.image, Predictor(args.checkpoint, device(args.device), hip_anchor=None), args.geometry,
+                      declared)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    rows, cols = r["size_px"]
+    sr, sc = r["pixel_spacing_mm"]
+    print(f"{r['image']}")
+    print(f"  size:        {rows} x {cols} px, pixels {sr:g} x {sc:g} mm  (geometry from {r['geometry_from']})")
+    print(f"  SDD:         {r['source_to_detector_mm']:g} mm")
+    print(f"  iso-centre:  {r['source_to_isocenter_mm']:g} mm from the source ({r['isocenter']})")
+    print(f"  pose:        {r['pose']}")
+    print(f"  reading:     {r['reading']}")
+    print(f"  intensities: {'; '.join(r['intensity_steps']) or 'as stored (no LUT, no inversion)'}")
+    v = r["model_view"]
+    print(f"  model view:  scale {v['scale']:g}, iso-centre shift {v['isocenter_shift_mm']:g} mm")
+    for bone, c in r["bones"].items():
+        verdict = "found" if c["found"] else f"not found ({c.get('why_not', '')})"
+        print(f"  {bone:12s} confidence {c['confidence']:.2f}: {verdict}")
+    print(f"  hip anatomy: {'found' if r['hip_found'] else 'NOT found: predict would refuse this image'}")
+    for line in r["warnings"]:
+        print(f"  warning: {line}")
+    return 0

@@ -304,11 +304,12 @@ def test_inspect_says_what_it_reads_and_assumes(tmp_path, capsys):
     example = Path(__file__).resolve().parents[1] / "src" / "threeddx" / "data" / "example" / "llp26-10_p00.npz"
     code, out, _ = run(capsys, "inspect", example)
     assert code == 0 and "(geometry from file)" in out and "hip anatomy: found" in out
+    assert "assumed: the patient on the table, 180 mm above the detector" in out  # its JSON declares no distance
     noise = tmp_path / "noise.npy"
     np.save(noise, np.random.default_rng(0).random((128, 128)).astype(np.float32))
     code, out, _ = run(capsys, "inspect", noise, "--json")
     r = json.loads(out)
     assert code == 0 and r["geometry_from"] == "checkpoint" and r["hip_found"] is False
     assert r["pose"] == "the model's nominal AP pose" and any("nominal pose" in w for w in r["warnings"])
-    assert r["isocenter"].startswith("assumed") and r["intensity_steps"] == []
+    assert r["isocenter"] == "the model's nominal geometry's" and r["intensity_steps"] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["noise.npy"]

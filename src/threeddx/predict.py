@@ -318,8 +318,10 @@ def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: s
         "source_to_detector_mm": geo.sdd,
         "pixel_spacing_mm": list(geo.pixel_spacing),
         "source_to_isocenter_mm": geo.isocenter_distance_or_assumed,
-        "isocenter": "declared" if geo.isocenter_distance is not None else
-                     f"assumed: the patient on the table, {geo.sdd - geo.isocenter_distance_or_assumed:g} mm above the detector",
+        "isocenter": ("the model's nominal geometry's" if source == "checkpoint" else "declared"
+                      if geo.isocenter_distance is not None else
+                      f"assumed: the patient on the table, {geo.sdd - geo.isocenter_distance_or_assumed:g} mm above "
+                      "the detector"),
         "pose": "from the geometry" if source in ("--geometry", "file") else "the model's nominal AP pose",
         "reading": "as an AP radiograph is read: superior at the top, the patient's right on the image's left; no flip "
                    "applied",

@@ -68,3 +68,21 @@ def hip_anchor(args: argparse.Namespace):
     from ..hipjoint import AnchorSettings
 
     return None if getattr(args, "no_hip_anchor", False) else AnchorSettings()
+
+
+def add_geometry_options(p: argparse.ArgumentParser) -> None:
+    """--geometry, or --pixel-mm (and --sdd-mm) for an image without a geometry file (predict, inspect)."""
+    p.add_argument("--geometry", type=Path, help="geometry JSON of the image")
+    p.add_argument("--pixel-mm", type=float, help="without a geometry file: the detector's pixel size (mm); the "
+                   "geometry is built for the image's own shape, the patient in the model's nominal pose")
+    p.add_argument("--sdd-mm", type=float, help="with --pixel-mm: the source-to-detector distance (mm; default the "
+                   "model's, 1000)")
+
+
+def declared_geometry(args: argparse.Namespace):
+    """``--pixel-mm``/``--sdd-mm`` as a :class:`threeddx.predict.Declared`, or None."""
+    from ..predict import Declared
+
+    if args.sdd_mm is not None and args.pixel_mm is None:
+        raise InputError("--sdd-mm needs --pixel-mm (the detector's pixel size, mm) to build a geometry")
+    return None if args.pixel_mm is None else Declared(args.pixel_mm, args.sdd_mm)

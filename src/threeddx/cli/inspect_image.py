@@ -5,8 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import InputError
-from ._common import device
+from ._common import add_geometry_options, declared_geometry, device
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -19,22 +18,17 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("image", type=Path)
     p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
-    p.add_argument("--geometry", type=Path, help="geometry JSON of the image")
-    p.add_argument("--pixel-mm", type=float, help="without a geometry file: the detector's pixel size (mm)")
-    p.add_argument("--sdd-mm", type=float, help="with --pixel-mm: the source-to-detector distance (mm)")
+    add_geometry_options(p)
     p.add_argument("--json", action="store_true", help="print the JSON instead of the screen")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predict import Declared, Predictor, inspect_image
+    from ..predict import Predictor, inspect_image
 
-    if args.sdd_mm is not None and args.pixel_mm is None:
-        raise InputError("--sdd-mm needs --pixel-mm (the detector's pixel size, mm) to build a geometry")
-    declared = None if args.pixel_mm is None else Declared(args.pixel_mm, args.sdd_mm)
     r = inspect_image(args.image, Predictor(args.checkpoint, device(args.device), hip_anchor=None), args.geometry,
-                      declared)
+                      declared_geometry(args))
     if args.json:
         print(json.dumps(r, indent=2))
         return 0

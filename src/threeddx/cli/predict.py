@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ._common import add_hip_anchor_option, add_mirror_option, add_ssm_options, device, hip_anchor, ssm_settings
+from ._common import (add_geometry_options, add_hip_anchor_option, add_mirror_option, add_ssm_options,
+                      declared_geometry, device, hip_anchor, ssm_settings)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -22,11 +23,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", type=str, help="a radiograph; or a folder, a CSV (image[,geometry]) or a quoted glob "
                    "pattern of many: then --out is the batch folder (threeddx.batch)")
     p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
-    p.add_argument("--geometry", type=Path, help="geometry JSON of the image")
-    p.add_argument("--pixel-mm", type=float, help="without a geometry file: the detector's pixel size (mm); the "
-                   "geometry is built for the image's own shape, the patient in the model's nominal pose")
-    p.add_argument("--sdd-mm", type=float, help="with --pixel-mm: the source-to-detector distance (mm; default the "
-                   "model's, 1000)")
+    add_geometry_options(p)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--mesh", choices=["dual", "intervals", "poisson", "ssm"],
                    help="meshing of every bone: dual-face, the rays' bone intervals in ray space, Poisson, or the fitted "
@@ -48,11 +45,9 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predict import Declared, Predictor, predict_file
+    from ..predict import Predictor, predict_file
 
-    if args.sdd_mm is not None and args.pixel_mm is None:
-        raise InputError("--sdd-mm needs --pixel-mm (the detector's pixel size, mm) to build a geometry")
-    declared = None if args.pixel_mm is None else Declared(args.pixel_mm, args.sdd_mm)
+    declared = declared_geometry(args)
     from ..batch import is_batch_input
 
     if is_batch_input(args.image):

@@ -95,19 +95,13 @@ def check_batch_folder(out: Path) -> None:
                          "folder")
 
 
-_PREDICTORS: dict = {}
-
-
 def _predictor(spec: dict):
     """This process's loaded model for ``spec`` (checkpoint, device, anchoring, mirror): loaded once per worker."""
     from .hipjoint import AnchorSettings
-    from .inference import Predictor
+    from .inference import loaded_predictor
 
-    key = json.dumps(spec, sort_keys=True)
-    if key not in _PREDICTORS:
-        _PREDICTORS[key] = Predictor(spec["checkpoint"], spec["device"],
-                                     hip_anchor=AnchorSettings() if spec["hip_anchor"] else None, mirror=spec["mirror"])
-    return _PREDICTORS[key]
+    return loaded_predictor(spec["checkpoint"], spec["device"], AnchorSettings() if spec["hip_anchor"] else None,
+                            spec["mirror"])
 
 
 def _run_item(spec: dict, item: BatchItem, out: Path, options: dict) -> tuple[str, str | None]:

@@ -123,17 +123,12 @@ def _truth_mesh(path: str):
 
 #: The femurs' hip-joint anchoring of predict (threeddx.hipjoint), evaluated by default.
 DEFAULT_ANCHOR = AnchorSettings()
-#: Loaded predictors of this process, by (checkpoint, device, anchoring): a Dask worker loads a model once.
-_PREDICTORS: dict = {}
 
 
 def _predictor(checkpoint, device: str, hip_anchor=DEFAULT_ANCHOR, mirror: bool | None = None):
-    from .inference import Predictor
+    from .inference import loaded_predictor
 
-    key = (str(checkpoint), device, hip_anchor, mirror)
-    if key not in _PREDICTORS:
-        _PREDICTORS[key] = Predictor(checkpoint, device, hip_anchor=hip_anchor, mirror=mirror)
-    return _PREDICTORS[key]
+    return loaded_predictor(checkpoint, device, hip_anchor, mirror)
 
 
 @dataclass

@@ -202,11 +202,7 @@ class XrayGeometry:
     def world_to_ap(self) -> np.ndarray:
         """Rigid 4x4 from world mm to this exposure's AP frame (module doc): what the view says of the
         patient's axes and place, independent of the frame ``world_to_source`` is written in."""
-        r = AP_WORLD_TO_SOURCE_ROTATION.T
-        a = np.eye(4)
-        a[:3, :3] = r
-        a[:3, 3] = -r @ np.array([0.0, 0.0, self.isocenter_distance_or_assumed])
-        return a @ self.world_to_source
+        return self.in_ap_frame().source_to_world @ self.world_to_source
 
     # -------------------------------------------------------------- detector
     def pixel_centers_source(self) -> np.ndarray:

@@ -340,3 +340,16 @@ class Predictor:
                           found={b: c["found"] for b, c in raw["checks"].items()}, inner=inner, fits=fits)
         return Prediction(self.bones, img, masks, raw.get("probabilities", masks.astype(np.float32)), front, back,
                           raw["checks"], view, notes, *(inner or (None, None)), fits=fits)
+
+
+#: Loaded predictors of this process, by (checkpoint, device, anchoring, mirror): a Dask worker loads a model once.
+_LOADED: dict = {}
+
+
+def loaded_predictor(checkpoint, device: str = "cpu", hip_anchor: AnchorSettings | None = AnchorSettings(),
+                     mirror: bool | None = None) -> Predictor:
+    """The :class:`Predictor` of these settings, loaded once per process (evaluate's and a batch's tasks)."""
+    key = (str(checkpoint), device, hip_anchor, mirror)
+    if key not in _LOADED:
+        _LOADED[key] = Predictor(checkpoint, device, hip_anchor=hip_anchor, mirror=mirror)
+    return _LOADED[key]

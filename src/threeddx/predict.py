@@ -297,6 +297,16 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
     return img, geo, source
 
 
+def read_input(image_path: str | Path, predictor: Predictor, geometry_path: str | Path | None,
+               declared: "Declared | None", steps: list) -> tuple[np.ndarray, XrayGeometry, str]:
+    """What predict and inspect read: the image and its geometry (``--geometry`` or ``--pixel-mm``, not both;
+    :func:`read_radiograph`), the model's nominal geometry the fallback."""
+    if geometry_path is not None and declared is not None:
+        raise InputError("give either --geometry or --pixel-mm/--sdd-mm, not both")
+    given = XrayGeometry.load(geometry_path) if geometry_path else None
+    return read_radiograph(image_path, given, predictor.geometry, declared, steps)
+
+
 def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: str | Path | None = None,
                   declared: "Declared | None" = None) -> dict:
     """What predict reads from an image and what it assumes, and whether the model sees a hip (``3ddx inspect``).
@@ -305,11 +315,8 @@ def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: s
     declared or assumed) and where it came from; the pose's origin; the intensity steps applied; the
     reading convention; per bone the model's confidence and verdict; every warning predict would print.
     """
-    if geometry_path is not None and declared is not None:
-        raise InputError("give either --geometry or --pixel-mm/--sdd-mm, not both")
-    given = XrayGeometry.load(geometry_path) if geometry_path else None
     steps: list[str] = []
-    raw, geo, source = read_radiograph(image_path, given, predictor.geometry, declared, steps)
+    raw, geo, source = read_input(image_path, predictor, geometry_path, declared, steps)
     pred = predictor.infer(raw, geo)
     return {
         "image": str(image_path),
@@ -322,7 +329,7 @@ def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: s
                       if geo.isocenter_distance is not None else
                       f"assumed: the patient on the table, {geo.sdd - geo.isocenter_distance_or_assumed:g} mm above "
                       "the detector"),
-        "pose": "from the geometry" if source in ("--geometry", "file") else "the model's nominal AP pose",
+        "pose": "the model's nominal AP pose" if pose_warning(source) else "from the geometry",
         "reading": "as an AP radiograph is read: superior at the top, the patient's right on the image's left; no flip "
                    "applied",
         "intensity_steps": steps,
@@ -457,11 +464,8 @@ def reconstruct_image(
         raise InputError("--frame must be world or source")
     t = {}
     t0 = time.perf_counter()
-    given = XrayGeometry.load(geometry_path) if geometry_path else None
-    if given is not None and declared is not None:
-        raise InputError("give either --geometry or --pixel-mm/--sdd-mm, not both")
     steps: list[str] = []
-    raw, geo_full, geo_source = read_radiograph(image_path, given, predictor.geometry, declared, steps)
+    raw, geo_full, geo_source = read_input(image_path, predictor, geometry_path, declared, steps)
     t["load_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

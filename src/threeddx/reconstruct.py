@@ -366,15 +366,20 @@ def _unpack(m: BoneMaps) -> tuple[np.ndarray, np.ndarray, "np.ndarray | None", "
     return mask, front, back, (rest[0] if rest else None)
 
 
+def _mesh_in_view(m: BoneMaps, geometry: XrayGeometry, method: str):
+    """One bone's mesh by ``method`` (:func:`reconstruct_bone`), made in the view's AP frame, where the world
+    frame cannot matter (a Poisson octree's axes), then moved to the world (mm)."""
+    mask, front, back, inner = _unpack(m)
+    return reconstruct_bone(mask, front, back, geometry.in_ap_frame(), method, inner=inner).apply_transform(
+        geometry.ap_to_world)
+
+
 def _per_bone(method: str):
     def mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict) -> tuple[dict, dict]:
         out: dict = {}
-        in_ap = geometry.in_ap_frame()  # meshed where the world frame cannot matter (a Poisson octree's axes)
         for bone, m in maps.items():
-            mask, front, back, inner = _unpack(m)
             try:
-                out[bone] = reconstruct_bone(mask, front, back, in_ap, method, inner=inner).apply_transform(
-                    geometry.ap_to_world)
+                out[bone] = _mesh_in_view(m, geometry, method)
             except InputError as e:
                 out[bone] = e
         return out, {}
@@ -417,14 +422,12 @@ def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict
         key = "coupled" if sum(f is fit for f in fits.values()) > 1 else b
         fit_info[key] = fit.to_dict()
         if b in fit.rejected:
-            mask, front, back, inner = _unpack(maps[b])
+            own = "dual" if _unpack(maps[b])[2] is not None else "front"
             try:
-                meshes[b] = reconstruct_bone(mask, front, back, in_ap, "dual" if back is not None else "front",
-                                             inner=inner).apply_transform(geometry.ap_to_world)
+                meshes[b] = _mesh_in_view(maps[b], geometry, own)
             except InputError as e:
                 meshes[b] = e
-            info[b] = {"mesh_method": "dual" if back is not None else "front", "ssm_rms_mm": round(fit.rms_mm[b], 3),
-                       "ssm_rejected": fit.rejected[b]}
+            info[b] = {"mesh_method": own, "ssm_rms_mm": round(fit.rms_mm[b], 3), "ssm_rejected": fit.rejected[b]}
             continue
         full = fit.mesh(b)
         frac = outside_fraction(full, geometry)

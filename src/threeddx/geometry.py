@@ -22,6 +22,10 @@ Frames and units
   hip joints' mid-plane); the preset's is 820 mm. It is what a user can declare
   about the patient without a calibrated pose (e.g. a table height), and what
   :func:`model_view` uses to show an image to a model trained at another one.
+  What a room records instead, a table's or the skin's distance from the
+  source, becomes one by :func:`isocenter_from_table` and
+  :func:`isocenter_from_entrance` (JSON ``source_to_table_mm``; DICOM
+  (0018,1111)).
 
 Standard preset (AP hip / pelvis radiograph)
 --------------------------------------------
@@ -83,6 +87,27 @@ STANDARD_SOURCE_TO_ISOCENTER_MM = 820.0
 #: The iso-centre's height above the detector in the preset (mm): the patient lies on the
 #: table, so this, not the distance from the source, stays when the SDD changes.
 ISOCENTER_ABOVE_DETECTOR_MM = STANDARD_SDD_MM - STANDARD_SOURCE_TO_ISOCENTER_MM
+
+#: How far the hip joints' centres lie in front of the table top for a supine AP pelvis (mm): the median
+#: of the training bodies (:mod:`threeddx.phantom`: posterior pelvis, muscle and fat behind the hip joints;
+#: 5-95 %: 115-199 mm over the 22 LLP26 adults x 20 bodies each; ``benchmarks/isocentre_rule.py``).
+HIPS_ABOVE_TABLE_MM = 145.0
+#: How far the hip joints' centres lie behind the skin facing the source (mm): the same bodies' median
+#: (5-95 %: 88-229 mm; the belly and any fold in front).
+HIPS_BELOW_ENTRANCE_MM = 120.0
+
+
+def isocenter_from_table(source_to_table_mm: float, hips_above_table_mm: float = HIPS_ABOVE_TABLE_MM) -> float:
+    """The iso-centre distance (mm) of a supine AP exposure whose table top lies ``source_to_table_mm`` from
+    the source: the hip joints ``hips_above_table_mm`` in front of it (:data:`HIPS_ABOVE_TABLE_MM`)."""
+    return float(source_to_table_mm) - float(hips_above_table_mm)
+
+
+def isocenter_from_entrance(source_to_skin_mm: float, hips_below_skin_mm: float = HIPS_BELOW_ENTRANCE_MM) -> float:
+    """The iso-centre distance (mm) when the distance from the source to the patient's skin facing it is
+    known (an entrance-surface distance): the hip joints :data:`HIPS_BELOW_ENTRANCE_MM` behind the skin."""
+    return float(source_to_skin_mm) + float(hips_below_skin_mm)
+
 
 _JSON_KEYS = (
     "source_to_detector_mm",
@@ -376,6 +401,14 @@ class XrayGeometry:
         missing = [k for k in _JSON_KEYS if k not in d]
         if missing:
             raise InputError(f"{where}: missing key(s) {', '.join(missing)}")
+        if d.get("source_to_table_mm") is not None:
+            if d.get("source_to_isocenter_mm") is not None:
+                raise InputError(f"{where}: give source_to_isocenter_mm or source_to_table_mm, not both")
+            try:
+                table = float(d["source_to_table_mm"])
+            except (TypeError, ValueError):
+                raise InputError(f"{where}: source_to_table_mm must be a number") from None
+            d = dict(d, source_to_isocenter_mm=isocenter_from_table(table))
         try:
             geo = cls(
                 sdd=float(d["source_to_detector_mm"]),
@@ -425,8 +458,9 @@ class XrayGeometry:
         return geo
 
 
-#: Every key a geometry document may hold (the required ones and the optional iso-centre distance).
-_ALL_KEYS = (*_JSON_KEYS, "source_to_isocenter_mm")
+#: Every key a geometry document may hold: the required ones and the optional iso-centre distance, or the
+#: table top's distance from the source (:func:`isocenter_from_table` turns it into the iso-centre's).
+_ALL_KEYS = (*_JSON_KEYS, "source_to_isocenter_mm", "source_to_table_mm")
 #: Bounds of a geometry document (:meth:`XrayGeometry.from_json`): ours are ~1 kB and 3 levels deep.
 MAX_JSON_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 4

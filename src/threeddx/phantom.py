@@ -268,6 +268,29 @@ def _thin_plate_hu(thickness_mm: float, spacing: float, hu_material: float = HU_
     return HU_AIR + f * (hu_material - HU_AIR) if f < 1 else hu_material
 
 
+def trunk_outline(pelvis_pts: np.ndarray, tissue: Mapping[str, float]) -> tuple[float, float, float, float, float]:
+    """The trunk's muscle outline about the bony pelvis (N, 3 LPS mm points of the hip bones and sacrum):
+    lateral and AP semi-axes (mm), the belly's anterior bulge factor, and the centre (x, y) in mm. Fat
+    (``fat_mm``) lies outside it, the front times the bulge."""
+    pmin, pmax = pelvis_pts.min(0), pelvis_pts.max(0)
+    a_m = 0.5 * (pmax[0] - pmin[0]) + tissue["muscle_lateral_mm"]
+    b_m = 0.5 * (pmax[1] - pmin[1]) + tissue["muscle_ap_mm"]
+    belly = 1.0 + 0.35 * tissue["fat_mm"] / 80.0  # the anterior wall bulges with fat
+    return (float(a_m), float(b_m), float(belly), float(0.5 * (pmax[0] + pmin[0]) + tissue["asymmetry_mm"]),
+            float(0.5 * (pmax[1] + pmin[1])))
+
+
+def hip_depths(pelvis_pts: np.ndarray, hip_centers: Sequence[np.ndarray], tissue: Mapping[str, float]
+               ) -> tuple[float, float]:
+    """How far (mm) the hip joints' mid-point lies in front of the body's back (the table top it lies on)
+    and behind its front skin, for this body: the numbers behind
+    :data:`threeddx.geometry.HIPS_ABOVE_TABLE_MM` and :data:`~threeddx.geometry.HIPS_BELOW_ENTRANCE_MM`."""
+    _, b_m, belly, _, cy = trunk_outline(pelvis_pts, tissue)
+    fat = tissue["fat_mm"]
+    hip_y = float(np.mean([np.asarray(c)[1] for c in hip_centers]))
+    return cy + b_m + fat - hip_y, hip_y - (cy - (b_m + fat) * belly)
+
+
 def synthesize_ct(
     bone_parts: Mapping[str, tuple[np.ndarray, np.ndarray]],
     part_labels: Mapping[str, int],
@@ -320,10 +343,7 @@ def synthesize_ct(
     pelvis_pts = np.concatenate([v for p, (v, _) in bone_parts.items() if "pelvis" in p or p == "sacrum"])
     pmin, pmax = pelvis_pts.min(0), pelvis_pts.max(0)
     fat = tissue["fat_mm"]
-    a_m = 0.5 * (pmax[0] - pmin[0]) + tissue["muscle_lateral_mm"]
-    b_m = 0.5 * (pmax[1] - pmin[1]) + tissue["muscle_ap_mm"]
-    belly = 1.0 + 0.35 * fat / 80.0  # the anterior wall bulges with fat
-    cx_p, cy_p = 0.5 * (pmax[0] + pmin[0]) + tissue["asymmetry_mm"], 0.5 * (pmax[1] + pmin[1])
+    a_m, b_m, belly, cx_p, cy_p = trunk_outline(pelvis_pts, tissue)
     n_pow = tissue["outline_power"]
     z_crotch = pmin[2] + 10.0
     thigh_axes = []

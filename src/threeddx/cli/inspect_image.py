@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"  pose:        {r['pose']}")
     print(f"  reading:     {r['reading']}")
     print(f"  intensities: {'; '.join(r['intensity_steps']) or 'as stored (no LUT, no inversion)'}")
+    for name, value in r["dicom_tags"].items():
+        print(f"  tag:         {name} = {value if isinstance(value, str) else chr(92).join(value)}")
+    for line in r["assumptions"]:
+        print(f"  assumed:     {line}")
     v = r["model_view"]
     print(f"  model view:  scale {v['scale']:g}, iso-centre shift {v['isocenter_shift_mm']:g} mm")
     for bone, c in r["bones"].items():

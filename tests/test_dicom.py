@@ -377,3 +377,28 @@ def test_a_for_processing_image_without_its_relationship_is_refused(small_sim, t
     path = _for_processing(tmp_path / "raw.dcm", np.round(60000 * signal / signal.max()).astype(np.uint16), geo)
     with pytest.raises(InputError, match="Pixel Intensity Relationship"):
         read_radiograph(path, None, standard_ap_geometry(size=geo.detector_shape[0]))
+
+
+def test_a_declared_isocentre_or_table_overrides_the_file(tmp_path):
+    """``--isocenter-mm``/``--table-mm`` (threeddx.predict.Declared) place the patient over the tags or the
+    default, for a DICOM and for a PNG with ``--pixel-mm``; the reading says where it came from."""
+    from PIL import Image
+
+    from threeddx.errors import InputError
+    from threeddx.predict import Declared
+
+    dcm = _uncompressed(tmp_path / "t.dcm", _ap_image(), 12, DistanceSourceToPatient=965.0)
+    nominal = standard_ap_geometry(size=128)
+    reading = Reading()
+    _, geo, _ = read_radiograph(dcm, None, nominal, Declared(isocenter_mm=870.0), reading)
+    assert geo.isocenter_distance == 870.0 and reading.isocenter_from == "--isocenter-mm"
+    png = tmp_path / "x.png"
+    Image.fromarray((_ap_image()[:, :100] // 16).astype(np.uint8)).save(png)
+    reading = Reading()
+    _, geo, source = read_radiograph(png, None, nominal, Declared(pixel_mm=0.5, table_mm=1100.0, sdd_mm=1200.0), reading)
+    assert source == "--pixel-mm" and geo.detector_shape == (128, 100) and geo.isocenter_distance == 955.0
+    assert reading.isocenter_from.startswith("--table-mm 1100")
+    with pytest.raises(InputError, match="between"):
+        read_radiograph(png, None, nominal, Declared(pixel_mm=0.5, isocenter_mm=1500.0))
+    with pytest.raises(InputError, match="not both"):
+        Declared(isocenter_mm=800.0, table_mm=950.0)

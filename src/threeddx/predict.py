@@ -503,7 +503,7 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
             if img.ndim != 2:
                 raise InputError(f"{path}: expected a single-frame grey radiograph, got shape {img.shape}")
             img = turn.apply(img)
-            if geometry is None and declared is None:
+            if geometry is None and (declared is None or not declared.builds_geometry):
                 own = dicom_geometry(ds, path, img.shape[0], img.shape[1], fallback.world_to_source, r, turn.transpose)
                 own_source = "DICOM"
         elif suffix in IMAGE_SUFFIXES:
@@ -534,7 +534,7 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
         raise InputError(f"{path}: expected a 2D grey image, got shape {img.shape}")
     if geometry is not None:
         geo, source = geometry, "--geometry"
-    elif declared is not None:
+    elif declared is not None and declared.builds_geometry:
         geo, source = declared.geometry(img.shape, fallback), "--pixel-mm"
     elif own is not None:
         geo, source = own, own_source
@@ -549,6 +549,8 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
                 f"{geo.detector_shape[0]}x{geo.detector_shape[1]} px detector; give --geometry G.json, or "
                 "--pixel-mm MM (and --sdd-mm MM) for this image"
             )
+    if declared is not None:
+        geo = declared.placed(geo, r)
     if r.raw is not None:
         relation, sign, top = r.raw
         img = processed_for_display(img, geo, relation, sign, top)
@@ -562,7 +564,7 @@ def read_input(image_path: str | Path, predictor: Predictor, geometry_path: str 
                declared: "Declared | None", reading: Reading) -> tuple[np.ndarray, XrayGeometry, str]:
     """What predict and inspect read: the image and its geometry (``--geometry`` or ``--pixel-mm``, not both;
     :func:`read_radiograph`), the model's nominal geometry the fallback."""
-    if geometry_path is not None and declared is not None:
+    if geometry_path is not None and declared is not None and declared.builds_geometry:
         raise InputError("give either --geometry or --pixel-mm/--sdd-mm, not both")
     given = XrayGeometry.load(geometry_path) if geometry_path else None
     return read_radiograph(image_path, given, predictor.geometry, declared, reading)
@@ -586,9 +588,11 @@ def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: s
         "source_to_detector_mm": geo.sdd,
         "pixel_spacing_mm": list(geo.pixel_spacing),
         "source_to_isocenter_mm": geo.isocenter_distance_or_assumed,
-        "isocenter": ("the model's nominal geometry's" if source == "checkpoint" else
+        "isocenter": (f"declared: {reading.isocenter_from}" if reading.isocenter_from and
+                      reading.isocenter_from.startswith("--") else
                       f"from the DICOM tags: {reading.isocenter_from}" if reading.isocenter_from and source == "DICOM"
-                      else "declared" if geo.isocenter_distance is not None else
+                      else "the model's nominal geometry's" if source == "checkpoint" else
+                      "declared" if geo.isocenter_distance is not None else
                       f"assumed: the patient on the table, {geo.sdd - geo.isocenter_distance_or_assumed:g} mm above "
                       "the detector"),
         "pose": "the model's nominal AP pose" if pose_warning(source) else "from the geometry",
@@ -604,12 +608,28 @@ def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: s
 
 @dataclass(frozen=True)
 class Declared:
-    """What a user says of an image without a geometry file (``--pixel-mm``, ``--sdd-mm``): its detector pixels'
-    size (mm, square) and the source-to-detector distance (mm; default: the model's). The patient is taken in
-    the model's nominal pose, centred on the detector; the iso-centre as the preset assumes it."""
+    """What a user says of an image on the command line.
 
-    pixel_mm: float
+    Without a geometry file (``--pixel-mm``, ``--sdd-mm``): its detector pixels' size (mm, square) and the
+    source-to-detector distance (mm; default: the model's); the patient is taken in the model's nominal pose,
+    centred on the detector. And for any image, where the patient is along the beam, over what its file says:
+    ``--isocenter-mm`` (source to the hip joints' mid-plane) or ``--table-mm`` (source to the table top; the
+    rule :func:`threeddx.geometry.isocenter_from_table`)."""
+
+    pixel_mm: float | None = None
     sdd_mm: float | None = None
+    isocenter_mm: float | None = None
+    table_mm: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.isocenter_mm is not None and self.table_mm is not None:
+            raise InputError("give --isocenter-mm or --table-mm, not both")
+        if self.sdd_mm is not None and self.pixel_mm is None:
+            raise InputError("--sdd-mm needs --pixel-mm (the detector's pixel size, mm) to build a geometry")
+
+    @property
+    def builds_geometry(self) -> bool:
+        return self.pixel_mm is not None
 
     def geometry(self, shape: tuple[int, int], fallback: XrayGeometry) -> XrayGeometry:
         rows, cols = shape
@@ -620,6 +640,24 @@ class Declared:
         except InputError as e:
             raise InputError(f"--pixel-mm/--sdd-mm: {e}") from None
         return geo
+
+    def placed(self, geo: XrayGeometry, reading: Reading) -> XrayGeometry:
+        """``geo`` with the declared iso-centre distance (recorded in ``reading``); unchanged when none is."""
+        if self.isocenter_mm is None and self.table_mm is None:
+            return geo
+        if self.isocenter_mm is not None:
+            iso, how = float(self.isocenter_mm), "--isocenter-mm"
+        else:
+            iso, how = isocenter_from_table(self.table_mm), (f"--table-mm {self.table_mm:g}: the hip joints "
+                                                             f"{self.table_mm - isocenter_from_table(self.table_mm):g} "
+                                                             "mm in front of the table top")
+        if not (np.isfinite(iso) and 0.3 * geo.sdd <= iso < geo.sdd):
+            raise InputError(f"{how.split(':')[0]}: the hip joints would be {iso:g} mm from the source; they must lie "
+                             f"between {0.3 * geo.sdd:.0f} mm and the detector ({geo.sdd:g} mm)")
+        reading.isocenter_from = how
+        from dataclasses import replace
+
+        return replace(geo, isocenter_distance=iso)
 
 
 # ------------------------------------------------------------------ predict

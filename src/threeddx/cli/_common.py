@@ -77,12 +77,17 @@ def add_geometry_options(p: argparse.ArgumentParser) -> None:
                    "geometry is built for the image's own shape, the patient in the model's nominal pose")
     p.add_argument("--sdd-mm", type=float, help="with --pixel-mm: the source-to-detector distance (mm; default the "
                    "model's, 1000)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--isocenter-mm", type=float, help="the hip joints' distance from the source (mm), over what the "
+                   "image file says (default: its tags, else the patient on the table as in training)")
+    g.add_argument("--table-mm", type=float, help="the table top's distance from the source (mm): the hip joints "
+                   "taken 145 mm in front of it (threeddx.geometry.isocenter_from_table)")
 
 
 def declared_geometry(args: argparse.Namespace):
-    """``--pixel-mm``/``--sdd-mm`` as a :class:`threeddx.predict.Declared`, or None."""
+    """``--pixel-mm``/``--sdd-mm``/``--isocenter-mm``/``--table-mm`` as a :class:`threeddx.predict.Declared`, or
+    None when none is given."""
     from ..predict import Declared
 
-    if args.sdd_mm is not None and args.pixel_mm is None:
-        raise InputError("--sdd-mm needs --pixel-mm (the detector's pixel size, mm) to build a geometry")
-    return None if args.pixel_mm is None else Declared(args.pixel_mm, args.sdd_mm)
+    values = {k: getattr(args, k, None) for k in ("pixel_mm", "sdd_mm", "isocenter_mm", "table_mm")}
+    return None if all(v is None for v in values.values()) else Declared(**values)

@@ -80,7 +80,7 @@ def run_batch(args: argparse.Namespace, declared) -> int:
 
     if args.geometry or declared is not None:
         raise InputError("a batch takes each image's geometry from its file or the table's 'geometry' column, "
-                         "not --geometry or --pixel-mm")
+                         "not --geometry, --pixel-mm, --isocenter-mm or --table-mm")
     spec = {"checkpoint": args.checkpoint, "device": device(args.device), "hip_anchor": not args.no_hip_anchor,
             "mirror": args.mirror}
     options = {"mesh_method": args.mesh, "frame": args.frame, "complete_femur": args.complete_femur,

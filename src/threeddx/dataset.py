@@ -51,26 +51,7 @@ import torch
 
 from .errors import InputError
 from .geometry import XrayGeometry
-from .render import window_image
-
-
-def normalise_radiograph(image: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
-    """Per-image intensity normalisation of any radiograph to [0, 1] (float32).
-
-    Robust percentiles, so the network sees the same range whatever produced
-    the image (our renderer, another DRR renderer, a detector's raw or processed
-    output). Bone is expected bright; :func:`threeddx.io` readers of real
-    radiographs invert MONOCHROME1 images before this.
-    """
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim != 2:
-        raise InputError(f"expected a 2D grey image, got shape {img.shape}")
-    if not np.all(np.isfinite(img)):
-        raise InputError("image contains NaN or infinite values")
-    lo, hi = np.percentile(img, [lo_pct, hi_pct])
-    if not hi > lo:
-        raise InputError("image is constant: nothing to see")
-    return window_image(img, lo_pct, hi_pct)
+from .preprocess import centred, mirror_partners, normalise_radiograph, window_image  # noqa: F401 (used and re-exported)
 
 
 Hook = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]
@@ -95,28 +76,6 @@ class PhotometricAugment:
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         out = out + sd * torch.randn(out.shape, generator=gen)
         return out.clamp(0, 1)
-
-
-def mirror_partners(bones: Sequence[str]) -> list[int] | None:
-    """Per bone, the index of its mirror image in ``bones`` (``femur_left`` <-> ``femur_right``; a midline bone itself).
-
-    None when some bone's partner is not among ``bones``.
-    """
-    index = {b: i for i, b in enumerate(bones)}
-    swap = {"left": "right", "right": "left"}
-    partners = []
-    for b in bones:
-        mirrored = "_".join(swap.get(part, part) for part in b.split("_"))
-        if mirrored not in index:
-            return None
-        partners.append(index[mirrored])
-    return partners
-
-
-def centred(geometry: XrayGeometry) -> bool:
-    """Whether the principal point is the detector's centre (what makes a left-right flip exact)."""
-    rows, cols = geometry.detector_shape
-    return bool(np.allclose(geometry.principal_point, (cols / 2.0, rows / 2.0), atol=1e-6))
 
 
 def read_manifest(root: str | Path) -> list[dict[str, str]]:

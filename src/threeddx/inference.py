@@ -5,7 +5,7 @@ Predict, evaluate, demo and the benchmarks all call :meth:`Predictor.infer`
 cannot drift apart. The steps, in order:
 
 1. **intensities**: normalised per image (robust percentiles,
-   :func:`threeddx.dataset.normalise_radiograph`), as in training;
+   :func:`threeddx.preprocess.normalise_radiograph`), as in training;
 2. **the model's view** (:func:`threeddx.geometry.model_view`): the image is
    resampled so that the anatomy appears at the scale the network was trained
    at, whatever the detector, pixel size, SDD or declared iso-centre distance;
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .dataset import centred, mirror_partners, normalise_radiograph
+from .preprocess import centred, mirror_partners, normalise_radiograph
 from .errors import InputError
 from .geometry import View, XrayGeometry, model_view, view_axes
 from .hipjoint import AnchorSettings, anchor_femurs
@@ -181,7 +181,7 @@ def mirror_average(direct: dict, mirrored: dict, partners: list[int]) -> dict:
     the source frame's y-z plane, every ray maps onto the mirrored ray with the
     same length, so a depth predicted on the mirrored view and mirrored back is
     a depth of the same anatomy on the direct ray; the patient's left femur
-    is a right femur there (``partners``, :func:`threeddx.dataset.mirror_partners`).
+    is a right femur there (``partners``, :func:`threeddx.preprocess.mirror_partners`).
     Tensors (B, C, H, W) with a channel per bone are mirrored back and their
     channels put back; a one-channel map (the single-depth model's nearest
     face) is mirrored back only. Depths are averaged in mm and mask logits as

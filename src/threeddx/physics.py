@@ -34,7 +34,7 @@ knob is a field of :class:`Chain` (ranges and sources: docs/data.md):
    burned-in text.
 
 The output is an image in [0, 1], bone bright unless ``invert``; the network's
-own per-image normalisation (:func:`threeddx.dataset.normalise_radiograph`)
+own per-image normalisation (:func:`threeddx.preprocess.normalise_radiograph`)
 follows as for any input. :func:`sample_chain` draws a random chain (training:
 seeded by seed, epoch and index); :data:`PRESETS` are fixed chains for
 evaluation sets, from ``standard`` to each family's extremes.

@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .preprocess import window_image  # noqa: F401 (the renderer's window; also threeddx.render.window_image)
 from .errors import InputError
 from .geometry import XrayGeometry
 from .io import Volume
@@ -302,17 +303,6 @@ class RenderResult:
             "bones": np.array(self.bones, dtype=str),
             "geometry": np.array(self.geometry.to_json()),
         }
-
-
-def window_image(line_integral: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
-    """Per-image window of a line-integral image to [0, 1] (percentiles)."""
-    x = np.asarray(line_integral, dtype=np.float32)  # float32 throughout: a 13000 px image stays ~0.7 GB
-    lo, hi = np.percentile(x, [lo_pct, hi_pct])
-    if not hi > lo:
-        return np.zeros_like(x)
-    out = x - np.float32(lo)
-    out *= np.float32(1.0 / (hi - lo))
-    return np.clip(out, 0.0, 1.0, out=out)
 
 
 # ------------------------------------------------------------------ ray set-up

@@ -35,13 +35,13 @@ def _worker(config: str, size: int, batch: int, steps: int, device: str, threads
     import torch
 
     from threeddx.losses import mask_loss, scale_invariant_loss
-    from threeddx.model import DualFaceNet, ModelConfig
+    from threeddx.model import DualFaceNet, model_config
     from threeddx.train import load_config
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = load_config(REPO / "configs" / config)
-    model = DualFaceNet(ModelConfig(bones=cfg["data"]["bones"], **cfg["model"])).to(device)
+    model = DualFaceNet(model_config(cfg["model"], bones=cfg["data"]["bones"])).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     c = len(cfg["data"]["bones"])
     amp = device.startswith("cuda")

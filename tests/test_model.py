@@ -51,3 +51,40 @@ def test_four_faces_are_ordered_and_two_face_weights_still_fit():
     assert face_masks(m, out).shape == (2, 3 * 4, 32, 32)
     with pytest.raises(ValueError, match="even"):
         DualFaceNet(ModelConfig(width=8, levels=2, faces=3))
+
+
+@pytest.mark.parametrize("name", ["small", "release-128", "context-256", "deep-256"])
+def test_every_preset_builds_and_predicts_ordered_depths(name):
+    from threeddx.model import PRESETS, DualFaceNet, model_config
+
+    cfg = model_config({"preset": name}, bones=["pelvis", "femur_left", "femur_right"])
+    for key, value in PRESETS[name][1].items():
+        assert getattr(cfg, key) == value
+    torch.manual_seed(0)
+    out = DualFaceNet(cfg).eval()(torch.rand(1, 1, 64, 64))
+    assert out["depth_front"].shape == (1, 3, 64, 64) and (out["depth_back"] >= out["depth_front"]).all()
+
+
+def test_a_config_overrides_its_preset_and_an_unknown_preset_is_named():
+    from threeddx.errors import InputError
+    from threeddx.model import model_config
+    from threeddx.train import load_config
+
+    cfg = load_config(overrides={"model": {"preset": "context-256", "width": 16}})
+    mc = model_config(cfg["model"], bones=["pelvis"])
+    assert (mc.width, mc.levels, mc.coords, mc.attention, mc.faces) == (16, 5, True, 4, 2)
+    assert model_config(load_config()["model"], bones=["pelvis"]).width == 32  # no preset: ModelConfig's defaults
+    with pytest.raises(InputError, match="did you mean 'context-256'"):
+        load_config(overrides={"model": {"preset": "context256"}})
+
+
+def test_the_ray_channels_are_the_pixels_detector_positions():
+    """``coords``: column and row position in [-1, 1] (pixel centres), the same for every image; a network without
+    them keeps the released weights' layout (one input channel)."""
+    from threeddx.model import DualFaceNet, ModelConfig, pixel_positions
+
+    p = pixel_positions(torch.zeros(2, 1, 4, 8))
+    assert p.shape == (2, 2, 4, 8)
+    assert torch.allclose(p[0, 0, 0], (torch.arange(8) + 0.5) / 8 * 2 - 1) and torch.allclose(p[1, 1, :, 0], (torch.arange(4) + 0.5) / 4 * 2 - 1)
+    assert DualFaceNet(ModelConfig(width=8, levels=2)).stem.in_channels == 1
+    assert DualFaceNet(ModelConfig(width=8, levels=2, coords=True)).stem.in_channels == 3

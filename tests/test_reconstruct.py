@@ -185,12 +185,36 @@ def test_one_mesher_per_bone_is_each_mesher_on_its_bones(ellipsoid):
     res, g, _ = ellipsoid
     m = (res.masks[0], res.depth_front[0], res.depth_back[0])
     maps = {"a": m, "b": m, "c": m}
-    mixed, _ = mesh_bones(maps, g, {"a": "front", "b": "dual"})  # c is not named: dual
+    mixed = mesh_bones(maps, g, {"a": "front", "b": "dual"}).meshes  # c is not named: dual
     assert list(mixed) == ["a", "b", "c"]
     for bone, method in (("a", "front"), ("b", "dual"), ("c", "dual")):
-        alone, _ = mesh_bones({bone: m}, g, method)
+        alone = mesh_bones({bone: m}, g, method).meshes
         np.testing.assert_array_equal(mixed[bone].vertices, alone[bone].vertices)
     assert describe_mesh({"a": "front", "b": "dual", "c": "dual"}) == "front (a), dual (b, c)"
     assert describe_mesh({"a": "ssm", "b": "ssm"}) == "ssm" and describe_mesh("poisson") == "poisson"
     with pytest.raises(InputError, match="unknown mesh method 'cubes'"):
         mesh_bones(maps, g, {"a": "cubes"})
+
+
+def test_a_mesher_is_one_row(ellipsoid, monkeypatch):
+    """A row added to MESHERS is a mesher everywhere: mesh_bones runs it, the CLI's --mesh takes it and its help
+    names it; a misspelt name gets "did you mean"."""
+    import argparse
+
+    from threeddx.reconstruct import MESHERS, Meshed, Mesher, mesh_bones, mesher_help, mesher_option
+
+    res, g, _ = ellipsoid
+    m = (res.masks[0], res.depth_front[0], res.depth_back[0])
+    calls = []
+
+    def hull(maps, geometry, options):
+        calls.append(sorted(maps))
+        return Meshed({b: MESHERS["dual"].run({b: v}, geometry, options).meshes[b].convex_hull for b, v in maps.items()},
+                      {b: {"note": "convex hull"} for b in maps})
+
+    monkeypatch.setitem(MESHERS, "hull", Mesher("hull", "the dual-face mesh's convex hull", hull))
+    out = mesh_bones({"a": m, "b": m}, g, {"a": "hull"})
+    assert calls == [["a"]] and out.info == {"a": {"note": "convex hull"}} and out.meshes["a"].is_convex
+    assert mesher_option("hull") == "hull" and "hull: the dual-face mesh's convex hull" in mesher_help()
+    with pytest.raises(argparse.ArgumentTypeError, match="did you mean 'hull'"):
+        mesher_option("hul")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterable
 
 
 class InputError(ValueError):
@@ -27,3 +27,16 @@ def check_number(value: Any, lo: float, hi: float, where: object, key: str, whol
         kind = "a whole number" if whole else "a number"
         raise InputError(f"{where}: {key} must be {kind} in {span}, got {str(value)[:40]!r}")
     return value
+
+
+def look_up_option(value: Any, options: Iterable[str], what: str) -> str:
+    """``value`` if it is one of ``options``, else one InputError naming ``what``, the nearest option ("did you
+    mean") and every choice. One home for every string option (meshers, losses, chains, ...)."""
+    choices = list(options)
+    if isinstance(value, str) and value in choices:
+        return value
+    import difflib
+
+    near = difflib.get_close_matches(str(value), choices, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise InputError(f"unknown {what} {str(value)[:40]!r}{hint} (choose from {', '.join(choices)})")

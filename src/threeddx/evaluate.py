@@ -176,7 +176,7 @@ def chain_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, where
 def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
     """Reconstruct one sample's bones and score each against its ground-truth mesh (module doc)."""
     from .metrics import beam_aligned, dice, false_area_pct, seen_part, surface_distances, visible_part
-    from .reconstruct import mesh_bones, mesh_methods
+    from .reconstruct import MESHERS, mesh_bones, mesh_methods
 
     with np.load(task.data / row["render"]) as z:
         geo_full = XrayGeometry.from_json(str(z["geometry"]))
@@ -207,7 +207,7 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
     per_bone = mesh_methods(task.mesh_method, task.bones)
     for bone in task.bones:
         c = pred_bones.index(bone)
-        back = None if pred["depth_back"] is None or per_bone[bone] == "front" else pred["depth_back"][c]
+        back = None if pred["depth_back"] is None or not MESHERS[per_bone[bone]].uses_back else pred["depth_back"][c]
         if pred["masks"][c].sum() >= 4:
             if task.checkpoint is None:
                 inner = None if "inner" not in gt else (gt["inner"][0][c], gt["inner"][1][c])
@@ -215,7 +215,8 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
                 inner = prediction.inner[c]
             maps[bone] = (pred["masks"][c], pred["depth_front"][c], back) + (() if inner is None or back is None else (inner,))
     fits = prediction.fits if task.checkpoint is not None and not task.mirrored else {}
-    meshed, info = mesh_bones(maps, geo, task.mesh_method, ssm_settings=task.ssm_settings, fits=fits)
+    result = mesh_bones(maps, geo, task.mesh_method, ssm_settings=task.ssm_settings, fits=fits)
+    meshed, info = result.meshes, result.info
     t_mesh = (time.perf_counter() - t0) / max(len(maps), 1)  # shared out over the meshed bones
     rows = []
     for bone in task.bones:

@@ -22,6 +22,16 @@ network as before and its checkpoints load unchanged.
 The single-depth baseline (``single_depth=True``) is the same network with one
 depth map for the whole image (the nearest bone surface), trained with the
 ``"single"`` loss; it still predicts the per-bone masks.
+
+**Context for absolute depth** (both off by default, so every earlier checkpoint loads as it was):
+``coords`` adds two input channels, each pixel's position on the detector in [-1, 1] (columns, rows):
+since the model always sees an image on its nominal detector (:func:`threeddx.geometry.model_view`),
+that is the direction of the pixel's ray, which a convolution cannot otherwise know; ``attention``
+heads of self-attention over the bottleneck's positions let every part of the image inform every
+other (the receptive field of the whole image).
+
+**Presets** (:data:`PRESETS`): named architectures, the network's room for backbones; a training config
+names one (``model: {preset: NAME}``) and may override its fields.
 """
 from __future__ import annotations
 
@@ -45,9 +55,37 @@ class ModelConfig:
     depth_hi: float = 1.0
     thickness_mm: float = 20.0  # scale of the back-face offset
     faces: int = 2  # depth faces per bone (even; module doc)
+    coords: bool = False  # the pixels' detector positions as two more input channels (module doc)
+    attention: int = 0  # heads of self-attention at the bottleneck (0: none)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: Named architectures (module doc): name -> (what it is, its ModelConfig fields). ``release-128`` is the released
+#: dual-face model's; the others are the candidates for 256 px (issue 30; docs/results.md says which won).
+PRESETS: dict[str, tuple[str, dict]] = {
+    "small": ("width 16, 4 levels, 1 block: the CPU ablation's", {"width": 16, "levels": 4, "blocks": 1}),
+    "release-128": ("width 24, 4 levels, 1 block: the released dual-face model (128 px)",
+                    {"width": 24, "levels": 4, "blocks": 1}),
+    "context-256": ("width 24, 5 levels, 1 block, ray directions in, 4-head attention at the bottleneck: the "
+                    "context for absolute depth at 256 px", {"width": 24, "levels": 5, "blocks": 1, "coords": True,
+                                                             "attention": 4}),
+    "deep-256": ("width 24, 5 levels, 2 blocks: deeper, no attention", {"width": 24, "levels": 5, "blocks": 2}),
+    "gpu-256": ("width 32, 5 levels, 2 blocks, ray directions, attention: for a GPU", {
+        "width": 32, "levels": 5, "blocks": 2, "coords": True, "attention": 4}),
+}
+
+
+def model_config(settings: dict, **fixed) -> ModelConfig:
+    """A :class:`ModelConfig` from a config's ``model`` section: its ``preset`` (a :data:`PRESETS` name), then
+    the section's other fields over it, then ``fixed`` (what the data decides: bones, single depth)."""
+    from .errors import look_up_option
+
+    d = {k: v for k, v in settings.items() if v is not None}  # unset: the preset's, else ModelConfig's
+    name = d.pop("preset", None)
+    base = dict(PRESETS[look_up_option(name, PRESETS, "model preset")][1]) if name is not None else {}
+    return ModelConfig(**{**base, **d, **fixed})
 
 
 def _groups(c: int) -> int:
@@ -72,13 +110,39 @@ class ResBlock(nn.Module):
         return h + self.skip(x)
 
 
+def pixel_positions(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W): each pixel centre's column and row position on the detector in [-1, 1] (x's dtype)."""
+    b, _, h, w = x.shape
+    cols = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) / w * 2 - 1
+    rows = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h * 2 - 1
+    return torch.stack(torch.broadcast_tensors(cols[None, :], rows[:, None]))[None].expand(b, 2, h, w)
+
+
+class BottleneckAttention(nn.Module):
+    """Multi-head self-attention over every position of a (B, C, H, W) map, residual, with a learnt position
+    embedding added to the keys and queries (sized for the map it first sees; interpolated for others)."""
+
+    def __init__(self, channels: int, heads: int, grid: int = 8) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+        self.pos = nn.Parameter(torch.zeros(1, channels, grid, grid))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        pos = F.interpolate(self.pos, size=(h, w), mode="bilinear", align_corners=False)
+        t = (self.norm(x) + pos).flatten(2).transpose(1, 2)  # (B, HW, C)
+        out, _ = self.attn(t, t, t, need_weights=False)
+        return x + out.transpose(1, 2).reshape(b, c, h, w)
+
+
 class DualFaceNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         w, L = cfg.width, cfg.levels
         chans = [w * min(2**i, 8) for i in range(L + 1)]
-        self.stem = nn.Conv2d(1, chans[0], 3, padding=1)
+        self.stem = nn.Conv2d(3 if cfg.coords else 1, chans[0], 3, padding=1)
         self.down = nn.ModuleList()
         self.enc = nn.ModuleList()
         for i in range(L + 1):
@@ -87,6 +151,7 @@ class DualFaceNet(nn.Module):
             self.enc.append(nn.Sequential(*blocks))
             if i < L:
                 self.down.append(nn.Conv2d(chans[i], chans[i], 3, stride=2, padding=1))
+        self.attend = BottleneckAttention(chans[L], cfg.attention) if cfg.attention else None
         self.dec = nn.ModuleList()
         for i in reversed(range(L)):
             blocks = [ResBlock(chans[i + 1] + chans[i] if b == 0 else chans[i], chans[i]) for b in range(cfg.blocks)]
@@ -119,6 +184,8 @@ class DualFaceNet(nn.Module):
         f = self.downsample_factor
         if x.shape[-1] % f or x.shape[-2] % f:
             raise ValueError(f"image size {tuple(x.shape[-2:])} must be a multiple of {f}")
+        if self.cfg.coords:
+            x = torch.cat([x, pixel_positions(x)], dim=1)
         h = self.stem(x)
         skips = []
         for i, enc in enumerate(self.enc):
@@ -126,6 +193,8 @@ class DualFaceNet(nn.Module):
             if i < len(self.down):
                 skips.append(h)
                 h = self.down[i](h)
+        if self.attend is not None:
+            h = self.attend(h)
         for dec in self.dec:
             s = skips.pop()
             h = F.interpolate(h, size=s.shape[-2:], mode="bilinear", align_corners=False)

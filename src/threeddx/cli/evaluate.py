@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..reconstruct import MESHERS, mesher_option
 from ._common import add_hip_anchor_option, add_mirror_option, add_ssm_options, device, hip_anchor, ssm_settings
 
 
@@ -20,7 +21,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                    "...); default: the stored image")
     p.add_argument("--seed", type=int, default=0, help="seed of the chains' noise and of random chains")
     p.add_argument("--split", default="test")
-    p.add_argument("--mesh", choices=["dual", "intervals", "poisson", "front", "ssm"],
+    p.add_argument("--mesh", type=mesher_option, metavar="{" + ",".join(MESHERS) + "}",
                    help="mesher for every bone (threeddx.reconstruct.MESHERS); default: the model's own, as predict "
                    "meshes (the released dual-face model: ssm for the pelvis, dual for the femurs), dual for --oracle")
     add_ssm_options(p)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from ..reconstruct import MESHERS, mesher_help, mesher_option
 from ._common import (add_geometry_options, add_hip_anchor_option, add_mirror_option, add_ssm_options,
                       declared_geometry, device, hip_anchor, ssm_settings)
 
@@ -25,10 +26,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
     add_geometry_options(p)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--mesh", choices=["dual", "intervals", "poisson", "ssm"],
-                   help="meshing of every bone: dual-face, the rays' bone intervals in ray space, Poisson, or the fitted "
-                   "statistical shape model; default: the model's own (the released dual-face model: ssm for the "
-                   "pelvis, dual for the femurs, chosen on the validation split; any other model: dual)")
+    p.add_argument("--mesh", type=mesher_option, metavar="{" + ",".join(MESHERS) + "}",
+                   help=f"meshing of every bone ({mesher_help()}); default: the model's own (the released dual-face "
+                   "model: ssm for the pelvis, dual for the femurs, chosen on the validation split; any other model: "
+                   "dual)")
     p.add_argument("--complete-femur", action="store_true",
                    help="with --mesh ssm: output whole femurs; the part outside the image is inferred by the model")
     add_ssm_options(p)

@@ -37,20 +37,16 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .bones import REGISTRY as _REGISTRY, View as _View, simulated as simulated_bones
 from .errors import InputError
 from .geometry import rotation_matrix
 from .io import atomic_path
 
 #: gias3 part names, in the order stored in the cache.
 PARTS = ("hemipelvis-left", "hemipelvis-right", "sacrum", "femur-l", "femur-r")
-#: Bone name -> the LLP26 parts it is made of.
-BONE_PARTS: dict[str, tuple[str, ...]] = {
-    "pelvis": ("hemipelvis-left", "hemipelvis-right"),
-    "sacrum": ("sacrum",),
-    "femur_left": ("femur-l",),
-    "femur_right": ("femur-r",),
-}
-DEFAULT_BONES = tuple(BONE_PARTS)
+#: Bone name -> the LLP26 parts it is made of: a live view of the bone registry (threeddx.bones).
+BONE_PARTS: Mapping[str, tuple[str, ...]] = _View(
+    lambda: {b.name: tuple(b.llp26_parts) for b in _REGISTRY.values() if b.llp26_parts})
 #: TotalSegmentator v2 label ids of the parts, used for the synthetic label volumes.
 PART_LABEL_IDS = {"hemipelvis-left": 77, "hemipelvis-right": 78, "sacrum": 25, "femur-l": 75, "femur-r": 76}
 N_SUBJECTS = 26
@@ -255,12 +251,13 @@ def articulate(shape: Shape, rng: np.random.Generator | int | None, ranges: Mapp
     return Shape(vertices=verts, hip_centers=shape.hip_centers, faces=shape.faces), angles
 
 
-def bone_meshes(shape: Shape, bones: Sequence[str] = DEFAULT_BONES) -> dict:
-    """Bone name -> ``trimesh.Trimesh`` (several parts concatenated, e.g. the pelvis)."""
+def bone_meshes(shape: Shape, bones: Sequence[str] | None = None) -> dict:
+    """Bone name -> ``trimesh.Trimesh`` (several parts concatenated, e.g. the pelvis); default: every bone with
+    LLP26 parts (:func:`threeddx.bones.simulated`)."""
     import trimesh
 
     out = {}
-    for b in bones:
+    for b in (simulated_bones() if bones is None else bones):
         if b not in BONE_PARTS:
             raise InputError(f"unknown LLP26 bone {b!r}; known: {', '.join(BONE_PARTS)}")
         vs, fs, n = [], [], 0

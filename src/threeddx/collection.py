@@ -57,6 +57,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .bones import DEFAULT_BONES
 from .errors import InputError
 from .io import atomic_path, save_npz_atomic
 
@@ -157,7 +158,7 @@ class CollectionSettings:
 
     source: str  # the table or folder, resolved
     cases: list[dict] = field(default_factory=list)  # the cases as found, with their splits
-    bones: list[str] = field(default_factory=lambda: ["pelvis", "femur_left", "femur_right"])
+    bones: list[str] = field(default_factory=lambda: list(DEFAULT_BONES))
     label_table: str | None = None
     poses: int = 4
     size: int = 256

@@ -22,11 +22,12 @@ from typing import Sequence
 
 import numpy as np
 
+from .bones import DEFAULT_BONES
 from .errors import InputError
 from .io import atomic_path, check_out_folder, result_folder
 
 EXAMPLE = "llp26-10_p00.npz"
-BONES = ("pelvis", "femur_left", "femur_right")
+BONES = DEFAULT_BONES
 
 
 def example_path() -> Path:

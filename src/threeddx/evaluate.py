@@ -25,7 +25,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .bones import DEFAULT_BONES, groups as bone_groups
 from .errors import InputError
+from .facemaps import FaceMaps
 from .geometry import XrayGeometry
 from .hipjoint import AnchorSettings
 from .io import check_out_folder, result_folder
@@ -37,7 +39,6 @@ SURFACE_COLUMNS = ("assd", "hd95", "hd95_pooled", "chamfer", "within_1mm", "with
 SEEN_COLUMNS = ("assd_seen", "hd95_seen", "hd95_pooled_seen")
 COLUMNS = ("sample_id", "subject_id", "bone", "status", *SURFACE_COLUMNS, "dice", "false_area_pct", "found",
            "confidence", "hip_anchor_mm", "mesh_method", "seconds")
-FEMURS = ("femur_left", "femur_right")
 
 
 def _mean_std(v: Sequence[float]) -> str:
@@ -48,11 +49,10 @@ def _mean_std(v: Sequence[float]) -> str:
 
 
 def summarise(rows: list[dict], bones: Sequence[str]) -> dict:
-    """Per bone (and femurs pooled): mean, std of ASSD and HD95 (and the pooled HD95's mean), counts."""
+    """Per bone (and each pooled group of the bone registry, e.g. ``femur``: left and right): mean, std of ASSD
+    and HD95 (and the pooled HD95's mean), counts."""
     out = {}
-    groups = {b: [b] for b in bones}
-    if all(f in bones for f in FEMURS):
-        groups["femur"] = list(FEMURS)
+    groups = {b: [b] for b in bones} | bone_groups(bones)
     for g, members in groups.items():
         ok = [r for r in rows if r["bone"] in members and r["status"] == "ok"]
         out[g] = {
@@ -78,7 +78,8 @@ def summarise(rows: list[dict], bones: Sequence[str]) -> dict:
 
 
 def markdown_table(rows: list[dict], bones: Sequence[str], label: str, n_images: int, n_subjects: int) -> str:
-    cols = list(bones) + (["femur"] if all(f in bones for f in FEMURS) else [])
+    pooled = bone_groups(bones)
+    cols = list(bones) + list(pooled)
     head = "| method | " + " | ".join(f"{c} ASSD | {c} HD95 | {c} HD95 pooled" for c in cols) + " |"
     sep = "|---|" + "---|---|---|" * len(cols)
     lines = []
@@ -86,7 +87,7 @@ def markdown_table(rows: list[dict], bones: Sequence[str], label: str, n_images:
     for suffix, name in [("", label)] + ([("_seen", f"{label}, (b) seen by its faces")] if seen else []):
         cells = []
         for c in cols:
-            members = FEMURS if c == "femur" else (c,)
+            members = pooled.get(c, (c,))
             ok = [r for r in rows if r["bone"] in members and r["status"] == "ok"]
             cells += [_mean_std([r[k + suffix] for r in ok]) for k in ("assd", "hd95", "hd95_pooled")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -202,18 +203,12 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
     else:
         checks, geo, pred_bones, image = {}, geo_full, stored, gt["image"]
         pred = {"masks": gt_masks, "depth_front": gt["depth_front"], "depth_back": gt["depth_back"]}
+        inner = gt.get("inner", (None, None))
+        prediction = FaceMaps(bones=list(stored), masks=gt_masks, depth_front=gt["depth_front"],
+                              depth_back=gt["depth_back"], depth_inner=inner[0], inner_valid=inner[1])
     t0 = time.perf_counter()
-    maps = {}
     per_bone = mesh_methods(task.mesh_method, task.bones)
-    for bone in task.bones:
-        c = pred_bones.index(bone)
-        back = None if pred["depth_back"] is None or not MESHERS[per_bone[bone]].uses_back else pred["depth_back"][c]
-        if pred["masks"][c].sum() >= 4:
-            if task.checkpoint is None:
-                inner = None if "inner" not in gt else (gt["inner"][0][c], gt["inner"][1][c])
-            else:  # a K-face network's own inner faces
-                inner = prediction.inner[c]
-            maps[bone] = (pred["masks"][c], pred["depth_front"][c], back) + (() if inner is None or back is None else (inner,))
+    maps, _ = prediction.for_meshing(task.bones, uses_back={b: MESHERS[m].uses_back for b, m in per_bone.items()})
     fits = prediction.fits if task.checkpoint is not None and not task.mirrored else {}
     result = mesh_bones(maps, geo, task.mesh_method, ssm_settings=task.ssm_settings, fits=fits)
     meshed, info = result.meshes, result.info
@@ -282,7 +277,7 @@ def _case_view(folder: Path, task: EvalTask, row: dict, result: ImageResult, lab
     name = f"{row['sample_id']}.html"
     data = ViewData(row["sample_id"], v["image"], v["masks"], v["bones"], meshes, v["geometry"], "world", summary, truth)
     write_view(views / name, data, plotly_src="plotly.min.js")
-    return GalleryCase(row["sample_id"], row["subject_id"], metrics, overlay_thumbnail(v["image"], v["masks"]),
+    return GalleryCase(row["sample_id"], row["subject_id"], metrics, overlay_thumbnail(v["image"], v["masks"], list(v["bones"])),
                        f"views/{name}")
 
 
@@ -377,7 +372,7 @@ def evaluate(
     predictor = None if oracle else _predictor(checkpoint, device, hip_anchor, mirror)
     with np.load(data / rows_in[0]["render"]) as z:
         stored = [str(b) for b in z["bones"]]
-    bones = list(bones or (predictor.bones if predictor else [b for b in ("pelvis", "femur_left", "femur_right") if b in stored]))
+    bones = list(bones or (predictor.bones if predictor else [b for b in DEFAULT_BONES if b in stored]))
     missing = [b for b in bones if b not in stored]
     if missing:
         raise InputError(f"bone(s) {', '.join(missing)} are not in the samples of {data}")

@@ -44,17 +44,19 @@ head depths (nothing here sees the world frame); the summary's joints in world m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from .bones import REGISTRY as _REGISTRY, View as _View
 from .errors import InputError
 from .geometry import XrayGeometry
 from .reconstruct import backproject_bone
 from .ssm import PELVIS_MODEL_PATH, FitBounds
 
-#: Femur -> the pelvis landmark of its joint.
-JOINTS = {"femur_left": "hjc_left", "femur_right": "hjc_right"}
+#: Femur -> the pelvis landmark of its joint (a live view of the bone registry, threeddx.bones).
+JOINTS: Mapping[str, str] = _View(lambda: {b.name: b.joint for b in _REGISTRY.values() if b.joint})
 #: Radius (mm on the detector) of the disc around the joint's projection whose femur pixels give the head depth:
 #: inside a femoral head (radius ~22-27 mm, ~1.2x magnified) wherever the joint projects on it.
 HEAD_RADIUS_MM = 15.0

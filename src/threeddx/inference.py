@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from .preprocess import centred, mirror_partners, normalise_radiograph
 from .errors import InputError
 from .geometry import View, XrayGeometry, model_view, view_axes
+from .facemaps import FaceMaps
 from .hipjoint import AnchorSettings, anchor_femurs
 
 #: A pixel belongs to a bone's mask (what is meshed) when its probability exceeds this. Calibrated
@@ -60,51 +61,31 @@ MIN_COVERAGE = 0.8
 MAX_VALIDATED_SHIFT_MM = 150.0
 
 
-@dataclass
-class Prediction:
-    """What the network says about one radiograph, on the model's pixel grid.
+@dataclass(kw_only=True)
+class Prediction(FaceMaps):
+    """What the network says about one radiograph, on the model's pixel grid: the bones' face maps
+    (:class:`~threeddx.facemaps.FaceMaps`) and how it came to them.
 
-    ``image``: the normalised radiograph as the network saw it (H, W) in [0, 1];
-    ``masks`` (C, H, W) bool and ``probabilities`` (C, H, W) float32 per bone;
-    ``depth_front``/``depth_back`` (C, H, W) float32, mm from the source along
+    ``masks`` (C, H, W) bool, ``depth_front``/``depth_back`` (C, H, W) float32, mm from the source along
     the rays of ``geometry`` (0 outside the masks; ``depth_back`` is None for a
     single-depth model; the femurs' depths as the hip-joint anchoring, step 5, moved them);
     for a K-face model (K > 2) ``depth_inner`` (C, K-2, H, W) mm and ``inner_valid``
-    (C, K/2-1, H, W) bool (:mod:`threeddx.render`'s K faces; None for two faces);
+    (C, K/2-1, H, W) bool; ``image``: the normalised radiograph as the network saw it (H, W) in [0, 1];
+    ``probabilities`` (C, H, W) float32 per bone;
     ``checks``: per bone its confidence and whether it is found
     (:func:`threeddx.model.bone_checks`), and per femur ``hip_anchor`` (the
     shift applied, or why none was); ``view``: how the image was
     shown to the model; ``notes``: geometry warnings, one line each.
     """
 
-    bones: list[str]
     image: np.ndarray
-    masks: np.ndarray
     probabilities: np.ndarray
-    depth_front: np.ndarray
-    depth_back: np.ndarray | None
     checks: dict
     view: View
     notes: list[str] = field(default_factory=list)
-    depth_inner: np.ndarray | None = None
-    inner_valid: np.ndarray | None = None
     #: shape-model fits made on the way (bone -> :class:`threeddx.ssm.FitResult`, world mm, judged): the
     #: hip-joint anchoring's pelvis fit, which the ``ssm`` mesher reuses (one fit per image)
     fits: dict = field(default_factory=dict)
-
-    @property
-    def faces(self) -> int:
-        """K, the depth faces per bone (1 for a single-depth model)."""
-        if self.depth_back is None:
-            return 1
-        return 2 if self.depth_inner is None else 2 + self.depth_inner.shape[1]
-
-    @property
-    def inner(self) -> list[tuple[np.ndarray, np.ndarray] | None]:
-        """Per bone its inner faces as the meshers take them (threeddx.reconstruct.Inner), None for two faces."""
-        if self.depth_inner is None:
-            return [None] * len(self.bones)
-        return [(self.depth_inner[c], self.inner_valid[c]) for c in range(len(self.bones))]
 
     @property
     def geometry(self) -> XrayGeometry:
@@ -134,9 +115,10 @@ class Prediction:
             return None if a is None else np.ascontiguousarray(a[partners][..., ::-1])
 
         checks = {self.bones[partners[k]]: self.checks[b] for k, b in enumerate(self.bones) if b in self.checks}
-        return Prediction(self.bones, np.ascontiguousarray(self.image[:, ::-1]), flip(self.masks),
-                          flip(self.probabilities), flip(self.depth_front), flip(self.depth_back), checks, self.view,
-                          list(self.notes), flip(self.depth_inner), flip(self.inner_valid))  # fits: of the other maps
+        return Prediction(bones=self.bones, image=np.ascontiguousarray(self.image[:, ::-1]), masks=flip(self.masks),
+                          probabilities=flip(self.probabilities), depth_front=flip(self.depth_front),
+                          depth_back=flip(self.depth_back), checks=checks, view=self.view, notes=list(self.notes),
+                          depth_inner=flip(self.depth_inner), inner_valid=flip(self.inner_valid))  # fits: the other maps
 
     def to_view(self, array: np.ndarray, nearest: bool = True) -> np.ndarray:
         """An array on the input image's pixel grid (H0, W0) resampled onto the view's grid."""
@@ -338,8 +320,11 @@ class Predictor:
         if self.hip_anchor is not None and back is not None:
             anchor_femurs(self.bones, masks, front, back, view.camera, raw["checks"], self.hip_anchor,
                           found={b: c["found"] for b, c in raw["checks"].items()}, inner=inner, fits=fits)
-        return Prediction(self.bones, img, masks, raw.get("probabilities", masks.astype(np.float32)), front, back,
-                          raw["checks"], view, notes, *(inner or (None, None)), fits=fits)
+        depth_inner, inner_valid = inner or (None, None)
+        return Prediction(bones=self.bones, image=img, masks=masks,
+                          probabilities=raw.get("probabilities", masks.astype(np.float32)), depth_front=front,
+                          depth_back=back, checks=raw["checks"], view=view, notes=notes, depth_inner=depth_inner,
+                          inner_valid=inner_valid, fits=fits)
 
 
 #: Loaded predictors of this process, by (checkpoint, device, anchoring, mirror): a Dask worker loads a model once.

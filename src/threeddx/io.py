@@ -25,20 +25,20 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .bones import DEFAULT_BONES as _DEFAULT_BONES, REGISTRY as _REGISTRY, View as _View
 from .errors import InputError
 
-#: Bones made of several TotalSegmentator structures. Names on the left can
-#: be used wherever a label name is accepted.
-BONE_GROUPS: dict[str, tuple[str, ...]] = {
-    "pelvis": ("hip_left", "hip_right"),
-}
+#: Bones made of TotalSegmentator structures other than their own name (a live view of the bone registry,
+#: threeddx.bones). Names on the left can be used wherever a label name is accepted.
+BONE_GROUPS: Mapping[str, tuple[str, ...]] = _View(
+    lambda: {b.name: tuple(b.totalseg) for b in _REGISTRY.values() if b.totalseg and tuple(b.totalseg) != (b.name,)})
 #: Groups made of every structure whose name starts with a prefix.
 BONE_PREFIX_GROUPS: dict[str, str] = {
     "spine": "vertebrae_",
     "ribs": "rib_",
 }
-#: The paper's bones, the default ``--bones``.
-DEFAULT_BONES = ("pelvis", "femur_left", "femur_right")
+#: The paper's bones, the default ``--bones`` (threeddx.bones).
+DEFAULT_BONES = _DEFAULT_BONES
 
 
 @dataclass

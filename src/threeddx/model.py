@@ -42,10 +42,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .bones import DEFAULT_BONES
+
 
 @dataclass
 class ModelConfig:
-    bones: list[str] = field(default_factory=lambda: ["pelvis", "femur_left", "femur_right"])
+    bones: list[str] = field(default_factory=lambda: list(DEFAULT_BONES))
     width: int = 32  # channels at full resolution
     levels: int = 4  # down-sampling steps
     blocks: int = 1  # residual blocks per level

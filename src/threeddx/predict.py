@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .bones import in_group
 from .errors import InputError
 from .geometry import MAX_DETECTOR_PIXELS, XrayGeometry, isocenter_from_entrance, isocenter_from_table
 from .inference import Prediction, Predictor  # noqa: F401 (the inference API, re-exported)
@@ -782,20 +783,13 @@ def reconstruct_image(
 
     method = predictor.meshing(mesh_method)
     per_bone = mesh_methods(method, predictor.bones)
-    if complete_femur and any(m != "ssm" for b, m in per_bone.items() if b.startswith("femur")):
+    if complete_femur and any(m != "ssm" for b, m in per_bone.items() if in_group(b, "femur")):
         raise InputError("--complete-femur needs --mesh ssm")
-    bones, meshes, clouds, missing = {}, {}, {}, []
-    maps = {}
+    bones, meshes = {}, {}
     s = time.perf_counter()
-    for c, name in enumerate(predictor.bones):
-        m = pred.masks[c]
-        back = None if pred.depth_back is None else pred.depth_back[c]
-        if m.sum() < 4 or not (force or checks[name]["found"]):
-            missing.append(f"{name} ({checks[name].get('why_not', 'no mask')})")
-            continue
-        inner = pred.inner[c]  # a K-face model's inner faces, None for two
-        maps[name] = (m, pred.depth_front[c], back) + (() if inner is None or back is None else (inner,))
-        clouds[name] = backproject_bone(m, pred.depth_front[c], back, geo, inner)
+    maps, left_out = pred.for_meshing(keep=lambda b: None if force or checks[b]["found"] else "not found")
+    missing = [f"{name} ({checks[name].get('why_not', 'no mask')})" for name in left_out]
+    clouds = {name: backproject_bone(m.mask, m.front, m.back, geo, m.inner) for name, m in maps.items()}
     t["backprojection_s"] = time.perf_counter() - s
     s = time.perf_counter()
     result = mesh_bones(maps, geo, method, ssm_settings=ssm_settings, complete_femur=complete_femur, fits=pred.fits)
@@ -906,15 +900,15 @@ def export_glb(path: str | Path, meshes: dict, bones: list[str]) -> Path:
     """
     import trimesh
 
-    from .viz import BONE_COLOURS
+    from .bones import colour
 
     scene = trimesh.Scene()
     for name, mesh in meshes.items():
         m = mesh.copy()
-        rgb = BONE_COLOURS[bones.index(name) % len(BONE_COLOURS)] if name in bones else (0.8, 0.8, 0.8)
-        colour = np.append(np.round(np.asarray(rgb) * 255), 255).astype(np.uint8)
+        rgb = colour(name, bones.index(name)) if name in bones else (0.8, 0.8, 0.8)
+        rgba = np.append(np.round(np.asarray(rgb) * 255), 255).astype(np.uint8)
         m.visual = trimesh.visual.TextureVisuals(material=trimesh.visual.material.PBRMaterial(
-            name=name, baseColorFactor=colour, metallicFactor=0.0, roughnessFactor=0.8))
+            name=name, baseColorFactor=rgba, metallicFactor=0.0, roughnessFactor=0.8))
         scene.add_geometry(m, node_name=name, geom_name=name)
     with atomic_path(path) as tmp:
         tmp.write_bytes(scene.export(file_type="glb"))
@@ -965,5 +959,5 @@ def _write_maps(out: Path, prediction: Prediction) -> None:
         arrays["inner_valid"] = prediction.inner_valid.astype(np.uint8)
     save_npz_atomic(out / "maps.npz", **arrays)
     with atomic_path(out / "masks.png") as tmp:
-        plt.imsave(tmp, mask_overlay(prediction.image, pred["masks"]), format="png")
+        plt.imsave(tmp, mask_overlay(prediction.image, pred["masks"], bones=list(prediction.bones)), format="png")
     save_depth_maps(out / "depth.png", pred["masks"], pred["depth_front"], pred["depth_back"])

@@ -45,18 +45,19 @@ def normalise_radiograph(image: np.ndarray, lo_pct: float = 0.5, hi_pct: float =
 
 
 def mirror_partners(bones: Sequence[str]) -> list[int] | None:
-    """Per bone, the index of its mirror image in ``bones`` (``femur_left`` <-> ``femur_right``; a midline bone itself).
+    """Per bone, the index of its mirror image in ``bones`` (the registry's partner, :func:`threeddx.bones.mirror`:
+    ``femur_left`` <-> ``femur_right``; a midline bone itself).
 
     None when some bone's partner is not among ``bones``.
     """
+    from .bones import mirror
+
     index = {b: i for i, b in enumerate(bones)}
-    swap = {"left": "right", "right": "left"}
     partners = []
     for b in bones:
-        mirrored = "_".join(swap.get(part, part) for part in b.split("_"))
-        if mirrored not in index:
+        if mirror(b) not in index:
             return None
-        partners.append(index[mirrored])
+        partners.append(index[mirror(b)])
     return partners
 
 

@@ -51,12 +51,12 @@ from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 
+from .bones import in_group
 from .errors import InputError, look_up_option
+from .facemaps import BoneFaces, Inner  # noqa: F401 (Inner: the meshers' type of inner faces)
 from .geometry import XrayGeometry
 
 
-#: A bone's inner faces: depths (K-2, H, W) mm and their gaps' validity (K/2-1, H, W) (threeddx.render).
-Inner = tuple[np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -371,14 +371,13 @@ def reconstruct_bone(
 
 
 # ------------------------------------------------------------------ the meshers, in one table
-#: One bone's maps: (mask, front depth, back depth or None[, inner faces]), on the grid of the geometry;
-#: the inner faces (:data:`Inner`) only for K > 2.
-BoneMaps = tuple
+#: One bone's maps as the meshers take them (:class:`threeddx.facemaps.BoneFaces`; a plain
+#: (mask, front, back[, inner]) tuple is read as one), on the grid of the geometry.
+BoneMaps = BoneFaces
 
 
-def _unpack(m: BoneMaps) -> tuple[np.ndarray, np.ndarray, "np.ndarray | None", "Inner | None"]:
-    mask, front, back, *rest = m
-    return mask, front, back, (rest[0] if rest else None)
+def _unpack(m: BoneMaps) -> BoneFaces:
+    return BoneFaces.of(m)
 
 
 def _mesh_in_view(m: BoneMaps, geometry: XrayGeometry, method: str):
@@ -455,7 +454,7 @@ def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict
             continue
         full = fit.mesh(b)
         frac = outside_fraction(full, geometry)
-        whole = bool(options.get("complete_femur")) and b.startswith("femur")
+        whole = bool(options.get("complete_femur")) and in_group(b, "femur")
         out.meshes[b] = full if whole or frac == 0 else visible_part(full, geometry, max_edge_mm=None)
         out.info[b] = {"ssm_rms_mm": round(fit.rms_mm[b], 3), "outside_field_of_view_area": round(frac, 4)}
         if whole:

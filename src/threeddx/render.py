@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 
 from .preprocess import window_image  # noqa: F401 (the renderer's window; also threeddx.render.window_image)
 from .errors import InputError
+from .facemaps import FaceMaps
 from .geometry import XrayGeometry
 from .io import Volume
 
@@ -257,50 +258,25 @@ def make_scene(
     return scene_from_ct(ct, fields, mu_water, materials)
 
 
-@dataclass
-class RenderResult:
-    """One rendered view. Arrays are (H, W) or (C, H, W); depths in mm."""
+@dataclass(kw_only=True)
+class RenderResult(FaceMaps):
+    """One rendered view: the bones' face maps (:class:`~threeddx.facemaps.FaceMaps`, K faces) and the image.
+    Arrays are (H, W) or (C, H, W); depths in mm."""
 
     image: np.ndarray
     line_integral: np.ndarray
-    masks: np.ndarray
-    depth_front: np.ndarray
-    depth_back: np.ndarray
-    bones: list[str]
     geometry: XrayGeometry
     materials: np.ndarray | None = None  # (M, H, W) g/cm^2 along each ray, M = len(material_names)
     material_names: list[str] | None = None
-    #: K > 2 faces (module doc): faces 1 .. K-2, (C, K-2, H, W) mm, 0 where their gap is not valid
-    depth_inner: np.ndarray | None = None
-    #: K > 2: (C, K/2-1, H, W) uint8, 1 where gap j (faces 2j-1, 2j) exists: the ray has more than j intervals
-    inner_valid: np.ndarray | None = None
-
-    @property
-    def faces(self) -> int:
-        """K, the depth faces per bone and ray (2: front and back)."""
-        return 2 if self.depth_inner is None else 2 + self.depth_inner.shape[1]
-
-    def depths(self) -> np.ndarray:
-        """Every face's depth map, (C, K, H, W) mm, in order along the ray (module doc)."""
-        parts = [self.depth_front[:, None]]
-        if self.depth_inner is not None:
-            parts.append(self.depth_inner)
-        return np.concatenate(parts + [self.depth_back[:, None]], axis=1)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays of the ``render.npz`` format (``materials`` and ``material_names`` when rendered;
-        ``depth_inner`` and ``inner_valid`` for K > 2 faces)."""
+        """The arrays of the ``render.npz`` format: the face maps', the image, line integral and geometry
+        (``materials`` and ``material_names`` when rendered)."""
         extra = {} if self.materials is None else {
             "materials": self.materials.astype(np.float32), "material_names": np.array(self.material_names, dtype=str)}
-        if self.depth_inner is not None:
-            extra |= {"depth_inner": self.depth_inner.astype(np.float32), "inner_valid": self.inner_valid.astype(np.uint8)}
-        return extra | {
+        return extra | super().arrays() | {
             "image": self.image.astype(np.float32),
             "line_integral": self.line_integral.astype(np.float32),
-            "masks": self.masks.astype(np.uint8),
-            "depth_front": self.depth_front.astype(np.float32),
-            "depth_back": self.depth_back.astype(np.float32),
-            "bones": np.array(self.bones, dtype=str),
             "geometry": np.array(self.geometry.to_json()),
         }
 

@@ -76,18 +76,17 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .bones import REGISTRY as _REGISTRY, View as _View, simulated as _simulated
 from .errors import InputError, check_number
 from .io import atomic_path
 
 MIN_POINTS = 30
 #: Version of the cached model files (2: with landmarks).
 SSM_VERSION = 2
-#: Landmarks per bone: name -> row of :attr:`threeddx.anatomy.Shape.hip_centers` (0 left, 1 right).
-LANDMARKS: dict[str, dict[str, int]] = {
-    "pelvis": {"hjc_left": 0, "hjc_right": 1},
-    "femur_left": {"head_left": 0},
-    "femur_right": {"head_right": 1},
-}
+#: Landmarks per bone: name -> row of :attr:`threeddx.anatomy.Shape.hip_centers` (0 left, 1 right); a live
+#: view of the bone registry (threeddx.bones).
+LANDMARKS: Mapping[str, Mapping[str, int]] = _View(
+    lambda: {b.name: dict(b.landmarks) for b in _REGISTRY.values() if b.landmarks})
 
 
 # -------------------------------------------------------------- geometry
@@ -548,8 +547,9 @@ def _fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSett
     )
 
 
-#: Bones the LLP26-based model covers (the coupled model takes those of them present).
-MODEL_BONES = ("pelvis", "sacrum", "femur_left", "femur_right")
+#: Bones the LLP26-based model covers, the registry's with LLP26 parts (the coupled model takes those of them
+#: present; a live view: :func:`threeddx.bones.simulated`).
+MODEL_BONES: Sequence[str] = _View(lambda: dict.fromkeys(_simulated()))
 
 
 @dataclass(frozen=True)
@@ -561,11 +561,11 @@ class FitBounds:
 
     #: largest |mode weight| in standard deviations of the training shapes (a 15-mode fit of an adult: < 2.3)
     max_mode_sd: float = 3.0
-    #: largest rotation of a bone from the AP frame of the view (degrees): the pose ranges of training
-    #: (geometry.POSE_RANGES: tilt 10, axial 8, in-plane 5) plus, for the femurs, the hip's articulation
-    #: (anatomy.HIP_RANGES_DEG) and the model's own reference orientation
-    max_rotation_deg: tuple[tuple[str, float], ...] = (("pelvis", 25.0), ("sacrum", 30.0),
-                                                       ("femur_left", 40.0), ("femur_right", 40.0))
+    #: largest rotation of a bone from the AP frame of the view (degrees), over each bone's own bound in the
+    #: registry (threeddx.bones: 25 pelvis, 30 sacrum, 40 femurs: the pose ranges of training,
+    #: geometry.POSE_RANGES tilt 10, axial 8, in-plane 5, plus, for the femurs, the hip's articulation,
+    #: anatomy.HIP_RANGES_DEG, and the model's own reference orientation)
+    max_rotation_deg: tuple[tuple[str, float], ...] = ()
     #: largest RMS (mm) of the inliers' distances to the fitted surface (the hip-joint anchoring's bound)
     max_rms_mm: float = 6.0
     #: smallest share of the points that count as inliers
@@ -574,7 +574,8 @@ class FitBounds:
     max_folded_fraction: float = 0.002
 
     def rotation_bound(self, bone: str) -> float:
-        return dict(self.max_rotation_deg).get(bone, 30.0)
+        own = _REGISTRY.get(bone)
+        return dict(self.max_rotation_deg).get(bone, own.max_rotation_deg if own is not None else 30.0)
 
 
 def folded_fraction(model: BoneSSM, z: np.ndarray, bone: str) -> float:

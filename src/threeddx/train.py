@@ -34,6 +34,7 @@ import torch.distributed as dist
 import yaml
 
 from . import __version__
+from .bones import DEFAULT_BONES
 from .errors import InputError, check_number
 from .io import check_names, is_dead_temporary
 from .geometry import XrayGeometry, standard_ap_geometry
@@ -47,7 +48,7 @@ from .model import DualFaceNet, ModelConfig, apply_casi_offset, model_config, fa
 LOSS_CHOICES = ("single", "dependent", "independent", "casi")
 
 DEFAULTS: dict[str, Any] = {
-    "data": {"root": "data", "size": None, "bones": ["pelvis", "femur_left", "femur_right"],
+    "data": {"root": "data", "size": None, "bones": list(DEFAULT_BONES),
              "train_split": "train", "val_split": "val", "workers": 0, "limit_train": None,
              # imaging chain (physics.radiograph): "random" per (seed, epoch, index), a preset name, or null
              # (the stored image); validation uses the same chain at fixed seeds

@@ -42,7 +42,7 @@ import numpy as np
 from .errors import InputError
 from .geometry import XrayGeometry
 from .io import WRITE_ERRNOS, atomic_path, check_names, remove_dead_temporaries
-from .viz import BONE_COLOURS
+from .bones import colour
 
 #: The page a view is written to, in a predict result folder.
 VIEW_FILE = "view.html"
@@ -78,9 +78,10 @@ class ViewData:
 
 
 # ------------------------------------------------------------------ pictures
-def bone_colour(index: int) -> str:
-    """The bone's colour in report.png, as CSS ``#rrggbb``."""
-    r, g, b = (int(round(255 * v)) for v in BONE_COLOURS[index % len(BONE_COLOURS)])
+def bone_colour(name: str, index: int) -> str:
+    """The bone's colour in report.png (threeddx.bones.colour; ``index``: its position, for an unregistered bone),
+    as CSS ``#rrggbb``."""
+    r, g, b = (int(round(255 * v)) for v in colour(name, index))
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
@@ -93,23 +94,23 @@ def png_data_url(pixels: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def mask_layers(image: np.ndarray, masks: np.ndarray) -> tuple[str, list[str]]:
+def mask_layers(image: np.ndarray, masks: np.ndarray, bones: list[str]) -> tuple[str, list[str]]:
     """The grey radiograph and one transparent RGBA overlay per mask, as PNG data URLs."""
     grey = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
     layers = []
     for c, m in enumerate(masks):
         rgba = np.zeros((*m.shape, 4), np.uint8)
-        rgba[..., :3] = (BONE_COLOURS[c % len(BONE_COLOURS)] * 255).round().astype(np.uint8)
+        rgba[..., :3] = (colour(bones[c], c) * 255).round().astype(np.uint8)
         rgba[..., 3] = np.where(m.astype(bool), int(round(255 * MASK_ALPHA)), 0)
         layers.append(png_data_url(rgba))
     return png_data_url(grey), layers
 
 
-def overlay_thumbnail(image: np.ndarray, masks: np.ndarray) -> str:
+def overlay_thumbnail(image: np.ndarray, masks: np.ndarray, bones: list[str] | None = None) -> str:
     """The radiograph with its masks blended in (as report.png), a PNG data URL."""
     from .viz import mask_overlay
 
-    return png_data_url((mask_overlay(image, masks) * 255).round().astype(np.uint8))
+    return png_data_url((mask_overlay(image, masks, bones=bones) * 255).round().astype(np.uint8))
 
 
 # ------------------------------------------------------------------ 3D scene
@@ -180,7 +181,7 @@ def scene_figure(data: ViewData) -> tuple[dict, dict]:
     top = max([MIN_COLOUR_RANGE_MM] + [float(np.percentile(d, 95)) for d in dists.values() if d.size])
     first_bar = True
     for c, bone in enumerate(data.bones):
-        colour = bone_colour(c)
+        colour = bone_colour(bone, c)
         if bone in data.meshes:
             extra = {}
             if bone in dists:
@@ -219,7 +220,7 @@ def _numbers_table(data: ViewData) -> str:
     for c, bone in enumerate(data.bones):
         b = s.get("bones", {}).get(bone)
         check = s.get("checks", {}).get(bone, {})
-        swatch = f'<span class="swatch" style="background:{bone_colour(c)}"></span>'
+        swatch = f'<span class="swatch" style="background:{bone_colour(bone, c)}"></span>'
         if b is None:
             cells = [swatch + html.escape(bone), "no", _fmt(check.get("confidence")), "-", "-", "-"]
         else:
@@ -312,14 +313,14 @@ def view_page(data: ViewData, plotly_src: str | None = None) -> str:
     from .reconstruct import describe_mesh
 
     figure, colouring = scene_figure(data)
-    base, layers = mask_layers(data.image, data.masks)
+    base, layers = mask_layers(data.image, data.masks, list(data.bones))
     has_truth = bool(data.truth)
     bones_found = [b for b in data.bones if b in data.meshes or (data.truth and b in data.truth)]  # a 3D toggle each
     masks_html = "".join(f'<img class="mask" data-bone="{html.escape(b)}" alt="{html.escape(b)} mask" src="{u}">'
                          for b, u in zip(data.bones, layers))
     toggles = "".join(
         f'<label><input type="checkbox" id="toggle-{html.escape(b)}" checked>'
-        f'<span class="swatch" style="background:{bone_colour(c)}"></span>{html.escape(b)}</label>'
+        f'<span class="swatch" style="background:{bone_colour(b, c)}"></span>{html.escape(b)}</label>'
         for c, b in enumerate(data.bones) if b in bones_found)
     if has_truth:
         toggles += ('<label><input type="checkbox" id="toggle-truth" checked>ground truth</label>'

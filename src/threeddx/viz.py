@@ -6,26 +6,22 @@ from typing import Sequence
 
 import numpy as np
 
+from .bones import PALETTE, colour, colours as _bone_colours
 from .io import atomic_path
 
-#: One colour per bone (RGB, 0-1), cycled.
-BONE_COLOURS = np.array(
-    [
-        [0.90, 0.25, 0.20],
-        [0.20, 0.60, 0.95],
-        [0.25, 0.80, 0.30],
-        [0.95, 0.75, 0.15],
-        [0.70, 0.35, 0.90],
-        [0.10, 0.80, 0.80],
-    ]
-)
+#: Colours of bones the registry does not know, by position, cycled (threeddx.bones.PALETTE); a registered
+#: bone has its own colour everywhere (threeddx.bones.colour).
+BONE_COLOURS = PALETTE
 
 
-def mask_overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Grey image (H, W) in [0, 1] with (C, H, W) masks blended in colour -> (H, W, 3)."""
+def mask_overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.45,
+                 bones: Sequence[str] | None = None) -> np.ndarray:
+    """Grey image (H, W) in [0, 1] with (C, H, W) masks blended in colour -> (H, W, 3); ``bones``: the masks'
+    names, for their registry colours (else the palette by position)."""
     rgb = np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=-1).astype(np.float32)
+    cols = _bone_colours(bones) if bones is not None else PALETTE[np.arange(len(masks)) % len(PALETTE)]
     for c, m in enumerate(masks):
-        col = BONE_COLOURS[c % len(BONE_COLOURS)]
+        col = cols[c]
         sel = m.astype(bool)
         rgb[sel] = (1 - alpha) * rgb[sel] + alpha * col
     return rgb
@@ -100,10 +96,10 @@ def save_preview(
     cax = fig.add_axes((left + 4 * (w + gap), bottom + 0.1 * h, 0.008, 0.8 * h))
     axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("DRR")
-    axes[1].imshow(mask_overlay(image, masks))
+    axes[1].imshow(mask_overlay(image, masks, bones=bones))
     axes[1].set_title("bone masks")
     axes[1].legend(
-        handles=[Patch(color=BONE_COLOURS[i % len(BONE_COLOURS)], label=n) for i, n in enumerate(bones)],
+        handles=[Patch(color=colour(n, i), label=n) for i, n in enumerate(bones)],
         loc="lower right", fontsize=7, framealpha=0.7,
     )
     axes[2].imshow(f, cmap=cmap, vmin=vmin, vmax=vmax)
@@ -145,7 +141,7 @@ def mesh_view(meshes: dict, view: str = "front", size: int = 400, colours: dict 
     scale = (size - 8) / max(float((hi - lo).max()), 1e-6)
     pix, dep, col = [], [], []
     for c, (name, mesh) in enumerate(meshes.items()):
-        rgb = np.asarray(colours[name]) if colours and name in colours else BONE_COLOURS[c % len(BONE_COLOURS)]
+        rgb = np.asarray(colours[name]) if colours and name in colours else colour(name, c)
         uv = (mesh.vertices[:, axes] - lo) * scale + 4
         uv[:, 1] = size - 1 - uv[:, 1]  # superior up
         f = mesh.faces
@@ -172,9 +168,9 @@ def save_report(path, image, pred: dict, bones: Sequence[str], meshes_world: dic
 
     f, b, vmin, vmax, cmap = depth_display(pred["masks"], pred["depth_front"], pred["depth_back"])
     fig, axes = plt.subplots(2, 3, figsize=(14, 9.5), constrained_layout=True)
-    axes[0, 0].imshow(mask_overlay(image, pred["masks"]))
+    axes[0, 0].imshow(mask_overlay(image, pred["masks"], bones=bones))
     axes[0, 0].set_title("X-ray and predicted masks")
-    axes[0, 0].legend(handles=[Patch(color=BONE_COLOURS[i % len(BONE_COLOURS)], label=n) for i, n in enumerate(bones)],
+    axes[0, 0].legend(handles=[Patch(color=colour(n, i), label=n) for i, n in enumerate(bones)],
                       loc="lower right", fontsize=7, framealpha=0.7)
     axes[0, 1].imshow(f, cmap=cmap, vmin=vmin, vmax=vmax)
     axes[0, 1].set_title("front face (mm)")
@@ -187,7 +183,7 @@ def save_report(path, image, pred: dict, bones: Sequence[str], meshes_world: dic
     ordered = {n: meshes_world[n] for n in bones if n in meshes_world}
     for ax, view, t in ((axes[1, 0], "front", "meshes, front (AP) view"),
                         (axes[1, 1], "side", "meshes, side view (from the patient's left)")):
-        colours = {n: BONE_COLOURS[i % len(BONE_COLOURS)] for i, n in enumerate(bones)}
+        colours = {n: colour(n, i) for i, n in enumerate(bones)}
         ax.imshow(mesh_view(ordered, view, colours=colours))
         ax.set_title(t)
         ax.set_xticks([])

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--workers must be at least 1")
     if args.cts is not None or args.ct_dir is not None:
         return run_collection(args)
-    from ..anatomy import DEFAULT_BONES, parse_subject_range
+    from ..anatomy import parse_subject_range
+    from ..bones import simulated
     from ..phantom import parse_body_overrides
     from ..simulate import SimSettings, simulate
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         poses=args.poses,
         size=args.size,
         seed=args.seed,
-        bones=list(args.bones or DEFAULT_BONES),
+        bones=list(args.bones or simulated()),
         voxel_mm=args.voxel_mm,
         write_ct=args.write_ct,
         body=parse_body_overrides(args.body),
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 def run_collection(args: argparse.Namespace) -> int:
     """``--cts`` / ``--ct-dir``: the user's CTs instead of synthetic bodies (:mod:`threeddx.collection`)."""
     from ..collection import collection_settings, simulate_collection
-    from ..io import DEFAULT_BONES
+    from ..bones import DEFAULT_BONES
 
     synthetic_only = [o for o, v in (("--random-subjects", args.random_subjects), ("--write-ct", args.write_ct),
                                      ("--body", args.body), ("--beam-offset-mm", args.beam_offset_mm),

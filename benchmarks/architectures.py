@@ -1,7 +1,7 @@
 """Which network for 256 px: the candidate presets trained under the same CPU budget, scored on validation.
 
     .venv/bin/python benchmarks/architectures.py --config configs/scale-256.yaml \\
-        --presets release-128 context-256 --budget-min 20 [--out runs/arch]
+        --presets release-128 context-256 --budget-min 20 [--limit-train N] [--out runs/arch]
 
 Each preset of :data:`threeddx.model.PRESETS` named is trained from scratch with the config (same data,
 loss, optimiser, seed, imaging chains and augmentation; only ``model.preset`` changes) for ``--budget-min``
@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--budget-min", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "arch")
     ap.add_argument("--data", help="override data.root")
+    ap.add_argument("--limit-train", type=int, help="override data.limit_train: the first N training samples")
     a = ap.parse_args()
 
     import torch
@@ -40,9 +41,13 @@ def main() -> None:
 
     rows = []
     for name in a.presets:
-        over = {"model": {"preset": name}, "out": str(a.out / name)}
+        # the preset alone decides the architecture (the config's own width, levels, ... are cleared)
+        over = {"model": {"preset": name, "width": None, "levels": None, "blocks": None, "coords": None,
+                          "attention": None}, "out": str(a.out / name)}
         if a.data:
-            over["data"] = {"root": a.data}
+            over.setdefault("data", {})["root"] = a.data
+        if a.limit_train:
+            over.setdefault("data", {})["limit_train"] = a.limit_train
         cfg = load_config(a.config, over)
         params = sum(p.numel() for p in DualFaceNet(model_config(cfg["model"], bones=cfg["data"]["bones"])).parameters())
         t0 = time.perf_counter()
@@ -56,7 +61,8 @@ def main() -> None:
         print(f"{name}: {len(epochs)} epochs in {wall / 60:.1f} min, val AbsRel {rec.get('val_absrel', float('nan')):.4f}",
               flush=True)
     print(f"\n# {datetime.date.today()} {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} "
-          f"threads; config {a.config.name}, budget {a.budget_min:g} min per preset")
+          f"threads; config {a.config.name}, budget {a.budget_min:g} min per preset"
+          + (f", the first {a.limit_train} training samples" if a.limit_train else ""))
     print("| preset | what | parameters | train images/s | epochs | val AbsRel | val RMSE (mm) | val Dice |")
     print("|---|---|---|---|---|---|---|---|")
     for name, what, params, ips, n, rec, _ in rows:

@@ -32,10 +32,26 @@ REPO = Path(__file__).resolve().parents[1]
     ({"data": {"bones": ["pelvis", "pelvis"]}}, "appears twice"),
     ({"augment": "yes"}, "augment must be true or false"),
     ({"optim": 5}, "'optim' must be a section"),
+    ({"optim": {"lrr": 1}}, "did you mean 'optim.lr'"),
+    ({"model": {"coords": "yes"}}, "model.coords must be true or false"),
+    ({"model": {"preset": 5}}, "model.preset must be text or null"),
+    ({"data": {"chain": 5}}, "data.chain must be a table or text or null"),
+    ({"data": {"root": None}}, "data.root must be text"),
+    ({"perf": {"prefetch": 0}}, "perf.prefetch"),
 ])
 def test_config_errors(over, match):
     with pytest.raises(InputError, match=match):
         load_config(None, over)
+
+
+def test_the_defaults_are_the_typed_sections():
+    """One set of defaults: the trainer's dict is threeddx.trainconfig.TrainConfig's, section by section."""
+    from dataclasses import asdict
+
+    from threeddx.trainconfig import OptimConfig, TrainConfig
+
+    assert load_config() == asdict(TrainConfig()) | {"device": "auto"}
+    assert load_config()["optim"] == asdict(OptimConfig())
 
 
 def test_loss_and_faces_overrides():

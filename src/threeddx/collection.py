@@ -60,6 +60,7 @@ import numpy as np
 from .bones import DEFAULT_BONES
 from .errors import InputError
 from .io import atomic_path, save_npz_atomic
+from .simulate import ViewSettings
 
 #: CT and label file names tried in a case folder (first found wins); a folder ``ct/`` is a DICOM series.
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
@@ -152,34 +153,21 @@ def assign_splits(cases: Sequence[Case], seed: int) -> list[Case]:
 
 
 # ------------------------------------------------------------------ settings
-@dataclass
-class CollectionSettings:
-    """Everything that determines a dataset made from a CT collection (saved as settings.json)."""
+@dataclass(kw_only=True)
+class CollectionSettings(ViewSettings):
+    """Everything that determines a dataset made from a CT collection (saved as settings.json): the views'
+    settings (:class:`threeddx.simulate.ViewSettings`) and the cases, bones and labels."""
 
     source: str  # the table or folder, resolved
     cases: list[dict] = field(default_factory=list)  # the cases as found, with their splits
     bones: list[str] = field(default_factory=lambda: list(DEFAULT_BONES))
     label_table: str | None = None
-    poses: int = 4
-    size: int = 256
-    seed: int = 0
-    split_seed: int = 0
-    sdd_mm: float = 1000.0
     smoothing_iterations: int = 3  # Taubin passes: the voxel steps softened, the mesh within ~0.2 mm (median) of the rendered faces
-    faces: int = 2  # depth faces per bone and ray (threeddx.render: K even; 2 = front and back)
     kind: str = "ct-collection"
     version: int = COLLECTION_VERSION
 
     def check(self) -> None:
-        if self.poses < 1:
-            raise InputError(f"--poses must be at least 1, got {self.poses}")
-        if self.size < 16:
-            raise InputError(f"--size must be at least 16 pixels, got {self.size}")
-        if not 500.0 <= self.sdd_mm <= 2000.0:
-            raise InputError(f"--sdd-mm must be within 500-2000 mm, got {self.sdd_mm}")
-        from .render import check_faces
-
-        check_faces(self.faces)
+        self.check_views()
 
     def case_list(self) -> list[Case]:
         return [Case(**c) for c in self.cases]

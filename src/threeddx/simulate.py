@@ -54,29 +54,45 @@ MANIFEST_COLUMNS = ("sample_id", "subject_id", "source", "subject_index", "split
 
 
 @dataclass
-class SimSettings:
-    """Everything that determines a simulated dataset (saved as settings.json)."""
+class ViewSettings:
+    """What every training set fixes of its views, from LLP26 shapes (:class:`SimSettings`) or a CT collection
+    (:class:`threeddx.collection.CollectionSettings`): one set of defaults and checks."""
 
-    subjects: list[int] = field(default_factory=lambda: list(range(22)))
-    random_subjects: int = 0
-    poses: int = 4
-    size: int = 256
-    seed: int = 0
-    bones: list[str] = field(default_factory=lambda: list(BONE_PARTS))
-    voxel_mm: float = 1.0
-    write_ct: bool = False
+    poses: int = 4  # views per subject or case
+    size: int = 256  # detector pixels per side
+    seed: int = 0  # of poses (and shapes and bodies)
     split_seed: int = 0
-    body: dict = field(default_factory=dict)  # fixed body parameters (phantom.TISSUE_RANGES keys), e.g. {"fat_mm": 80}
     sdd_mm: float = 1000.0  # source-to-detector distance; the patient keeps its distance from the detector
-    beam_offset_mm: float = 0.0  # extra shift of every pose along the beam (+: towards the detector)
     faces: int = 2  # depth faces per bone and ray (threeddx.render: K even; 2 = front and back)
-    version: int = SETTINGS_VERSION
 
-    def check(self) -> None:
+    def check_views(self) -> None:
         if self.poses < 1:
             raise InputError(f"--poses must be at least 1, got {self.poses}")
         if self.size < 16:
             raise InputError(f"--size must be at least 16 pixels, got {self.size}")
+        if not 500.0 <= self.sdd_mm <= 2000.0:
+            raise InputError(f"--sdd-mm must be within 500-2000 mm, got {self.sdd_mm}")
+        from .render import check_faces
+
+        check_faces(self.faces)
+
+
+@dataclass(kw_only=True)
+class SimSettings(ViewSettings):
+    """Everything that determines a simulated dataset (saved as settings.json): the views' settings and the
+    subjects, bodies and CT grid."""
+
+    subjects: list[int] = field(default_factory=lambda: list(range(22)))
+    random_subjects: int = 0
+    bones: list[str] = field(default_factory=lambda: list(BONE_PARTS))
+    voxel_mm: float = 1.0
+    write_ct: bool = False
+    body: dict = field(default_factory=dict)  # fixed body parameters (phantom.TISSUE_RANGES keys), e.g. {"fat_mm": 80}
+    beam_offset_mm: float = 0.0  # extra shift of every pose along the beam (+: towards the detector)
+    version: int = SETTINGS_VERSION
+
+    def check(self) -> None:
+        self.check_views()
         if self.random_subjects < 0:
             raise InputError("--random-subjects must be 0 or more")
         if not (0.25 <= self.voxel_mm <= 4.0):
@@ -84,13 +100,8 @@ class SimSettings:
         unknown = [b for b in self.bones if b not in BONE_PARTS]
         if unknown:
             raise InputError(f"unknown bone(s) {', '.join(unknown)}; known: {', '.join(BONE_PARTS)}")
-        if not 500.0 <= self.sdd_mm <= 2000.0:
-            raise InputError(f"--sdd-mm must be within 500-2000 mm, got {self.sdd_mm}")
         if abs(self.beam_offset_mm) > 100.0:
             raise InputError(f"--beam-offset-mm must be within +-100 mm, got {self.beam_offset_mm}")
-        from .render import check_faces
-
-        check_faces(self.faces)
         if not self.subjects and not self.random_subjects:
             raise InputError("nothing to simulate: no --subjects and no --random-subjects")
 

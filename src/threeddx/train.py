@@ -34,7 +34,7 @@ import torch.distributed as dist
 import yaml
 
 from . import __version__
-from .bones import DEFAULT_BONES
+from .trainconfig import check, defaults
 from .errors import InputError, check_number
 from .io import check_names, is_dead_temporary
 from .geometry import XrayGeometry, standard_ap_geometry
@@ -47,72 +47,24 @@ from .model import DualFaceNet, ModelConfig, apply_casi_offset, model_config, fa
 
 LOSS_CHOICES = ("single", "dependent", "independent", "casi")
 
-DEFAULTS: dict[str, Any] = {
-    "data": {"root": "data", "size": None, "bones": list(DEFAULT_BONES),
-             "train_split": "train", "val_split": "val", "workers": 0, "limit_train": None,
-             # imaging chain (physics.radiograph): "random" per (seed, epoch, index), a preset name, or null
-             # (the stored image); validation uses the same chain at fixed seeds
-             "chain": None, "negatives": 0.0,
-             # share of the items shown as the patient's mirror image (dataset.SimulatedDataset: exact)
-             "mirror": 0.0},
-    # faces: depth faces per bone (2: front and back; K > 2 needs data simulated with --faces K)
-    # the architecture: a threeddx.model.PRESETS name and/or ModelConfig fields over it (unset: ModelConfig's)
-    "model": {"preset": None, "width": None, "levels": None, "blocks": None, "coords": None, "attention": None,
-              "faces": 2},
-    "loss": {"mode": "dependent", "casi": False, "lam": 0.85, "alpha": 10.0, "seg_weight": 1.0},
-    "optim": {"lr": 1e-3, "weight_decay": 1e-4, "epochs": 20, "batch_size": 8, "schedule": "cosine", "grad_clip": 1.0},
-    "augment": True,
-    "seed": 0,
-    "device": "auto",
-    "amp": True,  # CUDA: float16 autocast with a gradient scaler (CPU: see perf.bf16)
-    # CPU speed (benchmarks/train.py measures each): NHWC tensors; bfloat16 autocast of the network (the losses
-    # stay float32); torch.compile of the network; and, for data.workers > 0, batches prefetched per worker
-    "perf": {"channels_last": False, "bf16": False, "compile": False, "prefetch": 2},
-    "out": "runs/default",
-    # fine-tuning: start from this checkpoint's weights (a path or a released name; same model settings),
-    # with a new optimiser and schedule; ignored when resuming
-    "init": None,
-}
-
-
-#: What each value of a training config must be (:func:`check_config`): a number kind and its range
-#: ("int" whole, "float" any, "float>0" positive; "?" also null), true/false, or text (``None`` in the rule: or null).
-CONFIG_VALUES: dict[str, tuple] = {
-    "data.size": ("int?", 8, 8192), "data.workers": ("int", 0, 256), "data.limit_train": ("int?", 1, 10**9),
-    "data.negatives": ("float", 0.0, 1.0), "data.mirror": ("float", 0.0, 1.0),
-    "model.width": ("int?", 1, 512), "model.levels": ("int?", 1, 8), "model.blocks": ("int?", 1, 8),
-    "model.attention": ("int?", 0, 64), "model.preset": (str, None), "model.coords": (bool, None),
-    "loss.lam": ("float", 0.0, 1.0), "loss.alpha": ("float", 0.0, 1e4), "loss.seg_weight": ("float", 0.0, 1e4),
-    "optim.lr": ("float>0", 0.0, 10.0), "optim.weight_decay": ("float", 0.0, 10.0), "optim.epochs": ("int", 1, 10**6),
-    "optim.batch_size": ("int", 1, 65536), "optim.grad_clip": ("float?", 0.0, 1e9), "seed": ("int", 0, 2**32 - 1),
-    "loss.casi": (bool,), "augment": (bool,), "amp": (bool,), "perf.channels_last": (bool,), "perf.bf16": (bool,),
-    "perf.compile": (bool,), "perf.prefetch": ("int", 1, 64),
-    "data.root": (str,), "data.train_split": (str,), "data.val_split": (str, None), "device": (str,), "out": (str,),
-    "optim.schedule": (str,),
-}
+#: The defaults of every setting: :class:`threeddx.trainconfig.TrainConfig`'s, as the nested dict runs keep.
+DEFAULTS: dict[str, Any] = defaults()
 
 
 def check_config(cfg: dict, where: str) -> None:
-    """Every value of :data:`CONFIG_VALUES` of the right type and range: one InputError naming the key."""
-    for key, rule in CONFIG_VALUES.items():
-        section, _, name = key.rpartition(".")
-        value = (cfg[section] if section else cfg).get(name)
-        if rule[0] in (bool, str):
-            if not isinstance(value, rule[0]) and not (None in rule and value is None):
-                kind = "true or false" if rule[0] is bool else "text"
-                raise InputError(f"{where}: {key} must be {kind}, got {str(value)[:40]!r}")
-            continue
-        kind, lo, hi = rule
-        if kind.endswith("?") and value is None:
-            continue
-        check_number(value, lo, hi, where, key, whole=kind.startswith("int"), open_ends=kind == "float>0")
+    """Every value of the right type and range (:func:`threeddx.trainconfig.check`): one InputError naming the key."""
+    check(cfg, where)
 
 
 def _merge(base: dict, over: dict, where: str = "") -> dict:
     out = copy.deepcopy(base)
     for k, v in (over or {}).items():
         if k not in base:
-            raise InputError(f"config: unknown key '{where}{k}' (known: {', '.join(map(str, base))})")
+            import difflib
+
+            near = difflib.get_close_matches(str(k), list(map(str, base)), n=1)
+            hint = f"; did you mean '{where}{near[0]}'?" if near else ""
+            raise InputError(f"config: unknown key '{where}{k}'{hint} (known: {', '.join(map(str, base))})")
         if isinstance(base[k], dict) and not isinstance(v, dict):
             raise InputError(f"config: '{where}{k}' must be a section of settings, got {str(v)[:40]!r}")
         out[k] = _merge(base[k], v, f"{where}{k}.") if isinstance(base[k], dict) and isinstance(v, dict) else v

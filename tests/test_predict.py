@@ -341,9 +341,9 @@ def test_a_bad_out_is_refused_before_inference(kind, tmp_path, capsys, monkeypat
 @pytest.mark.parametrize("fmt", ["png", "npy", "npz", "dcm"])
 def test_an_image_over_the_pixel_limit_is_refused_from_its_header(fmt, tmp_path, capsys, monkeypatch):
     """A tiny file may claim a huge image: the header is read, not the pixels (limit lowered for the test)."""
-    import threeddx.predict as predict
+    import threeddx.radiograph as radiograph
 
-    monkeypatch.setattr(predict, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(radiograph, "MAX_PIXELS", 100 * 100)
     img = np.zeros((120, 110), np.uint16)
     path = tmp_path / f"big.{fmt}"
     if fmt == "png":

@@ -101,9 +101,9 @@ def test_the_app_gives_the_same_meshes_as_predict(predictor, example_files, tmp_
 ])
 def test_bad_uploads_are_refused_at_once_and_leave_nothing(case, status, message, predictor, example_files, tmp_path,
                                                          monkeypatch):
-    import threeddx.predict as predict
+    import threeddx.radiograph as radiograph
 
-    monkeypatch.setattr(predict, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(radiograph, "MAX_PIXELS", 100 * 100)
     files = {"image": ("x.png", _png(np.zeros((64, 64), np.uint8)))}
     settings = {}
     if case == "not-an-image":

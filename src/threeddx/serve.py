@@ -193,7 +193,7 @@ class JobQueue:
         import queue
 
         from .geometry import XrayGeometry
-        from .predict import check_pixel_limit
+        from .radiograph import check_pixel_limit
 
         suffix = sniff_image(image[:132])
         if suffix is None:

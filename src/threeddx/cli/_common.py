@@ -85,7 +85,7 @@ def add_geometry_options(p: argparse.ArgumentParser) -> None:
 
 
 def declared_geometry(args: argparse.Namespace):
-    """``--pixel-mm``/``--sdd-mm``/``--isocenter-mm``/``--table-mm`` as a :class:`threeddx.predict.Declared`, or
+    """``--pixel-mm``/``--sdd-mm``/``--isocenter-mm``/``--table-mm`` as a :class:`threeddx.radiograph.Declared`, or
     None when none is given."""
     from ..predict import Declared
 

@@ -240,6 +240,8 @@ BAD_VALUES = {
     "confidence of the wrong type": (lambda ck: ck["confidence"]["bones"]["pelvis"].update(centroid_sd="wide"),
                                      "centroid_sd"),
     "unknown mesher": (lambda ck: ck.update(mesh={"pelvis": "magic"}), "mesh.pelvis"),
+    "negative placement SD": (lambda ck: ck.update(placement_sd_mm={"pelvis": -2.0}), "placement_sd_mm.pelvis"),
+    "placement SD of another bone": (lambda ck: ck.update(placement_sd_mm={"tibia": 2.0}), "placement_sd_mm"),
 }
 
 
@@ -253,3 +255,18 @@ def test_a_checkpoints_values_are_checked_before_anything_runs(tmp_path, case):
     with pytest.raises(InputError, match=key) as e:
         Checkpoint.from_dict(ck, "c.pt")
     assert str(e.value).startswith("c.pt") and "\n" not in str(e.value)
+
+
+def test_a_calibrated_placement_uncertainty_reaches_the_summary(tmp_path):
+    """A checkpoint's placement_sd_mm (benchmarks/placement.py writes it) is each bone's in summary.json."""
+    from threeddx.demo import example_path
+    from threeddx.inference import Predictor
+    from threeddx.predict import predict_file
+
+    ck = load_checkpoint(resolve_checkpoint("dualface"))
+    ck["placement_sd_mm"] = {"pelvis": 3.5, "femur_left": 9.25}
+    path = tmp_path / "calibrated.pt"
+    save_checkpoint(ck, path)
+    s = predict_file(example_path(), Predictor(path), tmp_path / "out", mesh_method="dual", report=False)
+    assert s["bones"]["pelvis"]["placement_sd_mm"] == 3.5 and s["bones"]["femur_left"]["placement_sd_mm"] == 9.25
+    assert "placement_sd_mm" not in s["bones"]["femur_right"]

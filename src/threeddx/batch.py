@@ -33,7 +33,8 @@ from .io import atomic_path
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy", ".npz", ".dcm", ".dicom")
 #: What marks a batch folder (besides result folders, batch.csv and problems.csv).
 BATCH_MARKER = "batch.json"
-BATCH_COLUMNS = ("image", "result", "bone", "found", "confidence", "volume_cm3", "mesh_method", "warnings")
+BATCH_COLUMNS = ("image", "result", "bone", "found", "confidence", "volume_cm3", "mesh_method", "placement_sd_mm",
+                 "warnings")
 
 
 @dataclass(frozen=True)
@@ -155,10 +156,12 @@ def write_tables(out: Path, items: list[BatchItem], problems: dict[str, str]) ->
         for bone, b in s.get("bones", {}).items():
             rows.append({"image": str(it.image), "result": it.name, "bone": bone, "found": b.get("found"),
                          "confidence": b.get("confidence"), "volume_cm3": b.get("volume_cm3"),
-                         "mesh_method": b.get("mesh_method"), "warnings": warnings})
+                         "mesh_method": b.get("mesh_method"), "placement_sd_mm": b.get("placement_sd_mm"),
+                         "warnings": warnings})
         for missing in s.get("missing", []):
             rows.append({"image": str(it.image), "result": it.name, "bone": missing.split(" ")[0], "found": False,
-                         "confidence": None, "volume_cm3": None, "mesh_method": None, "warnings": missing})
+                         "confidence": None, "volume_cm3": None, "mesh_method": None, "placement_sd_mm": None,
+                         "warnings": missing})
     for name, rows_ in (("batch.csv", rows), ("problems.csv", [{"image": str(it.image), "problem": problems[it.name]}
                                                                 for it in items if it.name in problems])):
         buf = _io.StringIO()

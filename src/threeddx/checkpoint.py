@@ -68,6 +68,9 @@ class Checkpoint:
     #: {bone: mesher} chosen for this model on the validation split (threeddx.reconstruct.MESHERS; a bone not
     #: named, or no entry: dual, front for a single-depth model); ``--mesh`` overrides it
     mesh: dict | None = None
+    #: {bone: mm}: the 1-SD uncertainty of the bone's placement along the beam, the RMS of the best shift along
+    #: the beam on the validation split (benchmarks/placement.py); None: not calibrated
+    placement_sd_mm: dict | None = None
     epoch: int = 0
     threeddx_version: str = ""  # provenance: the version that wrote it
     release: dict = field(default_factory=dict)  # provenance of a released model (run, command, test figures)
@@ -123,6 +126,11 @@ class Checkpoint:
             check_number(self.casi_offset_mm, -500.0, 500.0, where, "casi_offset_mm")
         if not isinstance(self.mirror_tta, bool):
             raise InputError(f"{where}: mirror_tta must be true or false, got {self.mirror_tta!r}")
+        if self.placement_sd_mm is not None:
+            if not isinstance(self.placement_sd_mm, dict):
+                raise InputError(f"{where}: placement_sd_mm must be a table of bones")
+            for bone, sd in self.placement_sd_mm.items():
+                check_number(sd, 0.0, 500.0, where, f"placement_sd_mm.{bone}")
         for bone, mesher in (self.mesh or {}).items():
             if mesher not in MESHERS:
                 raise InputError(f"{where}: mesh.{bone} {str(mesher)[:40]!r} is not a mesher ({', '.join(MESHERS)})")
@@ -153,7 +161,7 @@ class Checkpoint:
         model_bones = self.model_config.get("bones") if isinstance(self.model_config, dict) else None
         if model_bones is not None and list(model_bones) != bones:
             raise InputError(f"{where}: bones {bones} differ from the network's model_config.bones {list(model_bones)[:8]}")
-        for key in ("mesh", "confidence"):
+        for key in ("mesh", "confidence", "placement_sd_mm"):
             table = getattr(self, key)
             if key == "confidence" and isinstance(table, dict):
                 table = table.get("bones", {})

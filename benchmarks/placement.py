@@ -1,0 +1,64 @@
+"""How far along the beam each bone is misplaced, its 1-SD calibrated on validation and checked on test.
+
+    .venv/bin/python benchmarks/placement.py --val VAL_EVAL_DIR --test TEST_EVAL_DIR [--write CKPT OUT.pt]
+
+The inputs are two ``3ddx evaluate`` result folders of the same checkpoint (their ``results.csv``: per image
+and bone the best shift along the beam, ``beam_shift_mm``, :func:`threeddx.metrics.beam_aligned`). Per bone
+the validation split's RMS shift is the placement's 1-SD uncertainty (bias included, as a user meets it);
+printed beside it: the test split's RMS and the share of test bones whose shift lies within 1 and 2 of those
+SDs (about 68 % and 95 % when the calibration holds). ``--write CKPT OUT.pt`` stores the SDs in a copy of
+the checkpoint (``placement_sd_mm``), which ``3ddx predict`` then reports per bone in summary.json and
+batch.csv. Never calibrate on the test split.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import math
+import platform
+from pathlib import Path
+
+import numpy as np
+
+
+def shifts(folder: Path) -> dict[str, np.ndarray]:
+    """bone -> the beam shifts (mm) of its scored rows in an evaluate folder's results.csv."""
+    out: dict[str, list[float]] = {}
+    with open(Path(folder) / "results.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            v = float(r.get("beam_shift_mm") or "nan")
+            if r["status"] == "ok" and math.isfinite(v):
+                out.setdefault(r["bone"], []).append(v)
+    return {b: np.asarray(v) for b, v in out.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--val", type=Path, required=True, help="3ddx evaluate folder of the validation split")
+    ap.add_argument("--test", type=Path, required=True, help="3ddx evaluate folder of the test split")
+    ap.add_argument("--write", nargs=2, metavar=("CKPT", "OUT"), help="store the SDs in a copy of CKPT")
+    a = ap.parse_args()
+    val, test = shifts(a.val), shifts(a.test)
+    sd = {b: float(np.sqrt(np.mean(v**2))) for b, v in val.items()}
+    print(f"# {datetime.date.today()} {platform.machine()}; val {a.val}, test {a.test}")
+    print("| bone | val n | val mean shift (mm) | 1-SD = val RMS (mm) | test n | test RMS (mm) | test within 1 SD | "
+          "within 2 SD |")
+    print("|---|---|---|---|---|---|---|---|")
+    for b, s in sd.items():
+        t = test.get(b, np.array([]))
+        w1 = 100 * float(np.mean(np.abs(t) <= s)) if len(t) else float("nan")
+        w2 = 100 * float(np.mean(np.abs(t) <= 2 * s)) if len(t) else float("nan")
+        rms = float(np.sqrt(np.mean(t**2))) if len(t) else float("nan")
+        print(f"| {b} | {len(val[b])} | {val[b].mean():+.2f} | {s:.2f} | {len(t)} | {rms:.2f} | {w1:.0f} % | {w2:.0f} % |")
+    if a.write:
+        from threeddx.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+
+        ck = load_checkpoint(resolve_checkpoint(a.write[0]))
+        ck["placement_sd_mm"] = {b: round(s, 2) for b, s in sd.items() if b in ck["bones"]}
+        save_checkpoint(ck, a.write[1])
+        print(f"wrote {a.write[1]} with placement_sd_mm {ck['placement_sd_mm']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -44,8 +44,8 @@ head depths (nothing here sees the world frame); the summary's joints in world m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 

@@ -62,6 +62,9 @@ the world frame; for the preset pose (:func:`ap_pose`) it is the world frame
 moved to the iso-centre. Shape-model fits (:mod:`threeddx.ssm`) start and are
 judged there, and their results are mapped back to the world, so a rigid change
 of the world frame moves every output with it.
+
+Size: about 700 lines, on purpose: this is the one home of every projection formula and frame (the
+reference the rest of the package and its tests cite); split, the formulas would have two homes.
 """
 from __future__ import annotations
 

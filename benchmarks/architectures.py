@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/architectures.py --config configs/scale-256.yaml \\
         --presets release-128 context-256 --budget-min 20 [--limit-train N] [--out runs/arch]
 
-Each preset of :data:`threeddx.model.PRESETS` named is trained from scratch with the config (same data,
+Each preset of :data:`threeddx.network.model.PRESETS` named is trained from scratch with the config (same data,
 loss, optimiser, seed, imaging chains and augmentation; only ``model.preset`` changes) for ``--budget-min``
 minutes of this machine (``3ddx train --budget-min``: it stops at the last epoch boundary within the budget,
 at least one epoch), into ``OUT/PRESET`` (resumable: ``3ddx train --resume OUT/PRESET/last.pt``). Printed per
@@ -36,8 +36,8 @@ def main() -> None:
 
     import torch
 
-    from threeddx.model import PRESETS, DualFaceNet, model_config
-    from threeddx.train import load_config, train
+    from threeddx.network.model import PRESETS, DualFaceNet, model_config
+    from threeddx.training.train import load_config, train
 
     rows = []
     for name in a.presets:

@@ -51,7 +51,7 @@ def simulate(data: Path) -> None:
 
 
 def scores(data: Path, out: Path, limit: int | None) -> dict[str, dict]:
-    from threeddx.evaluate import evaluate
+    from threeddx.evaluation.evaluate import evaluate
 
     res = {}
     for label, faces, mesh in METHODS:
@@ -74,12 +74,12 @@ def regions(data: Path, limit: int | None, learned: dict[str, str] | None = None
     """
     import trimesh
 
-    from threeddx.dataset import read_manifest
-    from threeddx.evaluate import chain_image
+    from threeddx.training.dataset import read_manifest
+    from threeddx.evaluation.evaluate import chain_image
     from threeddx.geometry import XrayGeometry
-    from threeddx.inference import Predictor
+    from threeddx.inference.predictor import Predictor
     from threeddx.metrics import point_to_surface, ray_crossings, sample_surface, visible_part
-    from threeddx.reconstruct import reconstruct_bone
+    from threeddx.meshing.reconstruct import reconstruct_bone
 
     predictors = {label: Predictor(ck) for label, ck in (learned or {}).items()}
     rows = [r for r in read_manifest(data) if r["split"] == "test"][:limit]

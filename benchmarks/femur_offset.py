@@ -38,8 +38,8 @@ def shifts(results_csv: Path) -> None:
 
 
 def head_discs(data: Path, split: str, radius_mm: float = 15.0) -> None:
-    from threeddx.anatomy import load_shape
-    from threeddx.dataset import read_manifest
+    from threeddx.simulator.anatomy import load_shape
+    from threeddx.training.dataset import read_manifest
     from threeddx.geometry import XrayGeometry
 
     femur_err, pelvis_err = [], []

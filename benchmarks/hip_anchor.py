@@ -1,4 +1,4 @@
-"""Hip-joint anchoring (threeddx.hipjoint): the released model with and without it, and the anchor's own error.
+"""Hip-joint anchoring (threeddx.inference.hipjoint): the released model with and without it, and the anchor's own error.
 
     .venv/bin/python benchmarks/hip_anchor.py [--data data/sim128] [--old-test data/shift/old-test] [--out runs/hip-anchor] [--shifts]
 
@@ -38,9 +38,9 @@ SHIFT_SETS = [
 
 
 def oracle_shifts(data: Path, split: str) -> np.ndarray:
-    from threeddx.dataset import read_manifest
+    from threeddx.training.dataset import read_manifest
     from threeddx.geometry import XrayGeometry
-    from threeddx.hipjoint import anchor_femurs
+    from threeddx.inference.hipjoint import anchor_femurs
 
     out = []
     for r in (r for r in read_manifest(data) if r["split"] == split):
@@ -54,8 +54,8 @@ def oracle_shifts(data: Path, split: str) -> np.ndarray:
 
 
 def evaluation(data: Path, split: str, chain, anchor: bool, out: Path) -> list[dict]:
-    from threeddx.evaluate import evaluate
-    from threeddx.hipjoint import AnchorSettings
+    from threeddx.evaluation.evaluate import evaluate
+    from threeddx.inference.hipjoint import AnchorSettings
 
     folder = out / f"{data.name}-{split}-{'on' if anchor else 'off'}"
     if not (folder / "results.csv").exists():

@@ -5,9 +5,9 @@
 A declared table height (geometry JSON ``source_to_table_mm``, DICOM Distance Source to Patient (0018,1111))
 or skin distance becomes an iso-centre distance by :func:`threeddx.geometry.isocenter_from_table` and
 :func:`~threeddx.geometry.isocenter_from_entrance`, whose constants are the medians printed here: per LLP26
-adult (0-21) and ``--bodies`` bodies drawn as the simulator draws them (:func:`threeddx.phantom.sample_tissue`),
+adult (0-21) and ``--bodies`` bodies drawn as the simulator draws them (:func:`threeddx.simulator.phantom.sample_tissue`),
 how far the hip joints' mid-point lies in front of the back (the table top) and behind the front skin
-(:func:`threeddx.phantom.hip_depths`). The spread is what the rule cannot know from one image.
+(:func:`threeddx.simulator.phantom.hip_depths`). The spread is what the rule cannot know from one image.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ def main() -> None:
     ap.add_argument("--bodies", type=int, default=20, help="bodies drawn per LLP26 adult (default 20)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    from threeddx.anatomy import PARTS, load_shape
+    from threeddx.simulator.anatomy import PARTS, load_shape
     from threeddx.geometry import HIPS_ABOVE_TABLE_MM, HIPS_BELOW_ENTRANCE_MM
-    from threeddx.phantom import hip_depths, sample_tissue
+    from threeddx.simulator.phantom import hip_depths, sample_tissue
 
     rng = np.random.default_rng(a.seed)
     back, front = [], []

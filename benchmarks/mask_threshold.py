@@ -1,4 +1,4 @@
-"""Calibrate the mask threshold of the inference path (threeddx.inference.MASK_THRESHOLD).
+"""Calibrate the mask threshold of the inference path (threeddx.inference.predictor.MASK_THRESHOLD).
 
     .venv/bin/python benchmarks/mask_threshold.py [--data data/sim128] [--split val] [--checkpoint dualface]
 
@@ -22,11 +22,11 @@ THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
 
 
 def main() -> int:
-    from threeddx.dataset import read_manifest
+    from threeddx.training.dataset import read_manifest
     from threeddx.geometry import XrayGeometry
-    from threeddx.inference import Predictor
+    from threeddx.inference.predictor import Predictor
     from threeddx.metrics import dice, false_area_pct
-    from threeddx.physics import chain_for, radiograph, sample_materials
+    from threeddx.simulator.physics import chain_for, radiograph, sample_materials
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("data/sim128"))

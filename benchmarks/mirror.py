@@ -37,7 +37,7 @@ BONES = ("pelvis", "femur_left", "femur_right")
 
 def side_bias(data: Path, split: str) -> np.ndarray:
     """Left minus right femur mean mid-depth (mm) per image of ``split``."""
-    from threeddx.dataset import read_manifest
+    from threeddx.training.dataset import read_manifest
 
     out = []
     for r in (r for r in read_manifest(data) if r["split"] == split):
@@ -60,7 +60,7 @@ def checkpoint(spec: str, out: Path) -> str:
 
 
 def evaluation(label: str, ck: str, data: Path, split: str, chain, mirrored: bool, out: Path) -> list[dict]:
-    from threeddx.evaluate import evaluate
+    from threeddx.evaluation.evaluate import evaluate
 
     folder = out / f"{label}-{data.name}-{split}-{'mirrored' if mirrored else 'direct'}"
     if not (folder / "results.csv").exists():

@@ -52,7 +52,7 @@ def main() -> None:
         rms = float(np.sqrt(np.mean(t**2))) if len(t) else float("nan")
         print(f"| {b} | {len(val[b])} | {val[b].mean():+.2f} | {s:.2f} | {len(t)} | {rms:.2f} | {w1:.0f} % | {w2:.0f} % |")
     if a.write:
-        from threeddx.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+        from threeddx.network.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 
         ck = load_checkpoint(resolve_checkpoint(a.write[0]))
         ck["placement_sd_mm"] = {b: round(s, 2) for b, s in sd.items() if b in ck["bones"]}

@@ -37,7 +37,7 @@ def peak_memory() -> None:
     import torch
     from PIL import Image
 
-    from threeddx.demo import example_path
+    from threeddx.apps.demo import example_path
     from threeddx.geometry import XrayGeometry
 
     print(f"# predict peak memory: fresh process per row; torch {torch.__version__}, {platform.machine()}, "
@@ -80,17 +80,17 @@ def main() -> None:
     ap.add_argument("--image", type=Path, required=True)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--mesh", default="model",
-                    help="a mesher of threeddx.reconstruct.MESHERS, or 'model': the checkpoint's own (as predict)")
+                    help="a mesher of threeddx.meshing.reconstruct.MESHERS, or 'model': the checkpoint's own (as predict)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-report", dest="report", action="store_false", help="skip report.png (predict's default writes it)")
     args = ap.parse_args()
 
     import torch
 
-    from threeddx.predict import Predictor, predict_file
+    from threeddx.apps.predict import Predictor, predict_file
 
     torch.set_num_threads(args.threads)
-    from threeddx.hipjoint import AnchorSettings
+    from threeddx.inference.hipjoint import AnchorSettings
 
     columns = {"hip-joint anchoring on": AnchorSettings(), "off (--no-hip-anchor)": None}
     med = {}

@@ -38,7 +38,7 @@ def _worker(kind: str, size: int, repeats: int, device: str, threads: int, q) ->
 
     ct_path, lab_path = bundled_chest_ct()
     if kind.startswith("ours"):
-        from threeddx.render import Scene, make_scene, render
+        from threeddx.simulator.render import Scene, make_scene, render
 
         ct = load_ct(ct_path)
         bones = parse_bones(CHEST_DEFAULT_BONES) if kind != "ours-drr" else {}

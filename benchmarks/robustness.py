@@ -10,7 +10,7 @@ meshing):
 * **in-distribution**: the test split of ``data/sim128`` through random
   imaging chains (seeded), as in training; and the old simulator's image (the
   windowed monochromatic DRR, what the old model was trained on);
-* **physics**: each chain family at its extreme (threeddx.physics.PRESETS);
+* **physics**: each chain family at its extreme (threeddx.simulator.physics.PRESETS);
 * **bodies**: the test subjects re-simulated with extreme bodies
   (``3ddx simulate --body ...``: obese, thin, thighs touching, heavy gas, metal);
 * **another renderer**: the test subjects' CTs rendered by DiffDRR 0.6.1
@@ -129,12 +129,12 @@ def diffdrr_set(ct_set: Path, out: Path) -> Path | None:
     import csv
     import shutil
 
-    from threeddx.anatomy import BONE_PARTS, PART_LABEL_IDS
+    from threeddx.simulator.anatomy import BONE_PARTS, PART_LABEL_IDS
     from threeddx.geometry import standard_ap_geometry
     from threeddx.io import load_ct, load_labels, save_npz_atomic
-    from threeddx.physics import process
-    from threeddx.render import make_scene, render
-    from threeddx.simulate import ISOCENTER_ABOVE_HIPS_MM
+    from threeddx.simulator.physics import process
+    from threeddx.simulator.render import make_scene, render
+    from threeddx.simulator.simulate import ISOCENTER_ABOVE_HIPS_MM
 
     rows = list(csv.DictReader(open(ct_set / "manifest.csv")))
     subjects = sorted({r["subject_id"] for r in rows})
@@ -293,7 +293,7 @@ def _result_path(name: str, ck: str, out: Path) -> Path:
 
 
 def run_eval(name: str, data: Path, ck: str, out: Path, chain, split: str = "test", workers: int = 1) -> dict:
-    from threeddx.evaluate import evaluate
+    from threeddx.evaluation.evaluate import evaluate
 
     path = _result_path(name, ck, out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -324,12 +324,12 @@ def refusal_images(data: Path) -> dict[str, list[tuple[np.ndarray, "XrayGeometry
     """Non-hip images and their (declared) geometry: real radiographs, noise, blank, wrongly loaded hip films."""
     import importlib.util
 
-    from threeddx.dataset import read_manifest
+    from threeddx.training.dataset import read_manifest
     from threeddx.geometry import XrayGeometry
-    from threeddx.negatives import noise_image
-    from threeddx.physics import radiograph, sample_materials
+    from threeddx.simulator.negatives import noise_image
+    from threeddx.simulator.physics import radiograph, sample_materials
     from threeddx.geometry import standard_ap_geometry
-    from threeddx.simulate import ISOCENTER_ABOVE_HIPS_MM
+    from threeddx.simulator.simulate import ISOCENTER_ABOVE_HIPS_MM
 
     nominal = standard_ap_geometry((0.0, 0.0, ISOCENTER_ABOVE_HIPS_MM), size=128)
     out: dict[str, list] = {}
@@ -363,7 +363,7 @@ def refusal_images(data: Path) -> dict[str, list[tuple[np.ndarray, "XrayGeometry
 def _read_at_nominal(path: Path, nominal):
     """A real radiograph read as predict reads it, declared at the nominal geometry (its own tags are invalid)."""
     from threeddx.geometry import XrayGeometry
-    from threeddx.predict import read_radiograph
+    from threeddx.apps.predict import read_radiograph
 
     rows, cols = _shape(path)
     spacing = 430.0 / max(rows, cols)
@@ -380,7 +380,7 @@ def _shape(path: Path) -> tuple[int, int]:
 
 
 def refusal_rate(ck: str, images: list) -> tuple[float, list[float]]:
-    from threeddx.inference import Predictor
+    from threeddx.inference.predictor import Predictor
 
     pred = Predictor(ck)
     refused, confs = 0, []

@@ -54,7 +54,7 @@ def inputs(folder: Path) -> tuple[bytes, bytes, bytes]:
     """(example PNG, its geometry JSON, a noise PNG)."""
     from PIL import Image
 
-    from threeddx.demo import example_path
+    from threeddx.apps.demo import example_path
 
     with np.load(example_path()) as z:
         Image.fromarray((np.clip(z["image"], 0, 1) * 65535).astype(np.uint16)).save(folder / "hip.png")
@@ -66,8 +66,8 @@ def inputs(folder: Path) -> tuple[bytes, bytes, bytes]:
 
 def reference(folder: Path) -> dict:
     """The bones of an in-process reconstruction of the example (what every hip job must give)."""
-    from threeddx.inference import Predictor
-    from threeddx.predict import reconstruct_image
+    from threeddx.inference.predictor import Predictor
+    from threeddx.apps.predict import reconstruct_image
 
     rec = reconstruct_image(folder / "hip.png", Predictor("dualface"), folder / "hip.json")
     return {b: {k: v[k] for k in ("vertices", "faces", "volume_cm3")} for b, v in rec.summary["bones"].items()}

@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; cells are medians (default 1)")
     args = ap.parse_args()
 
-    from threeddx.anatomy import load_shape, parse_subject_range
+    from threeddx.simulator.anatomy import load_shape, parse_subject_range
 
     ids = parse_subject_range(args.subjects)
     for k in ids:  # warm the shape cache (not timed)

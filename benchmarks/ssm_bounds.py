@@ -1,10 +1,10 @@
-"""Where shape-model fits stop being believed: the fit statistics of a split against threeddx.ssm.FitBounds.
+"""Where shape-model fits stop being believed: the fit statistics of a split against threeddx.meshing.ssm.FitBounds.
 
     .venv/bin/python benchmarks/ssm_bounds.py --data data/v5val --split val [--checkpoint CKPT] [--far]
 
 Every image of the split goes through the released inference path (random imaging chain seeded as
 ``3ddx evaluate --chain random --seed 0``); per image, the pelvis fit of the hip-joint anchoring and a
-per-bone ``ssm`` fit of each (anchored) femur (:func:`threeddx.ssm.complete_bones_each`). Printed per
+per-bone ``ssm`` fit of each (anchored) femur (:func:`threeddx.meshing.ssm.complete_bones_each`). Printed per
 bone and statistic: median, 95th percentile and maximum over the images, the bound, and how many fits
 the bound rejects. ``--far`` writes every pose in a world frame 1.2 m from the hips and turned 30 and
 20 degrees (the frame defect of issue 27) and prints the same table, which must match. The bounds are
@@ -25,7 +25,7 @@ from robustness import far_frame  # noqa: E402 - the far world frame of the row 
 
 
 def stats(fit, model, bone: str) -> dict:
-    from threeddx.ssm import folded_fraction
+    from threeddx.meshing.ssm import folded_fraction
 
     return {"max |z| (SD)": float(np.abs(fit.z).max()), "rotation from view (deg)": fit.view_rotation_deg[bone],
             "RMS (mm)": fit.rms_mm[bone], "inliers (%)": 100 * fit.inliers[bone],
@@ -44,12 +44,12 @@ def main() -> int:
                          "by the same bounds: with --far, the crumpled fits the bounds must reject")
     args = ap.parse_args()
 
-    from threeddx.dataset import read_manifest
-    from threeddx.evaluate import chain_image
+    from threeddx.training.dataset import read_manifest
+    from threeddx.evaluation.evaluate import chain_image
     from threeddx.geometry import XrayGeometry
-    from threeddx.inference import Predictor
-    from threeddx.reconstruct import backproject_bone
-    from threeddx.ssm import FitBounds, complete_bones_each, fit_ssm, judge_fit, rotation_angle_deg, training_ssm
+    from threeddx.inference.predictor import Predictor
+    from threeddx.meshing.reconstruct import backproject_bone
+    from threeddx.meshing.ssm import FitBounds, complete_bones_each, fit_ssm, judge_fit, rotation_angle_deg, training_ssm
 
     pred = Predictor(args.checkpoint)
     rows = [r for r in read_manifest(args.data) if r["split"] == args.split]

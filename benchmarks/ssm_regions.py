@@ -33,12 +33,12 @@ def main() -> int:
     import trimesh
     from scipy import ndimage
 
-    from threeddx.dataset import read_manifest
+    from threeddx.training.dataset import read_manifest
     from threeddx.geometry import XrayGeometry
     from threeddx.metrics import faces_see, point_to_surface, ray_crossings, sample_surface, visible_part
-    from threeddx.inference import Predictor
-    from threeddx.reconstruct import backproject_bone, reconstruct_bone
-    from threeddx.ssm import FitSettings, complete_bones_each
+    from threeddx.inference.predictor import Predictor
+    from threeddx.meshing.reconstruct import backproject_bone, reconstruct_bone
+    from threeddx.meshing.ssm import FitSettings, complete_bones_each
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)

@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 def _worker(config: str, size: int, batch: int, steps: int, device: str, threads: int, q) -> None:
     import torch
 
-    from threeddx.losses import mask_loss, scale_invariant_loss
-    from threeddx.model import DualFaceNet, model_config
-    from threeddx.train import load_config
+    from threeddx.network.losses import mask_loss, scale_invariant_loss
+    from threeddx.network.model import DualFaceNet, model_config
+    from threeddx.training.train import load_config
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -100,7 +100,7 @@ def _pipeline_worker(data: str, config: str, size: int, batch: int, steps: int, 
 
     import torch
 
-    from threeddx.train import Trainer, load_config
+    from threeddx.training.train import Trainer, load_config
 
     torch.set_num_threads(threads)
     cfg = load_config(REPO / "configs" / config, {"data": {"root": data, "size": size},
@@ -138,7 +138,7 @@ def precision_check(data: str, config: str, size: int, batch: int, threads: int)
     largest depth difference (mm) inside the masks."""
     import torch
 
-    from threeddx.train import Trainer, load_config
+    from threeddx.training.train import Trainer, load_config
 
     torch.set_num_threads(threads)
     cfg = load_config(REPO / "configs" / config, {"data": {"root": data, "size": size, "negatives": 0.0},

@@ -24,12 +24,12 @@ def main() -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from threeddx.anatomy import BONE_PARTS, PART_LABEL_IDS, PARTS, articulate, load_shape
+    from threeddx.simulator.anatomy import BONE_PARTS, PART_LABEL_IDS, PARTS, articulate, load_shape
     from threeddx.geometry import standard_ap_geometry
-    from threeddx.phantom import synthesize_ct
-    from threeddx.physics import decompose_hu, radiograph
-    from threeddx.render import Scene, hu_to_mu, render
-    from threeddx.simulate import ISOCENTER_ABOVE_HIPS_MM
+    from threeddx.simulator.phantom import synthesize_ct
+    from threeddx.simulator.physics import decompose_hu, radiograph
+    from threeddx.simulator.render import Scene, hu_to_mu, render
+    from threeddx.simulator.simulate import ISOCENTER_ABOVE_HIPS_MM
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=16)

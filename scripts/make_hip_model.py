@@ -2,12 +2,12 @@
 
     .venv/bin/python scripts/make_hip_model.py
 
-The model of :mod:`threeddx.hipjoint`: a PCA of the pelvis (both hemipelves)
+The model of :mod:`threeddx.inference.hipjoint`: a PCA of the pelvis (both hemipelves)
 of the 16 LLP26 training subjects only (the fixed split of
-``threeddx.anatomy.subject_split``; the validation and test subjects stay
+``threeddx.simulator.anatomy.subject_split``; the validation and test subjects stay
 unseen), Procrustes-aligned, with the two hip-joint centres (LLP26's
 ``pelvis-LHJC`` / ``pelvis-RHJC``) as landmarks on the same modes
-(:class:`threeddx.ssm.BoneSSM`). Stored as float32 (1.8 MB), so that
+(:class:`threeddx.meshing.ssm.BoneSSM`). Stored as float32 (1.8 MB), so that
 ``predict`` does not build the LLP26 shapes through gias3 on first use. Run it again
 only if the split or the LLP26 package changes; it records what it was made
 from in ``provenance``.
@@ -28,8 +28,8 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "src"))
     from importlib.metadata import version
 
-    from threeddx.anatomy import subject_split
-    from threeddx.ssm import BoneSSM
+    from threeddx.simulator.anatomy import subject_split
+    from threeddx.meshing.ssm import BoneSSM
 
     subjects = sorted(k for k, s in subject_split().items() if s == "train")
     model = BoneSSM.fit(subjects, ["pelvis"])

@@ -5,7 +5,7 @@
 
 Run once; the compact table (about 0.2 MB) is committed, so neither library is
 a run-time dependency: SpekPy's wheel is 164 MB, far more than a user of the
-model needs. :mod:`threeddx.physics` reads the table and says where it came
+model needs. :mod:`threeddx.simulator.physics` reads the table and says where it came
 from (``provenance``, stored in the file).
 
 Contents (energies: 1 keV bins centred at 10.5 ... 149.5 keV):

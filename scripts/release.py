@@ -44,8 +44,8 @@ def train_minutes(run: Path) -> float:
 
 
 def main() -> int:
-    from threeddx.checkpoint import export_release, load_checkpoint
-    from threeddx.demo import make_example
+    from threeddx.network.checkpoint import export_release, load_checkpoint
+    from threeddx.apps.demo import make_example
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dualface", default="runs/release-128/dependent", help="the run released as the dual-face model")
@@ -127,12 +127,12 @@ def main() -> int:
         "checkpoint) averages with the mirrored view and gives the mirrored answer for a mirrored patient "
         "(docs/results.md, \"Mirrored patients\").",
         "- **Femur placement**: for the dual-face model, predict moves each femur along the beam until its head meets "
-        "the hip joint that a shape-model fit of the predicted pelvis locates (threeddx.hipjoint; `--no-hip-anchor` "
+        "the hip joint that a shape-model fit of the predicted pelvis locates (threeddx.inference.hipjoint; `--no-hip-anchor` "
         "keeps the network's depths; the test figures above include it, benchmarks/hip_anchor.py compares). A femur "
         "then inherits the pelvis's placement error along the beam, and its tilt (hip flexion, which an AP image "
         "barely shows) is still the network's.",
         "- **Frames**: shape-model fits (the pelvis's meshing and the femurs' anchoring) are made in the exposure's AP "
-        "frame and judged (threeddx.ssm.fit_in_view, judge_fit): no result depends on the world frame a geometry is "
+        "frame and judged (threeddx.meshing.ssm.fit_in_view, judge_fit): no result depends on the world frame a geometry is "
         "written in (tests/test_frames.py), and an implausible fit falls back to the network's own surface with a "
         "warning (docs/results.md, \"Shape-model fits that cannot silently fail\").", "",
     ]

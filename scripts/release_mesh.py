@@ -3,14 +3,14 @@
     python scripts/release_mesh.py --model dualface \\
         --candidate dual=runs/pelvis-ssm/val-dual --candidate ssm=runs/pelvis-ssm/val-ssm
 
-Each candidate is a mesher (threeddx.reconstruct.MESHERS) and the folder of a
+Each candidate is a mesher (threeddx.meshing.reconstruct.MESHERS) and the folder of a
 ``3ddx evaluate --split val --mesh MESHER`` of that model (its results.json).
 The rule, fixed before any test figure is looked at: per bone, the mesher with
 the lowest mean validation ASSD (the primary figure; ties go to the first
 candidate). The choice is written into the released checkpoint's ``mesh``
 field ({bone: mesher}, bones meshed ``dual`` left out), which predict, evaluate,
 the demo and the server use unless ``--mesh`` says otherwise
-(:attr:`threeddx.inference.Predictor.mesh_method`), and the evidence (each
+(:attr:`threeddx.inference.predictor.Predictor.mesh_method`), and the evidence (each
 candidate's validation ASSD and HD95 per bone, the folders) goes under
 ``release["mesh_choice"]``. The weights are not touched.
 """
@@ -43,8 +43,8 @@ def choose(candidates: dict[str, dict]) -> tuple[dict[str, str], dict]:
 
 
 def main() -> int:
-    from threeddx.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-    from threeddx.reconstruct import MESHERS
+    from threeddx.network.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+    from threeddx.meshing.reconstruct import MESHERS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="dualface", help="a released model's name, or a checkpoint path")

@@ -12,7 +12,7 @@ import pytest
 @pytest.fixture(scope="session")
 def small_sim(tmp_path_factory):
     """A small simulated dataset: LLP26 subject 0 (train) and 2 (val), 4 poses, 64 px, 2 mm voxels."""
-    from threeddx.simulate import SimSettings, simulate
+    from threeddx.simulator.simulate import SimSettings, simulate
 
     out = tmp_path_factory.mktemp("small_sim")
     simulate(SimSettings(subjects=[0, 2], poses=4, size=64, seed=0, voxel_mm=2.0,
@@ -23,7 +23,7 @@ def small_sim(tmp_path_factory):
 @pytest.fixture(scope="session")
 def four_face_sim(tmp_path_factory):
     """LLP26 subject 0 simulated with 2 and with 4 faces, otherwise the same (1 pose, 32 px, 2 mm voxels): {K: folder}."""
-    from threeddx.simulate import SimSettings, simulate
+    from threeddx.simulator.simulate import SimSettings, simulate
 
     outs = {}
     for k in (2, 4):
@@ -40,9 +40,9 @@ def tiny_ckpt(small_sim, tmp_path_factory):
     import numpy as np
     import torch
 
-    from threeddx.checkpoint import Checkpoint, save_checkpoint
-    from threeddx.dataset import read_manifest
-    from threeddx.model import DualFaceNet, ModelConfig
+    from threeddx.network.checkpoint import Checkpoint, save_checkpoint
+    from threeddx.training.dataset import read_manifest
+    from threeddx.network.model import DualFaceNet, ModelConfig
 
     torch.manual_seed(0)
     cfg = ModelConfig(width=8, levels=2)

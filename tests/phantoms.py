@@ -179,7 +179,7 @@ class MultiShape:
 
 
 def k_faces(crossings: np.ndarray, faces: int) -> tuple[np.ndarray, np.ndarray]:
-    """The K faces of each ray (threeddx.render's doc) from its sorted crossings: (N, K) distances
+    """The K faces of each ray (threeddx.simulator.render's doc) from its sorted crossings: (N, K) distances
     (NaN where a face does not exist) and the crossing each face is, (N, K) column indices (-1)."""
     n_int = np.sum(np.isfinite(crossings), axis=1) // 2
     out = np.full((len(crossings), faces), np.nan)

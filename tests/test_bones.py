@@ -29,11 +29,11 @@ def hemipelves():
 
 
 def test_the_derived_tables_are_views_of_the_registry(hemipelves):
-    from threeddx.anatomy import BONE_PARTS
-    from threeddx.evaluate import summarise
-    from threeddx.hipjoint import JOINTS
+    from threeddx.simulator.anatomy import BONE_PARTS
+    from threeddx.evaluation.evaluate import summarise
+    from threeddx.inference.hipjoint import JOINTS
     from threeddx.io import BONE_GROUPS
-    from threeddx.preprocess import mirror_partners
+    from threeddx.network.preprocess import mirror_partners
 
     assert BONE_PARTS["hemipelvis_left"] == ("hemipelvis-left",) and "hemipelvis_left" in bones.simulated()
     assert BONE_GROUPS["hemipelvis_left"] == ("hip_left",) and "pelvis" in BONE_GROUPS
@@ -48,11 +48,11 @@ def test_the_derived_tables_are_views_of_the_registry(hemipelves):
 
 
 def test_a_registered_bone_is_simulated_trained_predicted_and_evaluated(hemipelves, tmp_path):
-    from threeddx.evaluate import evaluate
-    from threeddx.inference import Predictor
-    from threeddx.predict import predict_file
-    from threeddx.simulate import SimSettings, simulate
-    from threeddx.train import load_config, train
+    from threeddx.evaluation.evaluate import evaluate
+    from threeddx.inference.predictor import Predictor
+    from threeddx.apps.predict import predict_file
+    from threeddx.simulator.simulate import SimSettings, simulate
+    from threeddx.training.train import load_config, train
 
     data = tmp_path / "sim"
     names = [*TOY, "femur_left", "femur_right"]

@@ -174,16 +174,16 @@ def test_command_line_mistakes_get_one_line(argv, line, tmp_path, capsys, monkey
 
 
 def test_the_inference_path_never_loads_the_training_module():
-    """predict, evaluate and demo (and a prediction) in a fresh interpreter: threeddx.train stays unloaded."""
+    """predict, evaluate and demo (and a prediction) in a fresh interpreter: threeddx.training.train stays unloaded."""
     code = (
         "import sys, numpy as np\n"
-        "import threeddx.cli, threeddx.predict, threeddx.evaluate, threeddx.demo\n"
-        "from threeddx.inference import Predictor\n"
-        "from threeddx.demo import example_path\n"
+        "import threeddx.cli, threeddx.apps.predict, threeddx.evaluation.evaluate, threeddx.apps.demo\n"
+        "from threeddx.inference.predictor import Predictor\n"
+        "from threeddx.apps.demo import example_path\n"
         "p = Predictor(None)\n"
         "with np.load(example_path()) as z: img = z['image']\n"
         "assert p.infer(img, p.geometry).any_found\n"
-        "print(sorted(m for m in sys.modules if m.startswith('threeddx.train')))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('threeddx.training.train')))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

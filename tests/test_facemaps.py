@@ -49,7 +49,7 @@ def test_the_meshers_input_is_made_once_with_its_reasons():
 
 def test_a_render_and_a_prediction_are_face_maps():
     from threeddx.facemaps import FaceMaps
-    from threeddx.inference import Prediction
-    from threeddx.render import RenderResult
+    from threeddx.inference.predictor import Prediction
+    from threeddx.simulator.render import RenderResult
 
     assert issubclass(RenderResult, FaceMaps) and issubclass(Prediction, FaceMaps)

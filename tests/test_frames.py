@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import trimesh
 
-from threeddx.demo import example_path
+from threeddx.apps.demo import example_path
 from threeddx.errors import InputError
 from threeddx.geometry import XrayGeometry, rotation_matrix
-from threeddx.inference import Predictor
+from threeddx.inference.predictor import Predictor
 from threeddx.metrics import surface_distances, visible_part
-from threeddx.predict import reconstruct_image
+from threeddx.apps.predict import reconstruct_image
 
 BONES = ("pelvis", "femur_left", "femur_right")
 
@@ -168,8 +168,8 @@ def test_a_monotonic_intensity_change_barely_moves_the_accuracy(tmp_path, exampl
 def test_a_fit_started_far_away_converges_or_is_rejected(example, released):
     """From the old start (the world's origin, 1.5 m from the hips), the pelvis fit either reaches the fit
     started from the view (within 1 mm at every vertex) or is rejected; it is never returned crumpled."""
-    from threeddx.reconstruct import backproject_bone
-    from threeddx.ssm import FitSettings, fit_ssm, judge_fit, training_ssm
+    from threeddx.meshing.reconstruct import backproject_bone
+    from threeddx.meshing.ssm import FitSettings, fit_ssm, judge_fit, training_ssm
 
     geo = example["geometry"]
     p = released["off"].infer(example["image"], geo)
@@ -197,8 +197,8 @@ def test_a_fit_started_far_away_converges_or_is_rejected(example, released):
 def test_a_rejected_fit_falls_back_to_the_bones_own_surface(tmp_path, example, released, monkeypatch):
     """A bound no pelvis meets: the pelvis is meshed dual, summary.json says why, one warning line, and the
     femurs are not anchored at the rejected fit's joints."""
-    from threeddx import ssm
-    from threeddx.predict import predict_file
+    from threeddx.meshing import ssm
+    from threeddx.apps.predict import predict_file
 
     strict = ssm.FitBounds(max_mode_sd=0.01)  # no adult's pelvis is that close to the mean
     monkeypatch.setattr(ssm, "FitBounds", lambda: strict)

@@ -336,7 +336,7 @@ def _sphere_depths(dirs: np.ndarray, centre: np.ndarray, radius: float) -> np.nd
 
 
 def test_a_centred_camera_images_the_mirrored_patient_as_the_flipped_image():
-    # what makes the mirror augmentation and the mirrored view exact (threeddx.dataset, threeddx.inference):
+    # what makes the mirror augmentation and the mirrored view exact (threeddx.training.dataset, threeddx.inference.predictor):
     # with the principal point at the detector's centre, the ray through pixel (i, W-1-j) is the ray through
     # (i, j) mirrored about the source frame's y-z plane, so depths of a mirrored object are the flipped depths
     g = standard_ap_geometry((0.0, 0.0, 0.0), size=48, detector_mm=200.0)

@@ -2,8 +2,8 @@
 
 Data flow, one module per stage: :mod:`threeddx.geometry` (cone-beam geometry,
 the only place its formulas live) -> :mod:`threeddx.io` (CT, labels, safe
-writes) -> :mod:`threeddx.render` (DRR and dual-face depth maps) ->
-:mod:`threeddx.viz` (pictures) -> :mod:`threeddx.cli` (the ``3ddx`` command).
+writes) -> :mod:`threeddx.simulator.render` (DRR and dual-face depth maps) ->
+:mod:`threeddx.apps.viz` (pictures) -> :mod:`threeddx.cli` (the ``3ddx`` command).
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """Every bone's facts in one place: the registry every list and lookup of bones derives from.
 
 A bone is a name (an identifier: checkpoints, configs and file names use it) and what the package knows
-of it (:class:`Bone`): the LLP26 parts it is made of (the simulator's shapes; :data:`threeddx.anatomy.PARTS`); the TotalSegmentator structures it is made of in a real CT; its
+of it (:class:`Bone`): the LLP26 parts it is made of (the simulator's shapes; :data:`threeddx.simulator.anatomy.PARTS`); the TotalSegmentator structures it is made of in a real CT; its
 left/right partner (mirrored patients); its colour (every picture); its landmarks (rows of an LLP26
 shape's hip centres, carried by shape-model fits); the pelvis landmark of its hip joint (femurs); the
 group it is pooled in (evaluate's ``femur``); and how far a shape-model fit may turn it from the view's
@@ -13,8 +13,8 @@ AP orientation.
 real CTs have needs only its TotalSegmentator structures (names of that table are bones already). With
 Dask workers, register in a module the workers import too.
 
-Derived tables (:data:`threeddx.anatomy.BONE_PARTS`, :data:`threeddx.io.BONE_GROUPS`,
-:data:`threeddx.ssm.LANDMARKS`, :data:`threeddx.hipjoint.JOINTS`) are live views of this registry.
+Derived tables (:data:`threeddx.simulator.anatomy.BONE_PARTS`, :data:`threeddx.io.BONE_GROUPS`,
+:data:`threeddx.meshing.ssm.LANDMARKS`, :data:`threeddx.inference.hipjoint.JOINTS`) are live views of this registry.
 """
 from __future__ import annotations
 
@@ -23,17 +23,17 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import look_up_option
+from threeddx.errors import look_up_option
 
 
 @dataclass(frozen=True)
 class Bone:
     """One bone's facts (module doc). ``colour``: RGB in 0-1; ``llp26_parts``: the LLP26 parts it is made of
-    (:data:`threeddx.anatomy.PARTS`); ``totalseg``: the TotalSegmentator v2 structures a real CT's
+    (:data:`threeddx.simulator.anatomy.PARTS`); ``totalseg``: the TotalSegmentator v2 structures a real CT's
     labels make it of; ``mirror``: the partner in a mirrored patient (None: a midline bone, itself);
-    ``landmarks``: name -> row of :attr:`threeddx.anatomy.Shape.hip_centers`; ``joint``: the pelvis landmark
+    ``landmarks``: name -> row of :attr:`threeddx.simulator.anatomy.Shape.hip_centers`; ``joint``: the pelvis landmark
     of its hip joint; ``group``: the pooled column it joins in evaluate's tables; ``max_rotation_deg``: the
-    largest turn from the AP view a shape-model fit may have (:class:`threeddx.ssm.FitBounds`)."""
+    largest turn from the AP view a shape-model fit may have (:class:`threeddx.meshing.ssm.FitBounds`)."""
 
     name: str
     colour: tuple[float, float, float]
@@ -52,7 +52,7 @@ REGISTRY: dict[str, Bone] = {}
 
 def register(bone: Bone) -> Bone:
     """Add (or replace) a bone; its name must be an identifier (:func:`threeddx.io.check_name`)."""
-    from .io import check_name
+    from threeddx.io import check_name
 
     check_name(bone.name, "bone name")
     REGISTRY[bone.name] = bone

@@ -66,7 +66,7 @@ def map_tasks(fn: Callable, arg_list: Sequence[tuple], workers: int = 1, schedul
     """
     from tqdm.auto import tqdm
 
-    from .errors import InputError
+    from threeddx.errors import InputError
 
     if workers < 1:
         raise InputError("--workers must be at least 1")

@@ -8,7 +8,7 @@ For C bones on an (H, W) detector (the rays of one :class:`~threeddx.geometry.Xr
   the bone, ``depth_back`` to its last exit (None for a single-depth model); 0 outside the mask;
 * with K > 2 faces, ``depth_inner`` (C, K-2, H, W) mm: the exits and entries between, in order along the
   ray, and ``inner_valid`` (C, K/2-1, H, W) bool: gap j (faces 2j-1, 2j) exists, the ray has more than j
-  intervals in the bone (:mod:`threeddx.render`'s module doc).
+  intervals in the bone (:mod:`threeddx.simulator.render`'s module doc).
 
 The arrays keep the names of the ``render.npz`` format (:meth:`FaceMaps.arrays`,
 :meth:`FaceMaps.from_arrays`). :meth:`FaceMaps.for_meshing` is the one loop that turns them into the

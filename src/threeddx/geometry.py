@@ -59,7 +59,7 @@ source ``x``, ``y`` = source ``z``, ``z`` = source ``-y``), its origin on the
 central ray at :attr:`XrayGeometry.isocenter_distance_or_assumed` from the
 source. It depends on the detector and the declared distance only, never on
 the world frame; for the preset pose (:func:`ap_pose`) it is the world frame
-moved to the iso-centre. Shape-model fits (:mod:`threeddx.ssm`) start and are
+moved to the iso-centre. Shape-model fits (:mod:`threeddx.meshing.ssm`) start and are
 judged there, and their results are mapped back to the world, so a rigid change
 of the world frame moves every output with it.
 
@@ -76,7 +76,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from threeddx.errors import InputError
 
 #: Rotation from world (LPS) axes to source axes for the AP preset (rows are
 #: the source axes written in world coordinates).
@@ -92,7 +92,7 @@ STANDARD_SOURCE_TO_ISOCENTER_MM = 820.0
 ISOCENTER_ABOVE_DETECTOR_MM = STANDARD_SDD_MM - STANDARD_SOURCE_TO_ISOCENTER_MM
 
 #: How far the hip joints' centres lie in front of the table top for a supine AP pelvis (mm): the median
-#: of the training bodies (:mod:`threeddx.phantom`: posterior pelvis, muscle and fat behind the hip joints;
+#: of the training bodies (:mod:`threeddx.simulator.phantom`: posterior pelvis, muscle and fat behind the hip joints;
 #: 5-95 %: 115-199 mm over the 22 LLP26 adults x 20 bodies each; ``benchmarks/isocentre_rule.py``).
 HIPS_ABOVE_TABLE_MM = 145.0
 #: How far the hip joints' centres lie behind the skin facing the source (mm): the same bodies' median

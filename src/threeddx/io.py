@@ -25,8 +25,8 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .bones import DEFAULT_BONES as _DEFAULT_BONES, REGISTRY as _REGISTRY, View as _View
-from .errors import InputError
+from threeddx.bones import DEFAULT_BONES as _DEFAULT_BONES, REGISTRY as _REGISTRY, View as _View
+from threeddx.errors import InputError
 
 #: Bones made of TotalSegmentator structures other than their own name (a live view of the bone registry,
 #: threeddx.bones). Names on the left can be used wherever a label name is accepted.

@@ -31,7 +31,7 @@ to every method's surface. Two protocols:
 * **(b) seen by the K faces** (:func:`seen_part`): against the part of that
   surface that K depth faces per ray can show at all. A ray through the bone
   crosses its surface 2n times; with K faces it keeps the crossings of its
-  first K/2 - 1 intervals and of its last (:mod:`threeddx.render`), so for
+  first K/2 - 1 intervals and of its last (:mod:`threeddx.simulator.render`), so for
   K = 2 only the first entry and the last exit: the acetabulum's articular
   surface and the inner walls of the pelvic ring are not seen. In (b) the
   ground truth's points are those of the seen part, the prediction's points
@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
-from .geometry import XrayGeometry
+from threeddx.errors import InputError
+from threeddx.geometry import XrayGeometry
 
 DEFAULT_DENSITY = 0.5  # points per mm²
 MIN_POINTS = 2000
@@ -271,7 +271,7 @@ def ray_crossings(points: np.ndarray, mesh, geometry: XrayGeometry) -> tuple[np.
 def faces_see(crossing: np.ndarray, crossings: np.ndarray, faces: int) -> np.ndarray:
     """Whether crossing number ``crossing`` (0-based) of a ray with ``crossings`` in all is one of its K faces.
 
-    The faces of :mod:`threeddx.render`: the first entry and the last exit, and
+    The faces of :mod:`threeddx.simulator.render`: the first entry and the last exit, and
     for each gap j < K/2 that the ray has (it has n = crossings // 2 intervals,
     gap j where n > j) its near face (crossing 2j - 1) and its far face
     (crossing 2j, or 2n - 2 for the last gap, K/2 - 1).

@@ -16,8 +16,8 @@ import sys
 import warnings
 from typing import Sequence
 
-from .. import __version__
-from ..errors import InputError
+from threeddx import __version__
+from threeddx.errors import InputError
 from . import demo, evaluate, inspect_image, predict, render, serve, simulate, train, view
 
 COMMANDS = {"render": render, "simulate": simulate, "train": train, "predict": predict, "inspect": inspect_image,

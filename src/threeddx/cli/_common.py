@@ -5,7 +5,7 @@ import argparse
 import re
 from pathlib import Path
 
-from ..errors import InputError
+from threeddx.errors import InputError
 
 
 def device(name: str) -> str:
@@ -24,13 +24,13 @@ def device(name: str) -> str:
 
 
 def add_ssm_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ssm-config", type=Path, help="YAML with an 'ssm' section (fit settings, see threeddx.ssm)")
+    p.add_argument("--ssm-config", type=Path, help="YAML with an 'ssm' section (fit settings, see threeddx.meshing.ssm)")
     p.add_argument("--ssm-coupled", action="store_true", help="fit one shape for pelvis and femurs (default per bone)")
 
 
 def ssm_settings(args: argparse.Namespace, checkpoint_config: dict | None = None):
     """Fit settings: the checkpoint config's ``ssm`` section, then --ssm-config, then --ssm-coupled."""
-    from ..ssm import FitSettings
+    from threeddx.meshing.ssm import FitSettings
 
     d = dict((checkpoint_config or {}).get("ssm") or {})
     if getattr(args, "ssm_config", None):
@@ -52,20 +52,20 @@ def ssm_settings(args: argparse.Namespace, checkpoint_config: dict | None = None
 def add_hip_anchor_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-hip-anchor", action="store_true",
                    help="keep the network's femur depths (default: each femur is moved along the beam to the hip joint "
-                   "that a shape-model fit of the pelvis locates; threeddx.hipjoint)")
+                   "that a shape-model fit of the pelvis locates; threeddx.inference.hipjoint)")
 
 
 def add_mirror_option(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--mirror", dest="mirror", action="store_const", const=True, default=None,
                    help="average the network with its mirrored view (default: when the checkpoint was trained with "
-                   "mirrored patients; threeddx.inference.mirror_average)")
+                   "mirrored patients; threeddx.inference.predictor.mirror_average)")
     g.add_argument("--no-mirror", dest="mirror", action="store_const", const=False, help="the direct view only")
 
 
 def hip_anchor(args: argparse.Namespace):
-    """``--no-hip-anchor``: None (off), else the default :class:`threeddx.hipjoint.AnchorSettings`."""
-    from ..hipjoint import AnchorSettings
+    """``--no-hip-anchor``: None (off), else the default :class:`threeddx.inference.hipjoint.AnchorSettings`."""
+    from threeddx.inference.hipjoint import AnchorSettings
 
     return None if getattr(args, "no_hip_anchor", False) else AnchorSettings()
 
@@ -85,9 +85,9 @@ def add_geometry_options(p: argparse.ArgumentParser) -> None:
 
 
 def declared_geometry(args: argparse.Namespace):
-    """``--pixel-mm``/``--sdd-mm``/``--isocenter-mm``/``--table-mm`` as a :class:`threeddx.radiograph.Declared`, or
+    """``--pixel-mm``/``--sdd-mm``/``--isocenter-mm``/``--table-mm`` as a :class:`threeddx.apps.radiograph.Declared`, or
     None when none is given."""
-    from ..predict import Declared
+    from threeddx.apps.predict import Declared
 
     values = {k: getattr(args, k, None) for k in ("pixel_mm", "sdd_mm", "isocenter_mm", "table_mm")}
     return None if all(v is None for v in values.values()) else Declared(**values)

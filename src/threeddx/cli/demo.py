@@ -1,4 +1,4 @@
-"""``3ddx demo``: the released models on the bundled example (:func:`threeddx.demo.run_demo`)."""
+"""``3ddx demo``: the released models on the bundled example (:func:`threeddx.apps.demo.run_demo`)."""
 from __future__ import annotations
 
 import argparse
@@ -24,7 +24,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from threeddx.apps.demo import run_demo
 
     run_demo(args.out, device=device(args.device), view=args.view)
     return 0

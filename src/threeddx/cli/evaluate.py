@@ -1,10 +1,10 @@
-"""``3ddx evaluate``: ASSD/HD95 on a simulated split (:func:`threeddx.evaluate.evaluate`)."""
+"""``3ddx evaluate``: ASSD/HD95 on a simulated split (:func:`threeddx.evaluation.evaluate.evaluate`)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..reconstruct import MESHERS, mesher_option
+from threeddx.meshing.reconstruct import MESHERS, mesher_option
 from ._common import add_hip_anchor_option, add_mirror_option, add_ssm_options, device, hip_anchor, ssm_settings
 
 
@@ -22,7 +22,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the chains' noise and of random chains")
     p.add_argument("--split", default="test")
     p.add_argument("--mesh", type=mesher_option, metavar="{" + ",".join(MESHERS) + "}",
-                   help="mesher for every bone (threeddx.reconstruct.MESHERS); default: the model's own, as predict "
+                   help="mesher for every bone (threeddx.meshing.reconstruct.MESHERS); default: the model's own, as predict "
                    "meshes (the released dual-face model: ssm for the pelvis, dual for the femurs), dual for --oracle")
     add_ssm_options(p)
     add_hip_anchor_option(p)
@@ -46,7 +46,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate
+    from threeddx.evaluation.evaluate import evaluate
 
     checkpoint = None if args.oracle else (args.checkpoint or "dualface")
     evaluate(args.data, args.out, checkpoint, args.split, args.mesh, args.oracle, args.bones, args.limit,

@@ -1,4 +1,4 @@
-"""``3ddx inspect``: what predict reads from an image and assumes, before it runs (:func:`threeddx.predict.inspect_image`)."""
+"""``3ddx inspect``: what predict reads from an image and assumes, before it runs (:func:`threeddx.apps.predict.inspect_image`)."""
 from __future__ import annotations
 
 import argparse
@@ -25,7 +25,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predict import Predictor, inspect_image
+    from threeddx.apps.predict import Predictor, inspect_image
 
     r = inspect_image(args.image, Predictor(args.checkpoint, device(args.device), hip_anchor=None), args.geometry,
                       declared_geometry(args))

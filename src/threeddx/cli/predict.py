@@ -1,12 +1,12 @@
-"""``3ddx predict``: one radiograph in, meshes out (:func:`threeddx.predict.predict_file`)."""
+"""``3ddx predict``: one radiograph in, meshes out (:func:`threeddx.apps.predict.predict_file`)."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from ..errors import InputError
-from ..reconstruct import MESHERS, mesher_help, mesher_option
+from threeddx.errors import InputError
+from threeddx.meshing.reconstruct import MESHERS, mesher_help, mesher_option
 from ._common import (add_geometry_options, add_hip_anchor_option, add_mirror_option, add_ssm_options,
                       declared_geometry, device, hip_anchor, ssm_settings)
 
@@ -22,7 +22,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("image", type=str, help="a radiograph; or a folder, a CSV (image[,geometry]) or a quoted glob "
-                   "pattern of many: then --out is the batch folder (threeddx.batch)")
+                   "pattern of many: then --out is the batch folder (threeddx.apps.batch)")
     p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
     add_geometry_options(p)
     p.add_argument("--out", type=Path, required=True)
@@ -46,10 +46,10 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predict import Predictor, predict_file
+    from threeddx.apps.predict import Predictor, predict_file
 
     declared = declared_geometry(args)
-    from ..batch import is_batch_input
+    from threeddx.apps.batch import is_batch_input
 
     if is_batch_input(args.image):
         return run_batch(args, declared)
@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_batch(args: argparse.Namespace, declared) -> int:
-    """Many images (threeddx.batch): one result folder each, batch.csv and problems.csv."""
-    from ..batch import predict_batch
+    """Many images (threeddx.apps.batch): one result folder each, batch.csv and problems.csv."""
+    from threeddx.apps.batch import predict_batch
 
     if args.geometry or declared is not None:
         raise InputError("a batch takes each image's geometry from its file or the table's 'geometry' column, "
@@ -87,7 +87,7 @@ def run_batch(args: argparse.Namespace, declared) -> int:
     options = {"mesh_method": args.mesh, "frame": args.frame, "complete_femur": args.complete_femur,
                "force": args.force, "view": args.view}
     if args.ssm_config or args.ssm_coupled:
-        from ..checkpoint import load_checkpoint, resolve_checkpoint
+        from threeddx.network.checkpoint import load_checkpoint, resolve_checkpoint
 
         options["ssm_settings"] = ssm_settings(args, load_checkpoint(resolve_checkpoint(args.checkpoint)).get("config"))
     r = predict_batch(args.image, args.out, spec, options, args.workers, args.scheduler)

@@ -1,4 +1,4 @@
-"""``3ddx render``: DRR, masks and depth maps of a CT (:func:`threeddx.render.render_to_folder`)."""
+"""``3ddx render``: DRR, masks and depth maps of a CT (:func:`threeddx.simulator.render.render_to_folder`)."""
 from __future__ import annotations
 
 import argparse
@@ -39,8 +39,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..geometry import XrayGeometry
-    from ..render import render_to_folder
+    from threeddx.geometry import XrayGeometry
+    from threeddx.simulator.render import render_to_folder
 
     geometry = XrayGeometry.load(args.geometry) if args.geometry else None
     dev = device(args.device)

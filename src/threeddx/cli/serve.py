@@ -1,4 +1,4 @@
-"""``3ddx serve``: the local web app and JSON API (:mod:`threeddx.serve`)."""
+"""``3ddx serve``: the local web app and JSON API (:mod:`threeddx.apps.serve`)."""
 from __future__ import annotations
 
 import argparse
@@ -36,8 +36,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference import Predictor
-    from ..serve import ServeSettings, check_port, jobs_dir, serve
+    from threeddx.inference.predictor import Predictor
+    from threeddx.apps.serve import ServeSettings, check_port, jobs_dir, serve
 
     settings = ServeSettings(host=args.host, port=args.port, token=args.token, workers=args.workers,
                              queue_size=args.queue, timeout_s=args.timeout, max_upload_mb=args.max_upload_mb,

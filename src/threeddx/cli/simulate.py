@@ -1,10 +1,10 @@
-"""``3ddx simulate``: training data from the LLP26 shapes (:func:`threeddx.simulate.simulate`)."""
+"""``3ddx simulate``: training data from the LLP26 shapes (:func:`threeddx.simulator.simulate.simulate`)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..errors import InputError
+from threeddx.errors import InputError
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of shapes, tissues and poses (default 0)")
     p.add_argument("--body", nargs="+", default=[], metavar="KEY=VALUE",
                    help="fix body parameters for every subject, e.g. fat_mm=80 thigh_spread_mm=-25 zip=1 "
-                   "(keys: threeddx.phantom.TISSUE_RANGES and OPTIONAL_PROBABILITIES; docs/data.md)")
+                   "(keys: threeddx.simulator.phantom.TISSUE_RANGES and OPTIONAL_PROBABILITIES; docs/data.md)")
     p.add_argument("--sdd-mm", type=float, default=1000.0,
                    help="source-to-detector distance (default 1000); the patient stays 180 mm from the detector")
     p.add_argument("--faces", type=int, default=2,
@@ -55,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--workers must be at least 1")
     if args.cts is not None or args.ct_dir is not None:
         return run_collection(args)
-    from ..anatomy import parse_subject_range
-    from ..bones import simulated
-    from ..phantom import parse_body_overrides
-    from ..simulate import SimSettings, simulate
+    from threeddx.simulator.anatomy import parse_subject_range
+    from threeddx.bones import simulated
+    from threeddx.simulator.phantom import parse_body_overrides
+    from threeddx.simulator.simulate import SimSettings, simulate
 
     settings = SimSettings(
         subjects=parse_subject_range(args.subjects) if args.subjects else [],
@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_collection(args: argparse.Namespace) -> int:
-    """``--cts`` / ``--ct-dir``: the user's CTs instead of synthetic bodies (:mod:`threeddx.collection`)."""
-    from ..collection import collection_settings, simulate_collection
-    from ..bones import DEFAULT_BONES
+    """``--cts`` / ``--ct-dir``: the user's CTs instead of synthetic bodies (:mod:`threeddx.simulator.collection`)."""
+    from threeddx.simulator.collection import collection_settings, simulate_collection
+    from threeddx.bones import DEFAULT_BONES
 
     synthetic_only = [o for o, v in (("--random-subjects", args.random_subjects), ("--write-ct", args.write_ct),
                                      ("--body", args.body), ("--beam-offset-mm", args.beam_offset_mm),

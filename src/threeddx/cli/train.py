@@ -1,11 +1,11 @@
-"""``3ddx train``: train or resume a run from a YAML config (:func:`threeddx.train.train`)."""
+"""``3ddx train``: train or resume a run from a YAML config (:func:`threeddx.training.train.train`)."""
 from __future__ import annotations
 
 import argparse
 import math
 from pathlib import Path
 
-from ..errors import InputError
+from threeddx.errors import InputError
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import load_config, loss_override, train
+    from threeddx.training.train import load_config, loss_override, train
 
     over: dict = {}
     if args.loss:

@@ -1,4 +1,4 @@
-"""``3ddx view``: the interactive 3D view of a result folder (:func:`threeddx.view.view_folder`)."""
+"""``3ddx view``: the interactive 3D view of a result folder (:func:`threeddx.apps.view.view_folder`)."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +19,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..view import view_folder
+    from threeddx.apps.view import view_folder
 
     for page in view_folder(args.dir):
         print(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB; open it in a browser)")

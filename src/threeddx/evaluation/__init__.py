@@ -1,0 +1,2 @@
+"""Evaluation: scoring a split against the ground truth, tables and galleries. May import every room.
+"""

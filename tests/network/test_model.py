@@ -86,5 +86,39 @@ def test_the_ray_channels_are_the_pixels_detector_positions():
     p = pixel_positions(torch.zeros(2, 1, 4, 8))
     assert p.shape == (2, 2, 4, 8)
     assert torch.allclose(p[0, 0, 0], (torch.arange(8) + 0.5) / 8 * 2 - 1) and torch.allclose(p[1, 1, :, 0], (torch.arange(4) + 0.5) / 4 * 2 - 1)
-    assert DualFaceNet(ModelConfig(width=8, levels=2)).stem.in_channels == 1
-    assert DualFaceNet(ModelConfig(width=8, levels=2, coords=True)).stem.in_channels == 3
+    assert DualFaceNet(ModelConfig(width=8, levels=2)).trunk.stem.in_channels == 1
+    assert DualFaceNet(ModelConfig(width=8, levels=2, coords=True)).trunk.stem.in_channels == 3
+
+
+def test_the_trunk_and_the_head_come_apart():
+    """Another backbone under the same head: any module giving (B, channels, H, W) features; checkpoints written
+    before the split (trunk keys without 'trunk.') load into the split network unchanged."""
+    import torch.nn as nn
+
+    from threeddx.network.model import DualFaceHead, DualFaceNet, ModelConfig, UNetTrunk, upgrade_state_dict
+
+    cfg = ModelConfig(width=8, levels=2)
+
+    class Plain(nn.Module):  # a two-convolution backbone
+        out_channels, downsample_factor = 12, 1
+
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(1, 12, 3, padding=1), nn.SiLU(), nn.Conv2d(12, 12, 3, padding=1))
+
+        def forward(self, x):
+            return self.body(x)
+
+    net = DualFaceNet(cfg, trunk=Plain())
+    out = net(torch.rand(1, 1, 16, 16))
+    assert isinstance(net.head, DualFaceHead) and out["depth_front"].shape == (1, 3, 16, 16)
+    torch.manual_seed(0)
+    split = DualFaceNet(cfg)
+    assert isinstance(split.trunk, UNetTrunk)
+    old = {k.replace("trunk.", "", 1): v for k, v in split.state_dict().items()}  # the names before the split
+    assert "stem.weight" in old and "head.2.weight" in old
+    fresh = DualFaceNet(cfg)
+    fresh.load_state_dict(old)
+    x = torch.rand(1, 1, 16, 16)
+    assert torch.equal(fresh.eval()(x)["depth_front"], split.eval()(x)["depth_front"])
+    assert set(upgrade_state_dict(dict(old))) == set(split.state_dict())

@@ -291,13 +291,14 @@ def build_model(ck: dict, where: str | Path = "checkpoint") -> torch.nn.Module:
     (another architecture, a foreign state dict) ends in one line that says
     which keys or shapes differ.
     """
-    from threeddx.network.model import DualFaceNet, ModelConfig
+    from threeddx.network.model import DualFaceNet, ModelConfig, upgrade_state_dict
 
     try:
         model = DualFaceNet(ModelConfig(**ck["model_config"]))
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{where}: model settings this version cannot build ({type(e).__name__}: {str(e)[:100]})") from None
-    weights = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in ck["model"].items()}
+    weights = upgrade_state_dict({k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+                                  for k, v in ck["model"].items()})
     mine = model.state_dict()
     missing = sorted(set(mine) - set(weights))
     extra = sorted(set(weights) - set(mine))

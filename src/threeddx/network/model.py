@@ -1,7 +1,8 @@
 """The dual-face network: one 2D encoder-decoder from the X-ray to masks and depths.
 
-A U-Net with residual blocks (GroupNorm, SiLU). Input: the per-image
-normalised radiograph (B, 1, H, W). Output, per bone ``c``:
+A backbone (:class:`UNetTrunk`: a U-Net with residual blocks, GroupNorm, SiLU) and a head
+(:class:`DualFaceHead`), each swappable for another module of the same interface
+(:class:`DualFaceNet`). Input: the per-image normalised radiograph (B, 1, H, W). Output, per bone ``c``:
 
 * ``mask_logits[:, c]``: the bone's mask logit (multi-label: bones overlap);
 * ``depth_front[:, c]`` = SDD * (lo + (hi - lo) * sigmoid(a)): positive by
@@ -138,12 +139,18 @@ class BottleneckAttention(nn.Module):
         return x + out.transpose(1, 2).reshape(b, c, h, w)
 
 
-class DualFaceNet(nn.Module):
+class UNetTrunk(nn.Module):
+    """The backbone: a U-Net of residual blocks (GroupNorm, SiLU) from the image (B, 1, H, W) to features
+    (B, :attr:`out_channels`, H, W); with ``coords`` the pixels' detector positions join the input, with
+    ``attention`` self-attention runs over the bottleneck (module doc). Its size is the config's ``width``,
+    ``levels`` and ``blocks`` (:data:`PRESETS`)."""
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         w, L = cfg.width, cfg.levels
         chans = [w * min(2**i, 8) for i in range(L + 1)]
+        self.out_channels = chans[0]
         self.stem = nn.Conv2d(3 if cfg.coords else 1, chans[0], 3, padding=1)
         self.down = nn.ModuleList()
         self.enc = nn.ModuleList()
@@ -158,31 +165,12 @@ class DualFaceNet(nn.Module):
         for i in reversed(range(L)):
             blocks = [ResBlock(chans[i + 1] + chans[i] if b == 0 else chans[i], chans[i]) for b in range(cfg.blocks)]
             self.dec.append(nn.Sequential(*blocks))
-        c = len(cfg.bones)
-        if cfg.faces < 2 or cfg.faces % 2 or (cfg.single_depth and cfg.faces != 2):
-            raise ValueError(f"faces must be even and at least 2 (2 for the single-depth baseline), got {cfg.faces}")
-        self.n_depth = 1 if cfg.single_depth else 2 * c
-        # K > 2: per bone K/2 - 1 gap logits and K - 1 segment logits, after the two-face channels
-        self.n_inner = 0 if cfg.faces == 2 else c * (cfg.faces // 2 - 1) + c * (cfg.faces - 1)
-        self.head = nn.Sequential(nn.GroupNorm(_groups(chans[0]), chans[0]), nn.SiLU(),
-                                  nn.Conv2d(chans[0], c + self.n_depth + self.n_inner, 1))
-        with torch.no_grad():
-            # start the front depth near the preset's iso-centre (820 mm of a 1000 mm SDD)
-            b = self.head[-1].bias
-            b.zero_()
-            frac = (0.82 - cfg.depth_lo) / (cfg.depth_hi - cfg.depth_lo)
-            frac = min(max(frac, 0.05), 0.95)
-            start = torch.logit(torch.tensor(frac))
-            if cfg.single_depth:
-                b[c] = start
-            else:
-                b[c : 2 * c] = start
 
     @property
     def downsample_factor(self) -> int:
         return 2**self.cfg.levels
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.downsample_factor
         if x.shape[-1] % f or x.shape[-2] % f:
             raise ValueError(f"image size {tuple(x.shape[-2:])} must be a multiple of {f}")
@@ -201,11 +189,40 @@ class DualFaceNet(nn.Module):
             s = skips.pop()
             h = F.interpolate(h, size=s.shape[-2:], mode="bilinear", align_corners=False)
             h = dec(torch.cat([h, s], dim=1))
-        h = self.head[:-1](h)
-        # the last 1x1 convolution and the depth decoding in float32 under any autocast: a bfloat16 logit
-        # (8 significant bits) would put the depths on a ~1 mm grid
+        return h
+
+
+class DualFaceHead(nn.Sequential):
+    """The head: features (B, channels, H, W) -> per bone the mask logit and the depth faces (module doc):
+    GroupNorm, SiLU and a 1x1 convolution, then the depth decoding, the last two in float32 under any autocast
+    (a bfloat16 logit, 8 significant bits, would put the depths on a ~1 mm grid). Its front-depth bias starts
+    at the preset's iso-centre."""
+
+    def __init__(self, cfg: ModelConfig, channels: int) -> None:
+        c = len(cfg.bones)
+        if cfg.faces < 2 or cfg.faces % 2 or (cfg.single_depth and cfg.faces != 2):
+            raise ValueError(f"faces must be even and at least 2 (2 for the single-depth baseline), got {cfg.faces}")
+        n_depth = 1 if cfg.single_depth else 2 * c
+        # K > 2: per bone K/2 - 1 gap logits and K - 1 segment logits, after the two-face channels
+        n_inner = 0 if cfg.faces == 2 else c * (cfg.faces // 2 - 1) + c * (cfg.faces - 1)
+        super().__init__(nn.GroupNorm(_groups(channels), channels), nn.SiLU(), nn.Conv2d(channels, c + n_depth + n_inner, 1))
+        self.cfg, self.n_depth, self.n_inner = cfg, n_depth, n_inner
+        with torch.no_grad():
+            # start the front depth near the preset's iso-centre (820 mm of a 1000 mm SDD)
+            b = self[-1].bias
+            b.zero_()
+            frac = (0.82 - cfg.depth_lo) / (cfg.depth_hi - cfg.depth_lo)
+            frac = min(max(frac, 0.05), 0.95)
+            start = torch.logit(torch.tensor(frac))
+            if cfg.single_depth:
+                b[c] = start
+            else:
+                b[c : 2 * c] = start
+
+    def forward(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self[1](self[0](h))
         with torch.autocast(device_type=h.device.type, enabled=False):
-            out = self.head[-1](h.float())
+            out = self[-1](h.float())
         cfg, c = self.cfg, len(self.cfg.bones)
         span = cfg.sdd_mm * (cfg.depth_hi - cfg.depth_lo)
         res = {"mask_logits": out[:, :c]}
@@ -218,6 +235,45 @@ class DualFaceNet(nn.Module):
             if cfg.faces > 2:
                 res.update(inner_faces(out[:, 3 * c:], front, res["depth_back"], cfg.faces))
         return res
+
+
+#: The trunk's parameters' names in checkpoints written before the trunk had a name of its own.
+_TRUNK_PARTS = ("stem.", "down.", "enc.", "attend.", "dec.")
+
+
+def upgrade_state_dict(weights: dict, prefix: str = "") -> dict:
+    """A state dict written before the trunk/head split (``stem.*``, ``enc.*``, ...) with today's names
+    (``trunk.stem.*``, ...), in place; the head's names did not change. Returns it."""
+    for key in [k for k in weights if k.startswith(tuple(prefix + p for p in _TRUNK_PARTS))]:
+        weights[prefix + "trunk." + key[len(prefix):]] = weights.pop(key)
+    return weights
+
+
+class DualFaceNet(nn.Module):
+    """The dual-face network: a backbone (``trunk``, default :class:`UNetTrunk`) and a head (``head``,
+    default :class:`DualFaceHead`), either swappable for another module of the same interface (features
+    (B, channels, H, W); the outputs' dict). Checkpoints whose trunk parameters have no ``trunk.`` prefix
+    (written before the split) load unchanged."""
+
+    def __init__(self, cfg: ModelConfig, trunk: nn.Module | None = None, head: nn.Module | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.trunk = trunk if trunk is not None else UNetTrunk(cfg)
+        self.head = head if head is not None else DualFaceHead(cfg, self.trunk.out_channels)
+        self.n_depth = getattr(self.head, "n_depth", None)
+        self.n_inner = getattr(self.head, "n_inner", None)
+        self._register_load_state_dict_pre_hook(self._upgrade_keys)
+
+    @staticmethod
+    def _upgrade_keys(state_dict, prefix, *args) -> None:
+        upgrade_state_dict(state_dict, prefix)
+
+    @property
+    def downsample_factor(self) -> int:
+        return self.trunk.downsample_factor
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(self.trunk(x))
 
 
 def inner_faces(raw: torch.Tensor, front: torch.Tensor, back: torch.Tensor, faces: int) -> dict[str, torch.Tensor]:

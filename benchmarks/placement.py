@@ -6,7 +6,8 @@ The inputs are two ``3ddx evaluate`` result folders of the same checkpoint (thei
 and bone the best shift along the beam, ``beam_shift_mm``, :func:`threeddx.metrics.beam_aligned`). Per bone
 the validation split's RMS shift is the placement's 1-SD uncertainty (bias included, as a user meets it);
 printed beside it: the test split's RMS and the share of test bones whose shift lies within 1 and 2 of those
-SDs (about 68 % and 95 % when the calibration holds). ``--write CKPT OUT.pt`` stores the SDs in a copy of
+SDs (about 68 % and 95 % when the calibration holds). The members of a pooled group of the bone registry
+(``femur``: left and right) share one SD, the RMS over both. ``--write CKPT OUT.pt`` stores the SDs in a copy of
 the checkpoint (``placement_sd_mm``), which ``3ddx predict`` then reports per bone in summary.json and
 batch.csv. Never calibrate on the test split.
 """
@@ -39,8 +40,13 @@ def main() -> None:
     ap.add_argument("--test", type=Path, required=True, help="3ddx evaluate folder of the test split")
     ap.add_argument("--write", nargs=2, metavar=("CKPT", "OUT"), help="store the SDs in a copy of CKPT")
     a = ap.parse_args()
+    from threeddx.bones import groups
+
     val, test = shifts(a.val), shifts(a.test)
     sd = {b: float(np.sqrt(np.mean(v**2))) for b, v in val.items()}
+    for group, members in groups(list(val)).items():  # left and right of a pair share one SD (a mirrored model)
+        pooled = float(np.sqrt(np.mean(np.concatenate([val[b] for b in members]) ** 2)))
+        sd.update({b: pooled for b in members})
     print(f"# {datetime.date.today()} {platform.machine()}; val {a.val}, test {a.test}")
     print("| bone | val n | val mean shift (mm) | 1-SD = val RMS (mm) | test n | test RMS (mm) | test within 1 SD | "
           "within 2 SD |")

@@ -9,6 +9,7 @@ shape of (it is what checkpoints store), so a run's config reads back anywhere.
 """
 from __future__ import annotations
 
+import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any
@@ -107,8 +108,7 @@ def defaults() -> dict[str, Any]:
 def _kinds(hint) -> tuple[set, bool]:
     """The plain types a hint allows and whether it allows None (``str | None`` -> ({str}, True))."""
     args = typing.get_args(hint)
-    options = args if args and typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) \
-        else (hint,)
+    options = args if args and typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     kinds = {typing.get_origin(o) or o for o in options if o is not type(None)}
     return kinds, type(None) in options
 

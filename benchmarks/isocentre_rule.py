@@ -25,13 +25,13 @@ def main() -> None:
     a = ap.parse_args()
     from threeddx.simulator.anatomy import PARTS, load_shape
     from threeddx.geometry import HIPS_ABOVE_TABLE_MM, HIPS_BELOW_ENTRANCE_MM
-    from threeddx.simulator.phantom import hip_depths, sample_tissue
+    from threeddx.simulator.phantom import hip_depths, pelvic_points, sample_tissue
 
     rng = np.random.default_rng(a.seed)
     back, front = [], []
     for k in range(22):
         shape = load_shape(k)
-        pelvis = np.concatenate([shape.vertices[p] for p in PARTS if "pelvis" in p or p == "sacrum"])
+        pelvis = pelvic_points({p: (shape.vertices[p], shape.faces[p]) for p in PARTS})
         for _ in range(a.bodies):
             b, f = hip_depths(pelvis, shape.hip_centers, sample_tissue(rng))
             back.append(b)

@@ -91,6 +91,9 @@ STANDARD_SOURCE_TO_ISOCENTER_MM = 820.0
 #: table, so this, not the distance from the source, stays when the SDD changes.
 ISOCENTER_ABOVE_DETECTOR_MM = STANDARD_SDD_MM - STANDARD_SOURCE_TO_ISOCENTER_MM
 
+#: The nearest to the source the anatomy may be declared or found, as a share of the SDD (an iso-centre from
+#: tags or options, a calibration marker): nearer, magnification over 3.3x, which no hip radiograph has.
+NEAREST_ANATOMY = 0.3
 #: How far the hip joints' centres lie in front of the table top for a supine AP pelvis (mm): the median
 #: of the training bodies (:mod:`threeddx.simulator.phantom`: posterior pelvis, muscle and fat behind the hip joints;
 #: 5-95 %: 115-199 mm over the 22 LLP26 adults x 20 bodies each; ``benchmarks/isocentre_rule.py``).

@@ -147,3 +147,30 @@ def test_the_anterior_pelvic_plane_frame():
     np.testing.assert_allclose(f.left, [1, 0, 0], atol=1e-12)
     assert f.superior[2] > 0.9 and f.anterior @ [0, -1, 0] > 0.9  # anterior is -y in LPS
     np.testing.assert_allclose(np.cross(f.left, f.superior), f.anterior)
+
+
+def test_the_measures_do_not_depend_on_the_world_frame():
+    """The same patient written in another world frame (rotated and moved, the frame's axes with it) measures
+    the same."""
+    from threeddx.geometry import rotation_matrix
+
+    rot = rotation_matrix((0.3, -0.5, 0.8), np.radians(37.0))
+    move = np.array([1200.0, -340.0, 95.0])
+
+    def w(p):
+        return np.asarray(p) @ rot.T + move
+
+    turned = m.PelvicFrame(rot @ FRAME.left, rot @ FRAME.superior, rot @ FRAME.anterior)
+    f = _femur("right", 131.0, 18.0)
+    g = {k: w(v) for k, v in f.items()}
+    assert m.femoral_version_deg(**g, side="right", frame=turned) == pytest.approx(
+        m.femoral_version_deg(**f, side="right", frame=FRAME), abs=1e-9)
+    assert m.neck_shaft_angle_deg(g["head_centre"], g["neck_centre"], g["shaft_proximal"], g["shaft_distal"]) == \
+        pytest.approx(131.0, abs=1e-9)
+    c = np.array([-90.0, 0, 0])
+    rim, _ = _cup_rim("right", 44.0, 12.0, centre=c)
+    assert m.acetabular_angles_deg(w(rim), "right", turned) == pytest.approx((44.0, 12.0), abs=1e-6)
+    assert m.lateral_center_edge_deg(w(c), w(rim), "right", turned) == pytest.approx(
+        m.lateral_center_edge_deg(c, rim, "right", FRAME), abs=1e-9)
+    assert m.head_coverage_pct(w(c), w(rim), "right", turned) == pytest.approx(
+        m.head_coverage_pct(c, rim, "right", FRAME), abs=0.05)

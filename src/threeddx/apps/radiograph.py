@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from threeddx.errors import InputError
-from threeddx.geometry import MAX_DETECTOR_PIXELS, XrayGeometry, isocenter_from_entrance, isocenter_from_table
+from threeddx.geometry import (MAX_DETECTOR_PIXELS, NEAREST_ANATOMY, XrayGeometry, isocenter_from_entrance,
+                               isocenter_from_table)
 
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg"}
 
@@ -176,9 +177,9 @@ def dicom_geometry(ds, path: Path, rows: int, cols: int, pose: np.ndarray, readi
         iso, how = sdd_mm / emf, "Distance Source to Detector over the magnification factor (0018,1114)"
     elif calibrated and imager is not None:
         iso, how = sdd_mm * pixel[0] / imager[0], f"{calibration}-calibrated Pixel Spacing over Imager Pixel Spacing"
-    if iso is not None and not 0.3 * sdd_mm <= iso < sdd_mm:
+    if iso is not None and not NEAREST_ANATOMY * sdd_mm <= iso < sdd_mm:
         raise InputError(f"{path}: the iso-centre distance from the tags ({how}) is {iso:.0f} mm, not between "
-                         f"{0.3 * sdd_mm:.0f} mm and the detector; give --geometry")
+                         f"{NEAREST_ANATOMY * sdd_mm:.0f} mm and the detector; give --geometry")
     r.isocenter_from = how
     return XrayGeometry(sdd_mm, (rows, cols), spacing, (cols / 2.0, rows / 2.0), pose, isocenter_distance=iso)
 
@@ -588,9 +589,9 @@ class Declared:
             iso, how = isocenter_from_table(self.table_mm), (f"--table-mm {self.table_mm:g}: the hip joints "
                                                              f"{self.table_mm - isocenter_from_table(self.table_mm):g} "
                                                              "mm in front of the table top")
-        if not (np.isfinite(iso) and 0.3 * geo.sdd <= iso < geo.sdd):
+        if not (np.isfinite(iso) and NEAREST_ANATOMY * geo.sdd <= iso < geo.sdd):
             raise InputError(f"{how.split(':')[0]}: the hip joints would be {iso:g} mm from the source; they must lie "
-                             f"between {0.3 * geo.sdd:.0f} mm and the detector ({geo.sdd:g} mm)")
+                             f"between {NEAREST_ANATOMY * geo.sdd:.0f} mm and the detector ({geo.sdd:g} mm)")
         reading.isocenter_from = how
         from dataclasses import replace
 

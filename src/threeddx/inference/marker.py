@@ -11,7 +11,8 @@ background (a Gaussian of half the largest expected diameter) are grouped; a gro
 when it is round (its second moments those of a filled disc or mild ellipse) and its size is one the
 ball can have between :data:`NEAREST` of the SDD and the detector. None, several, or one cut by the
 image's border is an error in one line. Known limit (issue 31, open): on the simulator's processed
-radiographs (scatter behind the ball, a gonad shield, edge enhancement) this finds no ball yet; the
+radiographs (scatter behind the ball, a gonad shield, edge enhancement) this finds no ball yet
+(``benchmarks/marker.py``: 0 of 24 at 128 and 512 px); the
 measuring below is exact on analytic images (tests/inference/test_marker.py). Nothing in predict uses it yet.
 
 **Measuring it**: the sphere's outline is where the cone from the focal spot touches the sphere: every
@@ -37,14 +38,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from threeddx.errors import InputError
-from threeddx.geometry import XrayGeometry
+from threeddx.geometry import NEAREST_ANATOMY, XrayGeometry
 
-#: Density of a steel calibration ball (g/cm^3; iron's, :data:`threeddx.simulator.physics.RHO_IRON`).
-STEEL_G_CM3 = 7.874
 #: Diameters a calibration marker may have (mm).
 DIAMETER_RANGE_MM = (5.0, 60.0)
 #: The nearest to the source a marker is looked for, as a share of the SDD (its largest image).
-NEAREST = 0.3
+NEAREST = NEAREST_ANATOMY
 #: A marker's pixels lie at least this share of the way from the image's median to its maximum.
 BRIGHT = 0.85
 #: Radial lines along which the edge is found.
@@ -52,12 +51,9 @@ EDGE_RAYS = 90
 
 
 def _source_rays(geometry: XrayGeometry, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Unit ray directions in the source frame (..., 3) through continuous pixel indices."""
-    sr, sc = geometry.pixel_spacing
-    u0, v0 = geometry.principal_point
-    p = np.stack([(np.asarray(cols, np.float64) + 0.5 - u0) * sc, (np.asarray(rows, np.float64) + 0.5 - v0) * sr,
-                  np.full(np.broadcast(rows, cols).shape, geometry.sdd)], -1)
-    return p / np.linalg.norm(p, axis=-1, keepdims=True)
+    """Unit ray directions in the source frame (..., 3) through continuous pixel indices: the geometry's own
+    :meth:`~threeddx.geometry.XrayGeometry.ray_directions_at` with the source frame as the world."""
+    return geometry.with_pose(np.eye(4)).ray_directions_at(rows, cols)
 
 
 def sphere_chord_mm(geometry: XrayGeometry, centre_source: np.ndarray, radius_mm: float,
@@ -80,11 +76,13 @@ def sphere_chord_mm(geometry: XrayGeometry, centre_source: np.ndarray, radius_mm
 
 def with_marker(materials: dict, geometry: XrayGeometry, centre_source: np.ndarray, diameter_mm: float) -> dict:
     """A sample's material line integrals (g/cm^2, :data:`threeddx.simulator.physics.MATERIALS`) with a steel ball added
-    to its metal: the ball's chord (cm) times the steel's density."""
+    to its metal: the ball's chord (cm) times the metal's density (:data:`threeddx.simulator.physics.RHO_IRON`)."""
+    from threeddx.simulator.physics import RHO_IRON
+
     out = dict(materials)
     chord_cm = sphere_chord_mm(geometry, centre_source, diameter_mm / 2.0) / 10.0
     metal = np.asarray(out.get("metal", np.zeros(geometry.detector_shape, np.float32)), np.float32)
-    out["metal"] = (metal + STEEL_G_CM3 * chord_cm).astype(np.float32)
+    out["metal"] = (metal + RHO_IRON * chord_cm).astype(np.float32)
     return out
 
 
@@ -146,9 +144,10 @@ def fit_cone(rows: np.ndarray, cols: np.ndarray, geometry: XrayGeometry, diamete
 
 
 def _project_source(geometry: XrayGeometry, p: np.ndarray) -> tuple[float, float]:
-    sr, sc = geometry.pixel_spacing
-    u0, v0 = geometry.principal_point
-    return (float(p[1] * geometry.sdd / p[2] / sr + v0 - 0.5), float(p[0] * geometry.sdd / p[2] / sc + u0 - 0.5))
+    """Where a source-frame point (3,) projects (row, col pixel indices): :meth:`XrayGeometry.project` with the
+    source frame as the world."""
+    row, col, _ = geometry.with_pose(np.eye(4)).project(np.asarray(p, np.float64))
+    return float(row), float(col)
 
 
 def expected_diameter_px(geometry: XrayGeometry, diameter_mm: float) -> tuple[float, float]:

@@ -268,6 +268,12 @@ def _thin_plate_hu(thickness_mm: float, spacing: float, hu_material: float = HU_
     return HU_AIR + f * (hu_material - HU_AIR) if f < 1 else hu_material
 
 
+def pelvic_points(bone_parts: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The bony pelvis's vertices (N, 3) mm, both hip bones and the sacrum, from LLP26 parts -> (vertices, faces):
+    what the trunk's outline is drawn about."""
+    return np.concatenate([v for p, (v, _) in bone_parts.items() if "pelvis" in p or p == "sacrum"])
+
+
 def trunk_outline(pelvis_pts: np.ndarray, tissue: Mapping[str, float]) -> tuple[float, float, float, float, float]:
     """The trunk's muscle outline about the bony pelvis (N, 3 LPS mm points of the hip bones and sacrum):
     lateral and AP semi-axes (mm), the belly's anterior bulge factor, and the centre (x, y) in mm. Fat
@@ -340,7 +346,7 @@ def synthesize_ct(
         occupancy[b] = (crop, tuple(int(v) for v in lo))
 
     # ---- body outline, slice by slice (z): muscle inside fat inside a superellipse
-    pelvis_pts = np.concatenate([v for p, (v, _) in bone_parts.items() if "pelvis" in p or p == "sacrum"])
+    pelvis_pts = pelvic_points(bone_parts)
     pmin, pmax = pelvis_pts.min(0), pelvis_pts.max(0)
     fat = tissue["fat_mm"]
     a_m, b_m, belly, cx_p, cy_p = trunk_outline(pelvis_pts, tissue)

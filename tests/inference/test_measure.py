@@ -174,3 +174,70 @@ def test_the_measures_do_not_depend_on_the_world_frame():
         m.lateral_center_edge_deg(c, rim, "right", FRAME), abs=1e-9)
     assert m.head_coverage_pct(w(c), w(rim), "right", turned) == pytest.approx(
         m.head_coverage_pct(c, rim, "right", FRAME), abs=0.05)
+
+
+# ----------------------------------------------------------------- on whole LLP26 bones (measure_hips)
+def _subject_bones(k: int = 2) -> dict:
+    from threeddx.simulator.anatomy import bone_meshes, load_shape
+
+    return {b: np.asarray(mesh.vertices) for b, mesh in
+            bone_meshes(load_shape(k), ["pelvis", "femur_left", "femur_right"]).items()}
+
+
+# (lowest, highest) plausible for an adult: wide bands around the literature's norms, so that a landmark on
+# the wrong place (a rim point on the ilium, a neck ring on the trochanter) fails
+ADULT = {"head_diameter_mm": (38, 58), "neck_shaft_angle_deg": (110, 140), "offset_mm": (28, 62),
+         "version_deg": (-10, 35), "acetabular_inclination_deg": (30, 56), "acetabular_version_deg": (3, 32),
+         "lateral_center_edge_angle_deg": (15, 50), "head_coverage_pct": (30, 55), "tilt_deg": (-25, 25),
+         "leg_length_difference_mm": (-5, 5)}
+
+
+def test_an_llp26_adult_measures_in_the_adult_range():
+    got = m.measure_hips(_subject_bones(2), np.eye(4))
+    assert got["frame"] == "anterior pelvic plane"
+    assert set(got) == {"frame", "pelvis", "femur_left", "femur_right", "acetabulum_left", "acetabulum_right"}
+    for key in ("femur_left", "femur_right", "acetabulum_left", "acetabulum_right", "pelvis"):
+        kind = key.split("_")[0]
+        assert set(m.MEASURES[kind]) <= set(got[key]), key
+        for name in m.MEASURES[kind]:
+            lo, hi = ADULT[name]
+            assert lo <= got[key][name] <= hi, (key, name, got[key][name])
+
+
+def test_whole_bones_measure_the_same_in_another_world_frame():
+    """The same exposure written in another world frame (the bones and world_to_ap moved together): the same
+    numbers, the head centres moved with the frame."""
+    from threeddx.geometry import rotation_matrix
+
+    bones = _subject_bones(2)
+    t = np.eye(4)
+    t[:3, :3] = rotation_matrix((0.2, 0.9, -0.3), np.radians(113.0))
+    t[:3, 3] = [-800.0, 1500.0, 40.0]
+    moved = {b: v @ t[:3, :3].T + t[:3, 3] for b, v in bones.items()}
+    a = m.measure_hips(bones, np.eye(4))
+    b = m.measure_hips(moved, np.linalg.inv(t))
+    fa, fb = m.flat_measurements(a), m.flat_measurements(b)
+    assert fa.keys() == fb.keys()
+    for key in fa:
+        assert fb[key] == pytest.approx(fa[key], abs=0.011), key
+    for side in ("left", "right"):
+        np.testing.assert_allclose(b[f"femur_{side}"]["head_centre_mm"],
+                                   t[:3, :3] @ a[f"femur_{side}"]["head_centre_mm"] + t[:3, 3], atol=0.02)
+
+
+def test_femurs_alone_measure_without_the_acetabula_and_flags_pass_through():
+    bones = _subject_bones(2)
+    got = m.measure_hips({"femur_left": bones["femur_left"]}, np.eye(4), inferred={"femur_left": ["version_deg"]})
+    assert set(got) == {"frame", "femur_left"} and "no pelvis" in got["frame"]
+    assert got["femur_left"]["inferred"] == ["version_deg"]
+
+
+def test_landmarks_refuse_a_mesh_of_another_triangulation():
+    from threeddx.errors import InputError
+    from threeddx.meshing.landmarks import landmarks
+
+    v = _subject_bones(2)["femur_left"]
+    with pytest.raises(InputError, match="whole LLP26 bone"):
+        landmarks("femur_left", v[:-10])
+    with pytest.raises(InputError, match="no landmarks"):
+        landmarks("sacrum", v)

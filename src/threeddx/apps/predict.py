@@ -166,6 +166,7 @@ def reconstruct_image(
     force: bool = False,
     warn=None,
     declared: Declared | None = None,
+    measure: bool = True,
 ) -> Reconstruction:
     """Image -> Prediction -> meshes, nothing written (:func:`predict_file` writes them).
 
@@ -174,7 +175,9 @@ def reconstruct_image(
     the training-split shape model fitted to each bone's front and back points,
     clipped to the part that projects inside the detector; with
     ``complete_femur`` the femurs are whole, the part outside the field of view
-    inferred by the model (the summary says how much).
+    inferred by the model (the summary says how much). ``measure``: the hip's measurements
+    (:func:`threeddx.inference.measure.measure_prediction`, summary.json's ``measurements``; the femurs'
+    shape-model fits are made for them when the meshing did not make them).
     """
     from threeddx.meshing.reconstruct import backproject_bone, mesh_bones, mesh_methods
 
@@ -254,6 +257,12 @@ def reconstruct_image(
     }
     if result.fits:
         summary["ssm"] = result.fits
+    if measure:
+        from threeddx.inference.measure import measure_prediction
+
+        s = time.perf_counter()
+        summary["measurements"] = measure_prediction(maps, geo, {**pred.fits, **result.fit_results})
+        t["measuring_s"] = time.perf_counter() - s
     return Reconstruction(pred, world_meshes, meshes, clouds, summary, Path(image_path).name)
 
 
@@ -349,12 +358,13 @@ def predict_file(
     warn=None,
     view: bool = False,
     declared: Declared | None = None,
+    measure: bool = True,
 ) -> dict:
     """The whole X-ray-to-meshes path, written into ``out`` (README): :func:`reconstruct_image`, then
     :func:`write_reconstruction`. ``out`` is checked before any work. Returns the summary."""
     check_out_folder(out, RESULT_MARKER)  # before any work: a bad --out costs nothing
     rec = reconstruct_image(image_path, predictor, geometry_path, mesh_method, frame, ssm_settings, complete_femur,
-                            force, warn, declared)
+                            force, warn, declared, measure)
     return write_reconstruction(rec, out, report, view)
 
 

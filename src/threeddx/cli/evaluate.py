@@ -34,6 +34,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seen", action="store_true",
                    help="also score protocol (b): against the part of the ground truth that the depth faces see "
                    "(docs/results.md)")
+    p.add_argument("--measure", action="store_true",
+                   help="also the hip's measurements, predicted against the truth's: measurements.csv and results.json's "
+                   "measurements (mean absolute error, bias, limits of agreement)")
     p.add_argument("--bones", nargs="+")
     p.add_argument("--limit", type=int, help="evaluate the first N samples only")
     p.add_argument("--view", action="store_true",
@@ -52,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
     evaluate(args.data, args.out, checkpoint, args.split, args.mesh, args.oracle, args.bones, args.limit,
              device=device(args.device), ssm_settings=ssm_settings(args) if args.mesh == "ssm" else None,
              chain=args.chain, seed=args.seed, view=args.view, workers=args.workers, scheduler=args.scheduler,
-             hip_anchor=hip_anchor(args), mirror=args.mirror, faces=args.faces, seen=args.seen)
+             hip_anchor=hip_anchor(args), mirror=args.mirror, faces=args.faces, seen=args.seen,
+             measure=args.measure)
     return 0

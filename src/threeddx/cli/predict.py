@@ -33,6 +33,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--complete-femur", action="store_true",
                    help="with --mesh ssm: output whole femurs; the part outside the image is inferred by the model")
     add_ssm_options(p)
+    p.add_argument("--no-measure", dest="measure", action="store_false",
+                   help="skip the hip's measurements (summary.json's measurements; they fit the femurs' shape model "
+                   "when --mesh does not, about a second per femur)")
     p.add_argument("--frame", default="world", choices=["world", "source"], help="coordinates of the outputs")
     p.add_argument("--view", action="store_true", help="also write view.html, the interactive 3D view (3ddx view)")
     add_hip_anchor_option(p)
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     s = predict_file(args.image, predictor, args.out, args.geometry, args.mesh, args.frame,
                      ssm_settings=ssm_settings(args, predictor.ck.get("config")), complete_femur=args.complete_femur,
                      force=args.force, warn=lambda line: print(f"3ddx: warning: {line}", file=sys.stderr),
-                     view=args.view, declared=declared)
+                     view=args.view, declared=declared, measure=args.measure)
     for name, b in s["bones"].items():
         vol = f", {b['volume_cm3']:.0f} cm3" if b["volume_cm3"] else ""
         print(f"  {name}: {b['vertices']} vertices{vol}")
@@ -85,7 +88,7 @@ def run_batch(args: argparse.Namespace, declared) -> int:
     spec = {"checkpoint": args.checkpoint, "device": device(args.device), "hip_anchor": not args.no_hip_anchor,
             "mirror": args.mirror}
     options = {"mesh_method": args.mesh, "frame": args.frame, "complete_femur": args.complete_femur,
-               "force": args.force, "view": args.view}
+               "force": args.force, "view": args.view, "measure": args.measure}
     if args.ssm_config or args.ssm_coupled:
         from threeddx.network.checkpoint import load_checkpoint, resolve_checkpoint
 

@@ -18,7 +18,7 @@ import io as _io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -152,15 +152,42 @@ class EvalTask:
     mirrored: bool = False  # score the mirror image of each patient (evaluate's doc)
     faces: int = 2  # depth faces per bone: the oracle's (threeddx.simulator.render), or the checkpoint's own
     seen: bool = False  # also protocol (b): against the ground truth that the K faces see
+    measure: bool = False  # also the hip's measurements, predicted vs true (measurements.csv)
 
 
 @dataclass
 class ImageResult:
-    """One image's rows (one per bone) and, for the view, what it showed."""
+    """One image's rows (one per bone), its measurement rows (one per measure, with ``measure``) and, for the
+    view, what it showed."""
 
     index: int
     rows: list[dict]
     view: dict | None = None
+    measures: list[dict] = field(default_factory=list)
+
+
+#: measurements.csv's columns: per image and measure (``STRUCTURE.MEASURE``, threeddx.inference.measure.MEASURES)
+MEASURE_COLUMNS = ("sample_id", "subject_id", "measure", "predicted", "true", "error", "inferred", "status")
+
+
+def measure_rows(row: dict, predicted: dict, truth: dict) -> list[dict]:
+    """One image's measurements.csv rows: every measure of the truth, with the prediction's value and the
+    error (predicted - true; NaN, with the reason in ``status``, when the prediction could not measure it)."""
+    from threeddx.inference.measure import flat_measurements
+
+    p, t = flat_measurements(predicted), flat_measurements(truth)
+    why = predicted.get("not_measured", {})
+    out = []
+    for key, true in t.items():
+        structure, name = key.split(".", 1)
+        got = p.get(key, float("nan"))
+        side = structure.split("_")[-1]
+        reason = next((f"{b}: {w}" for b, w in why.items() if b == "pelvis" or b.endswith(side)), "not measured")
+        out.append({"sample_id": row["sample_id"], "subject_id": row["subject_id"], "measure": key,
+                    "predicted": got, "true": true, "error": got - true,
+                    "inferred": name in predicted.get(structure, {}).get("inferred", []),
+                    "status": "ok" if key in p else reason})
+    return out
 
 
 def chain_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, where: Path | str = "sample") -> np.ndarray:
@@ -248,11 +275,20 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
                 rec[k] = float("nan")
         rec["seconds"] = time.perf_counter() - t0
         rows.append(rec)
+    measures = []
+    if task.measure:
+        from threeddx.inference.measure import MEASURED_BONES, measure_hips, measure_prediction
+
+        truth = {b: _truth_mesh(str(task.data / row["mesh_dir"] / f"{b}.ply")).vertices for b in MEASURED_BONES
+                 if b in stored}
+        predicted = measure_prediction(maps, geo, {**fits, **result.fit_results},
+                                       [b for b in MEASURED_BONES if b in task.bones])
+        measures = measure_rows(row, predicted, measure_hips(truth, geo.world_to_ap))
     view = None
     if task.view:
         view = {"image": image, "masks": np.asarray(pred["masks"]), "bones": list(pred_bones), "geometry": geo,
                 "checks": checks, "meshes": {b: m for b, m in meshed.items() if not isinstance(m, InputError)}}
-    return ImageResult(index, rows, view)
+    return ImageResult(index, rows, view, measures)
 
 
 def _case_view(folder: Path, task: EvalTask, row: dict, result: ImageResult, label: str):
@@ -304,6 +340,7 @@ def evaluate(
     mirrored: bool = False,
     faces: int = 2,
     seen: bool = False,
+    measure: bool = False,
 ) -> dict:
     """Evaluate a checkpoint (or the oracle) on a split; writes results.csv/json/md into ``out`` (module doc).
 
@@ -347,6 +384,12 @@ def evaluate(
     that the reconstruction's K faces see (:func:`threeddx.metrics.seen_part`;
     columns ``assd_seen``, ``hd95_seen``, ``hd95_pooled_seen``) beside (a), the
     whole surface in the field of view.
+
+    ``measure``: also the hip's measurements (:mod:`threeddx.inference.measure`) of the prediction (as
+    predict makes them) against the same measurements of the ground-truth bones (simulated LLP26 samples:
+    their vertices carry the landmarks): ``measurements.csv`` per image and measure (predicted, true, error),
+    and per measure the mean absolute error, bias and 95 % limits of agreement in results.json's
+    ``measurements``.
     """
     from threeddx.cluster import map_tasks
     from threeddx.training.dataset import read_manifest
@@ -386,15 +429,17 @@ def evaluate(
         faces = int(predictor.ck.get("faces", 2))
     task = EvalTask(data, None if oracle else str(checkpoint), device, bones, stored, mesh_method,
                     DEFAULT_DENSITY if density is None else density, chain, seed, ssm_settings, view, hip_anchor,
-                    mirror, mirrored, faces, seen)
+                    mirror, mirrored, faces, seen, measure)
     out = Path(out)
     label = _label(oracle, checkpoint, mesh_method, faces)
     by_index: dict[int, list[dict]] = {}
+    measured: dict[int, list[dict]] = {}
     gallery: list = []
     with result_folder(out, "results.json") as folder:
         for result in map_tasks(score_image, [(task, k, row) for k, row in enumerate(rows_in)], workers, scheduler,
                                 desc="evaluate", unit="image", progress=progress):
             by_index[result.index] = result.rows
+            measured[result.index] = result.measures
             if view:
                 gallery.append(_case_view(folder, task, rows_in[result.index], result, label))
         results = [r for k in sorted(by_index) for r in by_index[k]]
@@ -408,6 +453,15 @@ def evaluate(
         w.writeheader()
         for r in results:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+        if measure:
+            mrows = [r for k in sorted(measured) for r in measured[k]]
+            summary["measurements"] = summarise_measures(mrows)
+            mbuf = _io.StringIO()
+            w = csv.DictWriter(mbuf, fieldnames=list(MEASURE_COLUMNS), lineterminator="\n")
+            w.writeheader()
+            for r in mrows:
+                w.writerow({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()})
+            (folder / "measurements.csv").write_text(mbuf.getvalue())
         for name, text in (("results.csv", buf.getvalue()), ("results.json", json.dumps(summary, indent=2) + "\n"),
                            ("results.md", f"# {label} on {data.name} ({split})\n\n{table}")):
             (folder / name).write_text(text)
@@ -418,6 +472,31 @@ def evaluate(
     if progress:
         print(table)
     return summary
+
+
+def summarise_measures(rows: list[dict]) -> dict:
+    """Per measure (``STRUCTURE.MEASURE``; the two sides pooled as ``femur.MEASURE`` etc. too): images measured
+    of those with a truth, mean absolute error, bias (mean error), its SD and the 95 % limits of agreement
+    (bias +- 1.96 SD, Bland and Altman 1986)."""
+    groups: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    for r in rows:
+        structure, name = r["measure"].split(".", 1)
+        for key in {r["measure"], f"{structure.split('_')[0]}.{name}"}:
+            counts[key] = counts.get(key, 0) + 1
+            if r["status"] == "ok" and np.isfinite(r["error"]):
+                groups.setdefault(key, []).append(float(r["error"]))
+    out = {}
+    for key in sorted(counts):
+        e = np.asarray(groups.get(key, []))
+        if not len(e):
+            out[key] = {"n": 0, "of": counts[key]}
+            continue
+        sd = float(e.std(ddof=1)) if len(e) > 1 else 0.0
+        bias = float(e.mean())
+        out[key] = {"n": int(len(e)), "of": counts[key], "mae": float(np.abs(e).mean()), "bias": bias, "sd": sd,
+                    "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd}
+    return out
 
 
 def _summary(results: list[dict], rows_in: list[dict], task: EvalTask, oracle: bool, chain, checkpoint, split: str,

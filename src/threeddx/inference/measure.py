@@ -28,9 +28,13 @@ degrees. The definitions, with their sources (docs/measurements.md):
   lesser trochanter lies than the right, perpendicular to that line in the coronal plane, positive when
   the left leg is longer (:func:`leg_length_difference_mm`).
 
-Which points those are on a fitted bone (landmarks on the LLP26 shape model's vertices) and how well each
-measure is read from one radiograph are issue 33's next steps; this module is the geometry, tested on
-shapes with known answers (tests/inference/test_measure.py).
+**From bones to numbers** (:func:`measure_hips`): the points are landmarks on whole LLP26 bones
+(:mod:`threeddx.meshing.landmarks`: a shape-model fit, or a simulated truth), taken in the exposure's AP
+frame (:mod:`threeddx.geometry`), so no number depends on the frame the geometry is written in; the
+acetabular and femoral measures use the anterior pelvic plane's frame when the pelvis is there (else the AP
+frame's LPS axes, said in ``frame``); ``head_centre_mm`` is in world mm. The geometry below is tested on
+shapes with known answers, the whole on LLP26 bones (tests/inference/test_measure.py); how well each measure
+is read from one radiograph: ``benchmarks/measurements.py``, docs/measurements.md.
 """
 from __future__ import annotations
 
@@ -227,3 +231,142 @@ def leg_length_difference_mm(lesser_trochanter_left: np.ndarray, lesser_trochant
     down = -_unit(frame.superior - (frame.superior @ u) * u - (frame.superior @ frame.anterior) * frame.anterior)
     below = [float(np.subtract(p, hjc_right) @ down) for p in (lesser_trochanter_left, lesser_trochanter_right)]
     return below[0] - below[1]
+
+
+#: summary.json's ``measurements`` keys per structure (issue 33): one home for the names the writers,
+#: the evaluation and the benchmark use.
+MEASURES: dict[str, tuple[str, ...]] = {
+    "femur": ("head_diameter_mm", "neck_shaft_angle_deg", "offset_mm", "version_deg"),
+    "acetabulum": ("acetabular_inclination_deg", "acetabular_version_deg", "lateral_center_edge_angle_deg",
+                   "head_coverage_pct"),
+    "pelvis": ("tilt_deg", "leg_length_difference_mm"),
+}
+SIDES = ("left", "right")
+
+
+def measure_hips(shapes: dict[str, np.ndarray], world_to_ap: np.ndarray,
+                 inferred: dict[str, list[str]] | None = None) -> dict:
+    """The hip's measurements from whole LLP26 bones: ``shapes`` bone -> (V, 3) world mm (``pelvis``,
+    ``femur_left``, ``femur_right``; any may be missing), ``world_to_ap`` the exposure's rigid 4x4
+    (:attr:`threeddx.geometry.XrayGeometry.world_to_ap`).
+
+    Returns summary.json's ``measurements``: ``femur_left``/``femur_right`` (head diameter and centre (world
+    mm), neck-shaft angle, offset, version), ``acetabulum_left``/``_right`` (Murray's inclination and version,
+    Wiberg's angle, head coverage: each needs the pelvis and that side's femoral head), ``pelvis`` (tilt; the
+    leg-length difference, which needs both femurs), ``frame``; a structure that cannot be measured is
+    absent. ``inferred``: structure -> measures to flag as inferred (listed under the structure's
+    ``inferred``), e.g. a femur's version when its distal end lies outside the image.
+    """
+    from threeddx.meshing.landmarks import landmarks
+
+    m = np.asarray(world_to_ap, np.float64)
+    ap = {b: np.asarray(v, np.float64) @ m[:3, :3].T + m[:3, 3] for b, v in shapes.items()}
+    marks = {b: landmarks(b, v) for b, v in ap.items()}
+    out: dict = {}
+    pelvis = marks.get("pelvis")
+    if pelvis is not None:
+        pubis = (pelvis["pubis_left"] + pelvis["pubis_right"]) / 2
+        frame = PelvicFrame.from_app(pelvis["asis_left"], pelvis["asis_right"], pubis)
+        out["frame"] = "anterior pelvic plane"
+    else:
+        frame = PelvicFrame.lps()  # the AP frame's axes are the patient's LPS as the view shows them
+        out["frame"] = "the view's patient axes (no pelvis)"
+    heads: dict[str, np.ndarray] = {}
+    for side in SIDES:
+        f = marks.get(f"femur_{side}")
+        if f is None:
+            continue
+        centre, radius = fit_sphere(f["head"])
+        heads[side] = centre
+        centre_world = np.linalg.solve(m[:3, :3], centre - m[:3, 3])
+        out[f"femur_{side}"] = {
+            "head_diameter_mm": 2 * radius,
+            "head_centre_mm": [round(float(x), 2) for x in centre_world],
+            "neck_shaft_angle_deg": neck_shaft_angle_deg(centre, f["neck"], f["shaft_proximal"], f["shaft_distal"]),
+            "offset_mm": femoral_offset_mm(centre, f["shaft_proximal"], f["shaft_distal"]),
+            "version_deg": femoral_version_deg(centre, f["neck"], f["shaft_proximal"], f["shaft_distal"],
+                                               f["condyle_medial"], f["condyle_lateral"], side, frame),
+        }
+        if pelvis is not None:
+            rim = pelvis[f"rim_{side}"]
+            incl, vers = acetabular_angles_deg(rim, side, frame)
+            out[f"acetabulum_{side}"] = {
+                "acetabular_inclination_deg": incl, "acetabular_version_deg": vers,
+                "lateral_center_edge_angle_deg": lateral_center_edge_deg(centre, rim, side, frame),
+                "head_coverage_pct": head_coverage_pct(centre, rim, side, frame)}
+    if pelvis is not None:
+        # in the AP frame the source lies anterior (-y) and the detector's superior is +z (geometry, "AP frame")
+        out["pelvis"] = {"tilt_deg": pelvic_tilt_deg(pelvis["asis_left"], pelvis["asis_right"], pubis,
+                                                     np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, 1.0]))}
+        if len(heads) == 2:
+            out["pelvis"]["leg_length_difference_mm"] = leg_length_difference_mm(
+                marks["femur_left"]["lesser_trochanter"], marks["femur_right"]["lesser_trochanter"],
+                heads["left"], heads["right"], frame)
+    for key, values in out.items():
+        if isinstance(values, dict):
+            for name, x in values.items():
+                if isinstance(x, float):
+                    values[name] = round(x, 2)
+            flags = [n for n in (inferred or {}).get(key, []) if n in values]
+            if flags:
+                values["inferred"] = flags
+    return out
+
+
+def flat_measurements(measurements: dict) -> dict[str, float]:
+    """summary.json's ``measurements`` as one row: ``STRUCTURE.MEASURE`` -> value (the numbers of
+    :data:`MEASURES` only), for measurements.csv and the evaluation's tables."""
+    row = {}
+    for key, values in measurements.items():
+        if not isinstance(values, dict):
+            continue
+        for name, x in values.items():
+            if isinstance(x, (int, float)) and not isinstance(x, bool):
+                row[f"{key}.{name}"] = x
+    return row
+
+
+#: The bones the measurements read, each as a whole shape-model fit.
+MEASURED_BONES = ("pelvis", "femur_left", "femur_right")
+
+
+def measure_prediction(maps: dict, geometry, fits: dict, bones=MEASURED_BONES) -> dict:
+    """summary.json's ``measurements`` for one radiograph: the bones' shape-model fits measured
+    (:func:`measure_hips`), and per bone that could not be, why (``not_measured``).
+
+    ``maps``: the bones' face maps as meshing takes them (bone -> :class:`~threeddx.facemaps.BoneFaces`;
+    a bone not found in the image is absent); ``geometry``: their camera (world mm); ``fits``: fits already
+    made for this image (bone -> :class:`~threeddx.meshing.ssm.FitResult`: the hip-joint anchoring's pelvis,
+    the ``ssm`` mesher's bones). A bone without one is fitted here (the same fit as ``--mesh ssm``:
+    :func:`threeddx.meshing.reconstruct.fit_maps`; about a second per femur on two cores). A fit the frame
+    guards reject (:func:`threeddx.meshing.ssm.judge_fit`) is not measured: its structures are absent and
+    ``not_measured`` gives the reason. A femur's version is flagged ``inferred`` when its posterior condyles
+    project outside the detector (the shape model's completion, not seen).
+    """
+    from threeddx.meshing.landmarks import landmarks
+    from threeddx.meshing.reconstruct import fit_maps
+
+    need = [b for b in bones if b in maps]
+    have = {b: f for b, f in fits.items() if b in need}
+    todo = {b: maps[b] for b in need if b not in have}
+    if todo:
+        have.update(fit_maps(todo, geometry))
+    shapes, why_not, inferred = {}, {}, {}
+    for b in bones:
+        f = have.get(b)
+        if b not in need:
+            why_not[b] = "not found in the image"
+        elif isinstance(f, InputError):
+            why_not[b] = f"no shape-model fit ({f})"
+        elif b in f.rejected:
+            why_not[b] = f"shape-model fit rejected ({f.rejected[b]})"
+        else:
+            shapes[b] = np.asarray(f.mesh(b).vertices, np.float64)
+            if b.startswith("femur_"):
+                marks = landmarks(b, shapes[b])
+                if not geometry.on_detector(np.stack([marks["condyle_medial"], marks["condyle_lateral"]])).all():
+                    inferred[b] = ["version_deg"]
+    out = measure_hips(shapes, geometry.world_to_ap, inferred)
+    if why_not:
+        out["not_measured"] = why_not
+    return out

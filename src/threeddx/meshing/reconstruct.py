@@ -397,6 +397,9 @@ class Meshed:
     meshes: dict
     info: dict = field(default_factory=dict)
     fits: dict = field(default_factory=dict)
+    #: the shape-model fits themselves (bone -> :class:`~threeddx.meshing.ssm.FitResult`, accepted or judged
+    #: implausible), whole bones for the measurements (:func:`threeddx.inference.measure.measure_prediction`)
+    fit_results: dict = field(default_factory=dict)
 
 
 def _per_bone(method: str):
@@ -414,28 +417,36 @@ def _per_bone(method: str):
     return mesher
 
 
-def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict) -> Meshed:
-    """``ssm``: the training-split shape model fitted to each bone's front and back points.
+def fit_maps(maps: dict[str, BoneMaps], geometry: XrayGeometry, settings=None, made: dict | None = None) -> dict:
+    """The training-split shape model fitted to each bone's front and back points: bone -> its
+    :class:`~threeddx.meshing.ssm.FitResult` (world mm, judged) or the InputError that stopped it.
 
-    Fitted as the view sees the bones (:func:`threeddx.meshing.ssm.complete_bones_each`:
-    started from the data and the exposure's AP orientation, judged). A fit
-    already made for this image (``fits``: the hip-joint anchoring's pelvis,
-    same points, same model) is reused when the fit settings are the defaults and
-    the fit is per bone. A fit judged implausible is not meshed: that bone falls
-    back to ``dual`` (its own surface) and ``info`` says why. Clipped to the part
-    that projects inside the detector, unless ``complete_femur`` (then the
-    femurs are whole and ``info`` says how much of each lies outside the field
-    of view, inferred by the model).
+    Fitted as the view sees the bones (:func:`threeddx.meshing.ssm.complete_bones_each`: started from the
+    data and the exposure's AP orientation). A fit already made for this image (``made``: the hip-joint
+    anchoring's pelvis, same points, same model) is reused when the fit settings are the defaults.
+    """
+    from threeddx.meshing.ssm import FitSettings, complete_bones_each
+
+    default = settings is None or settings == FitSettings()
+    done = {b: f for b, f in (made or {}).items() if b in maps and default}
+    in_ap = geometry.in_ap_frame()  # the fit's points in the view's AP frame (threeddx.meshing.ssm.fit_in_view)
+    pts = {b: backproject_bone(*_unpack(m)[:3], in_ap, _unpack(m)[3]).both() for b, m in maps.items() if b not in done}
+    return {**done, **(complete_bones_each(pts, geometry, settings) if pts else {})}
+
+
+def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict) -> Meshed:
+    """``ssm``: the training-split shape model fitted to each bone's front and back points (:func:`fit_maps`;
+    the fits made for this image, ``options["fits"]``, reused).
+
+    A fit judged implausible is not meshed: that bone falls back to ``dual`` (its own surface) and ``info``
+    says why. Clipped to the part that projects inside the detector, unless ``complete_femur`` (then the
+    femurs are whole and ``info`` says how much of each lies outside the field of view, inferred by the
+    model). The fits are kept (``fit_results``) for the measurements.
     """
     from threeddx.metrics import visible_part
-    from threeddx.meshing.ssm import FitSettings, complete_bones_each, outside_fraction
+    from threeddx.meshing.ssm import outside_fraction
 
-    settings = options.get("ssm_settings")
-    default = settings is None or settings == FitSettings()
-    made = {b: f for b, f in (options.get("fits") or {}).items() if b in maps and default}
-    in_ap = geometry.in_ap_frame()  # the fit's points in the view's AP frame (threeddx.meshing.ssm.fit_in_view)
-    pts = {b: backproject_bone(*_unpack(m)[:3], in_ap, _unpack(m)[3]).both() for b, m in maps.items() if b not in made}
-    fits = {**made, **complete_bones_each(pts, geometry, settings)}
+    fits = fit_maps(maps, geometry, options.get("ssm_settings"), options.get("fits"))
     out = Meshed({})
     for b in maps:
         fit = fits[b]
@@ -451,8 +462,10 @@ def _ssm_mesher(maps: dict[str, BoneMaps], geometry: XrayGeometry, options: dict
             except InputError as e:
                 out.meshes[b] = e
             out.info[b] = {"mesh_method": own, "ssm_rms_mm": round(fit.rms_mm[b], 3), "ssm_rejected": fit.rejected[b]}
+            out.fit_results[b] = fit
             continue
         full = fit.mesh(b)
+        out.fit_results[b] = fit
         frac = outside_fraction(full, geometry)
         whole = bool(options.get("complete_femur")) and in_group(b, "femur")
         out.meshes[b] = full if whole or frac == 0 else visible_part(full, geometry, max_edge_mm=None)
@@ -544,5 +557,6 @@ def mesh_bones(maps: dict[str, BoneMaps], geometry: XrayGeometry, method: MeshMe
         out.meshes.update(got.meshes)
         out.info.update(got.info)
         out.fits.update(got.fits)
+        out.fit_results.update(got.fit_results)
     out.meshes = {b: out.meshes[b] for b in maps}
     return out

@@ -27,10 +27,12 @@ OUTPUTS = ["masks.png", "depth.png", "summary.json", "report.png"]
 
 def test_predict_writes_every_output(tiny_ckpt, sample, tmp_path, capsys):
     # an untrained model (every pixel bone, conftest.tiny_ckpt): --force writes what it predicts
-    code = main(["predict", str(sample), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path), "--force"])
+    code = main(["predict", str(sample), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path), "--force",
+                 "--no-measure"])
     assert code == 0
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["geometry_from"] == "file" and s["mesh_method"] == "dual"
+    assert "measurements" not in s and "measuring_s" not in s["timings_s"]
     assert set(s["timings_s"]) >= {"load_s", "network_s", "backprojection_s", "meshing_s", "writing_s"}
     for f in OUTPUTS:
         assert (tmp_path / f).stat().st_size > 1000, f
@@ -200,6 +202,11 @@ def test_bundled_example_is_not_refused_and_confidences_are_reported(tmp_path):
     assert set(s["bones"]) == {"pelvis", "femur_left", "femur_right"} and not s["missing"]
     for b in s["bones"].values():
         assert b["found"] and 0.75 <= b["confidence"] <= 1.0
+    # the hip's measurements: every structure, the femurs fitted for them (their meshes are the network's own)
+    m = s["measurements"]
+    assert set(m) == {"frame", "pelvis", "femur_left", "femur_right", "acetabulum_left", "acetabulum_right"}
+    assert 38 < m["femur_left"]["head_diameter_mm"] < 58 and 30 < m["acetabulum_right"]["acetabular_inclination_deg"] < 56
+    assert "measuring_s" in s["timings_s"]
 
 
 def test_force_reconstructs_what_would_be_refused(tmp_path):

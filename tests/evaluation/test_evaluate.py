@@ -76,3 +76,20 @@ def test_oracle_with_four_faces_and_the_seen_protocol(four_face_sim, tmp_path):
         evaluate(four_face_sim[2], tmp_path / "x", split="train", oracle=True, faces=4, progress=False)
     with pytest.raises(InputError, match="oracle's"):
         evaluate(four_face_sim[2], tmp_path / "y", "dualface", split="train", faces=4, progress=False)
+
+
+def test_the_oracles_measurements_against_the_truths(small_sim, tmp_path):
+    """evaluate --measure: per image and measure the predicted, true and error values, and per measure the
+    MAE, bias and limits of agreement. The oracle (true maps, 64 px) reads the head's size and the
+    acetabulum's angles within a few units: the pipeline measures what the truth measures."""
+    from threeddx.evaluation.evaluate import MEASURE_COLUMNS, evaluate
+
+    s = evaluate(small_sim, tmp_path / "m", split="val", oracle=True, limit=2, progress=False, measure=True)
+    rows = list(csv.DictReader(open(tmp_path / "m" / "measurements.csv")))
+    assert list(rows[0]) == list(MEASURE_COLUMNS)
+    assert len(rows) == 2 * 18 and all(r["status"] == "ok" for r in rows), rows
+    m = s["measurements"]
+    assert m["femur.head_diameter_mm"]["n"] == 4 and m["femur.head_diameter_mm"]["mae"] < 3.0
+    assert m["acetabulum.acetabular_inclination_deg"]["mae"] < 5.0
+    for stats in m.values():
+        assert stats["loa_low"] <= stats["bias"] <= stats["loa_high"]

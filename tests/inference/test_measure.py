@@ -241,3 +241,31 @@ def test_landmarks_refuse_a_mesh_of_another_triangulation():
         landmarks("femur_left", v[:-10])
     with pytest.raises(InputError, match="no landmarks"):
         landmarks("sacrum", v)
+
+
+def test_a_rejected_or_failed_fit_is_not_measured_and_says_why(monkeypatch):
+    """measure_prediction: the frame guards' rejection (or no fit at all) leaves the bone's structures out and
+    says why in not_measured; the rest is measured."""
+    from threeddx.errors import InputError
+    from threeddx.geometry import standard_ap_geometry
+
+    bones = _subject_bones(2)
+
+    class Fit:  # what measure_prediction reads of a FitResult
+        def __init__(self, bone, rejected=None):
+            self.bone, self.rejected = bone, rejected or {}
+
+        def mesh(self, bone):
+            import trimesh
+            return trimesh.Trimesh(bones[bone], process=False)
+
+    fits = {"pelvis": Fit("pelvis"), "femur_left": Fit("femur_left", {"femur_left": "mode weights beyond 3 SD"}),
+            "femur_right": InputError("too few points")}
+    geo = standard_ap_geometry(size=128)
+    got = m.measure_prediction({b: None for b in bones}, geo, fits)
+    assert set(got) == {"frame", "pelvis", "not_measured"}
+    assert "rejected (mode weights beyond 3 SD)" in got["not_measured"]["femur_left"]
+    assert "too few points" in got["not_measured"]["femur_right"]
+    assert "leg_length_difference_mm" not in got["pelvis"]
+    missing = m.measure_prediction({"pelvis": None}, geo, {"pelvis": Fit("pelvis")})
+    assert missing["not_measured"] == {"femur_left": "not found in the image", "femur_right": "not found in the image"}

@@ -33,6 +33,14 @@ def test_a_folder_is_predicted_once_and_a_rerun_skips_what_is_done(tmp_path, cap
     assert {(r["result"], r["bone"]) for r in rows} == {(n, b) for n in ("hip_one", "hip-two")
                                                         for b in ("pelvis", "femur_left", "femur_right")}
     assert all(r["found"] == "True" and r["mesh_method"] == "dual" for r in rows)
+    # one row per image of the hip's measurements; the two copies of one exposure measure the same
+    from threeddx.apps.batch import MEASUREMENT_COLUMNS
+
+    measured = {r["result"]: r for r in csv.DictReader(open(out / "measurements.csv"))}
+    assert set(measured) == {"hip_one", "hip-two"} and list(measured["hip_one"]) == list(MEASUREMENT_COLUMNS)
+    for col in MEASUREMENT_COLUMNS[2:-2]:
+        assert float(measured["hip_one"][col]) == float(measured["hip-two"][col]), col
+    assert "femur_left.version_deg" in measured["hip_one"]["inferred"]
     (problem,) = list(csv.DictReader(open(out / "problems.csv")))
     assert problem["image"].endswith("broken.png") and "cannot read image" in problem["problem"]
     stamp = (out / "hip_one" / "summary.json").stat().st_mtime_ns

@@ -204,7 +204,7 @@ def test_bundled_example_is_not_refused_and_confidences_are_reported(tmp_path):
         assert b["found"] and 0.75 <= b["confidence"] <= 1.0
     # the hip's measurements: every structure, the femurs fitted for them (their meshes are the network's own)
     m = s["measurements"]
-    assert set(m) == {"frame", "pelvis", "femur_left", "femur_right", "acetabulum_left", "acetabulum_right"}
+    assert set(m) == {"frame", "pelvis", "femur_left", "femur_right", "acetabulum_left", "acetabulum_right", "points_mm"}
     assert 38 < m["femur_left"]["head_diameter_mm"] < 58 and 30 < m["acetabulum_right"]["acetabular_inclination_deg"] < 56
     assert "measuring_s" in s["timings_s"]
 

@@ -89,6 +89,7 @@ def test_the_app_gives_the_same_meshes_as_predict(predictor, example_files, tmp_
     for bone in BONES:
         for key in ("vertices", "faces", "volume_cm3", "mask_px"):
             assert job["summary"]["bones"][bone][key] == cli["bones"][bone][key]
+    assert job["summary"]["measurements"] == cli["measurements"] and "femur_left" in cli["measurements"]
 
 
 @pytest.mark.parametrize("case, status, message", [

@@ -229,3 +229,17 @@ def test_predict_view_is_in_the_frame_of_the_meshes(frame, axis, tmp_path):
     stl = trimesh.load(out / "pelvis.stl")
     xyz = np.stack([_array(pelvis[a]) for a in "xyz"], -1)
     assert np.allclose(xyz.min(0), stl.bounds[0], atol=0.01) and np.allclose(xyz.max(0), stl.bounds[1], atol=0.01)
+    # the measures drawn in the meshes' frame: each femoral head's sphere centred on summary.json's head centre
+    s = json.loads((out / "summary.json").read_text())
+    page = (out / "view.html").read_text(encoding="utf-8")
+    assert 'id="toggle-measurements"' in page and "<th>measure</th>" in page and "neck_shaft_angle_deg" in page
+    spheres = [t for t in figure["data"] if t["meta"].get("role") == "measurements" and t["type"] == "mesh3d"]
+    assert len(spheres) == 2
+    for t, side in zip(spheres, ("left", "right")):
+        centre = np.asarray(s["measurements"][f"femur_{side}"]["head_centre_mm"])
+        if frame == "source":
+            from threeddx.geometry import XrayGeometry
+
+            centre = XrayGeometry.from_dict(s["model_geometry"]).to_source(centre[None])[0]
+        xyz = np.stack([_array(t[a]) for a in "xyz"], -1)
+        np.testing.assert_allclose((xyz.min(0) + xyz.max(0)) / 2, centre, atol=0.05)

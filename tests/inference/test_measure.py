@@ -195,7 +195,10 @@ ADULT = {"head_diameter_mm": (38, 58), "neck_shaft_angle_deg": (110, 140), "offs
 def test_an_llp26_adult_measures_in_the_adult_range():
     got = m.measure_hips(_subject_bones(2), np.eye(4))
     assert got["frame"] == "anterior pelvic plane"
-    assert set(got) == {"frame", "pelvis", "femur_left", "femur_right", "acetabulum_left", "acetabulum_right"}
+    assert set(got) == {"frame", "pelvis", "femur_left", "femur_right", "acetabulum_left", "acetabulum_right",
+                        "points_mm"}
+    assert len(got["points_mm"]["acetabulum_left"]["rim"]) == 36 and set(got["points_mm"]["pelvis"]) == {
+        "asis_left", "asis_right", "pubis"}
     for key in ("femur_left", "femur_right", "acetabulum_left", "acetabulum_right", "pelvis"):
         kind = key.split("_")[0]
         assert set(m.MEASURES[kind]) <= set(got[key]), key
@@ -228,7 +231,7 @@ def test_whole_bones_measure_the_same_in_another_world_frame():
 def test_femurs_alone_measure_without_the_acetabula_and_flags_pass_through():
     bones = _subject_bones(2)
     got = m.measure_hips({"femur_left": bones["femur_left"]}, np.eye(4), inferred={"femur_left": ["version_deg"]})
-    assert set(got) == {"frame", "femur_left"} and "no pelvis" in got["frame"]
+    assert set(got) == {"frame", "femur_left", "points_mm"} and "no pelvis" in got["frame"]
     assert got["femur_left"]["inferred"] == ["version_deg"]
 
 
@@ -263,7 +266,7 @@ def test_a_rejected_or_failed_fit_is_not_measured_and_says_why(monkeypatch):
             "femur_right": InputError("too few points")}
     geo = standard_ap_geometry(size=128)
     got = m.measure_prediction({b: None for b in bones}, geo, fits)
-    assert set(got) == {"frame", "pelvis", "not_measured"}
+    assert set(got) == {"frame", "pelvis", "not_measured", "points_mm"}
     assert "rejected (mode weights beyond 3 SD)" in got["not_measured"]["femur_left"]
     assert "too few points" in got["not_measured"]["femur_right"]
     assert "leg_length_difference_mm" not in got["pelvis"]

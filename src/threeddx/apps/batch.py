@@ -9,6 +9,9 @@ name, :func:`threeddx.io.check_name`; a second image of the same name gets
 
 **The batch folder** (``--out``) holds the result folders, ``batch.csv`` (per
 image and bone: found, confidence, volume, mesh method, warnings) and
+``measurements.csv`` (one row per image: the hip's measurements,
+:data:`threeddx.inference.measure.MEASURES`, one column each as ``STRUCTURE.MEASURE``; ``inferred`` and
+``not_measured`` say which are the shape model's inference and what could not be measured) and
 ``problems.csv`` (one line per refused image and why: not a hip, unreadable,
 no geometry, ...). It is resumable: an image whose result folder is complete
 is not predicted again, and the tables are rewritten from every result folder
@@ -35,6 +38,19 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy", ".npz", ".dc
 BATCH_MARKER = "batch.json"
 BATCH_COLUMNS = ("image", "result", "bone", "found", "confidence", "volume_cm3", "mesh_method", "placement_sd_mm",
                  "warnings")
+
+
+
+
+def _measurement_columns() -> tuple[str, ...]:
+    from threeddx.inference.measure import MEASURES, SIDES
+
+    per_side = [f"{kind}_{side}.{n}" for side in SIDES for kind in ("femur", "acetabulum") for n in MEASURES[kind]]
+    return ("image", "result", *per_side, *(f"pelvis.{n}" for n in MEASURES["pelvis"]), "inferred", "not_measured")
+
+
+#: measurements.csv's columns: the image, its result folder, every measure, what is inferred, what is not measured.
+MEASUREMENT_COLUMNS = _measurement_columns()
 
 
 @dataclass(frozen=True)
@@ -143,16 +159,24 @@ def predict_batch(source: str, out: str | Path, spec: dict, options: dict | None
 
 
 def write_tables(out: Path, items: list[BatchItem], problems: dict[str, str]) -> dict:
-    """``batch.csv`` from every complete result folder, ``problems.csv`` from the refusals (atomically)."""
+    """``batch.csv`` and ``measurements.csv`` from every complete result folder, ``problems.csv`` from the
+    refusals (atomically)."""
     from threeddx.apps.predict import RESULT_MARKER
+    from threeddx.inference.measure import flat_measurements
 
-    rows = []
+    rows, measured = [], []
     for it in items:
         summary_path = out / it.name / RESULT_MARKER
         if not summary_path.exists():
             continue
         s = json.loads(summary_path.read_text())
         warnings = " | ".join(s.get("notes", []))
+        if "measurements" in s:
+            m = s["measurements"]
+            measured.append({"image": str(it.image), "result": it.name, **flat_measurements(m),
+                             "inferred": " ".join(f"{k}.{n}" for k, v in m.items() if isinstance(v, dict)
+                                                  for n in v.get("inferred", []) if k != "not_measured"),
+                             "not_measured": " | ".join(f"{b}: {w}" for b, w in m.get("not_measured", {}).items())})
         for bone, b in s.get("bones", {}).items():
             rows.append({"image": str(it.image), "result": it.name, "bone": bone, "found": b.get("found"),
                          "confidence": b.get("confidence"), "volume_cm3": b.get("volume_cm3"),
@@ -162,15 +186,16 @@ def write_tables(out: Path, items: list[BatchItem], problems: dict[str, str]) ->
             rows.append({"image": str(it.image), "result": it.name, "bone": missing.split(" ")[0], "found": False,
                          "confidence": None, "volume_cm3": None, "mesh_method": None, "placement_sd_mm": None,
                          "warnings": missing})
-    for name, rows_ in (("batch.csv", rows), ("problems.csv", [{"image": str(it.image), "problem": problems[it.name]}
-                                                                for it in items if it.name in problems])):
+    tables = {"batch.csv": (BATCH_COLUMNS, rows), "measurements.csv": (MEASUREMENT_COLUMNS, measured),
+              "problems.csv": (("image", "problem"), [{"image": str(it.image), "problem": problems[it.name]}
+                                                      for it in items if it.name in problems])}
+    for name, (cols, rows_) in tables.items():
         buf = _io.StringIO()
-        cols = BATCH_COLUMNS if name == "batch.csv" else ("image", "problem")
-        w = csv.DictWriter(buf, fieldnames=list(cols), lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=list(cols), lineterminator="\n", restval="")
         w.writeheader()
         w.writerows(rows_)
         with atomic_path(out / name) as tmp:
             tmp.write_text(buf.getvalue())
     done = sum((out / it.name / RESULT_MARKER).exists() for it in items)
     return {"images": len(items), "written": done, "refused": len(problems), "batch_csv": str(out / "batch.csv"),
-            "problems_csv": str(out / "problems.csv")}
+            "measurements_csv": str(out / "measurements.csv"), "problems_csv": str(out / "problems.csv")}

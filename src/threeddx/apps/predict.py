@@ -300,7 +300,8 @@ def write_reconstruction(rec: Reconstruction, out: str | Path, report: bool = Tr
             from threeddx.apps.viz import save_report
 
             save_report(folder / "report.png", rec.prediction.image, rec.prediction.maps(), rec.prediction.bones,
-                        rec.world_meshes, title=rec.title)
+                        rec.world_meshes, title=rec.title, measurements=rec.summary.get("measurements"),
+                        geometry=rec.prediction.geometry)
             summary["timings_s"]["report_s"] = round(time.perf_counter() - s, 4)
         if view:
             s = time.perf_counter()

@@ -275,8 +275,8 @@ class JobQueue:
             shutil.rmtree(job.folder / "result", ignore_errors=True)
             return
         summary = json.loads((job.folder / "result" / "summary.json").read_text())
-        job.summary = {k: summary[k] for k in ("bones", "missing", "notes", "checks", "mesh_method", "frame",
-                                               "geometry_from", "timings_s") if k in summary}
+        job.summary = {k: summary[k] for k in ("bones", "missing", "notes", "checks", "measurements", "mesh_method",
+                                               "frame", "geometry_from", "timings_s") if k in summary}
         job.status, job.stage, job.progress, job.finished = "done", "done", 1.0, time.time()
         self._forget_old()
 

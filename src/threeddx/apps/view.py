@@ -156,6 +156,51 @@ def _geometry_traces(geometry: XrayGeometry, frame: str) -> list:
     ]
 
 
+def _measurement_traces(measurements: dict, geometry: XrayGeometry, frame: str) -> list:
+    """summary.json's measures drawn in 3D (``frame``): each femoral head's sphere, its neck and shaft axes,
+    each acetabular rim, the anterior pelvic plane's triangle (spines and symphysis)."""
+    import plotly.graph_objects as go
+
+    pts = measurements.get("points_mm", {})
+
+    def here(p):
+        p = np.atleast_2d(np.asarray(p, np.float64))
+        return geometry.to_source(p) if frame == "source" else p
+
+    def line(p, name, colour, width=5):
+        p = here(p)
+        return go.Scatter3d(x=p[:, 0], y=p[:, 1], z=p[:, 2], mode="lines", name=name, showlegend=False,
+                            hoverinfo="name", line={"color": colour, "width": width}, meta={"role": "measurements"})
+
+    traces = []
+    for side in ("left", "right"):
+        f, values = pts.get(f"femur_{side}"), measurements.get(f"femur_{side}", {})
+        if f and "head_diameter_mm" in values:
+            c, r = np.asarray(f["head_centre"]), values["head_diameter_mm"] / 2
+            u, v = np.mgrid[0:np.pi:13j, 0:2 * np.pi:25j]
+            sphere = here(c + r * np.stack([np.sin(u) * np.cos(v), np.sin(u) * np.sin(v), np.cos(u)], -1).reshape(-1, 3))
+            traces.append(go.Mesh3d(x=sphere[:, 0], y=sphere[:, 1], z=sphere[:, 2], alphahull=0, opacity=0.35,
+                                    color="#ffd23f", name=f"femur {side}: head, {2 * r:.1f} mm", hoverinfo="name",
+                                    showlegend=False, meta={"role": "measurements"}))
+            neck, prox, dist = (np.asarray(f[k]) for k in ("neck", "shaft_proximal", "shaft_distal"))
+            traces.append(line([c, c + 1.8 * (neck - c)], f"femur {side}: neck axis (CCD "
+                               f"{values.get('neck_shaft_angle_deg', float('nan')):.1f}°)", "#17becf"))
+            traces.append(line([prox + 0.8 * (prox - dist), dist], f"femur {side}: shaft axis", "#17becf"))
+            traces.append(line([f["condyle_lateral"], f["condyle_medial"]], f"femur {side}: posterior condylar axis "
+                               f"(version {values.get('version_deg', float('nan')):.1f}°)", "#17becf"))
+        rim = pts.get(f"acetabulum_{side}", {}).get("rim")
+        if rim:
+            a = measurements.get(f"acetabulum_{side}", {})
+            traces.append(line(rim + rim[:1], f"acetabulum {side}: rim (inclination "
+                               f"{a.get('acetabular_inclination_deg', float('nan')):.1f}°, version "
+                               f"{a.get('acetabular_version_deg', float('nan')):.1f}°)", "#e377c2"))
+    p = pts.get("pelvis")
+    if p:
+        traces.append(line([p["asis_right"], p["asis_left"], p["pubis"], p["asis_right"]], "anterior pelvic plane "
+                           f"(tilt {measurements.get('pelvis', {}).get('tilt_deg', float('nan')):.1f}°)", "#ffffff", 3))
+    return traces
+
+
 def _camera(frame: str) -> dict:
     """AP view: from anterior (world -y), superior up; in the source frame, from the source, row 0 up."""
     if frame == "source":
@@ -196,6 +241,8 @@ def scene_figure(data: ViewData) -> tuple[dict, dict]:
             traces.append(_mesh_trace(data.truth[bone], f"{bone} (truth)", "#d9d9d9", "truth", bone, data.frame,
                                       opacity=0.35))
     traces += _geometry_traces(data.geometry, data.frame)
+    if data.summary.get("measurements"):
+        traces += _measurement_traces(data.summary["measurements"], data.geometry, data.frame)
     axis = "world LPS" if data.frame == "world" else "source frame"
     names = ("x (patient left)", "y (posterior)", "z (superior)") if data.frame == "world" else ("x (columns)",
                                                                                                   "y (rows)", "z (beam)")
@@ -235,6 +282,29 @@ def _numbers_table(data: ViewData) -> str:
             + "</table>")
 
 
+def _measurements_table(summary: dict) -> str:
+    """summary.json's ``measurements`` as an HTML table (empty without them)."""
+    from threeddx.inference.measure import MEASURES
+
+    m = summary.get("measurements")
+    if not m:
+        return ""
+    rows = []
+    for key, values in m.items():
+        if key in ("frame", "points_mm", "not_measured") or not isinstance(values, dict):
+            continue
+        for name in MEASURES[key.split("_")[0]]:
+            if name in values:
+                flag = " (inferred)" if name in values.get("inferred", []) else ""
+                rows.append(f"<tr><td>{html.escape(key)}</td><td>{html.escape(name)}</td>"
+                            f"<td>{_fmt(values[name], 1)}{flag}</td></tr>")
+    rows += [f"<tr><td>{html.escape(b)}</td><td colspan=2>not measured: {html.escape(w)}</td></tr>"
+             for b, w in m.get("not_measured", {}).items()]
+    return (f"<h2>Measurements (3D, {html.escape(str(m.get('frame', '')))}; docs/measurements.md)</h2>"
+            "<table class='numbers measurements'><tr><th>structure</th><th>measure</th><th>value</th></tr>"
+            + "".join(rows) + "</table>")
+
+
 def _fmt(v, digits: int = 2) -> str:
     return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{float(v):.{digits}f}"
 
@@ -257,11 +327,12 @@ _SCRIPT = """
 (function(){
   const view = JSON.parse(document.getElementById('view-data').textContent);
   const gd = document.getElementById('scene3d');
-  const state = {truth: view.has_truth, geometry: false, colour: view.has_truth ? 'distance' : 'bone', bones: {}};
+  const state = {truth: view.has_truth, geometry: false, measurements: true, colour: view.has_truth ? 'distance' : 'bone', bones: {}};
   view.bones.forEach(b => state.bones[b] = true);
   function visible(t){
     const m = t.meta || {};
     if (m.role === 'geometry') return state.geometry;
+    if (m.role === 'measurements') return state.measurements;
     if (m.role === 'truth') return state.truth && state.bones[m.bone];
     return state.bones[m.bone];
   }
@@ -293,6 +364,8 @@ _SCRIPT = """
   });
   document.getElementById('toggle-masks').addEventListener('change', refresh);
   document.getElementById('toggle-geometry').addEventListener('change', e => { state.geometry = e.target.checked; refresh(); });
+  const measureBox = document.getElementById('toggle-measurements');
+  if (measureBox) measureBox.addEventListener('change', e => { state.measurements = e.target.checked; refresh(); });
   const truthBox = document.getElementById('toggle-truth');
   if (truthBox) truthBox.addEventListener('change', e => { state.truth = e.target.checked; refresh(); });
   const colourBox = document.getElementById('colour-by-distance');
@@ -327,6 +400,8 @@ def view_page(data: ViewData, plotly_src: str | None = None) -> str:
                     '<label><input type="checkbox" id="colour-by-distance" checked>colour by distance to the truth'
                     '</label>')
     toggles += '<label><input type="checkbox" id="toggle-geometry">X-ray source and detector</label>'
+    if data.summary.get("measurements"):
+        toggles += '<label><input type="checkbox" id="toggle-measurements" checked>measurements</label>'
     s = data.summary
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in s.get("notes", []))
     missing = "".join(f"<li>{html.escape(m)}: not found in the image</li>" for m in s.get("missing", []))
@@ -349,6 +424,7 @@ coordinates: {frame} · drag to rotate, scroll to zoom</div>
 <div id="scene3d"></div>
 </div>
 {_numbers_table(data)}
+{_measurements_table(data.summary)}
 <ul class="notes">{notes}{missing}</ul>
 <details><summary>summary.json</summary><pre>{html.escape(json.dumps(s, indent=2))}</pre></details>
 <script type="application/json" id="view-data">{_json_for_script(payload)}</script>

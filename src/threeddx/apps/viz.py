@@ -158,8 +158,72 @@ def mesh_view(meshes: dict, view: str = "front", size: int = 400, colours: dict 
     return img
 
 
-def save_report(path, image, pred: dict, bones: Sequence[str], meshes_world: dict, title: str = "") -> None:
-    """The predict report: X-ray with masks, front/back depths, the meshes from the front and the side."""
+def measurement_lines(measurements: dict) -> list[str]:
+    """summary.json's ``measurements`` as short text lines (report.png's panel; ``*``: inferred by the shape
+    model, not seen)."""
+    from threeddx.inference.measure import MEASURES
+
+    short = {"head_diameter_mm": "head diameter", "neck_shaft_angle_deg": "neck-shaft (CCD)", "offset_mm": "offset",
+             "version_deg": "femoral version", "acetabular_inclination_deg": "inclination",
+             "acetabular_version_deg": "acetabular version", "lateral_center_edge_angle_deg": "LCE angle",
+             "head_coverage_pct": "head coverage", "tilt_deg": "pelvic tilt", "leg_length_difference_mm": "leg length L-R"}
+    unit = {"mm": " mm", "deg": "°", "pct": " %"}
+    lines = []
+    for key, values in measurements.items():
+        if key in ("frame", "points_mm", "not_measured") or not isinstance(values, dict):
+            continue
+        lines.append(key.replace("_", " ") + ":")
+        for name in MEASURES[key.split("_")[0]]:
+            if name in values:
+                flag = "*" if name in values.get("inferred", []) else ""
+                lines.append(f"  {short[name]:<19s}{values[name]:7.1f}{unit[name.rsplit('_', 1)[1]]}{flag}")
+    lines += [f"{b}: not measured ({why})" for b, why in measurements.get("not_measured", {}).items()]
+    if any("inferred" in v for v in measurements.values() if isinstance(v, dict)):
+        lines.append("* inferred by the shape model (outside the image)")
+    return lines
+
+
+def draw_measurements(ax, measurements: dict, geometry) -> None:
+    """The measures' landmarks projected on the X-ray panel (``geometry``: the panel's camera, world mm):
+    each femoral head's sphere, neck and shaft axes, each acetabular rim, the anterior pelvic plane's spines
+    and symphysis."""
+    pts = measurements.get("points_mm", {})
+
+    def proj(p):
+        row, col, _ = geometry.project(np.atleast_2d(np.asarray(p, np.float64)))
+        return col, row
+
+    for side in ("left", "right"):
+        f = pts.get(f"femur_{side}")
+        if f:
+            c = np.asarray(f["head_centre"])
+            r = measurements[f"femur_{side}"]["head_diameter_mm"] / 2
+            ray = c - geometry.source_position_world
+            ray /= np.linalg.norm(ray)
+            e1 = np.cross(ray, [0.0, 0.0, 1.0] if abs(ray[2]) < 0.9 else [1.0, 0.0, 0.0])
+            e1 /= np.linalg.norm(e1)
+            e2 = np.cross(ray, e1)
+            t = np.linspace(0, 2 * np.pi, 49)
+            ax.plot(*proj(c + r * (np.outer(np.cos(t), e1) + np.outer(np.sin(t), e2))), color="yellow", lw=1)
+            neck, prox, dist = (np.asarray(f[k]) for k in ("neck", "shaft_proximal", "shaft_distal"))
+            ax.plot(*proj(np.stack([c, c + 1.6 * (neck - c)])), color="cyan", lw=1)
+            up = prox + 0.8 * (prox - dist)
+            ax.plot(*proj(np.stack([up, dist])), color="cyan", lw=1)
+        rim = pts.get(f"acetabulum_{side}", {}).get("rim")
+        if rim:
+            ring = np.asarray(rim + rim[:1])
+            ax.plot(*proj(ring), color="magenta", lw=1)
+    p = pts.get("pelvis")
+    if p:
+        tri = np.asarray([p["asis_right"], p["asis_left"], p["pubis"], p["asis_right"]])
+        ax.plot(*proj(tri), color="white", lw=0.8, ls="--")
+
+
+def save_report(path, image, pred: dict, bones: Sequence[str], meshes_world: dict, title: str = "",
+                measurements: dict | None = None, geometry=None) -> None:
+    """The predict report: X-ray with masks, front/back depths, the meshes from the front and the side; with
+    ``measurements`` (summary.json's) and ``geometry`` (the X-ray panel's camera) the measures' landmarks drawn
+    on the X-ray and their values listed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,7 +255,14 @@ def save_report(path, image, pred: dict, bones: Sequence[str], meshes_world: dic
     axes[1, 2].set_axis_off()
     lines = [f"{n}: {len(m.vertices)} vertices" + (", watertight" if m.is_watertight else "") for n, m in ordered.items()]
     lines += [f"{n}: not found" for n in bones if n not in meshes_world]
-    axes[1, 2].text(0.02, 0.98, "\n".join(lines), va="top", family="monospace", fontsize=9)
+    if measurements:
+        lines += ["", "measurements (3D):"] + measurement_lines(measurements)
+        if geometry is not None:
+            draw_measurements(axes[0, 0], measurements, geometry)
+            h, w = np.asarray(image).shape[:2]
+            axes[0, 0].set_xlim(-0.5, w - 0.5)
+            axes[0, 0].set_ylim(h - 0.5, -0.5)
+    axes[1, 2].text(0.02, 0.98, "\n".join(lines), va="top", family="monospace", fontsize=8)
     if title:
         fig.suptitle(title)
     with atomic_path(path) as tmp:

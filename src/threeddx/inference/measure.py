@@ -254,7 +254,8 @@ def measure_hips(shapes: dict[str, np.ndarray], world_to_ap: np.ndarray,
     mm), neck-shaft angle, offset, version), ``acetabulum_left``/``_right`` (Murray's inclination and version,
     Wiberg's angle, head coverage: each needs the pelvis and that side's femoral head), ``pelvis`` (tilt; the
     leg-length difference, which needs both femurs), ``frame``; a structure that cannot be measured is
-    absent. ``inferred``: structure -> measures to flag as inferred (listed under the structure's
+    absent. ``points_mm``: the landmarks the measures were taken from, world mm (:func:`_drawn_points`), for
+    the pictures. ``inferred``: structure -> measures to flag as inferred (listed under the structure's
     ``inferred``), e.g. a femur's version when its distal end lies outside the image.
     """
     from threeddx.meshing.landmarks import landmarks
@@ -302,8 +303,9 @@ def measure_hips(shapes: dict[str, np.ndarray], world_to_ap: np.ndarray,
             out["pelvis"]["leg_length_difference_mm"] = leg_length_difference_mm(
                 marks["femur_left"]["lesser_trochanter"], marks["femur_right"]["lesser_trochanter"],
                 heads["left"], heads["right"], frame)
+    out["points_mm"] = _drawn_points(shapes, heads_world={s: out[f"femur_{s}"]["head_centre_mm"] for s in heads})
     for key, values in out.items():
-        if isinstance(values, dict):
+        if isinstance(values, dict) and key != "points_mm":
             for name, x in values.items():
                 if isinstance(x, float):
                     values[name] = round(x, 2)
@@ -313,12 +315,38 @@ def measure_hips(shapes: dict[str, np.ndarray], world_to_ap: np.ndarray,
     return out
 
 
+def _drawn_points(shapes: dict[str, np.ndarray], heads_world: dict[str, list]) -> dict:
+    """The landmarks the pictures draw, world mm rounded to 0.1: per femur its head centre and radius's
+    sphere's centre, neck centre, shaft axis ends, lesser trochanter and posterior condyles; per acetabulum
+    its rim (an ordered ring); the pelvis's spines and symphysis (the anterior pelvic plane)."""
+    from threeddx.meshing.landmarks import landmarks
+
+    def r(p):
+        return np.round(np.asarray(p, np.float64), 1).tolist()
+
+    out: dict = {}
+    for side in SIDES:
+        bone = f"femur_{side}"
+        if bone in shapes and side in heads_world:
+            f = landmarks(bone, shapes[bone])
+            out[bone] = {"head_centre": heads_world[side], **{k: r(f[k]) for k in (
+                "neck", "shaft_proximal", "shaft_distal", "lesser_trochanter", "condyle_medial", "condyle_lateral")}}
+    if "pelvis" in shapes:
+        p = landmarks("pelvis", shapes["pelvis"])
+        out["pelvis"] = {"asis_left": r(p["asis_left"]), "asis_right": r(p["asis_right"]),
+                         "pubis": r((p["pubis_left"] + p["pubis_right"]) / 2)}
+        for side in SIDES:
+            if side in heads_world:
+                out[f"acetabulum_{side}"] = {"rim": r(p[f"rim_{side}"])}
+    return out
+
+
 def flat_measurements(measurements: dict) -> dict[str, float]:
     """summary.json's ``measurements`` as one row: ``STRUCTURE.MEASURE`` -> value (the numbers of
     :data:`MEASURES` only), for measurements.csv and the evaluation's tables."""
     row = {}
     for key, values in measurements.items():
-        if not isinstance(values, dict):
+        if not isinstance(values, dict) or key in ("points_mm", "not_measured"):
             continue
         for name, x in values.items():
             if isinstance(x, (int, float)) and not isinstance(x, bool):

@@ -1,4 +1,5 @@
-"""Generate src/threeddx/data/hip_model.npz: the pelvis shape model with its hip-joint centres.
+"""Generate the shipped shape models: src/threeddx/data/hip_model.npz (the pelvis with its hip-joint centres) and
+femur_left_model.npz / femur_right_model.npz (each femur with its head centre).
 
     .venv/bin/python scripts/make_hip_model.py
 
@@ -21,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "src" / "threeddx" / "data" / "hip_model.npz"
 
 
 def main() -> int:
@@ -29,20 +29,24 @@ def main() -> int:
     from importlib.metadata import version
 
     from threeddx.simulator.anatomy import subject_split
-    from threeddx.meshing.ssm import BoneSSM
+    from threeddx.meshing.ssm import SHIPPED_MODELS, BoneSSM
 
     subjects = sorted(k for k, s in subject_split().items() if s == "train")
-    model = BoneSSM.fit(subjects, ["pelvis"])
-    provenance = {
-        "what": "PCA of the LLP26 pelvis (both hemipelves) with the hip-joint centres as landmarks",
-        "source": f"musculoskeletal-models {version('musculoskeletal-models')} (LLP26, Zhang et al. 2016; MPL-2.0), via gias3",
-        "subjects": subjects,
-        "made_by": "scripts/make_hip_model.py",
-        "date": date.today().isoformat(),
-    }
-    model.save(OUT, dtype=np.float32, provenance=provenance)
-    print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.2f} MB): {model.n_modes()} modes, "
-          f"{len(model.mean)} vertices, landmarks {', '.join(model.landmark_bones)}")
+    what = {("pelvis",): "the LLP26 pelvis (both hemipelves) with the hip-joint centres as landmarks",
+            ("femur_left",): "the LLP26 left femur with its head centre as a landmark",
+            ("femur_right",): "the LLP26 right femur with its head centre as a landmark"}
+    for bones, out in SHIPPED_MODELS.items():
+        model = BoneSSM.fit(subjects, list(bones))
+        provenance = {
+            "what": f"PCA of {what[bones]}",
+            "source": f"musculoskeletal-models {version('musculoskeletal-models')} (LLP26, Zhang et al. 2016; MPL-2.0), via gias3",
+            "subjects": subjects,
+            "made_by": "scripts/make_hip_model.py",
+            "date": date.today().isoformat(),
+        }
+        model.save(out, dtype=np.float32, provenance=provenance)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): {model.n_modes()} modes, "
+              f"{len(model.mean)} vertices, landmarks {', '.join(model.landmark_bones)}")
     return 0
 
 

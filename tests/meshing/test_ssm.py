@@ -186,3 +186,19 @@ def test_similarity_pose_recovers_a_scaled_shape(models):
     sim = fit_ssm(models["femur_left"], {"femur_left": pts}, FitSettings(reg=0.01, scale=True))
     assert abs(sim.scale["femur_left"] - 1.08) < 0.005 and rigid.scale["femur_left"] == 1.0
     assert surface_distances(sim.mesh("femur_left"), gt)["assd"] < 0.1 < surface_distances(rigid.mesh("femur_left"), gt)["assd"]
+
+
+@pytest.mark.parametrize("bone", ["femur_left", "femur_right"])
+def test_the_shipped_femur_models_are_the_training_split_ones(bone):
+    """predict's femur fits read the shipped model (no LLP26 shape built, nothing of the simulator imported:
+    tests/test_imports.py); it is the training split's model of that femur, stored as float32."""
+    from threeddx.meshing.ssm import SHIPPED_MODELS, _cached_ssm, training_ssm
+    from threeddx.simulator.anatomy import subject_split
+
+    shipped = training_ssm([bone])
+    assert SHIPPED_MODELS[(bone,)].is_file() and shipped.bones == (bone,)
+    train = sorted(k for k, s in subject_split().items() if s == "train")
+    assert list(shipped.subjects) == train and set(shipped.landmark_bones) == {f"head_{bone.split('_')[1]}"}
+    built = _cached_ssm([bone], train)
+    np.testing.assert_allclose(shipped.mean, built.mean, atol=1e-3)
+    np.testing.assert_allclose(shipped.std, built.std, rtol=1e-5)

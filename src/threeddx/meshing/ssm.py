@@ -244,22 +244,34 @@ class BoneSSM:
                        landmark_mean=f64("landmark_mean"), landmark_modes=f64("landmark_modes"))
 
 
-#: The shipped pelvis shape model (training split, with the hip-joint landmarks; float32, 1.8 MB;
-#: ``scripts/make_hip_model.py``): the one pelvis model of the hip-joint anchoring and the ``ssm`` mesher.
-PELVIS_MODEL_PATH = Path(__file__).resolve().parents[1] / "data" / "hip_model.npz"
+#: The shipped shape models of the training split (float32; ``scripts/make_hip_model.py``), so that ``predict``
+#: never builds LLP26 shapes through gias3: the pelvis with both hip-joint centres (1.8 MB; the one pelvis model
+#: of the hip-joint anchoring and the ``ssm`` mesher) and each femur with its head centre (about 0.6 MB each;
+#: the ``ssm`` mesher and the measurements, :mod:`threeddx.inference.measure`).
+MODEL_DIR = Path(__file__).resolve().parents[1] / "data"
+PELVIS_MODEL_PATH = MODEL_DIR / "hip_model.npz"
+SHIPPED_MODELS: dict[tuple[str, ...], Path] = {("pelvis",): PELVIS_MODEL_PATH,
+                                               ("femur_left",): MODEL_DIR / "femur_left_model.npz",
+                                               ("femur_right",): MODEL_DIR / "femur_right_model.npz"}
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=4)
+def shipped_model(bones: tuple[str, ...], path: str | Path | None = None) -> BoneSSM:
+    """The shipped model of ``bones`` (:data:`SHIPPED_MODELS`) with its landmarks, read once per process."""
+    path = Path(path or SHIPPED_MODELS[bones])
+    if not path.is_file():
+        raise InputError(f"the shape model {path} is missing: reinstall 3ddx, or run scripts/make_hip_model.py")
+    model = BoneSSM.load(path)
+    missing = [n for b in bones for n in LANDMARKS[b] if n not in model.landmark_bones]
+    if model.bones != bones or missing:
+        raise InputError(f"{path} is not a model of {', '.join(bones)} with its landmarks "
+                         f"(missing {', '.join(missing) or ', '.join(bones)})")
+    return model
+
+
 def shipped_pelvis_model(path: str | Path = PELVIS_MODEL_PATH) -> BoneSSM:
     """The shipped pelvis model with both hip-joint centres (:data:`PELVIS_MODEL_PATH`), read once per process."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"the pelvis shape model {path} is missing: reinstall 3ddx, or run scripts/make_hip_model.py")
-    model = BoneSSM.load(path)
-    missing = [n for n in LANDMARKS["pelvis"] if n not in model.landmark_bones]
-    if model.bones != ("pelvis",) or missing:
-        raise InputError(f"{path} is not a pelvis model with hip-joint landmarks (missing {', '.join(missing) or 'pelvis'})")
-    return model
+    return shipped_model(("pelvis",), path)
 
 
 _MODELS: dict[tuple, BoneSSM] = {}
@@ -267,15 +279,18 @@ _MODELS: dict[tuple, BoneSSM] = {}
 
 def training_ssm(bones: Sequence[str], subjects: Sequence[int] | None = None) -> BoneSSM:
     """The shape model of ``bones`` from the training split's subjects, cached beside the LLP26 cache (and in
-    this process). The pelvis alone on the training split is the shipped model (:func:`shipped_pelvis_model`)."""
+    this process). One bone of :data:`SHIPPED_MODELS` on the training split is the shipped model (no LLP26
+    shape is built, nothing of the simulator is imported)."""
+    key = tuple(bones)
+    if key in SHIPPED_MODELS and SHIPPED_MODELS[key].is_file():
+        model = shipped_model(key)
+        if subjects is None or sorted(int(k) for k in subjects) == sorted(model.subjects):
+            return model
     from threeddx.simulator.anatomy import subject_split
 
-    train = sorted(k for k, s in subject_split().items() if s == "train")
-    if tuple(bones) == ("pelvis",) and (subjects is None or sorted(subjects) == train):
-        return shipped_pelvis_model()
     if subjects is None:
-        subjects = train
-    mem = (tuple(bones), tuple(subjects))
+        subjects = sorted(k for k, s in subject_split().items() if s == "train")
+    mem = (key, tuple(subjects))
     if mem not in _MODELS:
         _MODELS[mem] = _cached_ssm(bones, subjects)
     return _MODELS[mem]

@@ -77,3 +77,17 @@ def test_a_ball_joins_a_sample_as_metal():
     chord_mm = sphere_chord_mm(geo, np.array([0.0, 0.0, 820.0]), 12.5)
     np.testing.assert_allclose(out["metal"], 7.874 * chord_mm / 10.0, rtol=1e-6)
     assert 0.8 * 25.0 < chord_mm.max() <= 25.0  # a pixel's mean chord, at most the diameter
+
+
+def test_a_ball_on_a_tilted_background_beside_a_bright_bar_is_found_alone():
+    """Anatomy behind a ball is brighter on one side, and other bright things are not round: a ramp under the
+    ball and a bright bar beside it leave the fit within 0.05 px and find one marker only."""
+    geo = standard_ap_geometry(size=256)
+    c = [-60.0, 40.0, 820.0]
+    ramp = np.linspace(0.0, 0.3, 256)[None, :] * np.ones((256, 1))
+    img = 0.6 * _render(geo, [c]) + ramp
+    img[40:60, 150:230] += 0.6  # a bright bar (a side marker's letter, a shield's edge)
+    m = find_marker(img, geo, 25.0)
+    row, col, diameter = _truth(geo, c)
+    assert abs(m.row - row) < 0.05 and abs(m.col - col) < 0.05
+    assert abs(m.apparent_diameter_px - diameter) < 0.05

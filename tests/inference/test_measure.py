@@ -266,7 +266,9 @@ def test_a_rejected_or_failed_fit_is_not_measured_and_says_why(monkeypatch):
             "femur_right": InputError("too few points")}
     geo = standard_ap_geometry(size=128)
     got = m.measure_prediction({b: None for b in bones}, geo, fits)
-    assert set(got) == {"frame", "pelvis", "not_measured", "points_mm"}
+    assert set(got) == {"frame", "pelvis", "not_measured", "points_mm", "acetabulum_left", "acetabulum_right"}
+    for side in ("left", "right"):  # the socket's angles without the femoral head; Wiberg's angle needs it
+        assert set(got[f"acetabulum_{side}"]) == {"acetabular_inclination_deg", "acetabular_version_deg"}
     assert "rejected (mode weights beyond 3 SD)" in got["not_measured"]["femur_left"]
     assert "too few points" in got["not_measured"]["femur_right"]
     assert "leg_length_difference_mm" not in got["pelvis"]

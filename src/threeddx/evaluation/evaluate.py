@@ -181,8 +181,9 @@ def measure_rows(row: dict, predicted: dict, truth: dict) -> list[dict]:
     for key, true in t.items():
         structure, name = key.split(".", 1)
         got = p.get(key, float("nan"))
-        side = structure.split("_")[-1]
-        reason = next((f"{b}: {w}" for b, w in why.items() if b == "pelvis" or b.endswith(side)), "not measured")
+        side = structure.split("_")[-1]  # "pelvis" for the pelvis's measures, which may need either femur
+        reason = next((f"{b}: {w}" for b, w in why.items() if side == "pelvis" or b == "pelvis" or b.endswith(side)),
+                      "not measured")
         out.append({"sample_id": row["sample_id"], "subject_id": row["subject_id"], "measure": key,
                     "predicted": got, "true": true, "error": got - true,
                     "inferred": name in predicted.get(structure, {}).get("inferred", []),

@@ -252,9 +252,9 @@ def measure_hips(shapes: dict[str, np.ndarray], world_to_ap: np.ndarray,
 
     Returns summary.json's ``measurements``: ``femur_left``/``femur_right`` (head diameter and centre (world
     mm), neck-shaft angle, offset, version), ``acetabulum_left``/``_right`` (Murray's inclination and version,
-    Wiberg's angle, head coverage: each needs the pelvis and that side's femoral head), ``pelvis`` (tilt; the
-    leg-length difference, which needs both femurs), ``frame``; a structure that cannot be measured is
-    absent. ``points_mm``: the landmarks the measures were taken from, world mm (:func:`_drawn_points`), for
+    from the pelvis; Wiberg's angle and the head coverage, which also need that side's femoral head),
+    ``pelvis`` (tilt; the leg-length difference, which needs both femurs), ``frame``; what cannot be measured
+    is absent. ``points_mm``: the landmarks the measures were taken from, world mm (:func:`_drawn_points`), for
     the pictures. ``inferred``: structure -> measures to flag as inferred (listed under the structure's
     ``inferred``), e.g. a femur's version when its distal end lies outside the image.
     """
@@ -288,14 +288,15 @@ def measure_hips(shapes: dict[str, np.ndarray], world_to_ap: np.ndarray,
             "version_deg": femoral_version_deg(centre, f["neck"], f["shaft_proximal"], f["shaft_distal"],
                                                f["condyle_medial"], f["condyle_lateral"], side, frame),
         }
-        if pelvis is not None:
+    if pelvis is not None:
+        for side in SIDES:  # the socket's angles need the pelvis only; Wiberg's angle and the coverage, the head
             rim = pelvis[f"rim_{side}"]
             incl, vers = acetabular_angles_deg(rim, side, frame)
-            out[f"acetabulum_{side}"] = {
-                "acetabular_inclination_deg": incl, "acetabular_version_deg": vers,
-                "lateral_center_edge_angle_deg": lateral_center_edge_deg(centre, rim, side, frame),
-                "head_coverage_pct": head_coverage_pct(centre, rim, side, frame)}
-    if pelvis is not None:
+            out[f"acetabulum_{side}"] = {"acetabular_inclination_deg": incl, "acetabular_version_deg": vers}
+            if side in heads:
+                out[f"acetabulum_{side}"].update(
+                    lateral_center_edge_angle_deg=lateral_center_edge_deg(heads[side], rim, side, frame),
+                    head_coverage_pct=head_coverage_pct(heads[side], rim, side, frame))
         # in the AP frame the source lies anterior (-y) and the detector's superior is +z (geometry, "AP frame")
         out["pelvis"] = {"tilt_deg": pelvic_tilt_deg(pelvis["asis_left"], pelvis["asis_right"], pubis,
                                                      np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, 1.0]))}
@@ -316,9 +317,9 @@ def measure_hips(shapes: dict[str, np.ndarray], world_to_ap: np.ndarray,
 
 
 def _drawn_points(shapes: dict[str, np.ndarray], heads_world: dict[str, list]) -> dict:
-    """The landmarks the pictures draw, world mm rounded to 0.1: per femur its head centre and radius's
-    sphere's centre, neck centre, shaft axis ends, lesser trochanter and posterior condyles; per acetabulum
-    its rim (an ordered ring); the pelvis's spines and symphysis (the anterior pelvic plane)."""
+    """The landmarks the pictures draw, world mm rounded to 0.1: per femur its head's centre (its sphere's),
+    neck centre, shaft axis ends, lesser trochanter and posterior condyles; per acetabulum its rim (an
+    ordered ring); the pelvis's spines and symphysis (the anterior pelvic plane)."""
     from threeddx.meshing.landmarks import landmarks
 
     def r(p):
@@ -336,8 +337,7 @@ def _drawn_points(shapes: dict[str, np.ndarray], heads_world: dict[str, list]) -
         out["pelvis"] = {"asis_left": r(p["asis_left"]), "asis_right": r(p["asis_right"]),
                          "pubis": r((p["pubis_left"] + p["pubis_right"]) / 2)}
         for side in SIDES:
-            if side in heads_world:
-                out[f"acetabulum_{side}"] = {"rim": r(p[f"rim_{side}"])}
+            out[f"acetabulum_{side}"] = {"rim": r(p[f"rim_{side}"])}
     return out
 
 

@@ -370,3 +370,57 @@ def test_an_image_over_the_pixel_limit_is_refused_from_its_header(fmt, tmp_path,
     assert main(["predict", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "image of 120 x 110 pixels, over the limit of 0.01 megapixels" in err[0], err
+
+
+def _example_with_marker(tmp_path, depth_mm: float, size: int = 512, x_mm: float = -120.0):
+    """The bundled example upsampled to ``size`` px with a 25 mm ball painted beside the right trochanter at
+    ``depth_mm`` from the source (``x_mm`` lateral of the central ray; its exact projection, partial pixels
+    included), saved as an NPZ."""
+    from scipy import ndimage
+
+    from threeddx.inference.marker import sphere_chord_mm
+
+    with np.load(EXAMPLE) as z:
+        geo = XrayGeometry.from_json(str(z["geometry"])).resample(size)
+        img = ndimage.zoom(z["image"].astype(np.float64), size / z["image"].shape[0], order=1)
+    chord = sphere_chord_mm(geo, np.array([x_mm, 10.0, depth_mm]), 12.5)
+    share = np.clip(chord / 3.0, 0.0, 1.0)  # opaque a few tenths of a mm inside the outline
+    img = img * (1 - share) + img.max() * 1.1 * share
+    path = tmp_path / "with_marker.npz"
+    np.savez(path, image=img.astype(np.float32), geometry=geo.to_json())
+    return path
+
+
+def test_a_marker_places_the_bones_and_says_so(tmp_path, capsys):
+    """--marker-mm: the ball is found at the image's own resolution, the iso-centre is its depth, and the bones
+    are scaled about the focal spot until the pelvis fit's hip joints lie there; summary.json says by how
+    much. A marker that asks for an implausible move is reported and not applied."""
+    path = _example_with_marker(tmp_path, 800.0)
+    assert main(["predict", str(path), "--marker-mm", "25", "--out", str(tmp_path / "m"), "--no-measure"]) == 0
+    s = json.loads((tmp_path / "m" / "summary.json").read_text())
+    m = s["marker"]
+    # a painted ball on an upsampled film (not a physical projection): a few mm (benchmarks/marker.py measures it)
+    assert abs(m["distance_mm"] - np.linalg.norm([-120.0, 10.0, 800.0])) < 5.0
+    assert m["applied"] and m["hips_depth_mm"] == pytest.approx(m["depth_mm"], abs=0.01)
+    assert m["moved_mm"] == pytest.approx(m["hips_depth_mm"] - m["network_hips_depth_mm"], abs=0.02)
+    assert s["isocenter_from"] == "--marker-mm" and "marker_s" in s["timings_s"]
+    assert "marker: 25 mm ball" in capsys.readouterr().out
+    # the offset moves the hips' target by as much
+    assert main(["predict", str(path), "--marker-mm", "25", "--marker-offset-mm", "20", "--out", str(tmp_path / "o"),
+                 "--no-measure"]) == 0
+    o = json.loads((tmp_path / "o" / "summary.json").read_text())["marker"]
+    assert o["hips_depth_mm"] == pytest.approx(m["hips_depth_mm"] + 20.0, abs=0.5)
+    # a ball 300 mm nearer than the hips can be: found, but not used, and said
+    far = _example_with_marker(tmp_path, 560.0, x_mm=-70.0)
+    assert main(["predict", str(far), "--marker-mm", "25", "--out", str(tmp_path / "f"), "--no-measure"]) == 0
+    f = json.loads((tmp_path / "f" / "summary.json").read_text())
+    assert not f["marker"]["applied"] and "calibration marker found but not used" in " ".join(f["notes"])
+
+
+def test_a_missing_marker_is_one_line_and_writes_nothing(tmp_path, capsys):
+    assert main(["predict", str(EXAMPLE), "--marker-mm", "25", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("no 25 mm marker found" in err[0] or "no whole 25 mm marker found" in err[0])
+    assert not (tmp_path / "x").exists()
+    assert main(["predict", str(EXAMPLE), "--marker-offset-mm", "10", "--out", str(tmp_path / "y")]) == 2
+    assert "--marker-offset-mm needs --marker-mm" in capsys.readouterr().err

@@ -32,6 +32,25 @@ if TYPE_CHECKING:
 RESULT_MARKER = "summary.json"
 
 
+@dataclass(frozen=True)
+class MarkerSpec:
+    """A calibration sphere the user says is in the image (``--marker-mm``, ``--marker-offset-mm``): its
+    diameter (mm) and how much further from the source the hip joints lie than its centre (mm)."""
+
+    diameter_mm: float
+    offset_mm: float = 0.0
+
+    def read(self, image: np.ndarray, geometry: XrayGeometry):
+        """The marker found in ``image`` at its own resolution (:func:`threeddx.inference.marker.find_marker`;
+        one-line InputError when none, several or a cut one is found), as a
+        :class:`~threeddx.inference.marker.MarkerReading`."""
+        from threeddx.inference.marker import MarkerReading, find_marker
+
+        if not np.isfinite(self.offset_mm) or abs(self.offset_mm) > 300:
+            raise InputError(f"--marker-offset-mm must be within +-300 mm, got {self.offset_mm:g}")
+        return MarkerReading(find_marker(image, geometry, self.diameter_mm), float(self.offset_mm))
+
+
 def read_input(image_path: str | Path, predictor: Predictor, geometry_path: str | Path | None,
                declared: "Declared | None", reading: Reading) -> tuple[np.ndarray, XrayGeometry, str]:
     """What predict and inspect read: the image and its geometry (``--geometry`` or ``--pixel-mm``, not both;
@@ -43,7 +62,7 @@ def read_input(image_path: str | Path, predictor: Predictor, geometry_path: str 
 
 
 def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: str | Path | None = None,
-                  declared: "Declared | None" = None) -> dict:
+                  declared: "Declared | None" = None, marker: "MarkerSpec | None" = None) -> dict:
     """What predict reads from an image and what it assumes, and whether the model sees a hip (``3ddx inspect``).
 
     Nothing is written. Keys: the file, its size; the geometry (SDD, pixel size, the iso-centre distance,
@@ -52,8 +71,15 @@ def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: s
     """
     reading = Reading()
     raw, geo, source = read_input(image_path, predictor, geometry_path, declared, reading)
+    found = marker.read(raw, geo) if marker is not None else None
+    if found is not None:
+        from dataclasses import replace
+
+        geo = replace(geo, isocenter_distance=found.hips_depth_mm)
+        reading.isocenter_from = "--marker-mm"
     pred = predictor.infer(raw, geo)
-    return {
+    extra = {"marker": {**found.marker.to_dict(), "offset_mm": found.offset_mm}} if found is not None else {}
+    return {**extra,
         "image": str(image_path),
         "size_px": list(raw.shape),
         "geometry_from": source,
@@ -167,6 +193,7 @@ def reconstruct_image(
     warn=None,
     declared: Declared | None = None,
     measure: bool = True,
+    marker: MarkerSpec | None = None,
 ) -> Reconstruction:
     """Image -> Prediction -> meshes, nothing written (:func:`predict_file` writes them).
 
@@ -177,7 +204,8 @@ def reconstruct_image(
     ``complete_femur`` the femurs are whole, the part outside the field of view
     inferred by the model (the summary says how much). ``measure``: the hip's measurements
     (:func:`threeddx.inference.measure.measure_prediction`, summary.json's ``measurements``; the femurs'
-    shape-model fits are made for them when the meshing did not make them).
+    shape-model fits are made for them when the meshing did not make them). ``marker``: a calibration sphere
+    in the image, found at the image's own resolution; the bones are placed by it (summary.json's ``marker``).
     """
     from threeddx.meshing.reconstruct import backproject_bone, mesh_bones, mesh_methods
 
@@ -189,8 +217,14 @@ def reconstruct_image(
     raw, geo_full, geo_source = read_input(image_path, predictor, geometry_path, declared, reading)
     t["load_s"] = time.perf_counter() - t0
 
+    reading_marker = None
+    if marker is not None:
+        s = time.perf_counter()
+        reading_marker = marker.read(raw, geo_full)
+        reading.isocenter_from = "--marker-mm"
+        t["marker_s"] = time.perf_counter() - s
     t0 = time.perf_counter()
-    pred = predictor.infer(raw, geo_full)
+    pred = predictor.infer(raw, geo_full, reading_marker)
     del raw
     t["network_s"] = time.perf_counter() - t0
     checks, geo = pred.checks, pred.geometry
@@ -198,6 +232,8 @@ def reconstruct_image(
         detail = "; ".join(f"{b}: {c.get('why_not', 'found')}" for b, c in checks.items())
         raise InputError(f"no hip anatomy found in {image_path} ({detail}); nothing written. "
                          "Not a hip radiograph, or one unlike any the model was trained on; --force reconstructs anyway")
+    if pred.marker is not None and not pred.marker["applied"]:
+        pred.notes.append(f"calibration marker found but not used: {pred.marker['skipped']}")
     for line in pred.notes + pose_warning(geo_source):
         (warn or (lambda s: None))(line)
 
@@ -257,6 +293,8 @@ def reconstruct_image(
     }
     if result.fits:
         summary["ssm"] = result.fits
+    if pred.marker is not None:
+        summary["marker"] = pred.marker
     if measure:
         from threeddx.inference.measure import measure_prediction
 
@@ -360,12 +398,13 @@ def predict_file(
     view: bool = False,
     declared: Declared | None = None,
     measure: bool = True,
+    marker: MarkerSpec | None = None,
 ) -> dict:
     """The whole X-ray-to-meshes path, written into ``out`` (README): :func:`reconstruct_image`, then
     :func:`write_reconstruction`. ``out`` is checked before any work. Returns the summary."""
     check_out_folder(out, RESULT_MARKER)  # before any work: a bad --out costs nothing
     rec = reconstruct_image(image_path, predictor, geometry_path, mesh_method, frame, ssm_settings, complete_femur,
-                            force, warn, declared, measure)
+                            force, warn, declared, measure, marker)
     return write_reconstruction(rec, out, report, view)
 
 

@@ -82,6 +82,23 @@ def add_geometry_options(p: argparse.ArgumentParser) -> None:
                    "image file says (default: its tags, else the patient on the table as in training)")
     g.add_argument("--table-mm", type=float, help="the table top's distance from the source (mm): the hip joints "
                    "taken 145 mm in front of it (threeddx.geometry.isocenter_from_table)")
+    g.add_argument("--marker-mm", type=float, help="a calibration sphere of this diameter (mm, typically 25) is in the "
+                   "image: it is found, its magnification gives its distance from the source, and the bones are "
+                   "placed by it (threeddx.inference.marker)")
+    p.add_argument("--marker-offset-mm", type=float, default=0.0,
+                   help="with --marker-mm: how much further from the source the hip joints lie than the marker's centre "
+                   "(mm; default 0: the ball at the greater trochanter's level, as deep as the hip joints)")
+
+
+def marker_spec(args: argparse.Namespace):
+    """``--marker-mm``/``--marker-offset-mm`` as a :class:`threeddx.apps.predict.MarkerSpec`, or None."""
+    from threeddx.apps.predict import MarkerSpec
+
+    if getattr(args, "marker_mm", None) is None:
+        if getattr(args, "marker_offset_mm", 0.0):
+            raise InputError("--marker-offset-mm needs --marker-mm")
+        return None
+    return MarkerSpec(args.marker_mm, args.marker_offset_mm)
 
 
 def declared_geometry(args: argparse.Namespace):

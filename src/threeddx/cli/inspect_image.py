@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_geometry_options, declared_geometry, device
+from ._common import add_geometry_options, declared_geometry, device, marker_spec
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from threeddx.apps.predict import Predictor, inspect_image
 
     r = inspect_image(args.image, Predictor(args.checkpoint, device(args.device), hip_anchor=None), args.geometry,
-                      declared_geometry(args))
+                      declared_geometry(args), marker_spec(args))
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -38,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"  size:        {rows} x {cols} px, pixels {sr:g} x {sc:g} mm  (geometry from {r['geometry_from']})")
     print(f"  SDD:         {r['source_to_detector_mm']:g} mm")
     print(f"  iso-centre:  {r['source_to_isocenter_mm']:g} mm from the source ({r['isocenter']})")
+    if "marker" in r:
+        m = r["marker"]
+        print(f"  marker:      {m['diameter_mm']:g} mm ball at row {m['centre_px'][0]:.1f} col {m['centre_px'][1]:.1f}, "
+              f"{m['distance_mm']:.1f} mm from the source ({m['apparent_diameter_px']:.2f} px across)")
     print(f"  pose:        {r['pose']}")
     print(f"  reading:     {r['reading']}")
     print(f"  intensities: {'; '.join(r['intensity_steps']) or 'as stored (no LUT, no inversion)'}")

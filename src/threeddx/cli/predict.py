@@ -8,7 +8,7 @@ from pathlib import Path
 from threeddx.errors import InputError
 from threeddx.meshing.reconstruct import MESHERS, mesher_help, mesher_option
 from ._common import (add_geometry_options, add_hip_anchor_option, add_mirror_option, add_ssm_options,
-                      declared_geometry, device, hip_anchor, ssm_settings)
+                      declared_geometry, device, hip_anchor, marker_spec, ssm_settings)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     s = predict_file(args.image, predictor, args.out, args.geometry, args.mesh, args.frame,
                      ssm_settings=ssm_settings(args, predictor.ck.get("config")), complete_femur=args.complete_femur,
                      force=args.force, warn=lambda line: print(f"3ddx: warning: {line}", file=sys.stderr),
-                     view=args.view, declared=declared, measure=args.measure)
+                     view=args.view, declared=declared, measure=args.measure, marker=marker_spec(args))
     for name, b in s["bones"].items():
         vol = f", {b['volume_cm3']:.0f} cm3" if b["volume_cm3"] else ""
         print(f"  {name}: {b['vertices']} vertices{vol}")
@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"    note: {b['inferred']}")
     for name in s["missing"]:
         print(f"  {name}: not found in the image")
+    if s.get("marker", {}).get("applied"):
+        m = s["marker"]
+        print(f"  marker: {m['diameter_mm']:g} mm ball {m['distance_mm']:.0f} mm from the source; the hips placed at "
+              f"{m['hips_depth_mm']:.0f} mm (moved {m['moved_mm']:+.1f} mm)")
     for name, b in s["bones"].items():
         if not b["found"]:
             print(f"  {name}: written because of --force, but not found ({s['checks'][name]['why_not']})")
@@ -88,7 +92,7 @@ def run_batch(args: argparse.Namespace, declared) -> int:
     spec = {"checkpoint": args.checkpoint, "device": device(args.device), "hip_anchor": not args.no_hip_anchor,
             "mirror": args.mirror}
     options = {"mesh_method": args.mesh, "frame": args.frame, "complete_femur": args.complete_femur,
-               "force": args.force, "view": args.view, "measure": args.measure}
+               "force": args.force, "view": args.view, "measure": args.measure, "marker": marker_spec(args)}
     if args.ssm_config or args.ssm_coupled:
         from threeddx.network.checkpoint import load_checkpoint, resolve_checkpoint
 

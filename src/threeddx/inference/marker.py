@@ -31,6 +31,14 @@ diameter come out within 0.02 px (tests); the edge points alone are ~0.15 px sma
 **Drawing it** (:func:`sphere_chord_mm`, :func:`with_marker`): the chord a sphere cuts from each pixel's
 ray is analytic, so a training or test sample gets a ball added to its metal line integral on the fly.
 
+**Placing the bones by it** (:func:`place_by_marker`, the last step of
+:meth:`threeddx.inference.predictor.Predictor.infer` when a marker is given): the declared iso-centre is the
+marker's depth plus its offset from the hip joints' plane (``offset_mm``, default 0: the ball at the level of
+the greater trochanter, as deep as the hip joints), so the image is shown to the network at the right scale;
+then the network's bones, which one AP image can only place up to a scaling about the focal spot, are
+scaled about it (every depth by the same factor; the silhouettes do not move) until the hip-joint centres'
+mid-point (the pelvis fit's landmarks) lies at that depth.
+
 Frames and units: the source frame and pixel indices of :mod:`threeddx.geometry` (the centre of pixel
 (i, j) at (i, j)); mm.
 """
@@ -260,34 +268,38 @@ def _gradient_edge_points(win: np.ndarray, row: float, col: float, radius: float
     return (row + np.sin(angles) * s)[ok], (col + np.cos(angles) * s)[ok], float(outside.any(axis=1).mean())
 
 
-def _measure_candidate(img: np.ndarray, geometry: XrayGeometry, c: _Candidate,
-                       diameter_mm: float) -> tuple[Marker | None, bool]:
+def _measure_candidate(img: np.ndarray, geometry: XrayGeometry, c: _Candidate, diameter_mm: float,
+                       diameter_px: tuple[float, float] = (0.0, np.inf)) -> tuple[Marker | None, bool]:
     """The sphere fitted to one candidate at full resolution (a window of 2.5 radii around it), or None when its
     edge is not a sphere's outline (too few rays with an edge, or edge points off the cone by more than
-    0.35 px RMS); and whether the disc reaches the image's border (then a fitted outline must lie wholly
-    inside the image)."""
+    0.35 px RMS, or its size outside ``diameter_px``, the smallest and largest the ball can have); and whether
+    it is such a sphere's outline cut by the image's border."""
     half = int(np.ceil(2.5 * c.radius_px)) + 3
     r0, c0 = max(int(round(c.row)) - half, 0), max(int(round(c.col)) - half, 0)
     r1, c1 = min(int(round(c.row)) + half + 1, img.shape[0]), min(int(round(c.col)) + half + 1, img.shape[1])
     win = img[r0:r1, c0:c1]
     rows, cols, cut = _gradient_edge_points(win, c.row - r0, c.col - c0, c.radius_px)
-    border = cut > 0 and (r0 == 0 or c0 == 0 or r1 == img.shape[0] or c1 == img.shape[1])
-    if len(rows) < 0.5 * EDGE_RAYS:
-        return None, border
+    if len(rows) < (0.3 if cut > 0 else 0.5) * EDGE_RAYS:
+        return None, False
     sub = _crop_geometry(geometry, r0, c0, *win.shape)
     try:
         first = fit_cone(rows, cols, sub, diameter_mm)
     except InputError:
-        return None, border
-    if first.edge_rms_px > 0.35 or first.edge_points < 0.5 * EDGE_RAYS:
-        return None, border
-    m = refine_cone(win, sub, first)
+        return None, False
+    if first.edge_rms_px > 0.35:
+        return None, False  # not a sphere's outline (a cut ball's arc still is one)
+    try:
+        m = refine_cone(win, sub, first)
+    except InputError:
+        return None, False
     m = Marker(m.diameter_mm, m.centre_source, m.row + r0, m.col + c0, m.distance_mm, m.apparent_diameter_px,
                m.edge_rms_px, m.edge_points)
+    if not 0.9 * diameter_px[0] <= m.apparent_diameter_px <= 1.1 * diameter_px[1]:
+        return None, False  # round, but not a size this ball can have
     radius = m.apparent_diameter_px / 2
     if min(m.row, m.col, img.shape[0] - 1 - m.row, img.shape[1] - 1 - m.col) < radius - 0.5:
-        return None, True  # its outline runs off the image: cut by the border
-    return m, border
+        return None, True  # a sphere's outline that runs off the image: a ball cut by the border
+    return m, False
 
 
 def find_marker(image: np.ndarray, geometry: XrayGeometry, diameter_mm: float) -> Marker:
@@ -305,8 +317,8 @@ def find_marker(image: np.ndarray, geometry: XrayGeometry, diameter_mm: float) -
     dmin, dmax = expected_diameter_px(geometry, diameter_mm)
     found, at_edge = [], []
     for c in marker_candidates(img, (dmin, dmax))[:MAX_CANDIDATES]:
-        m, border = _measure_candidate(img, geometry, c, diameter_mm)
-        if m is not None and 0.9 * dmin <= m.apparent_diameter_px <= 1.1 * dmax:
+        m, border = _measure_candidate(img, geometry, c, diameter_mm, (dmin, dmax))
+        if m is not None:
             found.append(m)
         elif border:
             at_edge.append(c)
@@ -315,7 +327,9 @@ def find_marker(image: np.ndarray, geometry: XrayGeometry, diameter_mm: float) -
         raise InputError(f"{len(found)} candidates for the {diameter_mm:g} mm marker ({where}); one marker is needed")
     if not found:
         if at_edge:
-            raise InputError(f"the {diameter_mm:g} mm marker touches the image's border; it must lie wholly inside")
+            where = ", ".join(f"row {c.row:.0f} col {c.col:.0f}" for c in at_edge[:3])
+            raise InputError(f"no whole {diameter_mm:g} mm marker found: the round candidates ({where}) touch the "
+                             "image's border; the marker must lie wholly inside the image")
         raise InputError(f"no {diameter_mm:g} mm marker found (a round, uniformly bright disc {dmin:.0f}-{dmax:.0f} px "
                          "across); check --marker-mm")
     return found[0]
@@ -353,6 +367,8 @@ def refine_cone(img: np.ndarray, geometry: XrayGeometry, first: Marker, band_px:
     dist = np.hypot(rr - first.row, cc - first.col)
     band = np.abs(dist - radius_px) <= band_px
     rows, cols, values = rr[band].astype(np.float64), cc[band].astype(np.float64), img[band]
+    if len(values) < 12:
+        raise InputError("the marker's outline lies outside the image")
 
     dr, dc = (rows - first.row) / max(radius_px, 1.0), (cols - first.col) / max(radius_px, 1.0)
 
@@ -404,3 +420,52 @@ def _edge_points(img: np.ndarray, blob: np.ndarray) -> tuple[np.ndarray, np.ndar
         out_r.append(r0 + np.sin(angles[a]) * s)
         out_c.append(c0 + np.cos(angles[a]) * s)
     return np.asarray(out_r), np.asarray(out_c)
+
+
+#: The largest scaling of the bones about the focal spot a marker may ask for (1 +- this): a marker that
+#: would move the hips by more than 15 % (about 120 mm at 820 mm) is more likely misplaced or misread.
+MAX_MARKER_SCALE = 0.15
+
+
+@dataclass(frozen=True)
+class MarkerReading:
+    """A marker found in an image and where it lies relative to the hip joints: ``offset_mm`` is how much
+    further from the source the hip joints' mid-plane lies than the marker's centre (0: as deep)."""
+
+    marker: Marker
+    offset_mm: float = 0.0
+
+    @property
+    def hips_depth_mm(self) -> float:
+        """The hip joints' mid-plane's distance from the source along the central ray (mm)."""
+        return self.marker.depth_mm + self.offset_mm
+
+
+def place_by_marker(front: np.ndarray, back: np.ndarray | None, inner: np.ndarray | None, geometry: XrayGeometry,
+                    fits: dict, reading: MarkerReading) -> dict:
+    """Scale the bones about the focal spot (depth maps in place, ``fits`` replaced) so the pelvis fit's
+    hip-joint mid-point lies at the marker's hips depth (module doc, "Placing the bones"). Returns what
+    summary.json's ``marker`` says: the marker, the depths before and after, the scale, or why nothing moved."""
+    out = {**reading.marker.to_dict(), "offset_mm": reading.offset_mm,
+           "hips_depth_mm": round(reading.hips_depth_mm, 2), "applied": False}
+    pelvis = fits.get("pelvis")
+    if pelvis is None or "pelvis" in pelvis.rejected or not {"hjc_left", "hjc_right"} <= set(pelvis.landmarks):
+        out["skipped"] = "no accepted pelvis fit to place (the hip joints are found on it)"
+        return out
+    mid = (pelvis.landmarks["hjc_left"] + pelvis.landmarks["hjc_right"]) / 2
+    before = float(geometry.to_source(mid[None])[0, 2])
+    k = reading.hips_depth_mm / before
+    out["network_hips_depth_mm"] = round(before, 2)
+    if not abs(k - 1.0) <= MAX_MARKER_SCALE:
+        out["skipped"] = (f"the marker puts the hips {reading.hips_depth_mm - before:+.0f} mm from where the image "
+                          f"shows them (over {100 * MAX_MARKER_SCALE:.0f} %): check --marker-mm and the offset")
+        return out
+    for a in (front, back, inner):
+        if a is not None:
+            a *= np.float32(k)
+    source = geometry.source_position_world
+    source_ap = geometry.in_ap_frame().source_position_world
+    for b, f in list(fits.items()):
+        fits[b] = f.scaled_about(source, k, source_ap)
+    out.update(applied=True, scale=round(k, 5), moved_mm=round(reading.hips_depth_mm - before, 2))
+    return out

@@ -26,7 +26,9 @@ cannot drift apart. The steps, in order:
    head meets the hip joint that a shape-model fit of the predicted pelvis
    locates; ``Predictor(hip_anchor=None)`` (``--no-hip-anchor``) leaves the
    network's depths as they are. That pelvis fit is kept (``Prediction.fits``)
-   and the ``ssm`` mesher meshes the pelvis from it: one fit per image.
+   and the ``ssm`` mesher meshes the pelvis from it: one fit per image;
+6. **a calibration marker** (optional, ``infer(..., marker=)``): the bones scaled about the focal spot
+   so the hip joints lie at the marker's depth (:func:`threeddx.inference.marker.place_by_marker`).
 
 Nothing here imports the training module: a released checkpoint is read by
 :mod:`threeddx.network.checkpoint` alone.
@@ -86,6 +88,9 @@ class Prediction(FaceMaps):
     #: shape-model fits made on the way (bone -> :class:`threeddx.meshing.ssm.FitResult`, world mm, judged): the
     #: hip-joint anchoring's pelvis fit, which the ``ssm`` mesher reuses (one fit per image)
     fits: dict = field(default_factory=dict)
+    #: the calibration marker's reading and what it moved (:func:`threeddx.inference.marker.place_by_marker`),
+    #: None without a marker
+    marker: dict | None = None
 
     @property
     def geometry(self) -> XrayGeometry:
@@ -287,8 +292,16 @@ class Predictor:
             res["inner_valid"] = valid[0].cpu().numpy()
         return res
 
-    def infer(self, image: np.ndarray, geometry: XrayGeometry) -> Prediction:
-        """A radiograph (H0, W0, any intensity scale, bone bright) taken with ``geometry`` -> :class:`Prediction`."""
+    def infer(self, image: np.ndarray, geometry: XrayGeometry, marker: "MarkerReading | None" = None) -> Prediction:
+        """A radiograph (H0, W0, any intensity scale, bone bright) taken with ``geometry`` -> :class:`Prediction`.
+
+        ``marker``: a calibration sphere found in this image (:class:`threeddx.inference.marker.MarkerReading`):
+        its hips depth is the iso-centre distance, and the bones are placed by it (step 6,
+        :func:`threeddx.inference.marker.place_by_marker`; ``Prediction.marker`` says what moved)."""
+        from dataclasses import replace
+
+        if marker is not None:
+            geometry = replace(geometry, isocenter_distance=marker.hips_depth_mm)
         nominal = self.geometry
         d_model = nominal.isocenter_distance_or_assumed
         d_image = geometry.isocenter_distance_or_assumed
@@ -321,9 +334,14 @@ class Predictor:
             anchor_femurs(self.bones, masks, front, back, view.camera, raw["checks"], self.hip_anchor,
                           found={b: c["found"] for b, c in raw["checks"].items()}, inner=inner, fits=fits)
         depth_inner, inner_valid = inner or (None, None)
+        placed = None
+        if marker is not None:
+            from threeddx.inference.marker import place_by_marker
+
+            placed = place_by_marker(front, back, depth_inner, view.camera, fits, marker)
         return Prediction(bones=self.bones, image=img, masks=masks,
                           probabilities=raw.get("probabilities", masks.astype(np.float32)), depth_front=front,
-                          depth_back=back, checks=raw["checks"], view=view, notes=notes, depth_inner=depth_inner,
+                          depth_back=back, checks=raw["checks"], view=view, marker=placed, notes=notes, depth_inner=depth_inner,
                           inner_valid=inner_valid, fits=fits)
 
 

@@ -418,6 +418,19 @@ class FitResult:
             translation={b: r @ v + t for b, v in self.translation.items()},
             landmarks={n: r @ p + t for n, p in self.landmarks.items()})
 
+    def scaled_about(self, centre_world: np.ndarray, k: float, centre_local: np.ndarray | None = None) -> "FitResult":
+        """The same fit scaled by ``k`` about a world point (the focal spot: the one change an AP image cannot
+        see, a bigger patient further away); ``centre_local``: the same point in the fit's own frame, for
+        :attr:`local_landmarks`."""
+        c = np.asarray(centre_world, np.float64)
+        cl = c if centre_local is None else np.asarray(centre_local, np.float64)
+        return replace(
+            self, vertices={b: c + k * (v - c) for b, v in self.vertices.items()},
+            translation={b: c + k * (v - c) for b, v in self.translation.items()},
+            scale={b: k * v for b, v in self.scale.items()},
+            landmarks={n: c + k * (p - c) for n, p in self.landmarks.items()},
+            local_landmarks={n: cl + k * (p - cl) for n, p in self.local_landmarks.items()})
+
     def to_dict(self) -> dict:
         """JSON-able summary (for summary.json)."""
         return {

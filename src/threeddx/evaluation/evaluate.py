@@ -38,7 +38,7 @@ SURFACE_COLUMNS = ("assd", "hd95", "hd95_pooled", "chamfer", "within_1mm", "with
 #: Protocol (b)'s columns (``seen``): against the ground truth that the method's K faces see (threeddx.metrics).
 SEEN_COLUMNS = ("assd_seen", "hd95_seen", "hd95_pooled_seen")
 COLUMNS = ("sample_id", "subject_id", "bone", "status", *SURFACE_COLUMNS, "dice", "false_area_pct", "found",
-           "confidence", "hip_anchor_mm", "mesh_method", "seconds")
+           "confidence", "hip_anchor_mm", "mesh_method", "seconds", "marker_depth_error_mm", "marker_moved_mm")
 
 
 def _mean_std(v: Sequence[float]) -> str:
@@ -153,6 +153,7 @@ class EvalTask:
     faces: int = 2  # depth faces per bone: the oracle's (threeddx.simulator.render), or the checkpoint's own
     seen: bool = False  # also protocol (b): against the ground truth that the K faces see
     measure: bool = False  # also the hip's measurements, predicted vs true (measurements.csv)
+    marker: "MarkerTrial | None" = None  # a calibration ball in every image (evaluate's doc)
 
 
 @dataclass
@@ -191,6 +192,48 @@ def measure_rows(row: dict, predicted: dict, truth: dict) -> list[dict]:
     return out
 
 
+@dataclass(frozen=True)
+class MarkerTrial:
+    """A calibration ball added to every image of a split (issue 31): ``diameter_mm`` steel (0: none, the same
+    images without it), beside the right
+    greater trochanter (source frame x -130..-90 mm, y +20..-70 mm by the image's index), ``true_offset_mm``
+    further from the source than the hip joints' true mid-point (simulated samples: the world origin); the
+    image made at ``render_px`` (the anatomy's line integrals interpolated, the ball exact: a clinical
+    detector's resolution); ``use``: read it (``offset_mm`` declared, as ``--marker-offset-mm``) and place
+    the bones by it, or leave it in the image unread (does the network mind it?)."""
+
+    diameter_mm: float = 25.0
+    render_px: int = 2048
+    use: bool = True
+    true_offset_mm: float = 0.0
+    offset_mm: float = 0.0
+
+
+def marker_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, trial: MarkerTrial,
+                 where: Path | str = "sample") -> tuple[np.ndarray, XrayGeometry, np.ndarray]:
+    """The sample's radiograph with a calibration ball (:class:`MarkerTrial`) at ``trial.render_px``: (image,
+    its geometry, the ball's centre in the source frame, mm)."""
+    from scipy import ndimage
+
+    from threeddx.inference.marker import with_marker
+    from threeddx.simulator.physics import chain_for, radiograph, sample_materials
+
+    mats = sample_materials(npz)
+    if mats is None:
+        raise InputError(f"{where} has no material line integrals: a marker needs them")
+    k = trial.render_px / geometry.detector_shape[0]
+    geo = geometry.resample(trial.render_px, int(round(geometry.detector_shape[1] * k)))
+    mats = {m: ndimage.zoom(v, (geo.detector_shape[0] / v.shape[0], geo.detector_shape[1] / v.shape[1]), order=1)
+            for m, v in mats.items()}
+    hips_z = float(geo.to_source(np.zeros((1, 3)))[0, 2])
+    centre = np.array([-130.0 + 20 * (index % 3), 20.0 - 30 * (index % 4), hips_z + trial.true_offset_mm])
+    if trial.diameter_mm > 0:  # 0: the same image without the ball
+        mats = with_marker(mats, geo, centre, trial.diameter_mm)
+    img = radiograph(mats, geo,
+                     chain_for(chain or "standard", np.random.default_rng([seed, index])))
+    return img, geo, centre
+
+
 def chain_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, where: Path | str = "sample") -> np.ndarray:
     """The radiograph evaluate scores for image ``index`` of a split: the sample's material line integrals
     through ``chain`` (``"random"``: a random chain drawn with the seed (``seed``, ``index``))."""
@@ -207,6 +250,7 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
     from threeddx.metrics import beam_aligned, dice, false_area_pct, seen_part, surface_distances, visible_part
     from threeddx.meshing.reconstruct import MESHERS, mesh_bones, mesh_methods
 
+    marker_row = {"marker_depth_error_mm": float("nan"), "marker_moved_mm": float("nan")}
     with np.load(task.data / row["render"]) as z:
         geo_full = XrayGeometry.from_json(str(z["geometry"]))
         gt = {k: z[k] for k in ("image", "masks", "depth_front", "depth_back")}
@@ -215,7 +259,24 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
                 raise InputError(f"{task.data / row['render']} has no {task.faces} depth faces: simulate with "
                                  f"--faces {task.faces}")
             gt["inner"] = (z["depth_inner"], z["inner_valid"])
-        if task.chain is not None:
+        reading = None
+        if task.marker is not None:
+            from threeddx.inference.marker import MarkerReading, find_marker
+
+            from scipy import ndimage
+
+            gt["image"], geo_full, ball = marker_image(z, geo_full, task.chain, task.seed, index, task.marker,
+                                                       task.data / row["render"])
+            f = (geo_full.detector_shape[0] / gt["masks"].shape[1], geo_full.detector_shape[1] / gt["masks"].shape[2])
+            gt["masks"] = ndimage.zoom(gt["masks"], (1, *f), order=0)  # the truth on the image's grid
+            if task.marker.use and task.checkpoint is not None:
+                try:
+                    ball_found = find_marker(gt["image"], geo_full, task.marker.diameter_mm)
+                    reading = MarkerReading(ball_found, task.marker.offset_mm)
+                    marker_row["marker_depth_error_mm"] = ball_found.depth_mm - float(ball[2])
+                except InputError:
+                    reading = None  # not found: the row's marker columns are NaN, the bones as the network put them
+        elif task.chain is not None:
             gt["image"] = chain_image(z, geo_full, task.chain, task.seed, index, task.data / row["render"])
     gt_masks = gt["masks"] > 0
     stored = task.stored
@@ -224,7 +285,7 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
         if task.mirrored:  # the mirrored patient's image; its prediction mirrored back onto this patient's rays
             prediction = predictor.infer(np.ascontiguousarray(gt["image"][:, ::-1]), geo_full).mirrored()
         else:
-            prediction = predictor.infer(gt["image"], geo_full)
+            prediction = predictor.infer(gt["image"], geo_full, reading)
         pred, geo, pred_bones, checks = prediction.maps(), prediction.geometry, predictor.bones, prediction.checks
         gt_masks = prediction.to_view(gt_masks.astype(np.float32)) > 0.5  # the truth on the model's grid
         image = prediction.image
@@ -254,6 +315,10 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
         rec["found"] = checks.get(bone, {}).get("found")
         rec["confidence"] = checks.get(bone, {}).get("confidence", float("nan"))
         rec["hip_anchor_mm"] = checks.get(bone, {}).get("hip_anchor", {}).get("shift_mm", float("nan"))
+        rec.update(marker_row)
+        placed = getattr(prediction, "marker", None)
+        if placed is not None and placed.get("applied"):
+            rec["marker_moved_mm"] = placed["moved_mm"]
         rec["mesh_method"] = info.get(bone, {}).get("mesh_method", per_bone[bone])  # as meshed: a rejected fit's fallback
         try:
             mesh = meshed.get(bone, InputError("empty predicted mask"))
@@ -342,6 +407,7 @@ def evaluate(
     faces: int = 2,
     seen: bool = False,
     measure: bool = False,
+    marker: MarkerTrial | None = None,
 ) -> dict:
     """Evaluate a checkpoint (or the oracle) on a split; writes results.csv/json/md into ``out`` (module doc).
 
@@ -386,6 +452,10 @@ def evaluate(
     columns ``assd_seen``, ``hd95_seen``, ``hd95_pooled_seen``) beside (a), the
     whole surface in the field of view.
 
+    ``marker``: a :class:`MarkerTrial`: every image is made at a clinical resolution with a calibration ball
+    in it, which is read and used to place the bones (``use``) or left unread; rows gain the ball's depth
+    error and how far it moved the hips (``marker_depth_error_mm``, ``marker_moved_mm``).
+
     ``measure``: also the hip's measurements (:mod:`threeddx.inference.measure`) of the prediction (as
     predict makes them) against the same measurements of the ground-truth bones (simulated LLP26 samples:
     their vertices carry the landmarks): ``measurements.csv`` per image and measure (predicted, true, error),
@@ -401,6 +471,8 @@ def evaluate(
     check_out_folder(out, "results.json")  # before any work
     if oracle and mirrored:
         raise InputError("mirrored patients are a test of a network: not with --oracle")
+    if oracle and marker is not None:
+        raise InputError("a calibration marker is a test of a network's placement: not with --oracle")
     if not oracle and checkpoint is None:
         raise InputError("give --checkpoint, or --oracle to evaluate the ground-truth depths")
     from threeddx.simulator.render import check_faces
@@ -430,7 +502,7 @@ def evaluate(
         faces = int(predictor.ck.get("faces", 2))
     task = EvalTask(data, None if oracle else str(checkpoint), device, bones, stored, mesh_method,
                     DEFAULT_DENSITY if density is None else density, chain, seed, ssm_settings, view, hip_anchor,
-                    mirror, mirrored, faces, seen, measure)
+                    mirror, mirrored, faces, seen, measure, marker)
     out = Path(out)
     label = _label(oracle, checkpoint, mesh_method, faces)
     by_index: dict[int, list[dict]] = {}

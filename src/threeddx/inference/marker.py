@@ -192,7 +192,7 @@ class _Candidate:
     flatness: float  # SD inside over the contrast
 
 
-def marker_candidates(image: np.ndarray, diameter_px: tuple[float, float], min_contrast: float = 0.15,
+def marker_candidates(image: np.ndarray, diameter_px: tuple[float, float], min_contrast: float = 0.06,
                       max_flatness: float = 0.35) -> list[_Candidate]:
     """Round, flat, bright discs in ``image`` whose diameter lies in ``diameter_px`` (smallest, largest; full
     resolution pixels): module doc, "Finding it". Centres in pixel indices, radii in pixels. The image is block-averaged so that the smallest disc is

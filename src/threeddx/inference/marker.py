@@ -61,6 +61,8 @@ BRIGHT = 0.85
 EDGE_RAYS = 90
 #: How many candidate discs (strongest first) are fitted before giving up.
 MAX_CANDIDATES = 40
+#: A ball has an edge all round: at least this share of the rays that stay inside the image must find one.
+MIN_EDGE_SHARE = 0.7
 
 
 def _source_rays(geometry: XrayGeometry, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -279,8 +281,8 @@ def _measure_candidate(img: np.ndarray, geometry: XrayGeometry, c: _Candidate, d
     r1, c1 = min(int(round(c.row)) + half + 1, img.shape[0]), min(int(round(c.col)) + half + 1, img.shape[1])
     win = img[r0:r1, c0:c1]
     rows, cols, cut = _gradient_edge_points(win, c.row - r0, c.col - c0, c.radius_px)
-    if len(rows) < (0.3 if cut > 0 else 0.5) * EDGE_RAYS:
-        return None, False
+    if len(rows) < MIN_EDGE_SHARE * (1.0 - cut) * EDGE_RAYS or len(rows) < 0.3 * EDGE_RAYS:
+        return None, False  # an edge on too few sides: a bright region's border, not a ball
     sub = _crop_geometry(geometry, r0, c0, *win.shape)
     try:
         first = fit_cone(rows, cols, sub, diameter_mm)

@@ -13,10 +13,10 @@ at full resolution (:func:`_measure_candidate`): edge points where the profile f
 from its centre (robust to anatomy behind the ball that is brighter on one side), a cone through them
 (0.35 px RMS at most, else it is not a sphere), refined on the pixels. None, several, or one cut by the
 image's border is an error in one line. Measured on the simulator's processed radiographs
-(``benchmarks/marker.py``): at a clinical detector's resolution (2048 px) the ball is found in 11 of 12 and
-its distance is within 1 mm through the standard chain, within 3-12 mm through random chains; at the
-model's 128 px a 9 px ball is found in 4-8 of 12 with 20-50 mm errors (a tenth of a pixel is 15 mm there):
-read it from the full-resolution image.
+(``benchmarks/marker.py``, docs/results.md): at a clinical detector's resolution (2048 px) the ball is found
+in 11 of 12 images, its distance within 1 mm through the standard chain and a median 3.8 mm (at most 12)
+through random chains; at the model's 128 px a 9 px ball is found in 1-8 of 12 with 18-63 mm errors (a
+tenth of a pixel is 15 mm there): predict reads it from the image's own resolution.
 
 **Measuring it**: the sphere's outline is where the cone from the focal spot touches the sphere: every
 outline ray ``u`` (unit, source frame) makes the same angle ``alpha`` with the cone's axis ``c``,

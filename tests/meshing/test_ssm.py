@@ -136,7 +136,7 @@ class _GroundTruthPredictor:
     def __call__(self, image):
         return self.gt
 
-    def infer(self, image, geometry):
+    def infer(self, image, geometry, marker=None):
         from threeddx.inference.predictor import Predictor
 
         return Predictor.infer(self, image, geometry)

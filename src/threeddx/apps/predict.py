@@ -224,7 +224,7 @@ def reconstruct_image(
         reading.isocenter_from = "--marker-mm"
         t["marker_s"] = time.perf_counter() - s
     t0 = time.perf_counter()
-    pred = predictor.infer(raw, geo_full, reading_marker)
+    pred = predictor.infer(raw, geo_full, marker=reading_marker)
     del raw
     t["network_s"] = time.perf_counter() - t0
     checks, geo = pred.checks, pred.geometry

@@ -89,13 +89,9 @@ def spread_between_adults() -> dict[str, float]:
     """Pooled measure -> its SD over the training subjects' own bones (both sides pooled)."""
     import numpy as np
 
-    from threeddx.inference.measure import flat_measurements, measure_hips
-    from threeddx.simulator.anatomy import bone_meshes, load_shape, subject_split
-
     pooled: dict[str, list[float]] = {}
-    for k in sorted(k for k, s in subject_split().items() if s == "train"):
-        ms = bone_meshes(load_shape(k), ["pelvis", "femur_left", "femur_right"])
-        for key, v in flat_measurements(measure_hips({b: m.vertices for b, m in ms.items()}, np.eye(4))).items():
+    for row in training_measures():
+        for key, v in row.items():
             structure, name = key.split(".", 1)
             pooled.setdefault(f"{structure.split('_')[0]}.{name}", []).append(v)
     return {k: float(np.std(v, ddof=1)) for k, v in pooled.items()}
@@ -126,7 +122,8 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def norms() -> None:
+def training_measures() -> list[dict[str, float]]:
+    """Each training subject's own bones measured (neutral pose, CT frame): one flat row each."""
     import numpy as np
 
     from threeddx.inference.measure import flat_measurements, measure_hips
@@ -136,6 +133,13 @@ def norms() -> None:
     for k in sorted(k for k, s in subject_split().items() if s == "train"):
         ms = bone_meshes(load_shape(k), ["pelvis", "femur_left", "femur_right"])
         rows.append(flat_measurements(measure_hips({b: m.vertices for b, m in ms.items()}, np.eye(4))))
+    return rows
+
+
+def norms() -> None:
+    import numpy as np
+
+    rows = training_measures()
     print(f"| measure | mean | SD | range |  ({len(rows)} training subjects, {datetime.date.today()})")
     print("|---|---|---|---|")
     for key in rows[0]:

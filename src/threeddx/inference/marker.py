@@ -22,7 +22,7 @@ tenth of a pixel is 15 mm there): predict reads it from the image's own resoluti
 outline ray ``u`` (unit, source frame) makes the same angle ``alpha`` with the cone's axis ``c``,
 ``u . c = cos(alpha)``; ``sin(alpha) = r / D`` then gives the centre's distance ``D`` from the source (off
 the central ray the outline is an ellipse and this is still exact). A first cone comes from edge points
-(the half-level crossings along rays from the blob's centre; :func:`fit_cone`, linear least squares in
+(the steepest fall along rays from the candidate's centre; :func:`fit_cone`, linear least squares in
 ``w = c / cos(alpha)``); it is refined on the pixels themselves (:func:`refine_cone`): each pixel near
 the outline predicted as the background plus the ball's contrast times the share of the pixel inside the
 cone (sub-rays), the cone moved until the prediction matches. On a noiseless image the centre and the
@@ -391,83 +391,3 @@ def refine_cone(img: np.ndarray, geometry: XrayGeometry, first: Marker, band_px:
     contrast = float(np.ptp(values)) or 1.0
     return Marker(first.diameter_mm, centre, row, col, float(distance), 2 * geometry.sdd * np.tan(alpha) / px,
                   float(np.sqrt(np.mean(fit.fun**2)) / contrast), int(band.sum()))
-
-
-def _edge_points(img: np.ndarray, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sub-pixel edge points of a bright blob: along :data:`EDGE_RAYS` rays from its centroid, where the image
-    crosses half-way between the blob's inside and the ring just outside it."""
-    from scipy import ndimage
-
-    rr, cc = np.nonzero(blob)
-    r0, c0 = rr.mean(), cc.mean()
-    radius = np.sqrt(blob.sum() / np.pi)
-    inner = ndimage.binary_erosion(blob, iterations=max(1, int(radius // 3)))
-    inside = float(np.median(img[inner if inner.any() else blob]))
-    angles = np.linspace(0, 2 * np.pi, EDGE_RAYS, endpoint=False)
-    steps = np.arange(0.4 * radius, 1.8 * radius + 2.0, 0.05)
-    pr = r0 + np.sin(angles)[:, None] * steps[None]
-    pc = c0 + np.cos(angles)[:, None] * steps[None]
-    prof = ndimage.map_coordinates(img, [pr.ravel(), pc.ravel()], order=1, mode="nearest").reshape(pr.shape)
-    ring = (steps >= radius + 1.5)
-    out_r, out_c = [], []
-    for a in range(len(angles)):
-        outside = float(np.median(prof[a, ring]))
-        level = 0.5 * (inside + outside)
-        below = np.nonzero(prof[a] < level)[0]
-        if len(below) == 0 or below[0] == 0 or inside - outside <= 0:
-            continue
-        j = below[0]
-        f = (prof[a, j - 1] - level) / max(prof[a, j - 1] - prof[a, j], 1e-12)
-        s = steps[j - 1] + f * (steps[j] - steps[j - 1])
-        out_r.append(r0 + np.sin(angles[a]) * s)
-        out_c.append(c0 + np.cos(angles[a]) * s)
-    return np.asarray(out_r), np.asarray(out_c)
-
-
-#: The largest scaling of the bones about the focal spot a marker may ask for (1 +- this): a marker that
-#: would move the hips by more than 15 % (about 120 mm at 820 mm) is more likely misplaced or misread.
-MAX_MARKER_SCALE = 0.15
-
-
-@dataclass(frozen=True)
-class MarkerReading:
-    """A marker found in an image and where it lies relative to the hip joints: ``offset_mm`` is how much
-    further from the source the hip joints' mid-plane lies than the marker's centre (0: as deep)."""
-
-    marker: Marker
-    offset_mm: float = 0.0
-
-    @property
-    def hips_depth_mm(self) -> float:
-        """The hip joints' mid-plane's distance from the source along the central ray (mm)."""
-        return self.marker.depth_mm + self.offset_mm
-
-
-def place_by_marker(front: np.ndarray, back: np.ndarray | None, inner: np.ndarray | None, geometry: XrayGeometry,
-                    fits: dict, reading: MarkerReading) -> dict:
-    """Scale the bones about the focal spot (depth maps in place, ``fits`` replaced) so the pelvis fit's
-    hip-joint mid-point lies at the marker's hips depth (module doc, "Placing the bones"). Returns what
-    summary.json's ``marker`` says: the marker, the depths before and after, the scale, or why nothing moved."""
-    out = {**reading.marker.to_dict(), "offset_mm": reading.offset_mm,
-           "hips_depth_mm": round(reading.hips_depth_mm, 2), "applied": False}
-    pelvis = fits.get("pelvis")
-    if pelvis is None or "pelvis" in pelvis.rejected or not {"hjc_left", "hjc_right"} <= set(pelvis.landmarks):
-        out["skipped"] = "no accepted pelvis fit to place (the hip joints are found on it)"
-        return out
-    mid = (pelvis.landmarks["hjc_left"] + pelvis.landmarks["hjc_right"]) / 2
-    before = float(geometry.to_source(mid[None])[0, 2])
-    k = reading.hips_depth_mm / before
-    out["network_hips_depth_mm"] = round(before, 2)
-    if not abs(k - 1.0) <= MAX_MARKER_SCALE:
-        out["skipped"] = (f"the marker puts the hips {reading.hips_depth_mm - before:+.0f} mm from where the image "
-                          f"shows them (over {100 * MAX_MARKER_SCALE:.0f} %): check --marker-mm and the offset")
-        return out
-    for a in (front, back, inner):
-        if a is not None:
-            a *= np.float32(k)
-    source = geometry.source_position_world
-    source_ap = geometry.in_ap_frame().source_position_world
-    for b, f in list(fits.items()):
-        fits[b] = f.scaled_about(source, k, source_ap)
-    out.update(applied=True, scale=round(k, 5), moved_mm=round(reading.hips_depth_mm - before, 2))
-    return out

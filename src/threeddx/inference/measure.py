@@ -261,8 +261,8 @@ def measure_hips(shapes: dict[str, np.ndarray], world_to_ap: np.ndarray,
     from threeddx.meshing.landmarks import landmarks
 
     m = np.asarray(world_to_ap, np.float64)
-    ap = {b: np.asarray(v, np.float64) @ m[:3, :3].T + m[:3, 3] for b, v in shapes.items()}
-    marks = {b: landmarks(b, v) for b, v in ap.items()}
+    world = {b: landmarks(b, v) for b, v in shapes.items()}  # centroids of vertices: they move as the vertices do
+    marks = {b: {n: p @ m[:3, :3].T + m[:3, 3] for n, p in lm.items()} for b, lm in world.items()}
     out: dict = {}
     pelvis = marks.get("pelvis")
     if pelvis is not None:
@@ -304,7 +304,7 @@ def measure_hips(shapes: dict[str, np.ndarray], world_to_ap: np.ndarray,
             out["pelvis"]["leg_length_difference_mm"] = leg_length_difference_mm(
                 marks["femur_left"]["lesser_trochanter"], marks["femur_right"]["lesser_trochanter"],
                 heads["left"], heads["right"], frame)
-    out["points_mm"] = _drawn_points(shapes, heads_world={s: out[f"femur_{s}"]["head_centre_mm"] for s in heads})
+    out["points_mm"] = _drawn_points(world, heads_world={s: out[f"femur_{s}"]["head_centre_mm"] for s in heads})
     for key, values in out.items():
         if isinstance(values, dict) and key != "points_mm":
             for name, x in values.items():
@@ -316,24 +316,22 @@ def measure_hips(shapes: dict[str, np.ndarray], world_to_ap: np.ndarray,
     return out
 
 
-def _drawn_points(shapes: dict[str, np.ndarray], heads_world: dict[str, list]) -> dict:
-    """The landmarks the pictures draw, world mm rounded to 0.1: per femur its head's centre (its sphere's),
-    neck centre, shaft axis ends, lesser trochanter and posterior condyles; per acetabulum its rim (an
-    ordered ring); the pelvis's spines and symphysis (the anterior pelvic plane)."""
-    from threeddx.meshing.landmarks import landmarks
+def _drawn_points(world: dict[str, dict[str, np.ndarray]], heads_world: dict[str, list]) -> dict:
+    """The landmarks the pictures draw (``world``: bone -> its landmarks, world mm), rounded to 0.1 mm: per femur
+    its head's centre (its sphere's), neck centre, shaft axis ends, lesser trochanter and posterior condyles; per
+    acetabulum its rim (an ordered ring); the pelvis's spines and symphysis (the anterior pelvic plane)."""
 
     def r(p):
         return np.round(np.asarray(p, np.float64), 1).tolist()
 
     out: dict = {}
     for side in SIDES:
-        bone = f"femur_{side}"
-        if bone in shapes and side in heads_world:
-            f = landmarks(bone, shapes[bone])
-            out[bone] = {"head_centre": heads_world[side], **{k: r(f[k]) for k in (
+        f = world.get(f"femur_{side}")
+        if f is not None and side in heads_world:
+            out[f"femur_{side}"] = {"head_centre": heads_world[side], **{k: r(f[k]) for k in (
                 "neck", "shaft_proximal", "shaft_distal", "lesser_trochanter", "condyle_medial", "condyle_lateral")}}
-    if "pelvis" in shapes:
-        p = landmarks("pelvis", shapes["pelvis"])
+    p = world.get("pelvis")
+    if p is not None:
         out["pelvis"] = {"asis_left": r(p["asis_left"]), "asis_right": r(p["asis_right"]),
                          "pubis": r((p["pubis_left"] + p["pubis_right"]) / 2)}
         for side in SIDES:

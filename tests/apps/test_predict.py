@@ -424,3 +424,24 @@ def test_a_missing_marker_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
     assert main(["predict", str(EXAMPLE), "--marker-offset-mm", "10", "--out", str(tmp_path / "y")]) == 2
     assert "--marker-offset-mm needs --marker-mm" in capsys.readouterr().err
+
+
+def test_the_marker_places_the_same_in_another_world_frame(tmp_path):
+    """The same exposure with its pose written in a world frame 1.2 m away and turned: the ball, the hips'
+    move and the scale are the same (placement works in the source frame only)."""
+    from threeddx.geometry import rotation_matrix
+
+    path = _example_with_marker(tmp_path, 800.0)
+    with np.load(path) as z:
+        geo, img = XrayGeometry.from_json(str(z["geometry"])), z["image"]
+    t = np.eye(4)
+    t[:3, :3] = rotation_matrix((0.3, 0.8, -0.2), np.radians(40.0))
+    t[:3, 3] = [1200.0, -300.0, 500.0]
+    far = tmp_path / "far.npz"
+    np.savez(far, image=img, geometry=geo.with_pose(geo.world_to_source @ np.linalg.inv(t)).to_json())
+    got = []
+    for k, p in enumerate((path, far)):
+        assert main(["predict", str(p), "--marker-mm", "25", "--out", str(tmp_path / f"r{k}"), "--no-measure"]) == 0
+        got.append(json.loads((tmp_path / f"r{k}" / "summary.json").read_text())["marker"])
+    for key in ("distance_mm", "depth_mm", "hips_depth_mm", "network_hips_depth_mm", "moved_mm", "scale"):
+        assert got[1][key] == pytest.approx(got[0][key], abs=0.05), key

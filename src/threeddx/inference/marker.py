@@ -391,3 +391,52 @@ def refine_cone(img: np.ndarray, geometry: XrayGeometry, first: Marker, band_px:
     contrast = float(np.ptp(values)) or 1.0
     return Marker(first.diameter_mm, centre, row, col, float(distance), 2 * geometry.sdd * np.tan(alpha) / px,
                   float(np.sqrt(np.mean(fit.fun**2)) / contrast), int(band.sum()))
+
+
+#: The largest scaling of the bones about the focal spot a marker may ask for (1 +- this): a marker that
+#: would move the hips by more than 15 % (about 120 mm at 820 mm) is more likely misplaced or misread.
+MAX_MARKER_SCALE = 0.15
+
+
+@dataclass(frozen=True)
+class MarkerReading:
+    """A marker found in an image and where it lies relative to the hip joints: ``offset_mm`` is how much
+    further from the source the hip joints' mid-plane lies than the marker's centre (0: as deep)."""
+
+    marker: Marker
+    offset_mm: float = 0.0
+
+    @property
+    def hips_depth_mm(self) -> float:
+        """The hip joints' mid-plane's distance from the source along the central ray (mm)."""
+        return self.marker.depth_mm + self.offset_mm
+
+
+def place_by_marker(front: np.ndarray, back: np.ndarray | None, inner: np.ndarray | None, geometry: XrayGeometry,
+                    fits: dict, reading: MarkerReading) -> dict:
+    """Scale the bones about the focal spot (depth maps in place, ``fits`` replaced) so the pelvis fit's
+    hip-joint mid-point lies at the marker's hips depth (module doc, "Placing the bones"). Returns what
+    summary.json's ``marker`` says: the marker, the depths before and after, the scale, or why nothing moved."""
+    out = {**reading.marker.to_dict(), "offset_mm": reading.offset_mm,
+           "hips_depth_mm": round(reading.hips_depth_mm, 2), "applied": False}
+    pelvis = fits.get("pelvis")
+    if pelvis is None or "pelvis" in pelvis.rejected or not {"hjc_left", "hjc_right"} <= set(pelvis.landmarks):
+        out["skipped"] = "no accepted pelvis fit to place (the hip joints are found on it)"
+        return out
+    mid = (pelvis.landmarks["hjc_left"] + pelvis.landmarks["hjc_right"]) / 2
+    before = float(geometry.to_source(mid[None])[0, 2])
+    k = reading.hips_depth_mm / before
+    out["network_hips_depth_mm"] = round(before, 2)
+    if not abs(k - 1.0) <= MAX_MARKER_SCALE:
+        out["skipped"] = (f"the marker puts the hips {reading.hips_depth_mm - before:+.0f} mm from where the image "
+                          f"shows them (over {100 * MAX_MARKER_SCALE:.0f} %): check --marker-mm and the offset")
+        return out
+    for a in (front, back, inner):
+        if a is not None:
+            a *= np.float32(k)
+    source = geometry.source_position_world
+    source_ap = geometry.in_ap_frame().source_position_world
+    for b, f in list(fits.items()):
+        fits[b] = f.scaled_about(source, k, source_ap)
+    out.update(applied=True, scale=round(k, 5), moved_mm=round(reading.hips_depth_mm - before, 2))
+    return out

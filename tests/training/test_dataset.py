@@ -88,3 +88,57 @@ def test_no_mirroring_draws_nothing(small_sim):
     a = SimulatedDataset(small_sim, split=None, chain="random", seed=3)[2]["image"]
     b = SimulatedDataset(small_sim, split=None, chain="random", seed=3, mirror=0.0)[2]["image"]
     assert torch.equal(a, b)
+
+
+def test_a_ball_shows_where_it_is_put_and_changes_no_target(small_sim, monkeypatch):
+    """marker=1: every item shows a steel ball (a bright disc where the ball projects); masks and depths are
+    those of the item without it."""
+    import threeddx.inference.marker as marker
+
+    centre = np.array([-60.0, 40.0, 700.0])
+    monkeypatch.setattr(marker, "random_marker", lambda rng, hips: (centre, 25.0, "test"))
+    plain = SimulatedDataset(small_sim, split=None, chain="standard")
+    balled = SimulatedDataset(small_sim, split=None, chain="standard", marker=1.0)
+    a, b = plain[0], balled[0]
+    for k in ("masks", "depth_front", "depth_back"):
+        assert torch.equal(a[k], b[k])
+    geo = marker.XrayGeometry.from_json(a["geometry"])
+    row, col = marker._project_source(geo, centre)
+    radius_px = geo.sdd * 12.5 / np.sqrt(centre @ centre) / geo.pixel_spacing[0]
+    diff = (b["image"] - a["image"])[0].numpy()
+    rr, cc = np.indices(diff.shape)
+    inside = np.hypot(rr - row, cc - col) < radius_px - 1
+    outside = np.hypot(rr - row, cc - col) > radius_px + 2
+    # steel stops more than any bone: the window's top (1) where the ball is, which the bone behind was not
+    assert b["image"][0].numpy()[inside].min() > 0.99 > a["image"][0].numpy()[inside].mean()
+    # elsewhere the same picture; only its grey levels may move (the window's percentiles see the steel too)
+    assert np.corrcoef(a["image"][0].numpy()[outside], b["image"][0].numpy()[outside])[0, 1] > 0.98
+
+
+def test_balls_are_put_where_practice_puts_them():
+    from threeddx.inference.marker import PLACES, PRACTICE_DIAMETERS_MM, random_marker
+
+    rng = np.random.default_rng(0)
+    hips = np.array([5.0, -3.0, 820.0])
+    draws = [random_marker(rng, hips) for _ in range(4000)]
+    for name, (share, xr, yr, zr) in PLACES.items():
+        mine = [(c - hips, d) for c, d, n in draws if n == name]
+        assert len(mine) / len(draws) == pytest.approx(share, abs=0.03)
+        off = np.array([c for c, _ in mine])
+        d = np.array([d for _, d in mine])
+        assert np.all((PRACTICE_DIAMETERS_MM[0] <= d) & (d <= PRACTICE_DIAMETERS_MM[1]))
+        assert np.all((xr[0] <= np.abs(off[:, 0])) & (np.abs(off[:, 0]) <= xr[1])) or xr[0] < 0
+        assert np.all((yr[0] <= off[:, 1]) & (off[:, 1] <= yr[1]))
+        assert np.mean(off[:, 0] > 0) == pytest.approx(0.5, abs=0.1)  # both sides
+    table = np.array([c[2] - hips[2] for c, _, n in draws if n == "on the table"])
+    assert table.min() > 50  # on the table: behind the hips, seen from the source
+
+
+def test_balls_need_a_chain_and_none_draw_nothing(small_sim):
+    with pytest.raises(InputError, match="marker needs the imaging chain"):
+        SimulatedDataset(small_sim, split=None, marker=0.3)
+    with pytest.raises(InputError, match="probability"):
+        SimulatedDataset(small_sim, split=None, chain="random", marker=2.0)
+    a = SimulatedDataset(small_sim, split=None, chain="random", seed=3)[2]["image"]
+    b = SimulatedDataset(small_sim, split=None, chain="random", seed=3, marker=0.0)[2]["image"]
+    assert torch.equal(a, b)

@@ -29,7 +29,8 @@ cone (sub-rays), the cone moved until the prediction matches. On a noiseless ima
 diameter come out within 0.02 px (tests); the edge points alone are ~0.15 px small at 9 px across.
 
 **Drawing it** (:func:`sphere_chord_mm`, :func:`with_marker`): the chord a sphere cuts from each pixel's
-ray is analytic, so a training or test sample gets a ball added to its metal line integral on the fly.
+ray is analytic, so a training or test sample gets a ball added to its metal line integral on the fly
+(training: ``data.marker``, a share of the items with a ball where practice puts one, :func:`random_marker`).
 
 **Placing the bones by it** (:func:`place_by_marker`, the last step of
 :meth:`threeddx.inference.predictor.Predictor.infer` when a marker is given): the declared iso-centre is the
@@ -71,22 +72,53 @@ def _source_rays(geometry: XrayGeometry, rows: np.ndarray, cols: np.ndarray) -> 
     return geometry.with_pose(np.eye(4)).ray_directions_at(rows, cols)
 
 
+def _outline_window(geometry: XrayGeometry, c: np.ndarray, radius_mm: float) -> tuple[int, int, int, int] | None:
+    """The pixel window (r0, r1, c0, c1), end exclusive, that holds a sphere's whole image (source frame centre
+    ``c``, mm), or None when it covers the source or the detector's plane (then every pixel is computed).
+
+    The outline is the cone about ``c`` of half-angle ``alpha``: each of its rays makes at most
+    ``theta + alpha`` with the central ray (``theta``: the centre's angle to it), so its image lies within
+    ``SDD tan(theta + alpha)`` of the principal point, and within ``SDD (tan(theta + alpha) - tan(theta -
+    alpha))`` of the centre's projection: a box that size, plus two pixels."""
+    d = float(np.linalg.norm(c))
+    if d <= radius_mm or c[2] <= radius_mm:
+        return None
+    alpha = float(np.arcsin(radius_mm / d))
+    theta = float(np.arccos(np.clip(c[2] / d, -1.0, 1.0)))
+    if theta + alpha >= np.pi / 2 - 1e-3:
+        return None
+    reach_mm = geometry.sdd * (np.tan(theta + alpha) - np.tan(theta - alpha))
+    row, col = _project_source(geometry, c)
+    sr, sc = geometry.pixel_spacing
+    rows, cols = geometry.detector_shape
+    hr, hc = reach_mm / sr + 2.0, reach_mm / sc + 2.0
+    r0, r1 = max(0, int(np.floor(row - hr))), min(rows, int(np.ceil(row + hr)) + 1)
+    c0, c1 = max(0, int(np.floor(col - hc))), min(cols, int(np.ceil(col + hc)) + 1)
+    return (r0, max(r0, r1), c0, max(c0, c1))
+
+
 def sphere_chord_mm(geometry: XrayGeometry, centre_source: np.ndarray, radius_mm: float,
                     supersample: int = 4) -> np.ndarray:
     """Length (mm) of each pixel's ray inside a sphere (centre in the source frame, mm), (rows, cols) float32;
-    ``supersample``: mean over that many sub-rays per pixel side (partial volume at the outline)."""
+    ``supersample``: mean over that many sub-rays per pixel side (partial volume at the outline). Only the
+    window that holds the sphere's image is computed (:func:`_outline_window`); the rest is 0."""
     c = np.asarray(centre_source, np.float64)
     rows, cols = geometry.detector_shape
-    off = (np.arange(supersample) + 0.5) / supersample - 0.5
-    rr, cc = np.meshgrid(np.arange(rows, dtype=np.float64), np.arange(cols, dtype=np.float64), indexing="ij")
     out = np.zeros((rows, cols))
+    r0, r1, c0, c1 = _outline_window(geometry, c, radius_mm) or (0, rows, 0, cols)
+    if r1 <= r0 or c1 <= c0:
+        return out.astype(np.float32)
+    off = (np.arange(supersample) + 0.5) / supersample - 0.5
+    rr, cc = np.meshgrid(np.arange(r0, r1, dtype=np.float64), np.arange(c0, c1, dtype=np.float64), indexing="ij")
+    win = np.zeros(rr.shape)
     for dr in off:
         for dc in off:
             u = _source_rays(geometry, rr + dr, cc + dc)
             t = u @ c
             disc = radius_mm**2 - (c @ c - t**2)
-            out += 2.0 * np.sqrt(np.maximum(disc, 0.0)) * (t > 0)
-    return (out / supersample**2).astype(np.float32)
+            win += 2.0 * np.sqrt(np.maximum(disc, 0.0)) * (t > 0)
+    out[r0:r1, c0:c1] = win / supersample**2
+    return out.astype(np.float32)
 
 
 def with_marker(materials: dict, geometry: XrayGeometry, centre_source: np.ndarray, diameter_mm: float) -> dict:
@@ -99,6 +131,36 @@ def with_marker(materials: dict, geometry: XrayGeometry, centre_source: np.ndarr
     metal = np.asarray(out.get("metal", np.zeros(geometry.detector_shape, np.float32)), np.float32)
     out["metal"] = (metal + RHO_IRON * chord_cm).astype(np.float32)
     return out
+
+
+#: Where clinics put a calibration ball for an AP hip radiograph, for training images (source frame axes,
+#: mm from the hip joints' mid-point: +x the image's columns, +y its rows (caudal), +z away from the source;
+#: a side's x is mirrored at random): (share, x, y, z ranges). Beside the greater trochanter, on the skin
+#: lateral to the thigh (the trochanter lies ~50 mm lateral of the hip joint, the skin 40-80 mm further),
+#: at its level; between the thighs, below the symphysis; on the table top beside the patient (the hips
+#: :data:`~threeddx.geometry.HIPS_ABOVE_TABLE_MM` in front of it, give or take the body). The templating
+#: literature's placements (e.g. the trochanteric and the intercrural ball, the table-mounted ball).
+PLACES: dict[str, tuple[float, tuple[float, float], tuple[float, float], tuple[float, float]]] = {
+    "beside the greater trochanter": (0.5, (140.0, 200.0), (-10.0, 60.0), (-40.0, 40.0)),
+    "between the thighs": (0.25, (-25.0, 25.0), (60.0, 140.0), (-40.0, 20.0)),
+    "on the table": (0.25, (170.0, 220.0), (-40.0, 100.0), (90.0, 180.0)),
+}
+#: Diameters of the balls in use (mm): 25 mm is the common one.
+PRACTICE_DIAMETERS_MM = (20.0, 30.0)
+
+
+def random_marker(rng: np.random.Generator, hips_source: np.ndarray) -> tuple[np.ndarray, float, str]:
+    """A calibration ball as practice places it (:data:`PLACES`, :data:`PRACTICE_DIAMETERS_MM`): (its centre
+    in the source frame (mm), its diameter (mm), the place's name), about the hip joints' mid-point
+    ``hips_source`` (source frame, mm). On the table the ball rests on it: its centre a radius in front."""
+    names = list(PLACES)
+    name = names[int(rng.choice(len(names), p=[PLACES[n][0] for n in names]))]
+    _, xr, yr, zr = PLACES[name]
+    diameter = float(rng.uniform(*PRACTICE_DIAMETERS_MM))
+    x = float(rng.uniform(*xr)) * (1.0 if rng.random() < 0.5 else -1.0)
+    z = float(rng.uniform(*zr)) - (diameter / 2.0 if name == "on the table" else 0.0)
+    offset = np.array([x, float(rng.uniform(*yr)), z])
+    return np.asarray(hips_source, np.float64) + offset, diameter, name
 
 
 @dataclass(frozen=True)

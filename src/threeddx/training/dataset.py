@@ -27,6 +27,12 @@ the right: the released model without mirroring learnt it, docs/results.md
 "Mirrored patients"). Samples whose principal point is off-centre, or whose
 bones lack their mirror partner, are refused.
 
+**Calibration balls**: with ``marker=p`` a share p of the items (negatives included) shows a steel ball
+where clinics put one (:func:`threeddx.inference.marker.random_marker`: beside the greater trochanter,
+between the thighs, on the table; 20-30 mm), added to the metal line integral before the imaging chain
+(:func:`~threeddx.inference.marker.with_marker`), so the network learns that a ball is not bone; the
+targets do not change. It needs the material line integrals (a chain).
+
 Otherwise only **photometric** augmentation is offered (intensity, contrast,
 gamma, noise): other geometric changes (crop, rotate, resize) would change the
 pixel-to-ray mapping that the depth targets are defined through. Every hook's
@@ -151,6 +157,7 @@ class SimulatedDataset(torch.utils.data.Dataset):
         negatives: float = 0.0,
         mirror: float = 0.0,
         faces: int = 2,
+        marker: float = 0.0,
     ) -> None:
         self.root = Path(root)
         rows = read_manifest(self.root)
@@ -190,6 +197,11 @@ class SimulatedDataset(torch.utils.data.Dataset):
         if self.mirror > 0 and not centred(first_geometry):
             raise InputError(f"mirror needs the principal point at the detector's centre; {self.root} has "
                              f"{first_geometry.principal_point} on a {first_geometry.detector_shape} detector")
+        self.marker = float(marker)
+        if not 0.0 <= self.marker <= 1.0:
+            raise InputError(f"marker must be a probability within 0-1, got {marker}")
+        if self.marker > 0 and chain is None:
+            raise InputError("marker needs the imaging chain (a ball joins the metal line integral): set a chain")
         if chain is not None and chain != "random":
             from threeddx.simulator.physics import chain_from
 
@@ -236,6 +248,11 @@ class SimulatedDataset(torch.utils.data.Dataset):
             from threeddx.simulator.negatives import CHEST_VIEWS, chest_view
 
             materials = chest_view(self.root / "negatives", geom, int(rng.integers(CHEST_VIEWS)))
+        if self.marker > 0 and rng.random() < self.marker:  # no draw without balls: old runs replay
+            from threeddx.inference.marker import random_marker, with_marker
+
+            centre, diameter, _ = random_marker(rng, geom.to_source(np.zeros((1, 3)))[0])
+            materials = with_marker(materials, geom, centre, diameter)
         if materials is not None:
             from threeddx.simulator.physics import chain_for, radiograph
 

@@ -239,7 +239,8 @@ class Trainer:
         aug = [PhotometricAugment()] if cfg["augment"] else []
         faces = int(cfg["model"].get("faces", 2))
         self.train_set = SimulatedDataset(d["root"], d["train_split"], d["size"], d["bones"], aug, seed=cfg["seed"],
-                                          chain=d["chain"], negatives=d["negatives"], mirror=d["mirror"], faces=faces)
+                                          chain=d["chain"], negatives=d["negatives"], mirror=d["mirror"], faces=faces,
+                                          marker=d["marker"])
         if d.get("limit_train"):
             self.train_set.rows = self.train_set.rows[: int(d["limit_train"])]
         if d["negatives"]:

@@ -37,6 +37,7 @@ class DataConfig:
     chain: str | dict | None = None
     negatives: float = _num(0.0, "float", 0.0, 1.0)  # share of items without a hip (threeddx.simulator.negatives)
     mirror: float = _num(0.0, "float", 0.0, 1.0)  # share of items shown as the patient's mirror image
+    marker: float = _num(0.0, "float", 0.0, 1.0)  # share of items with a calibration ball (needs a chain)
 
 
 @dataclass

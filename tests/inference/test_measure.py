@@ -115,6 +115,21 @@ def test_pelvic_tilt_of_a_tilted_plane(tilt):
     assert got == pytest.approx(tilt, abs=0.1)
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("flexion", [-10.0, 0.0, 7.5, 30.0])
+def test_shaft_tilt_of_a_femur_flexed_about_its_hip(side, flexion):
+    """A shaft turned about the left-right axis by ``flexion`` (distal end towards the source, which lies
+    anterior): that angle, whatever its abduction in the detector plane."""
+    f = _femur(side, 125.0, 15.0)
+    towards_source = FRAME.anterior
+    for abduction in (0.0, 12.0):
+        distal = -np.cos(_deg(flexion)) * (np.cos(_deg(abduction)) * FRAME.superior
+                                           + np.sin(_deg(abduction)) * FRAME.lateral(side)) \
+            + np.sin(_deg(flexion)) * towards_source
+        got = m.shaft_tilt_deg(f["shaft_proximal"], f["shaft_proximal"] + 300 * distal, towards_source)
+        assert got == pytest.approx(flexion, abs=1e-9)
+
+
 def test_leg_length_difference_follows_the_hip_joints_line():
     hjc_l, hjc_r = np.array([90.0, 0, 0]), np.array([-90.0, 0, 10.0])  # a pelvis 10 mm lower on the left
     lt_l, lt_r = np.array([70.0, 0, -70.0]), np.array([-70.0, 0, -50.0])
@@ -187,7 +202,7 @@ def _subject_bones(k: int = 2) -> dict:
 # (lowest, highest) plausible for an adult: wide bands around the literature's norms, so that a landmark on
 # the wrong place (a rim point on the ilium, a neck ring on the trochanter) fails
 ADULT = {"head_diameter_mm": (38, 58), "neck_shaft_angle_deg": (110, 140), "offset_mm": (28, 62),
-         "version_deg": (-10, 35), "acetabular_inclination_deg": (30, 56), "acetabular_version_deg": (3, 32),
+         "version_deg": (-10, 35), "shaft_tilt_deg": (-15, 15), "acetabular_inclination_deg": (30, 56), "acetabular_version_deg": (3, 32),
          "lateral_center_edge_angle_deg": (15, 50), "head_coverage_pct": (30, 55), "tilt_deg": (-25, 25),
          "leg_length_difference_mm": (-5, 5)}
 

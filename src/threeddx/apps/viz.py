@@ -164,7 +164,7 @@ def measurement_lines(measurements: dict) -> list[str]:
     from threeddx.inference.measure import MEASURES
 
     short = {"head_diameter_mm": "head diameter", "neck_shaft_angle_deg": "neck-shaft (CCD)", "offset_mm": "offset",
-             "version_deg": "femoral version", "acetabular_inclination_deg": "inclination",
+             "version_deg": "femoral version", "shaft_tilt_deg": "shaft tilt (flexion)", "acetabular_inclination_deg": "inclination",
              "acetabular_version_deg": "acetabular version", "lateral_center_edge_angle_deg": "LCE angle",
              "head_coverage_pct": "head coverage", "tilt_deg": "pelvic tilt", "leg_length_difference_mm": "leg length L-R"}
     unit = {"mm": " mm", "deg": "°", "pct": " %"}

@@ -21,6 +21,9 @@ degrees. The definitions, with their sources (docs/measurements.md):
   (:func:`lateral_center_edge_deg`).
 * **Head coverage**: the share of the femoral head's sphere inside the acetabular rim, seen from the head
   centre (:func:`head_coverage_pct`).
+* **Femoral shaft tilt**: the shaft axis's angle out of the detector plane, positive when the distal end
+  lies nearer the source: hip flexion as a supine AP view sees it, the angle one AP image shows least
+  (:func:`shaft_tilt_deg`; issue 31 measures how well it is read).
 * **Pelvic tilt**: the anterior pelvic plane's (both anterior superior iliac spines and the pubic symphysis)
   angle to the detector plane about the left-right axis, positive when the spines lie nearer the source
   than the symphysis (:func:`pelvic_tilt_deg`).
@@ -222,6 +225,14 @@ def pelvic_tilt_deg(asis_left: np.ndarray, asis_right: np.ndarray, pubis: np.nda
     return float(np.degrees(np.arctan2(up @ towards_source, up @ superior_on_detector)))
 
 
+def shaft_tilt_deg(shaft_proximal: np.ndarray, shaft_distal: np.ndarray, towards_source: np.ndarray) -> float:
+    """The femoral shaft axis's angle out of the detector plane: positive when its distal end lies nearer the
+    source (``towards_source``: unit vector in the points' frame), which for a supine AP exposure is hip
+    flexion as the view sees it (relative to the detector, not to the pelvis; 0: the femur parallel to it)."""
+    d = _unit(np.subtract(shaft_distal, shaft_proximal))
+    return float(np.degrees(np.arcsin(np.clip(d @ _unit(towards_source), -1.0, 1.0))))
+
+
 def leg_length_difference_mm(lesser_trochanter_left: np.ndarray, lesser_trochanter_right: np.ndarray,
                              hjc_left: np.ndarray, hjc_right: np.ndarray, frame: PelvicFrame) -> float:
     """How much further below the line through both hip-joint centres the left lesser trochanter lies than the
@@ -236,7 +247,7 @@ def leg_length_difference_mm(lesser_trochanter_left: np.ndarray, lesser_trochant
 #: summary.json's ``measurements`` keys per structure (issue 33): one home for the names the writers,
 #: the evaluation and the benchmark use.
 MEASURES: dict[str, tuple[str, ...]] = {
-    "femur": ("head_diameter_mm", "neck_shaft_angle_deg", "offset_mm", "version_deg"),
+    "femur": ("head_diameter_mm", "neck_shaft_angle_deg", "offset_mm", "version_deg", "shaft_tilt_deg"),
     "acetabulum": ("acetabular_inclination_deg", "acetabular_version_deg", "lateral_center_edge_angle_deg",
                    "head_coverage_pct"),
     "pelvis": ("tilt_deg", "leg_length_difference_mm"),
@@ -251,7 +262,7 @@ def measure_hips(shapes: dict[str, np.ndarray], world_to_ap: np.ndarray,
     (:attr:`threeddx.geometry.XrayGeometry.world_to_ap`).
 
     Returns summary.json's ``measurements``: ``femur_left``/``femur_right`` (head diameter and centre (world
-    mm), neck-shaft angle, offset, version), ``acetabulum_left``/``_right`` (Murray's inclination and version,
+    mm), neck-shaft angle, offset, version, shaft tilt), ``acetabulum_left``/``_right`` (Murray's inclination and version,
     from the pelvis; Wiberg's angle and the head coverage, which also need that side's femoral head),
     ``pelvis`` (tilt; the leg-length difference, which needs both femurs), ``frame``; what cannot be measured
     is absent. ``points_mm``: the landmarks the measures were taken from, world mm (:func:`_drawn_points`), for
@@ -287,6 +298,8 @@ def measure_hips(shapes: dict[str, np.ndarray], world_to_ap: np.ndarray,
             "offset_mm": femoral_offset_mm(centre, f["shaft_proximal"], f["shaft_distal"]),
             "version_deg": femoral_version_deg(centre, f["neck"], f["shaft_proximal"], f["shaft_distal"],
                                                f["condyle_medial"], f["condyle_lateral"], side, frame),
+            # in the AP frame the source lies anterior (-y): the view's own angle, not the pelvic plane's
+            "shaft_tilt_deg": shaft_tilt_deg(f["shaft_proximal"], f["shaft_distal"], np.array([0.0, -1.0, 0.0])),
         }
     if pelvis is not None:
         for side in SIDES:  # the socket's angles need the pelvis only; Wiberg's angle and the coverage, the head

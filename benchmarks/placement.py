@@ -1,4 +1,5 @@
-"""How far along the beam each bone is misplaced, its 1-SD calibrated on validation and checked on test.
+"""How far along the beam each bone is misplaced and how far each femur's tilt is off, their 1-SDs calibrated on
+validation and checked on test.
 
     .venv/bin/python benchmarks/placement.py --val VAL_EVAL_DIR --test TEST_EVAL_DIR [--write CKPT OUT.pt]
 
@@ -10,6 +11,13 @@ SDs (about 68 % and 95 % when the calibration holds). The members of a pooled gr
 (``femur``: left and right) share one SD, the RMS over both. ``--write CKPT OUT.pt`` stores the SDs in a copy of
 the checkpoint (``placement_sd_mm``), which ``3ddx predict`` then reports per bone in summary.json and
 batch.csv. Never calibrate on the test split.
+
+**The femurs' tilt** (issue 31): when the folders were evaluated with ``--measure``, their measurements.csv
+holds each femur's predicted and true shaft tilt (:func:`threeddx.inference.measure.shaft_tilt_deg`: the shaft
+out of the detector plane, hip flexion as the view sees it). A second table gives, per femur (pooled), the
+true tilts' spread (what a constant guess would miss by), the predicted-vs-true error (bias, RMS, and the
+correlation: does the network see the flexion at all?) and the calibration on test; ``--write`` then stores
+the validation RMS as ``tilt_sd_deg``.
 """
 from __future__ import annotations
 
@@ -32,6 +40,46 @@ def shifts(folder: Path) -> dict[str, np.ndarray]:
             if r["status"] == "ok" and math.isfinite(v):
                 out.setdefault(r["bone"], []).append(v)
     return {b: np.asarray(v) for b, v in out.items()}
+
+
+def tilts(folder: Path) -> dict[str, np.ndarray]:
+    """femur bone -> (n, 2) predicted and true shaft tilts (degrees) of an evaluate --measure folder (none
+    without its measurements.csv)."""
+    path = Path(folder) / "measurements.csv"
+    out: dict[str, list[tuple[float, float]]] = {}
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            bone, _, name = r["measure"].partition(".")
+            if name == "shaft_tilt_deg" and r["status"] == "ok":
+                p, t = float(r["predicted"] or "nan"), float(r["true"] or "nan")
+                if math.isfinite(p) and math.isfinite(t):
+                    out.setdefault(bone, []).append((p, t))
+    return {b: np.asarray(v) for b, v in out.items()}
+
+
+def tilt_table(val: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict[str, float]:
+    """Print the tilt table; return the pooled femurs' 1-SD (validation RMS error, degrees) per femur bone."""
+    if not val:
+        print("\n(no shaft tilts: evaluate the folders with --measure for the femurs' tilt)")
+        return {}
+    pooled = {"validation": np.concatenate(list(val.values())),
+              "test": np.concatenate(list(test.values())) if test else np.zeros((0, 2))}
+    sd = float(np.sqrt(np.mean((pooled["validation"][:, 0] - pooled["validation"][:, 1]) ** 2)))
+    print("\n| femurs (pooled) | n | true tilt mean, SD (deg) | error bias (deg) | error RMS (deg) | "
+          "corr(predicted, true) | within 1 SD | within 2 SD |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, v in pooled.items():
+        if not len(v):
+            continue
+        err = v[:, 0] - v[:, 1]
+        corr = float(np.corrcoef(v[:, 0], v[:, 1])[0, 1]) if len(v) > 2 else float("nan")
+        print(f"| {name} | {len(v)} | {v[:, 1].mean():+.1f}, {v[:, 1].std():.1f} | {err.mean():+.2f} | "
+              f"{np.sqrt(np.mean(err**2)):.2f} | {corr:.2f} | {100 * np.mean(np.abs(err) <= sd):.0f} % | "
+              f"{100 * np.mean(np.abs(err) <= 2 * sd):.0f} % |")
+    print(f"1-SD of the tilt = the validation RMS error: {sd:.2f} deg")
+    return {b: sd for b in val}
 
 
 def main() -> None:
@@ -57,13 +105,17 @@ def main() -> None:
         w2 = 100 * float(np.mean(np.abs(t) <= 2 * s)) if len(t) else float("nan")
         rms = float(np.sqrt(np.mean(t**2))) if len(t) else float("nan")
         print(f"| {b} | {len(val[b])} | {val[b].mean():+.2f} | {s:.2f} | {len(t)} | {rms:.2f} | {w1:.0f} % | {w2:.0f} % |")
+    tilt_sd = tilt_table(tilts(a.val), tilts(a.test))
     if a.write:
         from threeddx.network.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 
         ck = load_checkpoint(resolve_checkpoint(a.write[0]))
         ck["placement_sd_mm"] = {b: round(s, 2) for b, s in sd.items() if b in ck["bones"]}
+        if tilt_sd:
+            ck["tilt_sd_deg"] = {b: round(s, 2) for b, s in tilt_sd.items() if b in ck["bones"]}
         save_checkpoint(ck, a.write[1])
-        print(f"wrote {a.write[1]} with placement_sd_mm {ck['placement_sd_mm']}")
+        print(f"wrote {a.write[1]} with placement_sd_mm {ck['placement_sd_mm']}"
+              + (f", tilt_sd_deg {ck['tilt_sd_deg']}" if tilt_sd else ""))
 
 
 if __name__ == "__main__":

@@ -99,6 +99,18 @@ def test_the_page_embeds_everything_and_escapes_names():
     assert payload["has_truth"] and payload["bones"] == ["pelvis", "femur_left"]
 
 
+def test_the_calibrated_uncertainties_are_columns_when_the_model_has_them():
+    data = _data(False)
+    assert "along the beam" not in view_page(data)
+    data.summary["bones"]["pelvis"]["placement_sd_mm"] = 4.95
+    data.summary["bones"]["femur_left"].update(placement_sd_mm=7.73, tilt_sd_deg=3.25)
+    page = view_page(data)
+    assert "<th>± along the beam (mm, 1 SD)</th>" in page and "<th>± shaft tilt (°, 1 SD)</th>" in page
+    pelvis_row = re.search(r"pelvis</td>(.*?)</tr>", page).group(1)
+    assert "<td>5.0</td><td>-</td>" in pelvis_row  # the pelvis has no shaft
+    assert "<td>7.7</td><td>3.2</td>" in re.search(r"femur_left</td>(.*?)</tr>", page).group(1)
+
+
 def test_a_page_without_truth_has_no_truth_controls():
     page = view_page(_data(False))
     assert 'id="toggle-truth"' not in page and "ASSD (mm)" not in page

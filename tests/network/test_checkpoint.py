@@ -242,6 +242,8 @@ BAD_VALUES = {
     "unknown mesher": (lambda ck: ck.update(mesh={"pelvis": "magic"}), "mesh.pelvis"),
     "negative placement SD": (lambda ck: ck.update(placement_sd_mm={"pelvis": -2.0}), "placement_sd_mm.pelvis"),
     "placement SD of another bone": (lambda ck: ck.update(placement_sd_mm={"tibia": 2.0}), "placement_sd_mm"),
+    "tilt SD over 90 degrees": (lambda ck: ck.update(tilt_sd_deg={"femur_left": 120.0}), "tilt_sd_deg.femur_left"),
+    "tilt SD of another bone": (lambda ck: ck.update(tilt_sd_deg={"tibia": 2.0}), "tilt_sd_deg"),
 }
 
 
@@ -265,8 +267,10 @@ def test_a_calibrated_placement_uncertainty_reaches_the_summary(tmp_path):
 
     ck = load_checkpoint(resolve_checkpoint("dualface"))
     ck["placement_sd_mm"] = {"pelvis": 3.5, "femur_left": 9.25}
+    ck["tilt_sd_deg"] = {"femur_left": 4.5, "femur_right": 4.5}
     path = tmp_path / "calibrated.pt"
     save_checkpoint(ck, path)
     s = predict_file(example_path(), Predictor(path), tmp_path / "out", mesh_method="dual", report=False)
     assert s["bones"]["pelvis"]["placement_sd_mm"] == 3.5 and s["bones"]["femur_left"]["placement_sd_mm"] == 9.25
     assert "placement_sd_mm" not in s["bones"]["femur_right"]
+    assert s["bones"]["femur_right"]["tilt_sd_deg"] == 4.5 and "tilt_sd_deg" not in s["bones"]["pelvis"]

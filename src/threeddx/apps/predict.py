@@ -269,9 +269,10 @@ def reconstruct_image(
         bones[name] = bone_summary(mesh, checks[name])
         bones[name]["mask_px"] = int(pred.masks[predictor.bones.index(name)].sum())
         bones[name]["mesh_method"] = per_bone[name]
-        sd = (predictor.ck.get("placement_sd_mm") or {}).get(name)
-        if sd is not None:  # calibrated on the validation split (threeddx.network.checkpoint.Checkpoint.placement_sd_mm)
-            bones[name]["placement_sd_mm"] = round(float(sd), 2)
+        for key in ("placement_sd_mm", "tilt_sd_deg"):  # calibrated on the validation split (Checkpoint's fields)
+            sd = (predictor.ck.get(key) or {}).get(name)
+            if sd is not None:
+                bones[name][key] = round(float(sd), 2)
         bones[name].update(result.info.get(name, {}))
 
     summary = {

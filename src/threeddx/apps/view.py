@@ -261,6 +261,12 @@ def _numbers_table(data: ViewData) -> str:
     s = data.summary
     truth = s.get("truth_metrics", {})
     head = ["bone", "found", "confidence", "vertices", "watertight", "volume (cm³)"]
+    bones = s.get("bones", {})
+    # the calibrated 1-SD uncertainties (README, "What one image cannot show"), when the model carries them
+    sd_cols = [(k, h) for k, h in (("placement_sd_mm", "± along the beam (mm, 1 SD)"),
+                                   ("tilt_sd_deg", "± shaft tilt (°, 1 SD)"))
+               if any(k in b for b in bones.values())]
+    head += [h for _, h in sd_cols]
     if truth:
         head += ["ASSD (mm)", "HD95 (mm)"]
     rows = []
@@ -270,10 +276,12 @@ def _numbers_table(data: ViewData) -> str:
         swatch = f'<span class="swatch" style="background:{bone_colour(bone, c)}"></span>'
         if b is None:
             cells = [swatch + html.escape(bone), "no", _fmt(check.get("confidence")), "-", "-", "-"]
+            cells += ["-" for _ in sd_cols]
         else:
             cells = [swatch + html.escape(bone), "yes" if b.get("found", True) else "no (forced)",
                      _fmt(b.get("confidence")), str(b.get("vertices", "-")), "yes" if b.get("watertight") else "no",
                      _fmt(b.get("volume_cm3"), 0)]
+            cells += [_fmt(b.get(k), 1) if k in b else "-" for k, _ in sd_cols]
         if truth:
             t = truth.get(bone, {})
             cells += [_fmt(t.get("assd")), _fmt(t.get("hd95"))]

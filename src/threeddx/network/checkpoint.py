@@ -71,6 +71,10 @@ class Checkpoint:
     #: {bone: mm}: the 1-SD uncertainty of the bone's placement along the beam, the RMS of the best shift along
     #: the beam on the validation split (benchmarks/placement.py); None: not calibrated
     placement_sd_mm: dict | None = None
+    #: {femur bone: degrees}: the 1-SD uncertainty of the femur's shaft tilt out of the detector plane (hip
+    #: flexion as the view sees it; threeddx.inference.measure.shaft_tilt_deg), the RMS of the predicted minus
+    #: the true tilt on the validation split (benchmarks/placement.py); None: not calibrated
+    tilt_sd_deg: dict | None = None
     epoch: int = 0
     threeddx_version: str = ""  # provenance: the version that wrote it
     release: dict = field(default_factory=dict)  # provenance of a released model (run, command, test figures)
@@ -131,6 +135,11 @@ class Checkpoint:
                 raise InputError(f"{where}: placement_sd_mm must be a table of bones")
             for bone, sd in self.placement_sd_mm.items():
                 check_number(sd, 0.0, 500.0, where, f"placement_sd_mm.{bone}")
+        if self.tilt_sd_deg is not None:
+            if not isinstance(self.tilt_sd_deg, dict):
+                raise InputError(f"{where}: tilt_sd_deg must be a table of bones")
+            for bone, sd in self.tilt_sd_deg.items():
+                check_number(sd, 0.0, 90.0, where, f"tilt_sd_deg.{bone}")
         for bone, mesher in (self.mesh or {}).items():
             if mesher not in MESHERS:
                 raise InputError(f"{where}: mesh.{bone} {str(mesher)[:40]!r} is not a mesher ({', '.join(MESHERS)})")
@@ -161,7 +170,7 @@ class Checkpoint:
         model_bones = self.model_config.get("bones") if isinstance(self.model_config, dict) else None
         if model_bones is not None and list(model_bones) != bones:
             raise InputError(f"{where}: bones {bones} differ from the network's model_config.bones {list(model_bones)[:8]}")
-        for key in ("mesh", "confidence", "placement_sd_mm"):
+        for key in ("mesh", "confidence", "placement_sd_mm", "tilt_sd_deg"):
             table = getattr(self, key)
             if key == "confidence" and isinstance(table, dict):
                 table = table.get("bones", {})

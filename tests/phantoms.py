@@ -1,4 +1,4 @@
-"""Analytic test shapes: voxelisations and exact ray intersections (mm, world LPS)."""
+"""Analytic test shapes: voxelisations and exact ray intersections (mm, world LPS); the example with a painted ball."""
 from __future__ import annotations
 
 import numpy as np
@@ -201,3 +201,24 @@ def k_faces(crossings: np.ndarray, faces: int) -> tuple[np.ndarray, np.ndarray]:
 def shape_occupancy(vol: Volume, shape: MultiShape, partial: bool = False, sub: int = 4) -> np.ndarray:
     """:func:`occupancy` of a :class:`MultiShape`."""
     return occupancy(vol, shape.inside, partial, sub)
+
+
+def example_with_marker(tmp_path, depth_mm: float, size: int = 512, x_mm: float = -120.0):
+    """The bundled example upsampled to ``size`` px with a 25 mm ball painted beside the right trochanter at
+    ``depth_mm`` from the source (``x_mm`` lateral of the central ray; its exact projection, partial pixels
+    included), saved as an NPZ."""
+    from scipy import ndimage
+
+    from threeddx.apps.demo import example_path
+    from threeddx.geometry import XrayGeometry
+    from threeddx.inference.marker import sphere_chord_mm
+
+    with np.load(example_path()) as z:
+        geo = XrayGeometry.from_json(str(z["geometry"])).resample(size)
+        img = ndimage.zoom(z["image"].astype(np.float64), size / z["image"].shape[0], order=1)
+    chord = sphere_chord_mm(geo, np.array([x_mm, 10.0, depth_mm]), 12.5)
+    share = np.clip(chord / 3.0, 0.0, 1.0)  # opaque a few tenths of a mm inside the outline
+    img = img * (1 - share) + img.max() * 1.1 * share
+    path = tmp_path / "with_marker.npz"
+    np.savez(path, image=img.astype(np.float32), geometry=geo.to_json())
+    return path

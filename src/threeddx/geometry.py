@@ -17,7 +17,8 @@ Frames and units
 * **Pose**: a rigid 4x4 matrix ``world_to_source``.
 * **Depth** of a surface point: its Euclidean distance from the source, in mm,
   measured along the pixel's ray (not the ``z`` coordinate).
-* **Iso-centre distance** (optional, JSON ``source_to_isocenter_mm``): how far
+* **Iso-centre distance** (optional, JSON ``source_to_isocenter_mm``; or set by a calibration ball in the
+  picture, JSON ``marker_diameter_mm`` and ``marker_offset_mm``, :data:`MARKER_KEYS`): how far
   from the source, along the central ray, the centre of the anatomy lies (the
   hip joints' mid-plane); the preset's is 820 mm. It is what a user can declare
   about the patient without a calibrated pose (e.g. a table height), and what
@@ -407,6 +408,12 @@ class XrayGeometry:
         missing = [k for k in _JSON_KEYS if k not in d]
         if missing:
             raise InputError(f"{where}: missing key(s) {', '.join(missing)}")
+        if d.get("marker_diameter_mm") is not None and (d.get("source_to_isocenter_mm") is not None
+                                                         or d.get("source_to_table_mm") is not None):
+            raise InputError(f"{where}: a calibration marker sets the iso-centre; give marker_diameter_mm or "
+                             "source_to_isocenter_mm/source_to_table_mm, not both")
+        if d.get("marker_offset_mm") is not None and d.get("marker_diameter_mm") is None:
+            raise InputError(f"{where}: marker_offset_mm needs marker_diameter_mm")
         if d.get("source_to_table_mm") is not None:
             if d.get("source_to_isocenter_mm") is not None:
                 raise InputError(f"{where}: give source_to_isocenter_mm or source_to_table_mm, not both")
@@ -464,9 +471,14 @@ class XrayGeometry:
         return geo
 
 
+#: What a geometry document may say of a calibration ball in the picture (not the camera's: read by
+#: :meth:`threeddx.apps.predict.MarkerSpec.from_geometry`, the ``--marker-mm``/``--marker-offset-mm`` options'
+#: JSON twins): its diameter (mm) and the hip joints' distance behind its centre (mm, default 0).
+MARKER_KEYS = ("marker_diameter_mm", "marker_offset_mm")
 #: Every key a geometry document may hold: the required ones and the optional iso-centre distance, or the
-#: table top's distance from the source (:func:`isocenter_from_table` turns it into the iso-centre's).
-_ALL_KEYS = (*_JSON_KEYS, "source_to_isocenter_mm", "source_to_table_mm")
+#: table top's distance from the source (:func:`isocenter_from_table` turns it into the iso-centre's), or a
+#: calibration ball (:data:`MARKER_KEYS`).
+_ALL_KEYS = (*_JSON_KEYS, "source_to_isocenter_mm", "source_to_table_mm", *MARKER_KEYS)
 #: Bounds of a geometry document (:meth:`XrayGeometry.from_json`): ours are ~1 kB and 3 levels deep.
 MAX_JSON_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 4

@@ -10,6 +10,7 @@ from threeddx.training.dataset import read_manifest
 from threeddx.errors import InputError
 from threeddx.geometry import XrayGeometry
 from threeddx.apps.predict import Predictor, predict_file, read_radiograph
+from phantoms import example_with_marker as _example_with_marker
 
 from pathlib import Path
 
@@ -372,25 +373,6 @@ def test_an_image_over_the_pixel_limit_is_refused_from_its_header(fmt, tmp_path,
     assert len(err) == 1 and "image of 120 x 110 pixels, over the limit of 0.01 megapixels" in err[0], err
 
 
-def _example_with_marker(tmp_path, depth_mm: float, size: int = 512, x_mm: float = -120.0):
-    """The bundled example upsampled to ``size`` px with a 25 mm ball painted beside the right trochanter at
-    ``depth_mm`` from the source (``x_mm`` lateral of the central ray; its exact projection, partial pixels
-    included), saved as an NPZ."""
-    from scipy import ndimage
-
-    from threeddx.inference.marker import sphere_chord_mm
-
-    with np.load(EXAMPLE) as z:
-        geo = XrayGeometry.from_json(str(z["geometry"])).resample(size)
-        img = ndimage.zoom(z["image"].astype(np.float64), size / z["image"].shape[0], order=1)
-    chord = sphere_chord_mm(geo, np.array([x_mm, 10.0, depth_mm]), 12.5)
-    share = np.clip(chord / 3.0, 0.0, 1.0)  # opaque a few tenths of a mm inside the outline
-    img = img * (1 - share) + img.max() * 1.1 * share
-    path = tmp_path / "with_marker.npz"
-    np.savez(path, image=img.astype(np.float32), geometry=geo.to_json())
-    return path
-
-
 def test_a_marker_places_the_bones_and_says_so(tmp_path, capsys):
     """--marker-mm: the ball is found at the image's own resolution, the iso-centre is its depth, and the bones
     are scaled about the focal spot until the pelvis fit's hip joints lie there; summary.json says by how
@@ -445,3 +427,34 @@ def test_the_marker_places_the_same_in_another_world_frame(tmp_path):
         got.append(json.loads((tmp_path / f"r{k}" / "summary.json").read_text())["marker"])
     for key in ("distance_mm", "depth_mm", "hips_depth_mm", "network_hips_depth_mm", "moved_mm", "scale"):
         assert got[1][key] == pytest.approx(got[0][key], abs=0.05), key
+
+
+def test_a_geometry_document_declares_the_marker(tmp_path, capsys):
+    """marker_diameter_mm/marker_offset_mm in the geometry JSON are --marker-mm/--marker-offset-mm: the same
+    ball and move; the option wins over the document; a document's ball beside a declared iso-centre, an offset
+    without a ball, or a diameter no ball has, is one line, exit 2, nothing written."""
+    path = _example_with_marker(tmp_path, 800.0)
+    with np.load(path) as z:
+        geo = json.loads(str(z["geometry"]))
+        np.save(tmp_path / "ball.npy", z["image"])
+    doc = tmp_path / "g.json"
+    doc.write_text(json.dumps({**geo, "marker_diameter_mm": 25, "marker_offset_mm": 10}))
+    image = tmp_path / "ball.npy"
+    assert main(["predict", str(image), "--geometry", str(doc), "--out", str(tmp_path / "j"), "--no-measure"]) == 0
+    assert main(["predict", str(image), "--geometry", str(tmp_path / "g.json"), "--marker-mm", "25",
+                 "--marker-offset-mm", "10", "--out", str(tmp_path / "o"), "--no-measure"]) == 0
+    j, o = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("j", "o"))
+    assert j["marker"] == o["marker"] and j["marker"]["applied"]
+    assert j["isocenter_from"] == "the geometry's marker_diameter_mm" and o["isocenter_from"] == "--marker-mm"
+    capsys.readouterr()
+    for extra, args, message in (
+            ({"marker_diameter_mm": 25, "source_to_table_mm": 900}, [], "not both"),
+            ({"marker_offset_mm": 5}, [], "marker_offset_mm needs marker_diameter_mm"),
+            ({"marker_diameter_mm": 25}, ["--isocenter-mm", "800"], "drop --isocenter-mm/--table-mm or the marker"),
+            ({"marker_diameter_mm": 900}, [], "diameter must be between 5 and 60 mm")):
+        doc.write_text(json.dumps({**geo, **extra}))
+        out = tmp_path / "bad"
+        assert main(["predict", str(image), "--geometry", str(doc), *args, "--out", str(out)]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (extra, err)
+        assert not out.exists()

@@ -371,3 +371,33 @@ def test_the_servers_disk_stays_under_its_bounds(predictor, example_files, tmp_p
     with _client(predictor, tmp_path / "bytes", keep_gb=1e-9) as client:  # 1 byte: only the newest job stays
         run(client, 3)
         assert len(sizes(tmp_path / "bytes" / "jobs")) == 1
+
+
+def test_a_declared_calibration_ball_places_the_bones_as_predict_does(predictor, tmp_path):
+    """The form's marker_mm (and marker_offset_mm) is predict's --marker-mm: the same ball, the same move; a
+    diameter no ball has, or an offset without a ball, is refused at once (422) and leaves nothing."""
+    import json
+
+    from phantoms import example_with_marker
+
+    npz = example_with_marker(tmp_path, 800.0)
+    with np.load(npz) as z:
+        img, geometry = z["image"], str(z["geometry"])
+    png = tmp_path / "ball.png"
+    Image.fromarray((np.clip(img / img.max(), 0, 1) * 65535).astype(np.uint16)).save(png)
+    (tmp_path / "ball.json").write_text(geometry)
+    assert main(["predict", str(png), "--geometry", str(tmp_path / "ball.json"), "--marker-mm", "25",
+                 "--marker-offset-mm", "10", "--no-measure", "--out", str(tmp_path / "cli")]) == 0
+    cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    files = {"image": ("b.png", png.read_bytes()), "geometry": ("g.json", geometry.encode())}
+    with _client(predictor, tmp_path) as client:
+        job = _wait(client, client.post("/predict", files=files,
+                                        data={"marker_mm": "25", "marker_offset_mm": "10"}).json()["id"])
+        assert job["status"] == "done", job
+        assert job["summary"]["marker"] == cli["marker"] and job["summary"]["marker"]["applied"]
+        assert job["summary"]["isocenter_from"] == "--marker-mm"
+        for data, message in (({"marker_mm": "500"}, "diameter must be between 5 and 60 mm"),
+                              ({"marker_offset_mm": "10"}, "marker_offset_mm needs marker_mm")):
+            r = client.post("/predict", files=files, data=data)
+            assert r.status_code == 422 and message in r.json()["error"], r.text
+    assert len(list((tmp_path / "jobs").iterdir())) == 1

@@ -40,15 +40,62 @@ class MarkerSpec:
     diameter_mm: float
     offset_mm: float = 0.0
 
+    @classmethod
+    def from_geometry(cls, path: str | Path | None) -> "MarkerSpec | None":
+        """The ball a geometry document declares (``marker_diameter_mm``, ``marker_offset_mm``:
+        :data:`threeddx.geometry.MARKER_KEYS`; :meth:`XrayGeometry.load` has refused a malformed document), or
+        None."""
+        if path is None:
+            return None
+        d = json.loads(Path(path).read_text())
+        if d.get("marker_diameter_mm") is None:
+            return None
+        try:
+            spec = cls(float(d["marker_diameter_mm"]), float(d.get("marker_offset_mm") or 0.0))
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: marker_diameter_mm and marker_offset_mm must be numbers") from None
+        try:
+            return spec.check()
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from None
+
+    def check(self) -> "MarkerSpec":
+        """Refuse, in one line, a diameter outside :data:`threeddx.inference.marker.DIAMETER_RANGE_MM` or an
+        offset beyond +-300 mm; return self."""
+        from threeddx.inference.marker import DIAMETER_RANGE_MM
+
+        lo, hi = DIAMETER_RANGE_MM
+        if not (np.isfinite(self.diameter_mm) and lo <= self.diameter_mm <= hi):
+            raise InputError(f"the calibration marker's diameter must be between {lo:g} and {hi:g} mm, got "
+                             f"{self.diameter_mm:g}")
+        if not np.isfinite(self.offset_mm) or abs(self.offset_mm) > 300:
+            raise InputError(f"the calibration marker's offset must be within +-300 mm, got {self.offset_mm:g}")
+        return self
+
     def read(self, image: np.ndarray, geometry: XrayGeometry):
         """The marker found in ``image`` at its own resolution (:func:`threeddx.inference.marker.find_marker`;
         one-line InputError when none, several or a cut one is found), as a
         :class:`~threeddx.inference.marker.MarkerReading`."""
         from threeddx.inference.marker import MarkerReading, find_marker
 
-        if not np.isfinite(self.offset_mm) or abs(self.offset_mm) > 300:
-            raise InputError(f"--marker-offset-mm must be within +-300 mm, got {self.offset_mm:g}")
+        self.check()
         return MarkerReading(find_marker(image, geometry, self.diameter_mm), float(self.offset_mm))
+
+
+def marker_for(marker: MarkerSpec | None, geometry_path: str | Path | None,
+               declared: "Declared | None") -> tuple[MarkerSpec | None, str]:
+    """The calibration ball to read and who declared it: ``--marker-mm`` over the geometry document's
+    ``marker_diameter_mm``; a document's ball beside ``--isocenter-mm``/``--table-mm`` is refused (each sets
+    the iso-centre)."""
+    if marker is not None:
+        return marker, "--marker-mm"
+    from_file = MarkerSpec.from_geometry(geometry_path)
+    if from_file is None:
+        return None, ""
+    if declared is not None and (declared.isocenter_mm is not None or declared.table_mm is not None):
+        raise InputError("the geometry's marker_diameter_mm sets the iso-centre: drop --isocenter-mm/--table-mm "
+                         "or the marker")
+    return from_file, "the geometry's marker_diameter_mm"
 
 
 def read_input(image_path: str | Path, predictor: Predictor, geometry_path: str | Path | None,
@@ -71,12 +118,13 @@ def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: s
     """
     reading = Reading()
     raw, geo, source = read_input(image_path, predictor, geometry_path, declared, reading)
+    marker, marker_from = marker_for(marker, geometry_path, declared)
     found = marker.read(raw, geo) if marker is not None else None
     if found is not None:
         from dataclasses import replace
 
         geo = replace(geo, isocenter_distance=found.hips_depth_mm)
-        reading.isocenter_from = "--marker-mm"
+        reading.isocenter_from = marker_from
     pred = predictor.infer(raw, geo)
     extra = {"marker": {**found.marker.to_dict(), "offset_mm": found.offset_mm}} if found is not None else {}
     return {**extra,
@@ -87,7 +135,7 @@ def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: s
         "pixel_spacing_mm": list(geo.pixel_spacing),
         "source_to_isocenter_mm": geo.isocenter_distance_or_assumed,
         "isocenter": (f"declared: {reading.isocenter_from}" if reading.isocenter_from and
-                      reading.isocenter_from.startswith("--") else
+                      reading.isocenter_from.startswith(("--", "the geometry's")) else
                       f"from the DICOM tags: {reading.isocenter_from}" if reading.isocenter_from and source == "DICOM"
                       else "the model's nominal geometry's" if source == "checkpoint" else
                       "declared" if geo.isocenter_distance is not None else
@@ -218,10 +266,11 @@ def reconstruct_image(
     t["load_s"] = time.perf_counter() - t0
 
     reading_marker = None
+    marker, marker_from = marker_for(marker, geometry_path, declared)
     if marker is not None:
         s = time.perf_counter()
         reading_marker = marker.read(raw, geo_full)
-        reading.isocenter_from = "--marker-mm"
+        reading.isocenter_from = marker_from
         t["marker_s"] = time.perf_counter() - s
     t0 = time.perf_counter()
     pred = predictor.infer(raw, geo_full, marker=reading_marker)

@@ -5,7 +5,8 @@ JPEG or DICOM) and optionally its geometry JSON on the page at ``/``, watch the
 job's progress, then turn the result in the viewer (:mod:`threeddx.apps.view`) and
 download the meshes as a zip. Scripts use the API:
 
-* ``POST /predict`` (multipart: ``image``, optional ``geometry``) -> 202 and
+* ``POST /predict`` (multipart: ``image``, optional ``geometry``, optional ``marker_mm`` and
+  ``marker_offset_mm``: a calibration ball in the image, as predict's ``--marker-mm``) -> 202 and
   ``{"id", "status", "url"}``; ``GET /jobs/ID`` -> the job (``queued``,
   ``running``, ``done`` or ``failed``, its stage, progress 0-1, the error or
   the summary); ``GET /jobs/ID/view.html``, ``/jobs/ID/meshes.zip``,
@@ -56,12 +57,16 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from threeddx.errors import InputError
 from threeddx.io import writer_tag
+
+if TYPE_CHECKING:
+    from threeddx.apps.predict import MarkerSpec
 
 #: Hosts that only this machine reaches: no token needed there.
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -123,6 +128,7 @@ class Job:
     folder: Path
     image: Path
     geometry: Path | None
+    marker: "MarkerSpec | None" = None  # a calibration ball the uploader declared (threeddx.apps.predict.MarkerSpec)
     status: str = "queued"
     stage: str = "waiting in the queue"
     progress: float = 0.0
@@ -188,9 +194,12 @@ class JobQueue:
             t.start()
 
     # ------------------------------------------------------------- submitting
-    def new_job(self, image: bytes, geometry: bytes | None) -> Job:
+    def new_job(self, image: bytes, geometry: bytes | None, marker: "MarkerSpec | None" = None) -> Job:
         """Check an upload, save it under the job's id and queue it (raises InputError or QueueFull)."""
         import queue
+
+        if marker is not None:
+            marker.check()  # refused now, not in the queue
 
         from threeddx.geometry import XrayGeometry
         from threeddx.apps.radiograph import check_pixel_limit
@@ -210,7 +219,7 @@ class JobQueue:
                 geo_path = folder / "geometry.json"
                 geo_path.write_bytes(geometry)
                 XrayGeometry.load(geo_path)  # refused now, not in the queue
-            job = Job(job_id, folder, path, geo_path)
+            job = Job(job_id, folder, path, geo_path, marker)
             with self._lock:
                 self._queue.put_nowait(job)
                 self.jobs[job_id] = job
@@ -262,7 +271,7 @@ class JobQueue:
         job.deadline = job.started + self.settings.timeout_s
         job.status, job.stage, job.progress = "running", "reading the radiograph and running the network", 0.2
         try:
-            rec = reconstruct_image(job.image, self.predictor, job.geometry)
+            rec = reconstruct_image(job.image, self.predictor, job.geometry, marker=job.marker)
             if self._overdue(job):
                 return
             job.stage, job.progress = "writing meshes and the view", 0.7
@@ -275,8 +284,9 @@ class JobQueue:
             shutil.rmtree(job.folder / "result", ignore_errors=True)
             return
         summary = json.loads((job.folder / "result" / "summary.json").read_text())
-        job.summary = {k: summary[k] for k in ("bones", "missing", "notes", "checks", "measurements", "mesh_method",
-                                               "frame", "geometry_from", "timings_s") if k in summary}
+        job.summary = {k: summary[k] for k in ("bones", "missing", "notes", "checks", "measurements", "marker",
+                                               "mesh_method", "frame", "geometry_from", "isocenter_from",
+                                               "timings_s") if k in summary}
         job.status, job.stage, job.progress, job.finished = "done", "done", 1.0, time.time()
         self._forget_old()
 
@@ -438,13 +448,19 @@ def create_app(predictor, settings: ServeSettings | None = None, root: Path | No
         return data
 
     @app.post("/predict", status_code=202)
-    async def predict(image: UploadFile = File(...), geometry: UploadFile | None = File(None)):
+    async def predict(image: UploadFile = File(...), geometry: UploadFile | None = File(None),
+                      marker_mm: float | None = Form(None), marker_offset_mm: float = Form(0.0)):
         from starlette.concurrency import run_in_threadpool
 
+        from threeddx.apps.predict import MarkerSpec
+
         try:
+            if marker_mm is None and marker_offset_mm:
+                raise InputError("marker_offset_mm needs marker_mm")
+            marker = MarkerSpec(marker_mm, marker_offset_mm) if marker_mm is not None else None
             raw = await read_limited(image, "image")
             geo = await read_limited(geometry, "geometry") if geometry is not None else None
-            job = await run_in_threadpool(state["jobs"].new_job, raw, geo)
+            job = await run_in_threadpool(state["jobs"].new_job, raw, geo, marker)
         except QueueFull:
             return error(503, f"the queue is full ({settings.queue_size} jobs waiting); try again shortly",
                          **{"Retry-After": str(settings.retry_after_s)})
@@ -531,6 +547,9 @@ Without one, a DICOM's own tags or the model's standard geometry are used. Nothi
 <div id="drop"><p>Drop files here, or choose them:</p>
 <p><label>radiograph <input type="file" id="image"></label></p>
 <p><label>geometry JSON (optional) <input type="file" id="geometry" accept=".json,application/json"></label></p>
+<p><label>calibration ball in the image, diameter in mm (optional, typically 25)
+<input type="number" id="marker_mm" min="5" max="60" step="0.1"></label>
+<label>its offset: hip joints behind its centre, mm <input type="number" id="marker_offset_mm" value="0" step="1"></label></p>
 <p><button id="send">Reconstruct</button></p></div>
 <div id="status"></div><progress id="bar" max="1" value="0" hidden></progress>
 <p id="links" hidden><a id="zip" href="#">download the meshes (zip)</a> · <a id="open" href="#" target="_blank">open the viewer in its own tab</a></p>
@@ -560,6 +579,10 @@ Without one, a DICOM's own tags or the model's standard geometry are used. Nothi
     const form = new FormData();
     form.append('image', files.image);
     if (files.geometry) form.append('geometry', files.geometry);
+    if ($('marker_mm').value) {
+      form.append('marker_mm', $('marker_mm').value);
+      form.append('marker_offset_mm', $('marker_offset_mm').value || '0');
+    }
     $('viewer').hidden = true; $('links').hidden = true;
     say('uploading ...'); $('bar').hidden = false; $('bar').value = 0.05;
     const r = await fetch('predict', {method: 'POST', body: form, headers: auth});

@@ -331,6 +331,45 @@ def test_a_declared_table_is_the_same_rule_in_json_and_dicom(tmp_path):
         XrayGeometry.from_json(json.dumps(dict(d, source_to_table_mm=950.0, source_to_isocenter_mm=800.0)))
 
 
+@pytest.mark.parametrize("thickness", [210.0, 266.4, 420.0])
+def test_a_declared_table_with_the_bodys_thickness_follows_the_line(thickness, tmp_path):
+    """With the body's AP thickness T at the hips, the hips lie a + b T in front of the table
+    (threeddx.geometry.TABLE_TO_HIPS_LINE): the same iso-centre from the geometry JSON (body_thickness_mm), DICOM
+    Body Part Thickness (0018,11A0) beside (0018,1111), and --table-mm with --body-thickness-mm; a thickness
+    without a table, or one no body has, is refused in one line."""
+    import json
+
+    from threeddx.apps.predict import Declared
+    from threeddx.errors import InputError
+    from threeddx.geometry import TABLE_TO_HIPS_LINE, XrayGeometry, isocenter_from_entrance
+
+    a, b = TABLE_TO_HIPS_LINE
+    want = 950.0 - (a + b * thickness)
+    d = standard_ap_geometry(size=128).to_dict()
+    d.pop("source_to_isocenter_mm", None)
+    geo = XrayGeometry.from_json(json.dumps(dict(d, source_to_table_mm=950.0, body_thickness_mm=thickness)))
+    assert geo.isocenter_distance == pytest.approx(want, abs=1e-9)
+    path = _uncompressed(tmp_path / "t.dcm", _ap_image(), 12, DistanceSourceToPatient=950.0,
+                         BodyPartThickness=thickness)
+    reading = Reading()
+    _, from_tag, _ = read_radiograph(path, None, standard_ap_geometry(size=128), reading=reading)
+    assert from_tag.isocenter_distance == pytest.approx(want, abs=1e-9)
+    assert "Body Part Thickness (0018,11A0)" in reading.isocenter_from
+    reading = Reading()
+    _, declared, _ = read_radiograph(path, None, standard_ap_geometry(size=128),
+                                     Declared(table_mm=950.0, thickness_mm=thickness), reading)
+    assert declared.isocenter_distance == pytest.approx(want, abs=1e-9) and "--body-thickness-mm" in reading.isocenter_from
+    # the skin's distance: the hips lie the rest of the body's thickness behind it
+    assert isocenter_from_entrance(700.0, body_thickness_mm=thickness) == pytest.approx(700.0 + thickness - a - b * thickness)
+    for bad, match in ((dict(body_thickness_mm=300.0), "needs source_to_table_mm"),
+                       (dict(source_to_table_mm=950.0, body_thickness_mm=2000.0), "not a body's at the hips")):
+        with pytest.raises(InputError, match=match) as e:
+            XrayGeometry.from_json(json.dumps(dict(d, **bad)))
+        assert "\n" not in str(e.value)
+    with pytest.raises(InputError, match="--body-thickness-mm needs --table-mm"):
+        Declared(isocenter_mm=800.0, thickness_mm=300.0)
+
+
 # ------------------------------------------------------------------ "for processing"
 def _raw_signal(small_sim):
     """A simulated sample's detector signal (the standard chain's steps 1-3) and its displayed image."""

@@ -283,6 +283,9 @@ def reconstruct_image(
                          "Not a hip radiograph, or one unlike any the model was trained on; --force reconstructs anyway")
     if pred.marker is not None and not pred.marker["applied"]:
         pred.notes.append(f"calibration marker found but not used: {pred.marker['skipped']}")
+    elif pred.marker is not None and predictor.ck.get("placement_sd_mm"):
+        pred.notes.append("placement_sd_mm is calibrated without a marker: placed by the marker, the hips' error is "
+                          "smaller (docs/results.md, 'Placing the bones by the marker')")
     for line in pred.notes + pose_warning(geo_source):
         (warn or (lambda s: None))(line)
 

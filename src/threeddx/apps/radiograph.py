@@ -168,11 +168,19 @@ def dicom_geometry(ds, path: Path, rows: int, cols: int, pose: np.ndarray, readi
         if not 0 < d < sdd_mm:
             raise InputError(f"{path}: DICOM tag Distance Source to Patient (0018,1111) is {d:g} mm, not between the "
                              f"source and the detector (0-{sdd_mm:g} mm)")
-        if sdd_mm - d <= MAX_TABLE_TO_DETECTOR_MM:
-            iso, how = isocenter_from_table(d), "Distance Source to Patient (0018,1111) read as the table top's"
-        else:
-            iso, how = isocenter_from_entrance(d), ("Distance Source to Patient (0018,1111) read as the skin's "
-                                                    f"(it ends {sdd_mm - d:.0f} mm short of the detector: not a table's)")
+        thick_v = _tag(ds, (0x0018, 0x11A0), "Body Part Thickness", r)
+        thick = None if thick_v is None else _number(thick_v, path, "Body Part Thickness (0018,11A0)")
+        with_thickness = "" if thick is None else f", the hips placed by Body Part Thickness (0018,11A0) {thick:g} mm"
+        try:
+            if sdd_mm - d <= MAX_TABLE_TO_DETECTOR_MM:
+                iso = isocenter_from_table(d, body_thickness_mm=thick)
+                how = "Distance Source to Patient (0018,1111) read as the table top's" + with_thickness
+            else:
+                iso = isocenter_from_entrance(d, body_thickness_mm=thick)
+                how = ("Distance Source to Patient (0018,1111) read as the skin's (it ends "
+                       f"{sdd_mm - d:.0f} mm short of the detector: not a table's)" + with_thickness)
+        except InputError as e:
+            raise InputError(f"{path}: DICOM tag Body Part Thickness (0018,11A0): {e}") from None
     elif emf is not None:
         iso, how = sdd_mm / emf, "Distance Source to Detector over the magnification factor (0018,1114)"
     elif calibrated and imager is not None:
@@ -552,16 +560,20 @@ class Declared:
     source-to-detector distance (mm; default: the model's); the patient is taken in the model's nominal pose,
     centred on the detector. And for any image, where the patient is along the beam, over what its file says:
     ``--isocenter-mm`` (source to the hip joints' mid-plane) or ``--table-mm`` (source to the table top; the
-    rule :func:`threeddx.geometry.isocenter_from_table`)."""
+    rule :func:`threeddx.geometry.isocenter_from_table`, with ``--body-thickness-mm``, the body's AP thickness at
+    the hips, when it is known)."""
 
     pixel_mm: float | None = None
     sdd_mm: float | None = None
     isocenter_mm: float | None = None
     table_mm: float | None = None
+    thickness_mm: float | None = None
 
     def __post_init__(self) -> None:
         if self.isocenter_mm is not None and self.table_mm is not None:
             raise InputError("give --isocenter-mm or --table-mm, not both")
+        if self.thickness_mm is not None and self.table_mm is None:
+            raise InputError("--body-thickness-mm needs --table-mm (it places the hips above the table)")
         if self.sdd_mm is not None and self.pixel_mm is None:
             raise InputError("--sdd-mm needs --pixel-mm (the detector's pixel size, mm) to build a geometry")
 
@@ -586,9 +598,9 @@ class Declared:
         if self.isocenter_mm is not None:
             iso, how = float(self.isocenter_mm), "--isocenter-mm"
         else:
-            iso, how = isocenter_from_table(self.table_mm), (f"--table-mm {self.table_mm:g}: the hip joints "
-                                                             f"{self.table_mm - isocenter_from_table(self.table_mm):g} "
-                                                             "mm in front of the table top")
+            iso = isocenter_from_table(self.table_mm, body_thickness_mm=self.thickness_mm)
+            how = (f"--table-mm {self.table_mm:g}: the hip joints {self.table_mm - iso:.1f} mm in front of the table "
+                   "top" + ("" if self.thickness_mm is None else f" (--body-thickness-mm {self.thickness_mm:g})"))
         if not (np.isfinite(iso) and NEAREST_ANATOMY * geo.sdd <= iso < geo.sdd):
             raise InputError(f"{how.split(':')[0]}: the hip joints would be {iso:g} mm from the source; they must lie "
                              f"between {NEAREST_ANATOMY * geo.sdd:.0f} mm and the detector ({geo.sdd:g} mm)")

@@ -81,10 +81,13 @@ def add_geometry_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--isocenter-mm", type=float, help="the hip joints' distance from the source (mm), over what the "
                    "image file says (default: its tags, else the patient on the table as in training)")
     g.add_argument("--table-mm", type=float, help="the table top's distance from the source (mm): the hip joints "
-                   "taken 145 mm in front of it (threeddx.geometry.isocenter_from_table)")
+                   "taken 145 mm in front of it, or by --body-thickness-mm (threeddx.geometry.isocenter_from_table)")
     g.add_argument("--marker-mm", type=float, help="a calibration sphere of this diameter (mm, typically 25) is in the "
                    "image: it is found, its magnification gives its distance from the source, and the bones are "
                    "placed by it (threeddx.inference.marker)")
+    p.add_argument("--body-thickness-mm", dest="thickness_mm", type=float,
+                   help="with --table-mm: the body's AP thickness at the hips (mm, a caliper's reading): the hip joints "
+                   "then lie 40.8 + 0.381 x it in front of the table (threeddx.geometry.TABLE_TO_HIPS_LINE)")
     p.add_argument("--marker-offset-mm", type=float, default=0.0,
                    help="with --marker-mm: how much further from the source the hip joints lie than the marker's centre "
                    "(mm; default 0: the ball at the greater trochanter's level, as deep as the hip joints)")
@@ -106,5 +109,5 @@ def declared_geometry(args: argparse.Namespace):
     None when none is given."""
     from threeddx.apps.predict import Declared
 
-    values = {k: getattr(args, k, None) for k in ("pixel_mm", "sdd_mm", "isocenter_mm", "table_mm")}
+    values = {k: getattr(args, k, None) for k in ("pixel_mm", "sdd_mm", "isocenter_mm", "table_mm", "thickness_mm")}
     return None if all(v is None for v in values.values()) else Declared(**values)

@@ -1,6 +1,8 @@
 """evaluate: the oracle and a checkpoint on a simulated split, its files and table."""
 import csv
+import json
 
+import numpy as np
 import pytest
 
 
@@ -109,3 +111,43 @@ def test_a_marker_trial_reads_the_ball_in_every_image(small_sim, tmp_path):
     assert len(err) == 1 and abs(err.pop()) < 15.0  # one ball per image, read within a few mm at 512 px
     with pytest.raises(InputError, match="not with --oracle"):
         evaluate(small_sim, tmp_path / "o", oracle=True, split="val", limit=1, progress=False, marker=MarkerTrial())
+
+
+@pytest.fixture(scope="module")
+def on_table_sim(tmp_path_factory):
+    """Test subject 10 (of the test split) lying on the table, 2 poses, 64 px."""
+    from threeddx.simulator.simulate import SimSettings, simulate
+
+    out = tmp_path_factory.mktemp("on_table")
+    simulate(SimSettings(subjects=[10], poses=2, size=64, seed=0, voxel_mm=2.0, on_table=True,
+                         bones=["pelvis", "femur_left", "femur_right"]), out, progress=False)
+    return out
+
+
+def test_on_the_table_the_hips_lie_where_the_back_carries_them_and_evaluate_declares_it(on_table_sim, small_sim,
+                                                                                       tmp_path):
+    """simulate --on-table: each sample's hips lie its body's back in front of the table top (within the pose's
+    tilt about the iso-centre 30 mm above them), and it stores the table and the body's thickness; evaluate
+    --declare gives the predictor the iso-centre the rule makes of them; a sample not on the table is refused."""
+    from threeddx.errors import InputError
+    from threeddx.evaluation.evaluate import declared_geometry, evaluate
+    from threeddx.geometry import XrayGeometry, isocenter_from_table
+
+    for f in sorted(on_table_sim.glob("samples/*/*.npz")):
+        with np.load(f) as z:
+            geo = XrayGeometry.from_json(str(z["geometry"]))
+            hips = float(geo.to_source(np.zeros((1, 3)))[0, 2])
+            table, back = float(z["source_to_table_mm"]), float(z["hips_above_table_mm"])
+            assert abs(hips - (table - back)) < 6.0
+            assert geo.isocenter_distance == 820.0  # the sample's default declares nothing of this body
+            thick = float(z["body_thickness_mm"])
+            assert declared_geometry(z, geo, "table").isocenter_distance == isocenter_from_table(table)
+            assert declared_geometry(z, geo, "table+thickness").isocenter_distance == pytest.approx(
+                isocenter_from_table(table, body_thickness_mm=thick))
+            # the thickness rule is within its residual of this body's truth; the constant need not be
+            assert abs(declared_geometry(z, geo, "table+thickness").isocenter_distance - (table - back)) < 20.0
+    evaluate(on_table_sim, tmp_path / "d", "dualface", split="test", limit=1, progress=False, declare="table+thickness")
+    assert json.loads((tmp_path / "d" / "results.json").read_text())["images"] == 1
+    with pytest.raises(InputError, match="was not simulated --on-table") as e:
+        evaluate(small_sim, tmp_path / "x", "dualface", split="val", limit=1, progress=False, declare="table")
+    assert "\n" not in str(e.value) and not (tmp_path / "x").exists()

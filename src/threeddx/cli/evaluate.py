@@ -34,6 +34,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seen", action="store_true",
                    help="also score protocol (b): against the part of the ground truth that the depth faces see "
                    "(docs/results.md)")
+    p.add_argument("--declare", choices=["table", "table+thickness"],
+                   help="with samples simulated --on-table: declare the table's distance (and the body's AP thickness) "
+                   "as a user would, instead of the default iso-centre (threeddx.evaluation.evaluate.DECLARATIONS)")
     p.add_argument("--measure", action="store_true",
                    help="also the hip's measurements, predicted against the truth's: measurements.csv and results.json's "
                    "measurements (mean absolute error, bias, limits of agreement)")
@@ -56,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
              device=device(args.device), ssm_settings=ssm_settings(args) if args.mesh == "ssm" else None,
              chain=args.chain, seed=args.seed, view=args.view, workers=args.workers, scheduler=args.scheduler,
              hip_anchor=hip_anchor(args), mirror=args.mirror, faces=args.faces, seen=args.seen,
-             measure=args.measure)
+             measure=args.measure, declare=args.declare)
     return 0

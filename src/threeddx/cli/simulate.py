@@ -47,6 +47,10 @@ def add(sub: argparse._SubParsersAction) -> None:
                    "exit and the last entry: the inner surfaces, docs/data.md)")
     p.add_argument("--beam-offset-mm", type=float, default=0.0,
                    help="shift every pose along the beam, e.g. a table 30 mm higher (default 0)")
+    p.add_argument("--on-table", action="store_true",
+                   help="each body rests on a table top 35 mm above the detector, so its hips lie as high as its back "
+                   "carries them (no random shift along the beam); each sample stores the table's distance and the "
+                   "body's AP thickness, for evaluate --declare")
     p.set_defaults(func=run)
 
 
@@ -72,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         body=parse_body_overrides(args.body),
         sdd_mm=args.sdd_mm,
         beam_offset_mm=args.beam_offset_mm,
+        on_table=args.on_table,
         faces=args.faces,
     )
     simulate(settings, args.out, workers=args.workers, scheduler=args.scheduler)
@@ -85,6 +90,7 @@ def run_collection(args: argparse.Namespace) -> int:
 
     synthetic_only = [o for o, v in (("--random-subjects", args.random_subjects), ("--write-ct", args.write_ct),
                                      ("--body", args.body), ("--beam-offset-mm", args.beam_offset_mm),
+                                     ("--on-table", args.on_table),
                                      ("--voxel-mm", args.voxel_mm != 1.0)) if v]
     if synthetic_only:
         raise InputError(f"{', '.join(synthetic_only)}: only for synthetic bodies, not with --cts/--ct-dir")

@@ -154,6 +154,7 @@ class EvalTask:
     seen: bool = False  # also protocol (b): against the ground truth that the K faces see
     measure: bool = False  # also the hip's measurements, predicted vs true (measurements.csv)
     marker: "MarkerTrial | None" = None  # a calibration ball in every image (evaluate's doc)
+    declare: str | None = None  # what the user declares of an --on-table sample (DECLARATIONS; evaluate's doc)
 
 
 @dataclass
@@ -245,6 +246,28 @@ def chain_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, where
     return radiograph(mats, geometry, chain_for(chain, np.random.default_rng([seed, index])))
 
 
+#: What ``evaluate --declare`` tells the predictor of a sample simulated ``--on-table``: the table top's distance
+#: (the hips by :data:`threeddx.geometry.HIPS_ABOVE_TABLE_MM`), or that and the body's AP thickness at the hips
+#: (:data:`threeddx.geometry.TABLE_TO_HIPS_LINE`), as the geometry JSON's ``source_to_table_mm`` and
+#: ``body_thickness_mm`` say them.
+DECLARATIONS = ("table", "table+thickness")
+
+
+def declared_geometry(z, geometry: XrayGeometry, declare: str | None, where: Path | str = "sample") -> XrayGeometry:
+    """``geometry`` with the iso-centre distance the declaration gives (:data:`DECLARATIONS`; None: unchanged)."""
+    from dataclasses import replace
+
+    from threeddx.geometry import isocenter_from_table
+
+    if declare is None:
+        return geometry
+    if "source_to_table_mm" not in z.files:
+        raise InputError(f"{where} was not simulated --on-table: it has no table to declare")
+    thickness = float(z["body_thickness_mm"]) if declare == "table+thickness" else None
+    return replace(geometry, isocenter_distance=isocenter_from_table(float(z["source_to_table_mm"]),
+                                                                     body_thickness_mm=thickness))
+
+
 def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
     """Reconstruct one sample's bones and score each against its ground-truth mesh (module doc)."""
     from threeddx.metrics import beam_aligned, dice, false_area_pct, seen_part, surface_distances, visible_part
@@ -252,7 +275,8 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
 
     marker_row = {"marker_depth_error_mm": float("nan"), "marker_moved_mm": float("nan")}
     with np.load(task.data / row["render"]) as z:
-        geo_full = XrayGeometry.from_json(str(z["geometry"]))
+        geo_full = declared_geometry(z, XrayGeometry.from_json(str(z["geometry"])), task.declare,
+                                     task.data / row["render"])
         gt = {k: z[k] for k in ("image", "masks", "depth_front", "depth_back")}
         if task.checkpoint is None and task.faces > 2:  # the oracle's inner faces
             if "depth_inner" not in z.files or z["depth_inner"].shape[1] != task.faces - 2:
@@ -408,6 +432,7 @@ def evaluate(
     seen: bool = False,
     measure: bool = False,
     marker: MarkerTrial | None = None,
+    declare: str | None = None,
 ) -> dict:
     """Evaluate a checkpoint (or the oracle) on a split; writes results.csv/json/md into ``out`` (module doc).
 
@@ -456,6 +481,10 @@ def evaluate(
     in it, which is read and used to place the bones (``use``) or left unread; rows gain the ball's depth
     error and how far it moved the hips (``marker_depth_error_mm``, ``marker_moved_mm``).
 
+    ``declare``: with samples simulated ``--on-table`` (each body's hips as high as its back carries them),
+    what the user declares (:data:`DECLARATIONS`): the table's distance, or it and the body's AP thickness; the
+    iso-centre the rule gives replaces the sample's default (:func:`declared_geometry`). None: nothing declared.
+
     ``measure``: also the hip's measurements (:mod:`threeddx.inference.measure`) of the prediction (as
     predict makes them) against the same measurements of the ground-truth bones (simulated LLP26 samples:
     their vertices carry the landmarks): ``measurements.csv`` per image and measure (predicted, true, error),
@@ -473,6 +502,10 @@ def evaluate(
         raise InputError("mirrored patients are a test of a network: not with --oracle")
     if oracle and marker is not None:
         raise InputError("a calibration marker is a test of a network's placement: not with --oracle")
+    if declare is not None and declare not in DECLARATIONS:
+        raise InputError(f"--declare must be one of {', '.join(DECLARATIONS)}, got {declare!r}")
+    if declare is not None and marker is not None:
+        raise InputError("--declare and a calibration marker each set the iso-centre: give one")
     if not oracle and checkpoint is None:
         raise InputError("give --checkpoint, or --oracle to evaluate the ground-truth depths")
     from threeddx.simulator.render import check_faces
@@ -502,7 +535,7 @@ def evaluate(
         faces = int(predictor.ck.get("faces", 2))
     task = EvalTask(data, None if oracle else str(checkpoint), device, bones, stored, mesh_method,
                     DEFAULT_DENSITY if density is None else density, chain, seed, ssm_settings, view, hip_anchor,
-                    mirror, mirrored, faces, seen, measure, marker)
+                    mirror, mirrored, faces, seen, measure, marker, declare)
     out = Path(out)
     label = _label(oracle, checkpoint, mesh_method, faces)
     by_index: dict[int, list[dict]] = {}

@@ -48,6 +48,9 @@ from threeddx.errors import InputError
 from threeddx.io import atomic_path, save_npz_atomic
 
 ISOCENTER_ABOVE_HIPS_MM = 30.0
+#: ``--on-table``: the table top's height above the detector (mm), so that the median body's hips lie where the
+#: default puts every body's (:data:`threeddx.geometry.ISOCENTER_ABOVE_DETECTOR_MM` above the detector).
+TABLE_ABOVE_DETECTOR_MM = 35.0
 SETTINGS_VERSION = 4  # 2: poses shift +-10 mm along the beam (was +-40); 3: varied bodies, material line integrals;
 #                        4: noise drawn for the body's voxels only (the same law, other draws)
 MANIFEST_COLUMNS = ("sample_id", "subject_id", "source", "subject_index", "split", "pose", "size", "render", "mesh_dir")
@@ -89,6 +92,9 @@ class SimSettings(ViewSettings):
     write_ct: bool = False
     body: dict = field(default_factory=dict)  # fixed body parameters (phantom.TISSUE_RANGES keys), e.g. {"fat_mm": 80}
     beam_offset_mm: float = 0.0  # extra shift of every pose along the beam (+: towards the detector)
+    # the body rests on a table (docs/data.md "On the table"): its back on the table top TABLE_ABOVE_DETECTOR_MM
+    # from the detector, so the hips' depth follows the body; no random shift along the beam
+    on_table: bool = False
     version: int = SETTINGS_VERSION
 
     def check(self) -> None:
@@ -198,6 +204,14 @@ def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
     tissue = sct.tissue
     del sct
     iso = np.array([0.0, 0.0, ISOCENTER_ABOVE_HIPS_MM])
+    on_table = {}
+    if settings.on_table:
+        from threeddx.simulator.phantom import hip_depths, pelvic_points
+
+        back, front = hip_depths(pelvic_points(bone_parts), shape.hip_centers, tissue)
+        table = settings.sdd_mm - TABLE_ABOVE_DETECTOR_MM + settings.beam_offset_mm
+        on_table = {"source_to_table_mm": np.array(table), "body_thickness_mm": np.array(back + front),
+                    "hips_above_table_mm": np.array(back)}
     pose_seeds = seeds["poses"].spawn(settings.poses)
     written = 0
     for p in range(settings.poses):
@@ -207,15 +221,21 @@ def run_subject(settings: SimSettings, job: SubjectJob, out: Path) -> int:
         # the patient lies on the table: its distance from the detector is the preset's whatever the SDD
         s2i = settings.sdd_mm - ISOCENTER_ABOVE_DETECTOR_MM + settings.beam_offset_mm
         # the geometry declares the table's iso-centre distance, not the pose's jitter (unknowable to a user)
-        geom = standard_ap_geometry(iso, size=settings.size, sdd=settings.sdd_mm, source_to_isocenter=s2i).with_pose(
-            sample_pose(iso, np.random.default_rng(pose_seeds[p]), source_to_isocenter=s2i))
+        geom = standard_ap_geometry(iso, size=settings.size, sdd=settings.sdd_mm, source_to_isocenter=s2i)
+        if on_table:  # the hips where this body's back on the table puts them; the declared default as before
+            hips = float(on_table["source_to_table_mm"] - on_table["hips_above_table_mm"])
+            pose = sample_pose(iso, np.random.default_rng(pose_seeds[p]), ranges={"shift_beam_mm": 0.0},
+                               source_to_isocenter=hips)
+        else:
+            pose = sample_pose(iso, np.random.default_rng(pose_seeds[p]), source_to_isocenter=s2i)
+        geom = geom.with_pose(pose)
         res = render(scene, geom, faces=settings.faces)
         if p == 0:
             save_preview(path.with_suffix(".png"), res.image, res.masks, res.depth_front, res.depth_back, res.bones,
                          title=f"{job.subject_id} ({job.split}), pose {p}")
         save_npz_atomic(
             path, **res.arrays(), subject=np.array(job.subject_id), split=np.array(job.split), pose=np.array(p),
-            hip_angles=np.array(json.dumps(hip_angles)), body=np.array(json.dumps(tissue)),
+            hip_angles=np.array(json.dumps(hip_angles)), body=np.array(json.dumps(tissue)), **on_table,
         )
         written += 1
     return written

@@ -20,6 +20,13 @@ meshing):
   and said so, without it);
 * **declared geometry**: images made at SDD 1150 mm (the geometry JSON says so),
   and with the table 30 mm higher or lower (the pose moves along the beam);
+* **calibration marker** (issue 31): the test images made at a detector's resolution (2048 px) with a 25 mm
+  steel ball beside the right trochanter at the hips' depth (``threeddx.evaluation.evaluate.MarkerTrial``):
+  present and not read (does the network mind it?), and read and used (the bones placed by it);
+* **on the table** (issue 31): the test subjects re-simulated lying on the table (``simulate --on-table``: the
+  hips as high as each body's back carries them, not where the training data keeps every body's), with
+  nothing declared, with the table's distance declared, and with the table and the body's AP thickness
+  (``evaluate --declare``);
 * **world frame far from the hips**: the in-distribution test images with every
   pose (and its ground truth) written in a world frame whose origin is 1.2 m from
   the hips and whose axes are turned 30 and 20 degrees, as a CT's patient
@@ -31,7 +38,9 @@ meshing):
 Columns per bone group: ASSD, HD95 (the literature's: the larger directed 95th
 percentile) and the pooled HD95 (threeddx.metrics), false bone area (predicted mask outside the
 true silhouettes, % of the true area), and the beam-aligned ASSD (after the best
-shift along the beam). Then **refusal**: the share of hip images the new model
+shift along the beam). Then **the placement's uncertainty**: per row, the new model's beam shifts (the best
+shift along the beam per bone) against its calibrated ``placement_sd_mm``: their RMS and the share within
+1 and 2 SDs (68 % and 95 % when the calibration holds). Then **refusal**: the share of hip images the new model
 refuses (no bone found: it should be 0) per row, and the share of non-hip images
 it refuses (real chest and lower-leg radiographs of pydicom-data, noise, blank,
 upside-down and sideways hip films: it should be 100 %).
@@ -292,7 +301,9 @@ def _result_path(name: str, ck: str, out: Path) -> Path:
     return out / "json" / (f"{name}__{Path(str(ck)).stem}".replace(" ", "_").replace("/", "-") + ".json")
 
 
-def run_eval(name: str, data: Path, ck: str, out: Path, chain, split: str = "test", workers: int = 1) -> dict:
+def run_eval(name: str, data: Path, ck: str, out: Path, chain, split: str = "test", workers: int = 1,
+             extra: dict | None = None) -> dict:
+    """One row for one model (``extra``: more of evaluate's keywords, e.g. ``marker``, ``declare``), cached."""
     from threeddx.evaluation.evaluate import evaluate
 
     path = _result_path(name, ck, out)
@@ -301,7 +312,7 @@ def run_eval(name: str, data: Path, ck: str, out: Path, chain, split: str = "tes
         return json.loads(path.read_text())
     d = out / "eval" / path.stem
     t = time.perf_counter()
-    s = evaluate(data, d, ck, split=split, progress=False, chain=chain, workers=workers)
+    s = evaluate(data, d, ck, split=split, progress=False, chain=chain, workers=workers, **(extra or {}))
     s["seconds"] = time.perf_counter() - t
     path.write_text(json.dumps(s))
     return s
@@ -399,28 +410,78 @@ def fmt(v, nd=2) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
 
 
-def shift_rows(data: Path) -> list[tuple[str, str, Path, object]]:
-    """(label, family, data folder, chain) per row; makes the shifted data sets on first use."""
+Row = tuple  # (label, family, data folder, chain, evaluate's extra keywords)
+
+
+def shift_rows(data: Path, only: list[str] | None = None) -> list[Row]:
+    """(label, family, data folder, chain, extra evaluate keywords) per row; makes the shifted data sets on first
+    use. ``only``: the rows whose label holds one of these strings (and the first, the reference)."""
+    from threeddx.evaluation.evaluate import MarkerTrial
+
     shift = ROOT / "data" / "shift"
-    old_test = simulate_old_test(shift / "old-test")
-    rows: list[tuple[str, str, Path, object]] = [
-        ("in-distribution (random chains)", "in-distribution", data, "random"),
-        ("old simulator image (windowed DRR)", "in-distribution", data, None),
-        ("old test set (old bodies, windowed DRR)", "in-distribution", old_test, None),
-        ("standard chain", "physics", data, "standard"),
+    wanted = lambda label: not only or any(o in label for o in only)  # noqa: E731
+    plan: list[tuple[str, str, object, object, dict]] = [
+        ("in-distribution (random chains)", "in-distribution", lambda: data, "random", {}),
+        ("old simulator image (windowed DRR)", "in-distribution", lambda: data, None, {}),
+        ("old test set (old bodies, windowed DRR)", "in-distribution", lambda: simulate_old_test(shift / "old-test"),
+         None, {}),
+        ("standard chain", "physics", lambda: data, "standard", {}),
     ]
-    rows += [(f"chain: {p}", "physics", data, p) for p in PHYSICS]
-    rows += [(f"body: {k}", "body", simulate(shift / ("body-" + k.split()[0]), ["--body", *v]), "standard")
-             for k, v in BODIES.items()]
-    ct_set = simulate(shift / "ct", ["--write-ct"])
-    dd = diffdrr_set(ct_set, shift / "renderer-diffdrr")
-    if dd is not None:
-        rows.append(("renderer: DiffDRR (Siddon), standard processing", "renderer", dd, None))
-    rows += [(f"geometry: {k}", "geometry", simulate(shift / ("geom-" + v[1].replace("-", "m")), v), "standard")
-             for k, v in GEOMETRIES.items()]
-    rows.append(("geometry: world frame far from the hips (1.2 m, turned)", "geometry",
-                 far_frame_set(data, shift / f"far-frame-{data.name}"), "random"))
+    plan += [(f"chain: {p}", "physics", lambda: data, p, {}) for p in PHYSICS]
+    plan += [(f"body: {k}", "body", lambda k=k, v=v: simulate(shift / ("body-" + k.split()[0]), ["--body", *v]),
+              "standard", {}) for k, v in BODIES.items()]
+    plan.append(("renderer: DiffDRR (Siddon), standard processing", "renderer",
+                 lambda: diffdrr_set(simulate(shift / "ct", ["--write-ct"]), shift / "renderer-diffdrr"), None, {}))
+    plan += [(f"geometry: {k}", "geometry", lambda v=v: simulate(shift / ("geom-" + v[1].replace("-", "m")), v),
+              "standard", {}) for k, v in GEOMETRIES.items()]
+    plan.append(("geometry: world frame far from the hips (1.2 m, turned)", "geometry",
+                 lambda: far_frame_set(data, shift / f"far-frame-{data.name}"), "random", {}))
+    plan += [("marker: 25 mm ball present, not read", "marker", lambda: data, "random",
+              {"marker": MarkerTrial(use=False)}),
+             ("marker: 25 mm ball read and used", "marker", lambda: data, "random", {"marker": MarkerTrial(use=True)})]
+    on_table = lambda: simulate(shift / "on-table", ["--on-table"])  # noqa: E731
+    plan += [("on the table: nothing declared", "geometry", on_table, "random", {}),
+             ("on the table: table declared", "geometry", on_table, "random", {"declare": "table"}),
+             ("on the table: table and body thickness declared", "geometry", on_table, "random",
+              {"declare": "table+thickness"})]
+    rows = []
+    for k, (label, family, make, chain, extra) in enumerate(plan):
+        if k == 0 or wanted(label):
+            folder = make()
+            if folder is not None:
+                rows.append((label, family, folder, chain, extra))
     return rows
+
+
+def placement_calibration(rows: list[Row], ck: str, out: Path) -> list[str]:
+    """The new model's beam shifts per row against its ``placement_sd_mm`` (module doc), as table lines."""
+    import csv
+    import math
+
+    from threeddx.network.checkpoint import load_checkpoint, resolve_checkpoint
+
+    sd = load_checkpoint(resolve_checkpoint(ck)).get("placement_sd_mm") or {}
+    if not sd:
+        return ["", f"({ck} carries no placement_sd_mm: no calibration table)"]
+    lines = ["## The placement's uncertainty", "",
+             f"The new model's best shift along the beam per bone against its calibrated 1-SD (`placement_sd_mm`: "
+             + ", ".join(f"{b} {v:g} mm" for b, v in sd.items()) + "); 68 % and 95 % when the calibration holds.", "",
+             "| shift | bones | RMS shift (mm) | within 1 SD | within 2 SD |", "|---|---|---|---|---|"]
+    for label, *_ in rows:
+        path = out / "eval" / _result_path(label, ck, out).stem / "results.csv"
+        if not path.exists():
+            continue
+        shift, scale = [], []
+        for r in csv.DictReader(open(path, newline="")):
+            v = float(r.get("beam_shift_mm") or "nan")
+            if r["status"] == "ok" and math.isfinite(v) and r["bone"] in sd:
+                shift.append(v)
+                scale.append(sd[r["bone"]])
+        if shift:
+            ratio = np.abs(np.array(shift)) / np.array(scale)
+            lines.append(f"| {label} | {len(shift)} | {np.sqrt(np.mean(np.square(shift))):.2f} | "
+                         f"{100 * np.mean(ratio <= 1):.0f} % | {100 * np.mean(ratio <= 2):.0f} % |")
+    return lines
 
 
 def main() -> int:
@@ -438,6 +499,9 @@ def main() -> int:
     ap.add_argument("--far-frame", action="store_true",
                     help="only the row 'world frame far from the hips', under this tree's code and --before-code's")
     ap.add_argument("--before-code", default="482b1ff", help="the code revision before issue 27's fix")
+    ap.add_argument("--rows", nargs="+", metavar="TEXT",
+                    help="only the rows whose label holds one of these (and the in-distribution row), e.g. marker "
+                    "'on the table'")
     a = ap.parse_args()
     out, data = Path(a.out), Path(a.data)
     if a.far_frame:
@@ -447,12 +511,12 @@ def main() -> int:
         return 0
     old = str(old_checkpoint(a.old_rev, out))
     models = {"old": old, "new": a.new}
-    rows = shift_rows(data)
+    rows = shift_rows(data, a.rows)
     results = {}
-    for label, family, d, chain in rows:
+    for label, family, d, chain, extra in rows:
         for m, ck in models.items():
             if m in a.models and not a.table:
-                results[(label, m)] = run_eval(label, d, ck, out, chain, workers=a.workers)
+                results[(label, m)] = run_eval(label, d, ck, out, chain, workers=a.workers, extra=extra)
                 print(f"{label} [{m}]: pelvis {fmt(results[(label, m)]['bones']['pelvis']['assd_mean'])} mm", flush=True)
             elif a.table:
                 results[(label, m)] = cached_eval(label, ck, out)
@@ -470,7 +534,7 @@ def main() -> int:
                   "| false area % old | false area % new | beam-aligned ASSD old | beam-aligned ASSD new "
                   "| new / in-distribution ASSD |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for label, _, _, _ in rows:
+        for label, *_ in rows:
             o, n = results[(label, "old")], results[(label, "new")]
             bo, bn = o["bones"][g], n["bones"][g]
             ratio = None if bn["assd_mean"] is None or not ref[g] else bn["assd_mean"] / ref[g]
@@ -482,11 +546,12 @@ def main() -> int:
             if bn["missing"] or bo["missing"]:
                 lines[-1] += f" (missing: old {bo['missing']}, new {bn['missing']})"
         lines.append("")
+    lines += placement_calibration(rows, a.new, out) + [""]
     # ---- refusal
     lines += ["## Refusal", "", "Hip images (every row above): share of images where the model finds no bone "
               "(refused) and bones judged not found (goal 0).", "",
               "| shift | images refused, new | bones not found, new | bones not found, old |", "|---|---|---|---|"]
-    for label, _, _, _ in rows:
+    for label, *_ in rows:
         n, o = results[(label, "new")]["bones"], results[(label, "old")]["bones"]
         lines.append(f"| {label} | {fmt(results[(label, 'new')].get('images_refused_pct'), 1)} % | "
                      f"{fmt(_mean([n[b]['refused_pct'] for b in ('pelvis', 'femur_left', 'femur_right')]), 1)} % | "

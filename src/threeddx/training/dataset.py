@@ -251,7 +251,10 @@ class SimulatedDataset(torch.utils.data.Dataset):
         if self.marker > 0 and rng.random() < self.marker:  # no draw without balls: old runs replay
             from threeddx.inference.marker import random_marker, with_marker
 
-            centre, diameter, _ = random_marker(rng, geom.to_source(np.zeros((1, 3)))[0])
+            hips = geom.to_source(np.zeros((1, 3)))[0]  # simulated samples: the world origin is the hips' mid-point
+            if mirrored:  # the mirrored patient's hips: the source frame's x flipped (module doc, "Mirroring")
+                hips = hips * np.array([-1.0, 1.0, 1.0])
+            centre, diameter, _ = random_marker(rng, hips)
             materials = with_marker(materials, geom, centre, diameter)
         if materials is not None:
             from threeddx.simulator.physics import chain_for, radiograph

@@ -115,6 +115,18 @@ TABLE_TO_HIPS_LINE = (40.8, 0.381)
 BODY_THICKNESS_RANGE_MM = (100.0, 600.0)
 
 
+#: How uncertain (1 SD, mm) the hip joints' distance from the source is, by what it rests on: said exactly
+#: (``source_to_isocenter_mm``, ``--isocenter-mm``, a FIDUCIAL calibration); a table or skin distance with the
+#: body's AP thickness (:data:`TABLE_TO_HIPS_LINE`'s residual); a table alone, or nothing (the model's default
+#: height above the detector, which is the median body on a table: :data:`HIPS_ABOVE_TABLE_MM`'s spread over the
+#: bodies); a skin distance alone (:data:`HIPS_BELOW_ENTRANCE_MM`'s spread); a calibration ball (the median
+#: distance error through random imaging chains at a detector's resolution, benchmarks/marker.py). The body
+#: figures are ``benchmarks/isocentre_rule.py``'s (22 adults x 20 bodies). predict adds it to the network's own
+#: calibrated placement SD (summary.json ``isocenter_sd_mm``, each bone's ``placement_total_sd_mm``).
+ISOCENTER_SD_MM = {"declared": 0.0, "table+thickness": 5.2, "entrance+thickness": 5.2, "table": 25.7,
+                   "assumed": 25.7, "entrance": 41.1, "marker": 3.8}
+
+
 def table_to_hips_mm(body_thickness_mm: float | None = None) -> float:
     """How far (mm) the hip joints' mid-point lies in front of the table top of a supine AP exposure: from the
     body's AP thickness at the hips when it is known (:data:`TABLE_TO_HIPS_LINE`), else the median body's

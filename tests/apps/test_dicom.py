@@ -354,11 +354,12 @@ def test_a_declared_table_with_the_bodys_thickness_follows_the_line(thickness, t
     reading = Reading()
     _, from_tag, _ = read_radiograph(path, None, standard_ap_geometry(size=128), reading=reading)
     assert from_tag.isocenter_distance == pytest.approx(want, abs=1e-9)
-    assert "Body Part Thickness (0018,11A0)" in reading.isocenter_from
+    assert "Body Part Thickness (0018,11A0)" in reading.isocenter_from and reading.isocenter_basis == "table+thickness"
     reading = Reading()
     _, declared, _ = read_radiograph(path, None, standard_ap_geometry(size=128),
                                      Declared(table_mm=950.0, thickness_mm=thickness), reading)
     assert declared.isocenter_distance == pytest.approx(want, abs=1e-9) and "--body-thickness-mm" in reading.isocenter_from
+    assert reading.isocenter_sd_mm(declared) == 5.2  # TABLE_TO_HIPS_LINE's residual, not the 25.7 of a table alone
     # the skin's distance: the hips lie the rest of the body's thickness behind it
     assert isocenter_from_entrance(700.0, body_thickness_mm=thickness) == pytest.approx(700.0 + thickness - a - b * thickness)
     for bad, match in ((dict(body_thickness_mm=300.0), "needs source_to_table_mm"),

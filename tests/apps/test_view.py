@@ -102,8 +102,8 @@ def test_the_page_embeds_everything_and_escapes_names():
 def test_the_calibrated_uncertainties_are_columns_when_the_model_has_them():
     data = _data(False)
     assert "along the beam" not in view_page(data)
-    data.summary["bones"]["pelvis"]["placement_sd_mm"] = 4.95
-    data.summary["bones"]["femur_left"].update(placement_sd_mm=7.73, tilt_sd_deg=3.25)
+    data.summary["bones"]["pelvis"]["placement_total_sd_mm"] = 4.95
+    data.summary["bones"]["femur_left"].update(placement_total_sd_mm=7.73, tilt_sd_deg=3.25)
     page = view_page(data)
     assert "<th>± along the beam (mm, 1 SD)</th>" in page and "<th>± shaft tilt (°, 1 SD)</th>" in page
     pelvis_row = re.search(r"pelvis</td>(.*?)</tr>", page).group(1)

@@ -274,3 +274,38 @@ def test_a_calibrated_placement_uncertainty_reaches_the_summary(tmp_path):
     assert s["bones"]["pelvis"]["placement_sd_mm"] == 3.5 and s["bones"]["femur_left"]["placement_sd_mm"] == 9.25
     assert "placement_sd_mm" not in s["bones"]["femur_right"]
     assert s["bones"]["femur_right"]["tilt_sd_deg"] == 4.5 and "tilt_sd_deg" not in s["bones"]["pelvis"]
+    # the example's geometry does not state the iso-centre: the default's body spread joins the network's SD
+    assert s["isocenter_sd_mm"] == 25.7 and s["bones"]["pelvis"]["placement_total_sd_mm"] == pytest.approx(
+        (3.5**2 + 25.7**2) ** 0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("declare, basis", [
+    ({"source_to_isocenter_mm": 820.0}, "declared"),  # the hips' distance said outright
+    ({"source_to_table_mm": 965.0}, "table"),
+    ({"source_to_table_mm": 965.0, "body_thickness_mm": 260.0}, "table+thickness"),
+    ({}, "assumed"),  # no distance anywhere: the model's default height
+])
+def test_the_total_placement_sd_adds_what_the_isocentre_rests_on(declare, basis, tmp_path):
+    """summary.json's isocenter_sd_mm is threeddx.geometry.ISOCENTER_SD_MM of what the iso-centre distance rests
+    on, and each calibrated bone's placement_total_sd_mm is it and the network's SD in quadrature."""
+    import json
+
+    import numpy as np
+
+    from threeddx.apps.demo import example_path
+    from threeddx.apps.predict import predict_file
+    from threeddx.geometry import ISOCENTER_SD_MM
+    from threeddx.inference.predictor import Predictor
+
+    with np.load(example_path()) as z:
+        geo = json.loads(str(z["geometry"]))
+        np.save(tmp_path / "x.npy", z["image"])
+    geo.pop("source_to_isocenter_mm", None)
+    geo.update(declare)
+    (tmp_path / "g.json").write_text(json.dumps(geo))
+    s = predict_file(tmp_path / "x.npy", Predictor("dualface"), tmp_path / "out", geometry_path=tmp_path / "g.json",
+                     mesh_method="dual", report=False, measure=False)
+    assert s["isocenter_sd_mm"] == ISOCENTER_SD_MM[basis]
+    net = s["bones"]["pelvis"]["placement_sd_mm"]
+    assert s["bones"]["pelvis"]["placement_total_sd_mm"] == pytest.approx(np.hypot(net, ISOCENTER_SD_MM[basis]),
+                                                                           abs=0.01)

@@ -37,7 +37,7 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy", ".npz", ".dc
 #: What marks a batch folder (besides result folders, batch.csv and problems.csv).
 BATCH_MARKER = "batch.json"
 BATCH_COLUMNS = ("image", "result", "bone", "found", "confidence", "volume_cm3", "mesh_method", "placement_sd_mm",
-                 "tilt_sd_deg", "warnings")
+                 "placement_total_sd_mm", "tilt_sd_deg", "warnings")
 
 
 
@@ -181,12 +181,12 @@ def write_tables(out: Path, items: list[BatchItem], problems: dict[str, str]) ->
             rows.append({"image": str(it.image), "result": it.name, "bone": bone, "found": b.get("found"),
                          "confidence": b.get("confidence"), "volume_cm3": b.get("volume_cm3"),
                          "mesh_method": b.get("mesh_method"), "placement_sd_mm": b.get("placement_sd_mm"),
-                         "tilt_sd_deg": b.get("tilt_sd_deg"),
+                         "placement_total_sd_mm": b.get("placement_total_sd_mm"), "tilt_sd_deg": b.get("tilt_sd_deg"),
                          "warnings": warnings})
         for missing in s.get("missing", []):
             rows.append({"image": str(it.image), "result": it.name, "bone": missing.split(" ")[0], "found": False,
                          "confidence": None, "volume_cm3": None, "mesh_method": None, "placement_sd_mm": None,
-                         "tilt_sd_deg": None,
+                         "placement_total_sd_mm": None, "tilt_sd_deg": None,
                          "warnings": missing})
     tables = {"batch.csv": (BATCH_COLUMNS, rows), "measurements.csv": (MEASUREMENT_COLUMNS, measured),
               "problems.csv": (("image", "problem"), [{"image": str(it.image), "problem": problems[it.name]}

@@ -101,11 +101,29 @@ def marker_for(marker: MarkerSpec | None, geometry_path: str | Path | None,
 def read_input(image_path: str | Path, predictor: Predictor, geometry_path: str | Path | None,
                declared: "Declared | None", reading: Reading) -> tuple[np.ndarray, XrayGeometry, str]:
     """What predict and inspect read: the image and its geometry (``--geometry`` or ``--pixel-mm``, not both;
-    :func:`read_radiograph`), the model's nominal geometry the fallback."""
+    :func:`read_radiograph`), the model's nominal geometry the fallback. ``reading.isocenter_basis`` says what
+    the iso-centre distance rests on (:data:`threeddx.geometry.ISOCENTER_SD_MM`)."""
     if geometry_path is not None and declared is not None and declared.builds_geometry:
         raise InputError("give either --geometry or --pixel-mm/--sdd-mm, not both")
     given = XrayGeometry.load(geometry_path) if geometry_path else None
-    return read_radiograph(image_path, given, predictor.geometry, declared, reading)
+    if given is not None and given.isocenter_distance is not None:
+        d = json.loads(Path(geometry_path).read_text())
+        reading.isocenter_basis = ("declared" if d.get("source_to_table_mm") is None else
+                                   "table" if d.get("body_thickness_mm") is None else "table+thickness")
+    raw, geo, source = read_radiograph(image_path, given, predictor.geometry, declared, reading)
+    if source == "checkpoint" and reading.isocenter_basis is None:  # the model's nominal distance, not the image's
+        reading.isocenter_basis = "assumed"
+    return raw, geo, source
+
+
+def placement_uncertainty(bones: dict, reading: Reading, geometry: XrayGeometry) -> float:
+    """Add each calibrated bone's ``placement_total_sd_mm``: its network's ``placement_sd_mm`` and the iso-centre's
+    own uncertainty (:meth:`Reading.isocenter_sd_mm`) in quadrature; return the latter (mm)."""
+    iso = reading.isocenter_sd_mm(geometry)
+    for b in bones.values():
+        if "placement_sd_mm" in b:
+            b["placement_total_sd_mm"] = round(float(np.hypot(b["placement_sd_mm"], iso)), 2)
+    return iso
 
 
 def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: str | Path | None = None,
@@ -124,7 +142,7 @@ def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: s
         from dataclasses import replace
 
         geo = replace(geo, isocenter_distance=found.hips_depth_mm)
-        reading.isocenter_from = marker_from
+        reading.isocenter_from, reading.isocenter_basis = marker_from, "marker"
     pred = predictor.infer(raw, geo)
     extra = {"marker": {**found.marker.to_dict(), "offset_mm": found.offset_mm}} if found is not None else {}
     return {**extra,
@@ -270,7 +288,7 @@ def reconstruct_image(
     if marker is not None:
         s = time.perf_counter()
         reading_marker = marker.read(raw, geo_full)
-        reading.isocenter_from = marker_from
+        reading.isocenter_from, reading.isocenter_basis = marker_from, "marker"
         t["marker_s"] = time.perf_counter() - s
     t0 = time.perf_counter()
     pred = predictor.infer(raw, geo_full, marker=reading_marker)
@@ -283,9 +301,6 @@ def reconstruct_image(
                          "Not a hip radiograph, or one unlike any the model was trained on; --force reconstructs anyway")
     if pred.marker is not None and not pred.marker["applied"]:
         pred.notes.append(f"calibration marker found but not used: {pred.marker['skipped']}")
-    elif pred.marker is not None and predictor.ck.get("placement_sd_mm"):
-        pred.notes.append("placement_sd_mm is calibrated without a marker: placed by the marker, the hips' error is "
-                          "smaller (docs/results.md, 'Placing the bones by the marker')")
     for line in pred.notes + pose_warning(geo_source):
         (warn or (lambda s: None))(line)
 
@@ -326,12 +341,14 @@ def reconstruct_image(
             if sd is not None:
                 bones[name][key] = round(float(sd), 2)
         bones[name].update(result.info.get(name, {}))
+    isocenter_sd = placement_uncertainty(bones, reading, geo_full)
 
     summary = {
         "image": str(image_path),
         "checkpoint": str(predictor.checkpoint),
         "geometry_from": geo_source,
         **reading.to_dict(),
+        "isocenter_sd_mm": isocenter_sd,
         "model_geometry": geo.to_dict(),
         "view": {"scale": round(pred.view.scale, 5), "isocenter_shift_mm": round(pred.view.shift_mm, 3),
                  "mirrored_view_averaged": getattr(predictor, "mirror_partners", None) is not None},

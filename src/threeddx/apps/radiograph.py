@@ -52,6 +52,8 @@ class Reading:
     assumptions: list[str] = field(default_factory=list)
     #: where a DICOM's iso-centre distance came from (None: no tag gave it)
     isocenter_from: str | None = None
+    #: what it rests on: a key of :data:`threeddx.geometry.ISOCENTER_SD_MM` (None: nothing was read or declared)
+    isocenter_basis: str | None = None
     #: a "for processing" image: (Pixel Intensity Relationship, its sign, the largest storable value), converted
     #: once the geometry is known (:func:`processed_for_display`)
     raw: tuple[str, int, float] | None = None
@@ -62,6 +64,14 @@ class Reading:
         if self.isocenter_from is not None:
             d["isocenter_from"] = self.isocenter_from
         return d
+
+    def isocenter_sd_mm(self, geometry: XrayGeometry) -> float:
+        """The iso-centre's own 1-SD uncertainty (mm, :data:`threeddx.geometry.ISOCENTER_SD_MM`) for ``geometry``
+        as read: by :attr:`isocenter_basis`, else exact when the geometry states the distance, else assumed."""
+        from threeddx.geometry import ISOCENTER_SD_MM
+
+        basis = self.isocenter_basis or ("declared" if geometry.isocenter_distance is not None else "assumed")
+        return ISOCENTER_SD_MM[basis]
 
 
 def _tag(ds, tag: tuple[int, int], name: str, reading: Reading | None = None):
@@ -161,8 +171,10 @@ def dicom_geometry(ds, path: Path, rows: int, cols: int, pose: np.ndarray, readi
         spacing = (spacing[1], spacing[0])
     iso, how = None, None
     table_v = _tag(ds, (0x0018, 0x1111), "Distance Source to Patient", r)
+    basis = None
     if calibrated and imager is not None and calibration == "FIDUCIAL":
         iso, how = sdd_mm * pixel[0] / imager[0], "FIDUCIAL-calibrated Pixel Spacing over Imager Pixel Spacing"
+        basis = "declared"
     elif table_v is not None:
         d = _number(table_v, path, "Distance Source to Patient (0018,1111)")
         if not 0 < d < sdd_mm:
@@ -175,20 +187,24 @@ def dicom_geometry(ds, path: Path, rows: int, cols: int, pose: np.ndarray, readi
             if sdd_mm - d <= MAX_TABLE_TO_DETECTOR_MM:
                 iso = isocenter_from_table(d, body_thickness_mm=thick)
                 how = "Distance Source to Patient (0018,1111) read as the table top's" + with_thickness
+                basis = "table" if thick is None else "table+thickness"
             else:
                 iso = isocenter_from_entrance(d, body_thickness_mm=thick)
+                basis = "entrance" if thick is None else "entrance+thickness"
                 how = ("Distance Source to Patient (0018,1111) read as the skin's (it ends "
                        f"{sdd_mm - d:.0f} mm short of the detector: not a table's)" + with_thickness)
         except InputError as e:
             raise InputError(f"{path}: DICOM tag Body Part Thickness (0018,11A0): {e}") from None
-    elif emf is not None:
+    elif emf is not None:  # a modality's estimate for a nominal patient: as uncertain as a table alone
         iso, how = sdd_mm / emf, "Distance Source to Detector over the magnification factor (0018,1114)"
+        basis = "table"
     elif calibrated and imager is not None:
         iso, how = sdd_mm * pixel[0] / imager[0], f"{calibration}-calibrated Pixel Spacing over Imager Pixel Spacing"
+        basis = "table"
     if iso is not None and not NEAREST_ANATOMY * sdd_mm <= iso < sdd_mm:
         raise InputError(f"{path}: the iso-centre distance from the tags ({how}) is {iso:.0f} mm, not between "
                          f"{NEAREST_ANATOMY * sdd_mm:.0f} mm and the detector; give --geometry")
-    r.isocenter_from = how
+    r.isocenter_from, r.isocenter_basis = how, basis
     return XrayGeometry(sdd_mm, (rows, cols), spacing, (cols / 2.0, rows / 2.0), pose, isocenter_distance=iso)
 
 
@@ -597,7 +613,9 @@ class Declared:
             return geo
         if self.isocenter_mm is not None:
             iso, how = float(self.isocenter_mm), "--isocenter-mm"
+            reading.isocenter_basis = "declared"
         else:
+            reading.isocenter_basis = "table" if self.thickness_mm is None else "table+thickness"
             iso = isocenter_from_table(self.table_mm, body_thickness_mm=self.thickness_mm)
             how = (f"--table-mm {self.table_mm:g}: the hip joints {self.table_mm - iso:.1f} mm in front of the table "
                    "top" + ("" if self.thickness_mm is None else f" (--body-thickness-mm {self.thickness_mm:g})"))

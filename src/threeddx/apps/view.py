@@ -263,7 +263,7 @@ def _numbers_table(data: ViewData) -> str:
     head = ["bone", "found", "confidence", "vertices", "watertight", "volume (cm³)"]
     bones = s.get("bones", {})
     # the calibrated 1-SD uncertainties (README, "What one image cannot show"), when the model carries them
-    sd_cols = [(k, h) for k, h in (("placement_sd_mm", "± along the beam (mm, 1 SD)"),
+    sd_cols = [(k, h) for k, h in (("placement_total_sd_mm", "± along the beam (mm, 1 SD)"),
                                    ("tilt_sd_deg", "± shaft tilt (°, 1 SD)"))
                if any(k in b for b in bones.values())]
     head += [h for _, h in sd_cols]

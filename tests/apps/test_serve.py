@@ -395,7 +395,7 @@ def test_a_declared_calibration_ball_places_the_bones_as_predict_does(predictor,
                                         data={"marker_mm": "25", "marker_offset_mm": "10"}).json()["id"])
         assert job["status"] == "done", job
         assert job["summary"]["marker"] == cli["marker"] and job["summary"]["marker"]["applied"]
-        assert job["summary"]["isocenter_from"] == "--marker-mm"
+        assert job["summary"]["isocenter_from"] == "--marker-mm" and job["summary"]["isocenter_sd_mm"] == 3.8
         for data, message in (({"marker_mm": "500"}, "diameter must be between 5 and 60 mm"),
                               ({"marker_offset_mm": "10"}, "marker_offset_mm needs marker_mm")):
             r = client.post("/predict", files=files, data=data)

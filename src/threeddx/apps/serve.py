@@ -286,7 +286,7 @@ class JobQueue:
         summary = json.loads((job.folder / "result" / "summary.json").read_text())
         job.summary = {k: summary[k] for k in ("bones", "missing", "notes", "checks", "measurements", "marker",
                                                "mesh_method", "frame", "geometry_from", "isocenter_from",
-                                               "timings_s") if k in summary}
+                                               "isocenter_sd_mm", "timings_s") if k in summary}
         job.status, job.stage, job.progress, job.finished = "done", "done", 1.0, time.time()
         self._forget_old()
 

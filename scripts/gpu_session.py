@@ -14,13 +14,13 @@ the imaging chain on the fly does not read: the material line integrals quantise
 as row differences (uint16 -> int16; the chain's photon noise is far larger), the depths as offsets from the
 sample's iso-centre distance in 0.01 mm (int16; exact to 0.005 mm), the masks as bits, the geometry as text;
 plus the chest views the negatives use, the run's config and, with ``--init``, the starting weights in
-bfloat16. ~250 kB per 256 px sample: about 150 samples beside the weights of ``context-256``.
+float16 (:func:`threeddx.network.checkpoint.export_release`). ~250 kB per 256 px sample: about 150 samples beside the weights of ``context-256``.
 
 **run** unpacks it into the ordinary sample folder under /tmp, trains with the project's own trainer
 (:class:`threeddx.training.train.Trainer`: the same losses, chain, negatives, mirroring and balls) on the GPU
 (mixed precision, channels_last, the chain in ``--workers`` loader processes), for ``--minutes`` of epochs
 (``--budget-min``: it stops at an epoch's end), from the packed weights when there are any. Into ``--out`` it
-writes ``weights.pt`` (the best epoch as an inference checkpoint, weights in bfloat16: ~11 MB, under the
+writes ``weights.pt`` (the best epoch as an inference checkpoint, ``export_release``'s float16: ~11 MB, under the
 16 MiB a returned file may have; ``3ddx predict --checkpoint`` reads it), ``metrics.csv`` and ``gpu_run.json``:
 the device, images/s of the whole training loop (loader included), of the network alone (forward, backward
 and optimiser on a batch already on the GPU) and of the loader alone, for docs/benchmarks.md beside the CPU's.
@@ -94,20 +94,16 @@ def pack(data: Path, config: Path, out: Path, n: int, init: Path | None, val_sha
     manifest's order within), training and validation subjects apart; stops before ``budget_mib``."""
     import shutil
 
-    import torch
     import yaml
 
     from threeddx.io import save_npz_atomic
+    from threeddx.network.checkpoint import export_release
     from threeddx.training.dataset import read_manifest
 
     out.mkdir(parents=True, exist_ok=True)
     used = 0
-    if init is not None:
-        ck = torch.load(init, map_location="cpu", weights_only=False)
-        keep = {k: v for k, v in ck.items() if k not in ("optimizer", "scheduler", "scaler", "rng")}
-        keep["model"] = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in ck["model"].items()}
-        torch.save(keep, out / "init.pt")
-        used += (out / "init.pt").stat().st_size
+    if init is not None:  # the release's slim float16 copy: no optimiser, read back without running code
+        used += export_release(init, out / "init.pt", info={"packed_from": str(init)})
     neg = data / "negatives"
     rows = read_manifest(data)
     if float((yaml.safe_load(config.read_text()) or {}).get("data", {}).get("negatives") or 0) > 0:
@@ -222,7 +218,7 @@ def run(pack_dir: Path, out: Path, minutes: float, device: str = "cuda", workers
 
     import torch
 
-    from threeddx.network.checkpoint import Checkpoint, save_checkpoint
+    from threeddx.network.checkpoint import export_release
     from threeddx.training.train import Trainer, load_config
 
     t_start = time.perf_counter()
@@ -251,10 +247,7 @@ def run(pack_dir: Path, out: Path, minutes: float, device: str = "cuda", workers
     t0 = time.perf_counter()
     last = trainer.fit(budget)
     train_s = time.perf_counter() - t0
-    ck = torch.load(work / "run" / "best.pt", map_location="cpu", weights_only=False)
-    typed = {k: ck[k] for k in Checkpoint.__dataclass_fields__ if k in ck}
-    typed["model"] = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in typed["model"].items()}
-    save_checkpoint(typed, out / "weights.pt")
+    export_release(work / "run" / "best.pt", out / "weights.pt", info={"gpu_session": str(pack_dir)})
     (out / "metrics.csv").write_text((work / "run" / "metrics.csv").read_text())
     epochs = int(last.get("epoch", 0))  # from 0: --init starts a new run from the packed weights
     n_train = len(trainer.train_set)
@@ -280,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack", help="here: data, config and starting weights in one folder")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--init", type=Path, help="a checkpoint to start from (its weights travel in bfloat16)")
+    p.add_argument("--init", type=Path, help="a checkpoint to start from (its weights travel in float16)")
     p.add_argument("--n", type=int, default=400, help="at most this many samples (the MiB budget may stop sooner)")
     p.add_argument("--mib", type=float, default=PACK_MIB)
     p.add_argument("--out", type=Path, required=True)

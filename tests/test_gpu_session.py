@@ -70,8 +70,8 @@ def test_a_run_trains_from_the_pack_without_the_simulators_packages(small_sim, t
 
 
 def test_a_pack_with_starting_weights_starts_from_them(small_sim, tmp_path):
-    """--init: the weights travel in bfloat16 and the run starts from them (its network equals theirs before
-    the first step, up to bfloat16's rounding)."""
+    """--init: the weights travel in float16 (the release's slim copy) and the run starts from them (its network
+    equals theirs before the first step, up to float16's rounding)."""
     import torch
 
     from threeddx.training.train import Trainer, load_config
@@ -83,8 +83,10 @@ def test_a_pack_with_starting_weights_starts_from_them(small_sim, tmp_path):
     first = Trainer(cfg, progress=False)
     first._save("last.pt")
     gpu_session.pack(small_sim, cfg_path, tmp_path / "pack", n=4, init=tmp_path / "first" / "last.pt")
-    packed = torch.load(tmp_path / "pack" / "init.pt", weights_only=False)
-    assert "optimizer" not in packed and all(v.dtype == torch.bfloat16 for v in packed["model"].values()
+    from threeddx.network.checkpoint import load_checkpoint
+
+    packed = load_checkpoint(tmp_path / "pack" / "init.pt")
+    assert "optimizer" not in packed and all(v.dtype == torch.float16 for v in packed["model"].values()
                                              if v.is_floating_point())
     cfg2 = load_config(tmp_path / "pack" / "config.yaml")
     cfg2["data"]["root"] = str(gpu_session.unpack(tmp_path / "pack", tmp_path / "work"))

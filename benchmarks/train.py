@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train.py [--sizes 128 256] [--device cpu] [--steps 10]
     .venv/bin/python benchmarks/train.py --pipeline [--config release-128-mirror.yaml --size 256 --data DIR]
+    .venv/bin/python benchmarks/train.py --chain [--data DIR]
 
 ``--pipeline``: real training steps (data loader and the random imaging chain
 included) of the released architecture at 256 px, each speed-up of
@@ -26,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from _measure import in_fresh_process, peak_mb, rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,8 +91,33 @@ PIPELINE = [
     ("+ chain in 2 loader workers, 2 batches prefetched each", {"data": {"workers": 2}}),
     ("+ channels_last", {"perf": {"channels_last": True}}),
     ("+ bfloat16 autocast (network; losses float32)", {"perf": {"bf16": True}}),
+    ("+ cheaper chain: broad blurs by FFT, attenuation as one product", {"bench": {"fast_chain": True}}),
     ("+ torch.compile", {"perf": {"compile": True}}),
 ]
+
+
+def _slow_chain() -> None:
+    """The imaging chain as it was before issue 30's second round (rows before "cheaper chain"): every Gaussian
+    through scipy's direct filter, the optical depths as a sum of broadcast (H, W, E) arrays. Same figures."""
+    from scipy import ndimage
+
+    from threeddx.simulator import physics
+
+    physics.FFT_GAUSS_FROM_PX = float("inf")
+
+    def transmission(materials, kvp, al_mm=3.0, cu_mm=0.0, anode_angle_deg=14.0, csi_mm=0.5, positions_cm=None):
+        t = physics.tables()
+        h = next(iter(materials.values())).shape[0]
+        pos = np.zeros(h) if positions_cm is None else np.asarray(positions_cm, np.float64)
+        s = physics.spectrum(kvp, anode_angle_deg, pos, al_mm, cu_mm) * physics.detector_weights(csi_mm)
+        keep = s.max(0) > 1e-6 * s.max()
+        s, mus = s[:, keep], {m: t.mu_rho["iron" if m == "metal" else m][keep] for m in materials}
+        tau = sum(np.asarray(a, np.float32)[..., None] * mus[m].astype(np.float32) for m, a in materials.items())
+        sig = np.einsum("hwe,he->hw", np.exp(-tau), s.astype(np.float32))
+        return (sig / np.maximum(s.sum(1), 1e-30)[:, None]).astype(np.float32)
+
+    physics.transmission = transmission
+    assert ndimage  # the direct filter is what _gauss uses below the (now infinite) threshold
 
 
 def _pipeline_worker(data: str, config: str, size: int, batch: int, steps: int, threads: int, over: dict, q) -> None:
@@ -105,6 +132,9 @@ def _pipeline_worker(data: str, config: str, size: int, batch: int, steps: int, 
     torch.set_num_threads(threads)
     cfg = load_config(REPO / "configs" / config, {"data": {"root": data, "size": size},
                                                   "optim": {"batch_size": batch}, "out": "/tmp/unused", "init": None})
+    over = copy.deepcopy(over)
+    if not over.pop("bench", {}).get("fast_chain"):
+        _slow_chain()  # before Trainer: its loader workers fork with it
     for section, values in over.items():
         cfg[section].update(values)
     tr = Trainer(copy.deepcopy(cfg), progress=False)
@@ -131,6 +161,45 @@ def _pipeline_worker(data: str, config: str, size: int, batch: int, steps: int, 
             walls.append(t4 - t0)
     n = sum(p.numel() for p in tr.model.parameters())
     q.put((batch / statistics.median(walls), {k: 1000 * statistics.median(v) for k, v in parts.items()}, n))
+
+
+def _chain_worker(data: str, fast: bool, n: int, q) -> None:
+    """The imaging chain alone (one thread): median ms per image over ``n`` of ``data``'s samples, a random chain
+    each, and every image (to compare the two implementations' figures)."""
+    import csv
+
+    if not fast:
+        _slow_chain()
+    from threeddx.geometry import XrayGeometry
+    from threeddx.simulator.physics import radiograph, sample_chain, sample_materials
+
+    with open(Path(data) / "manifest.csv") as f:
+        rows = list(csv.DictReader(f))[:n]
+    times, images = [], []
+    for k, row in enumerate(rows):
+        with np.load(Path(data) / row["render"]) as z:
+            mats, geom = sample_materials(z), XrayGeometry.from_json(str(z["geometry"]))
+        chain = sample_chain(np.random.default_rng([7, k]))
+        radiograph(mats, geom, chain)  # warm (tables, fonts)
+        t0 = time.perf_counter()
+        images.append(radiograph(mats, geom, chain))
+        times.append(time.perf_counter() - t0)
+    q.put((1000 * statistics.median(times), images))
+
+
+def chain_speed(data: str, n: int = 12) -> None:
+    """The chain before and after issue 30's second round, each in a fresh single-threaded process: ms per image
+    and how far the images differ (they should not, beyond a grey level where rounding flips)."""
+    import os
+
+    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    slow_ms, slow = in_fresh_process(_chain_worker, data, False, n)
+    fast_ms, fast = in_fresh_process(_chain_worker, data, True, n)
+    gap = [np.abs(a - b) for a, b in zip(slow, fast)]
+    print(f"imaging chain alone, one thread, {len(slow)} images of {data} (random chains): {slow_ms:.0f} ms an image "
+          f"before, {fast_ms:.0f} ms after ({slow_ms / fast_ms:.2f}x); images at most {max(g.max() for g in gap):.4f} "
+          f"apart on [0, 1] ({100 * np.mean([(g > 1e-4).mean() for g in gap]):.3f} % of pixels differ: where a "
+          "rounding to the chain's bit depth or JPEG flips)")
 
 
 def precision_check(data: str, config: str, size: int, batch: int, threads: int) -> dict:
@@ -184,6 +253,7 @@ def pipeline(args) -> None:
         print(f"| {label} | {statistics.median(ips):.2f} ({min(ips):.2f}-{max(ips):.2f}) | "
               f"{statistics.median(ips) / base:.2f} | {parts['data']:.0f} | {parts['forward']:.0f} | "
               f"{parts['backward']:.0f} | {parts['optimiser']:.0f} |", flush=True)
+    chain_speed(args.data)
     d = precision_check(args.data, args.config, args.size, args.batch, args.threads)
     print()
     print(f"bfloat16 against float32 on one batch (same weights): loss {100 * d['loss']:.3f} % apart, depth loss "
@@ -201,11 +271,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pipeline", action="store_true",
                     help="real training steps of --config at --size on --data, each speed-up of PIPELINE added in turn")
+    ap.add_argument("--chain", action="store_true", help="the imaging chain alone, before and after its speed-up")
     ap.add_argument("--repeat", type=int, default=2, help="--pipeline: rounds over every row (median reported)")
     ap.add_argument("--config", default="release-128-mirror.yaml")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--data", default=str(REPO / "data" / "sim256-bench"))
     args = ap.parse_args()
+    if args.chain:
+        return chain_speed(args.data)
     if args.pipeline:
         return pipeline(args)
     import torch

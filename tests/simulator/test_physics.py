@@ -54,6 +54,39 @@ def test_bone_soft_contrast_falls_as_kvp_rises(low, high):
     assert c[1] < c[0]
 
 
+def test_transmission_is_the_spectrum_weighted_beer_lambert_sum():
+    """The product form equals sum_E s(E) exp(-sum_m mu_m(E) A_m) / sum_E s(E), computed the plain way in float64,
+    with a spectrum that changes along the rows (heel)."""
+    from threeddx.simulator.physics import detector_weights, spectrum
+
+    rng = np.random.default_rng(3)
+    mats = {"soft": rng.uniform(0, 30, (5, 7)).astype(np.float32), "bone": rng.uniform(0, 3, (5, 7)).astype(np.float32),
+            "metal": np.where(rng.random((5, 7)) < 0.2, 4.0, 0.0).astype(np.float32)}
+    pos = np.linspace(-15, 15, 5)
+    got = transmission(mats, 90.0, al_mm=2.5, cu_mm=0.1, positions_cm=pos)
+    t = tables()
+    s = spectrum(90.0, 14.0, pos, 2.5, 0.1) * detector_weights(0.5)  # (H, E)
+    mu = {m: t.mu_rho["iron" if m == "metal" else m] for m in mats}
+    tau = sum(mats[m].astype(np.float64)[..., None] * mu[m] for m in mats)  # (H, W, E)
+    want = (np.exp(-tau) * s[:, None, :]).sum(-1) / s.sum(1)[:, None]
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 3.0, 11.9, 12.0, 25.0, 60.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gauss_is_scipys_gaussian_filter_with_nearest_edges(sigma, dtype):
+    """Broad kernels go through FFTs (faster); the figures are scipy's, also where the kernel outgrows the image."""
+    from scipy import ndimage
+
+    from threeddx.simulator.physics import _gauss
+
+    img = (np.random.default_rng(0).random((40, 56)) + np.linspace(0, 4, 56)).astype(dtype)
+    got = _gauss(img, sigma)
+    assert got.dtype == img.dtype and got.shape == img.shape
+    tol = 1e-5 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(got, ndimage.gaussian_filter(img, sigma, mode="nearest"), rtol=tol, atol=tol)
+
+
 def test_beam_hardening_makes_attenuation_sublinear():
     """Optical depth per g/cm^2 falls as the beam hardens through thicker tissue (polychromatic Beer-Lambert)."""
     thick = np.array([5.0, 10.0, 20.0, 30.0], np.float32)[None, :]

@@ -33,7 +33,7 @@ from _measure import in_fresh_process, peak_mb, rss_mb
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _worker(config: str, size: int, batch: int, steps: int, device: str, threads: int, q) -> None:
+def _worker(config: str, size: int, batch: int, steps: int, device: str, threads: int, fast: bool, q) -> None:
     import torch
 
     from threeddx.network.losses import mask_loss, scale_invariant_loss
@@ -44,11 +44,13 @@ def _worker(config: str, size: int, batch: int, steps: int, device: str, threads
     torch.manual_seed(0)
     cfg = load_config(REPO / "configs" / config)
     model = DualFaceNet(model_config(cfg["model"], bones=cfg["data"]["bones"])).to(device)
+    fmt = torch.channels_last if fast else torch.contiguous_format  # --fast: the CPU speed-ups of perf
+    model = model.to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     c = len(cfg["data"]["bones"])
     amp = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    img = torch.rand(batch, 1, size, size, device=device)
+    img = torch.rand(batch, 1, size, size, device=device).contiguous(memory_format=fmt)
     masks = (torch.rand(batch, c, size, size, device=device) > 0.5).float()
     front = 750 + 100 * torch.rand(batch, c, size, size, device=device)
     tgt = torch.cat([front, front + 30], 1)
@@ -58,7 +60,7 @@ def _worker(config: str, size: int, batch: int, steps: int, device: str, threads
         torch.cuda.reset_peak_memory_stats()
 
     def step() -> None:
-        with torch.autocast("cuda", enabled=amp):
+        with torch.autocast("cuda", enabled=amp), torch.autocast("cpu", torch.bfloat16, enabled=fast and not amp):
             out = model(img)
         pred = torch.cat([out["depth_front"], out["depth_back"]], 1).float()
         loss = scale_invariant_loss(pred, tgt, torch.cat([masks, masks], 1), "independent") + mask_loss(
@@ -229,7 +231,7 @@ def pipeline(args) -> None:
     import torch
 
     print(f"# training pipeline benchmark: {args.config} at {args.size} px on {args.data} (random chains), batch "
-          f"{args.batch}, median of {args.steps} steps after 2 warm-up; torch {torch.__version__}, {args.threads} "
+          f"{args.batch[0]}, median of {args.steps} steps after 2 warm-up; torch {torch.__version__}, {args.threads} "
           f"threads, {platform.machine()}, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}")
     print()
     print(f"| step | images/s, median of {args.repeat} rounds (range) | x today | data wait ms | forward ms | "
@@ -243,7 +245,7 @@ def pipeline(args) -> None:
     runs: list[list] = [[] for _ in PIPELINE]
     for _ in range(args.repeat):  # rounds over every row: a drift of the machine's speed hits every row alike
         for k, o in enumerate(overs):
-            runs[k].append(in_fresh_process(_pipeline_worker, args.data, args.config, args.size, args.batch,
+            runs[k].append(in_fresh_process(_pipeline_worker, args.data, args.config, args.size, args.batch[0],
                                             args.steps, args.threads, o))
     base = statistics.median(r[0] for r in runs[0])
     for (label, _), rows in zip(PIPELINE, runs):
@@ -254,7 +256,7 @@ def pipeline(args) -> None:
               f"{statistics.median(ips) / base:.2f} | {parts['data']:.0f} | {parts['forward']:.0f} | "
               f"{parts['backward']:.0f} | {parts['optimiser']:.0f} |", flush=True)
     chain_speed(args.data)
-    d = precision_check(args.data, args.config, args.size, args.batch, args.threads)
+    d = precision_check(args.data, args.config, args.size, args.batch[0], args.threads)
     print()
     print(f"bfloat16 against float32 on one batch (same weights): loss {100 * d['loss']:.3f} % apart, depth loss "
           f"{100 * d['depth_loss']:.3f} %, depths at most {d['depth_mm']:.3f} mm apart inside the masks ({n / 1e6:.2f} M "
@@ -265,7 +267,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", default=["tiny.yaml", "cpu-128.yaml", "gpu-256.yaml"])
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, nargs="+", default=[8])
+    ap.add_argument("--fast", action="store_true", help="channels_last and bfloat16 autocast (perf's CPU speed-ups)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
@@ -284,14 +287,15 @@ def main() -> None:
     import torch
 
     print(f"# train benchmark: device {args.device}, torch {torch.__version__}, {args.threads} threads, "
-          f"batch {args.batch}, {platform.machine()}, Python {sys.version.split()[0]}")
+          f"{'channels_last + bfloat16, ' if args.fast else ''}{platform.machine()}, Python {sys.version.split()[0]}")
     print()
-    print("| model (config) | params | size | images/s | ms/image | peak MB |")
-    print("|---|---|---|---|---|---|")
+    print("| model (config) | params | size | batch | images/s | ms/image | peak MB |")
+    print("|---|---|---|---|---|---|---|")
     for config in args.configs:
         for size in args.sizes:
-            ips, peak, n = measure(config, size, args.batch, args.steps, args.device, args.threads)
-            print(f"| {config} | {n / 1e6:.2f} M | {size} | {ips:.1f} | {1000 / ips:.0f} | {peak:.0f} |")
+            for batch in args.batch:
+                ips, peak, n = measure(config, size, batch, args.steps, args.device, args.threads, args.fast)
+                print(f"| {config} | {n / 1e6:.2f} M | {size} | {batch} | {ips:.2f} | {1000 / ips:.0f} | {peak:.0f} |")
 
 
 if __name__ == "__main__":

@@ -373,7 +373,7 @@ FFT_GAUSS_FROM_PX = 12.0
 def _gauss(img: np.ndarray, sigma_px: float) -> np.ndarray:
     """``ndimage.gaussian_filter(img, sigma_px, mode="nearest")``; broad kernels (scatter, gain, range compression)
     as the same truncated kernel (4 SD) applied by FFT to the edge-padded image, separably: equal within float32
-    rounding (tests/test_physics.py), 3-4x faster at 256 px."""
+    rounding (tests/simulator/test_physics.py), 3-4x faster at 256 px."""
     if sigma_px <= 0:
         return img
     if sigma_px < FFT_GAUSS_FROM_PX:

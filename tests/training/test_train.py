@@ -279,3 +279,17 @@ def test_a_time_budget_stops_at_an_epoch_boundary_and_resume_continues(small_sim
     assert main([*args, "--resume", str(tmp_path / "run" / "last.pt")]) == 0
     assert [r["epoch"] for r in csv.DictReader(open(tmp_path / "run" / "metrics.csv"))] == ["1", "2", "3"]
     assert main([*args, "--budget-min", "-1"]) == 2
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    """Each config in configs/ passes the checks and builds its network; one that starts from a released model
+    (``init: dualface``) fits that model's weights exactly."""
+    from threeddx.network.checkpoint import RELEASED, build_model, load_checkpoint, resolve_checkpoint
+    from threeddx.network.model import DualFaceNet, model_config
+
+    cfg = load_config(path)
+    net = DualFaceNet(model_config(cfg["model"], bones=cfg["data"]["bones"]))
+    if cfg.get("init") in RELEASED:
+        released = build_model(load_checkpoint(resolve_checkpoint(cfg["init"])))
+        net.load_state_dict(released.state_dict(), strict=True)  # raises on any key or shape that differs

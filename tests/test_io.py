@@ -220,6 +220,38 @@ def test_a_failed_write_leaves_the_earlier_result_and_no_partial(err, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+
+def test_ctrl_c_the_moment_after_a_temporary_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """The signal tests' race made deterministic: KeyboardInterrupt raised right after the hidden folder (or
+    file) is created, before the writer has done anything, removes it (the name is bound before it exists)."""
+    import pathlib
+
+    from threeddx.io import atomic_path, result_folder
+
+    mkdir, open_ = pathlib.Path.mkdir, os.open
+
+    def mkdir_then_interrupt(self, *a, **k):
+        mkdir(self, *a, **k)
+        if self.name.endswith(".partial"):
+            raise KeyboardInterrupt
+
+    def open_then_interrupt(path, *a, **k):
+        fd = open_(path, *a, **k)
+        if ".tmp" in os.fspath(path):
+            os.close(fd)
+            raise KeyboardInterrupt
+        return fd
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir_then_interrupt)
+    monkeypatch.setattr(os, "open", open_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        with result_folder(tmp_path / "out", "summary.json"):
+            pass
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(tmp_path / "view.html"):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
 def _run_until_partial(args: list[str], parent: Path, sig: int) -> subprocess.CompletedProcess:
     """Start ``3ddx ARGS`` and send ``sig`` the moment a hidden ``.partial`` folder appears in ``parent``."""
     proc = subprocess.Popen([sys.executable, "-m", "threeddx.cli", *args], stdout=subprocess.PIPE,

@@ -16,7 +16,6 @@ import importlib.util
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -313,15 +312,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{writer_tag()}.", suffix=".tmp" + "".join(path.suffixes),
-                               dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    # the name is bound before the file exists (as result_folder's): a Ctrl-C the moment after it is made still
+    # finds it below; this host and process in the name, so no other writer makes the same one
+    tmp_path = path.parent / f".{path.name}.{writer_tag()}.{uuid.uuid4().hex[:8]}.tmp{''.join(path.suffixes)}"
     umask = os.umask(0)
     os.umask(umask)
     try:
+        os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
+        os.chmod(tmp_path, 0o666 & ~umask)  # made 0600 (as mkstemp makes them); give the usual mode
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -475,7 +474,10 @@ def result_folder(out: str | Path, marker: str) -> Iterator[Path]:
     tmp: Path | None = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{writer_tag()}.", suffix=".partial", dir=out.parent))
+        # the name is bound before the folder exists (not tempfile.mkdtemp, which a Ctrl-C the moment after it
+        # made the folder would end before its name is returned): the finally below always finds it
+        tmp = _partial_name(out)
+        tmp.mkdir(mode=0o700)
         yield tmp
         if not (tmp / marker).exists():
             raise RuntimeError(f"result folder without {marker}")  # a bug, not an input problem
@@ -490,6 +492,12 @@ def result_folder(out: str | Path, marker: str) -> Iterator[Path]:
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _partial_name(out: Path) -> Path:
+    """The hidden ``.NAME.HOST.PID.XXXXXXXX.partial`` folder's path beside ``out`` (this host and process: no
+    other writer makes the same name)."""
+    return out.parent / f".{out.name}.{writer_tag()}.{uuid.uuid4().hex[:8]}.partial"
 
 
 def _swap_in(tmp: Path, out: Path) -> None:

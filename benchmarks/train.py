@@ -99,10 +99,9 @@ PIPELINE = [
 
 
 def _slow_chain() -> None:
-    """The imaging chain as it was before issue 30's second round (rows before "cheaper chain"): every Gaussian
-    through scipy's direct filter, the optical depths as a sum of broadcast (H, W, E) arrays. Same figures."""
-    from scipy import ndimage
-
+    """The imaging chain as it was before 2026-12-06's fifth session (rows before "cheaper chain"): every Gaussian
+    through scipy's direct filter (``physics._gauss`` below an infinite threshold), the optical depths as a sum of
+    broadcast (H, W, E) arrays. Same figures."""
     from threeddx.simulator import physics
 
     physics.FFT_GAUSS_FROM_PX = float("inf")
@@ -119,7 +118,6 @@ def _slow_chain() -> None:
         return (sig / np.maximum(s.sum(1), 1e-30)[:, None]).astype(np.float32)
 
     physics.transmission = transmission
-    assert ndimage  # the direct filter is what _gauss uses below the (now infinite) threshold
 
 
 def _pipeline_worker(data: str, config: str, size: int, batch: int, steps: int, threads: int, over: dict, q) -> None:
@@ -190,7 +188,7 @@ def _chain_worker(data: str, fast: bool, n: int, q) -> None:
 
 
 def chain_speed(data: str, n: int = 12) -> None:
-    """The chain before and after issue 30's second round, each in a fresh single-threaded process: ms per image
+    """The chain before and after 2026-12-06's fifth session, each in a fresh single-threaded process: ms per image
     and how far the images differ (they should not, beyond a grey level where rounding flips)."""
     import os
 

@@ -139,16 +139,18 @@ def test_view_rewrites_a_result_from_its_files(demo_out, tmp_path):
 def test_view_into_a_read_only_folder_is_one_line(demo_out, tmp_path, monkeypatch, capsys):
     """A folder one cannot write in (simulated: tests may run as root, which writes anywhere)."""
     import errno
-    import tempfile
 
     folder = tmp_path / "dualface"
     shutil.copytree(demo_out / "dualface", folder)
     before = (folder / "view.html").read_bytes()
+    open_ = os.open
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied")
+    def refuse(path, *args, **kwargs):  # the page's temporary beside it cannot be made
+        if ".tmp" in os.fspath(path):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return open_(path, *args, **kwargs)
 
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     assert main(["view", str(folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot write" in err and "Permission denied" in err and len(err.splitlines()) == 1

@@ -127,6 +127,19 @@ ISOCENTER_SD_MM = {"declared": 0.0, "table+thickness": 5.2, "entrance+thickness"
                    "assumed": 25.7, "entrance": 41.1, "marker": 3.8}
 
 
+def table_basis(body_thickness_mm: float | None) -> str:
+    """What an iso-centre placed from a table's distance rests on (a key of :data:`ISOCENTER_SD_MM`)."""
+    return "table" if body_thickness_mm is None else "table+thickness"
+
+
+def document_isocenter_basis(d: dict[str, Any]) -> str | None:
+    """What a geometry document's iso-centre rests on (a key of :data:`ISOCENTER_SD_MM`): ``declared`` for
+    ``source_to_isocenter_mm``, :func:`table_basis` for ``source_to_table_mm``; None when it states neither."""
+    if d.get("source_to_table_mm") is not None:
+        return table_basis(d.get("body_thickness_mm"))
+    return "declared" if d.get("source_to_isocenter_mm") is not None else None
+
+
 def table_to_hips_mm(body_thickness_mm: float | None = None) -> float:
     """How far (mm) the hip joints' mid-point lies in front of the table top of a supine AP exposure: from the
     body's AP thickness at the hips when it is known (:data:`TABLE_TO_HIPS_LINE`), else the median body's

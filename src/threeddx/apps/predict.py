@@ -18,7 +18,7 @@ import numpy as np
 
 from threeddx.bones import in_group
 from threeddx.errors import InputError
-from threeddx.geometry import XrayGeometry
+from threeddx.geometry import XrayGeometry, document_isocenter_basis
 from threeddx.inference.predictor import Prediction, Predictor  # noqa: F401 (the inference API, re-exported)
 from threeddx.io import atomic_path, check_out_folder, named_path, result_folder
 from threeddx.apps.radiograph import (  # noqa: F401 (reading radiographs; re-exported where predict's callers look)
@@ -106,10 +106,8 @@ def read_input(image_path: str | Path, predictor: Predictor, geometry_path: str 
     if geometry_path is not None and declared is not None and declared.builds_geometry:
         raise InputError("give either --geometry or --pixel-mm/--sdd-mm, not both")
     given = XrayGeometry.load(geometry_path) if geometry_path else None
-    if given is not None and given.isocenter_distance is not None:
-        d = json.loads(Path(geometry_path).read_text())
-        reading.isocenter_basis = ("declared" if d.get("source_to_table_mm") is None else
-                                   "table" if d.get("body_thickness_mm") is None else "table+thickness")
+    if given is not None and given.isocenter_distance is not None:  # the document, already checked by load
+        reading.isocenter_basis = document_isocenter_basis(json.loads(Path(geometry_path).read_text()))
     raw, geo, source = read_radiograph(image_path, given, predictor.geometry, declared, reading)
     if source == "checkpoint" and reading.isocenter_basis is None:  # the model's nominal distance, not the image's
         reading.isocenter_basis = "assumed"

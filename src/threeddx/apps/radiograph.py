@@ -25,7 +25,7 @@ import numpy as np
 
 from threeddx.errors import InputError
 from threeddx.geometry import (MAX_DETECTOR_PIXELS, NEAREST_ANATOMY, XrayGeometry, isocenter_from_entrance,
-                               isocenter_from_table)
+                               isocenter_from_table, table_basis)
 
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg"}
 
@@ -187,7 +187,7 @@ def dicom_geometry(ds, path: Path, rows: int, cols: int, pose: np.ndarray, readi
             if sdd_mm - d <= MAX_TABLE_TO_DETECTOR_MM:
                 iso = isocenter_from_table(d, body_thickness_mm=thick)
                 how = "Distance Source to Patient (0018,1111) read as the table top's" + with_thickness
-                basis = "table" if thick is None else "table+thickness"
+                basis = table_basis(thick)
             else:
                 iso = isocenter_from_entrance(d, body_thickness_mm=thick)
                 basis = "entrance" if thick is None else "entrance+thickness"
@@ -615,7 +615,7 @@ class Declared:
             iso, how = float(self.isocenter_mm), "--isocenter-mm"
             reading.isocenter_basis = "declared"
         else:
-            reading.isocenter_basis = "table" if self.thickness_mm is None else "table+thickness"
+            reading.isocenter_basis = table_basis(self.thickness_mm)
             iso = isocenter_from_table(self.table_mm, body_thickness_mm=self.thickness_mm)
             how = (f"--table-mm {self.table_mm:g}: the hip joints {self.table_mm - iso:.1f} mm in front of the table "
                    "top" + ("" if self.thickness_mm is None else f" (--body-thickness-mm {self.thickness_mm:g})"))

@@ -1,6 +1,10 @@
 """The shift benchmark (docs/results.md "Robustness"): the old and the new released model, side by side.
 
     .venv/bin/python benchmarks/robustness.py [--old-rev fef6c29] [--new dualface] [--out runs/robustness] [--workers 2]
+        [--data data/sim128] [--size 128] [--prepare]
+
+``--size 256`` simulates the shifted sets at 256 px (``data/shift-256``) for a 256 px model; ``--data`` is
+then a 256 px set's test split (e.g. ``data/sim256-10x-eval``); ``--prepare`` only makes the data sets.
 
 Test subjects only (LLP26 10, 16, 19; never trained on). Every row is one
 shift from the training distribution; each is evaluated with both models in
@@ -83,10 +87,10 @@ def sh(args: list[str]) -> None:
     subprocess.run(args, cwd=ROOT, check=True)
 
 
-def simulate(out: Path, extra: list[str]) -> Path:
+def simulate(out: Path, extra: list[str], size: int = 128) -> Path:
     if not (out / "manifest.csv").exists():
         sh([sys.executable, "-m", "threeddx.cli", "simulate", "--out", str(out), "--subjects", TEST_SUBJECTS,
-            "--poses", "2", "--size", "128", "--voxel-mm", "1.5", "--workers", "1", *extra])
+            "--poses", "2", "--size", str(size), "--voxel-mm", "1.5", "--workers", "1", *extra])
     return out
 
 
@@ -124,8 +128,8 @@ def old_checkpoint(rev: str, out: Path) -> Path:
     return path
 
 
-def diffdrr_set(ct_set: Path, out: Path) -> Path | None:
-    """The CT set's test subjects rendered by DiffDRR at the standard AP pose, in the sample format."""
+def diffdrr_set(ct_set: Path, out: Path, size: int = 128) -> Path | None:
+    """The CT set's test subjects rendered by DiffDRR at the standard AP pose (``size`` px), in the sample format."""
     if (out / "manifest.csv").exists():
         return out
     try:
@@ -155,10 +159,10 @@ def diffdrr_set(ct_set: Path, out: Path) -> Path | None:
         bones = {b: [PART_LABEL_IDS[p] for p in BONE_PARTS[b]] for b in ("pelvis", "sacrum", "femur_left", "femur_right")}
         scene = make_scene(ct, labels, bones)
         subject = read(str(ct_path), orientation="AP", center_volume=False)
-        drr = DRR(subject, sdd=1000.0, height=128, delx=430.0 / 128, renderer="siddon")
+        drr = DRR(subject, sdd=1000.0, height=size, delx=430.0 / size, renderer="siddon")
         for view, (dx, dz) in enumerate(((0.0, 0.0), (20.0, -15.0), (-20.0, 15.0))):
             iso = np.array([dx, 0.0, ISOCENTER_ABOVE_HIPS_MM + dz])
-            geom = standard_ap_geometry(iso, size=128)
+            geom = standard_ap_geometry(iso, size=size)
             ours = render(scene, geom)
             # DiffDRR's own reader, volume frame and Siddon ray tracing; its AP view of the same iso-centre
             best = None
@@ -413,33 +417,41 @@ def fmt(v, nd=2) -> str:
 Row = tuple  # (label, family, data folder, chain, evaluate's extra keywords)
 
 
-def shift_rows(data: Path, only: list[str] | None = None) -> list[Row]:
-    """(label, family, data folder, chain, extra evaluate keywords) per row; makes the shifted data sets on first
-    use. ``only``: the rows whose label holds one of these strings (and the first, the reference)."""
+def shift_folder(size: int) -> Path:
+    """Where the shifted data sets of one image size are kept (128 px: ``data/shift``, as before sizes)."""
+    return ROOT / "data" / ("shift" if size == 128 else f"shift-{size}")
+
+
+def shift_rows(data: Path, only: list[str] | None = None, size: int = 128) -> list[Row]:
+    """(label, family, data folder, chain, extra evaluate keywords) per row; makes the shifted data sets (at
+    ``size`` px, under :func:`shift_folder`) on first use. ``only``: the rows whose label holds one of these
+    strings (and the first, the reference). The old test set stays the old simulator's 128 px images."""
     from threeddx.evaluation.evaluate import MarkerTrial
 
-    shift = ROOT / "data" / "shift"
+    shift = shift_folder(size)
     wanted = lambda label: not only or any(o in label for o in only)  # noqa: E731
     plan: list[tuple[str, str, object, object, dict]] = [
         ("in-distribution (random chains)", "in-distribution", lambda: data, "random", {}),
         ("old simulator image (windowed DRR)", "in-distribution", lambda: data, None, {}),
-        ("old test set (old bodies, windowed DRR)", "in-distribution", lambda: simulate_old_test(shift / "old-test"),
+        ("old test set (old bodies, windowed DRR)", "in-distribution", lambda: simulate_old_test(shift_folder(128) / "old-test"),
          None, {}),
         ("standard chain", "physics", lambda: data, "standard", {}),
     ]
     plan += [(f"chain: {p}", "physics", lambda: data, p, {}) for p in PHYSICS]
-    plan += [(f"body: {k}", "body", lambda k=k, v=v: simulate(shift / ("body-" + k.split()[0]), ["--body", *v]),
-              "standard", {}) for k, v in BODIES.items()]
+    plan += [(f"body: {k}", "body",
+              lambda k=k, v=v: simulate(shift / ("body-" + k.split()[0]), ["--body", *v], size), "standard", {})
+             for k, v in BODIES.items()]
     plan.append(("renderer: DiffDRR (Siddon), standard processing", "renderer",
-                 lambda: diffdrr_set(simulate(shift / "ct", ["--write-ct"]), shift / "renderer-diffdrr"), None, {}))
-    plan += [(f"geometry: {k}", "geometry", lambda v=v: simulate(shift / ("geom-" + v[1].replace("-", "m")), v),
+                 lambda: diffdrr_set(simulate(shift / "ct", ["--write-ct"], size), shift / "renderer-diffdrr", size),
+                 None, {}))
+    plan += [(f"geometry: {k}", "geometry", lambda v=v: simulate(shift / ("geom-" + v[1].replace("-", "m")), v, size),
               "standard", {}) for k, v in GEOMETRIES.items()]
     plan.append(("geometry: world frame far from the hips (1.2 m, turned)", "geometry",
                  lambda: far_frame_set(data, shift / f"far-frame-{data.name}"), "random", {}))
     plan += [("marker: 25 mm ball present, not read", "marker", lambda: data, "random",
               {"marker": MarkerTrial(use=False)}),
              ("marker: 25 mm ball read and used", "marker", lambda: data, "random", {"marker": MarkerTrial(use=True)})]
-    on_table = lambda: simulate(shift / "on-table", ["--on-table"])  # noqa: E731
+    on_table = lambda: simulate(shift / "on-table", ["--on-table"], size)  # noqa: E731
     plan += [("on the table: nothing declared", "geometry", on_table, "random", {}),
              ("on the table: table declared", "geometry", on_table, "random", {"declare": "table"}),
              ("on the table: table and body thickness declared", "geometry", on_table, "random",
@@ -519,6 +531,9 @@ def main() -> int:
     ap.add_argument("--rows", nargs="+", metavar="TEXT",
                     help="only the rows whose label holds one of these (and the in-distribution row), e.g. marker "
                     "'on the table'")
+    ap.add_argument("--size", type=int, default=128,
+                    help="image size (px) of the shifted data sets simulated for the rows (kept under data/shift-SIZE)")
+    ap.add_argument("--prepare", action="store_true", help="make the rows' data sets and stop (no evaluation)")
     a = ap.parse_args()
     out, data = Path(a.out), Path(a.data)
     if a.far_frame:
@@ -528,7 +543,10 @@ def main() -> int:
         return 0
     old = str(old_checkpoint(a.old_rev, out))
     models = {"old": old, "new": a.new}
-    rows = shift_rows(data, a.rows)
+    rows = shift_rows(data, a.rows, a.size)
+    if a.prepare:
+        print("\n".join(f"{label}: {folder}" for label, _, folder, *_ in rows))
+        return 0
     results = {}
     for label, family, d, chain, extra in rows:
         for m, ck in models.items():
@@ -541,8 +559,8 @@ def main() -> int:
         return 0
     import torch
 
-    lines = [f"# Robustness: old ({a.old_rev}) and new released dual-face model, 128 px",
-             "", f"`python benchmarks/robustness.py --old-rev {a.old_rev}`; {platform.processor() or platform.machine()}, "
+    lines = [f"# Robustness: old ({a.old_rev}) and new dual-face model ({a.new}), shifted sets at {a.size} px",
+             "", f"`python benchmarks/robustness.py {' '.join(sys.argv[1:])}`; {platform.processor() or platform.machine()}, "
              f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}; test subjects 10, 16, 19.", ""]
     ref = {g: results[(rows[0][0], "new")]["bones"][g]["assd_mean"] for g in GROUPS}
     for g in GROUPS:

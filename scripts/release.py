@@ -1,27 +1,37 @@
-"""Make the package's released models, their model card and the demo example from finished runs.
+"""Release a finished run as one of the package's models: its weights, its model-card section, the demo example.
 
-    python scripts/release.py [--dualface runs/release-128/dependent] [--single runs/ablation-128/single] [--size 128]
+    python scripts/release.py --model dualface=runs/release-256-ft7 [--model single=runs/ablation-128/single] \
+        [--example data/sim256-10x]
 
-Each run folder holds a training run (``best.pt``, ``metrics.csv``) and its
-in-distribution test evaluation ``eval-test/results.json`` (``3ddx evaluate
---chain random``; benchmarks/ablation.py makes it for the ablation rows). Writes:
+``NAME`` is a released model's name (``threeddx.network.checkpoint.RELEASED``: the
+file it is installed as). Each ``RUN`` folder holds a training run (``best.pt``,
+``metrics.csv``, optionally ``command.txt`` when it was made otherwise than by its
+config alone) and its in-distribution test evaluation ``eval-test/results.json``
+(``3ddx evaluate --split test --chain random``). Writes:
 
-* src/threeddx/data/weights/dualface-SIZE.pt and single-SIZE.pt: predict-only
-  copies of each run's best.pt, weights in float16 (checkpoint.export_release);
-* src/threeddx/data/weights/MODEL_CARD.md: data, physics, resolution, geometry,
-  training command, test figures, what it was and was not validated on;
-* src/threeddx/data/example/llp26-10_p00.npz: test subject 10, pose 0, through
-  the standard imaging chain, with its ground-truth meshes (demo.make_example).
+* src/threeddx/data/weights/RELEASED[NAME]: a predict-only copy of the run's
+  best.pt, weights in float16 (checkpoint.export_release);
+* that model's section of src/threeddx/data/weights/MODEL_CARD.md (between the
+  markers ``<!-- release:NAME -->`` and ``<!-- /release:NAME -->``; the other
+  models' sections and the hand-written parts stay as they are): data,
+  physics, resolution, geometry, training command, test figures;
+* with ``--example DATA``: src/threeddx/data/example/llp26-10_p00.npz, test
+  subject 10, pose 0 of DATA through the standard imaging chain, with its
+  ground-truth meshes (demo.make_example).
 
-Then ``scripts/release_mesh.py`` chooses each bone's meshing of the dual-face
-model on the validation split and records it in the checkpoint (a release
-made here alone meshes every bone ``dual``).
+Then ``scripts/release_mesh.py`` chooses each bone's meshing of a dual-face
+model on the validation split and records it in the checkpoint, and
+``benchmarks/placement.py --write`` its calibrated placement and tilt SDs (a
+release made here alone meshes every bone ``dual`` and carries none).
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,110 +48,102 @@ def figures(results: dict) -> str:
 
 
 def train_minutes(run: Path) -> float:
-    import csv
-
     return sum(float(r["seconds"]) for r in csv.DictReader(open(run / "metrics.csv")) if r.get("seconds")) / 60
 
 
+def describe_data(root: Path) -> str:
+    """What a simulated data set holds, counted from its manifest (subjects by split, shape-model variants, poses)."""
+    rows = list(csv.DictReader(open(root / "manifest.csv")))
+    subjects = {r["subject_id"]: r for r in rows}
+    real = Counter(r["split"] for r in subjects.values() if r["subject_id"].startswith("llp26"))
+    variants = sum(1 for r in subjects.values() if not r["subject_id"].startswith("llp26"))
+    poses = round(len(rows) / max(len(subjects), 1))
+    return (f"LLP26 subjects split by subject (train {real['train']}, val {real['val']}, test {real['test']}; the "
+            f"others never used) plus {variants} random shapes from the PCA of the training subjects, {poses} seeded "
+            f"poses each ({len(rows)} samples)")
+
+
+def section(name: str, file: str, run: Path, size_bytes: int) -> list[str]:
+    """The model card's section of one released model, from its run folder."""
+    from threeddx.network.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(run / "best.pt")
+    cfg, mc = ck["config"], ck["model_config"]
+    test = json.loads((run / "eval-test" / "results.json").read_text())
+    config = next((c for c in sorted((ROOT / "configs").glob("*.yaml")) if c.stem in run.name or run.name in c.stem), None)
+    cmd = (ROOT / run / "command.txt").read_text().strip() if (run / "command.txt").exists() else (
+        f"3ddx train --config configs/{config.name if config else '?'}" + (" --loss single" if mc["single_depth"] else "")
+        + f" --out {run.relative_to(ROOT) if run.is_relative_to(ROOT) else run}")
+    d = cfg["data"]
+    root = Path(d["root"]) if Path(d["root"]).is_absolute() else ROOT / d["root"]
+    return [
+        f"<!-- release:{name} -->",
+        f"## {file} ({size_bytes / 1e6:.1f} MB; `--checkpoint {name}`)", "",
+        f"- Model: DualFaceNet U-Net, width {mc['width']}, {mc['levels']} levels, {mc['blocks']} block(s) per level; "
+        f"{'one depth map (the nearest bone surface), the single-depth baseline' if mc['single_depth'] else 'a front and a back depth map per bone'}; "
+        f"bones {', '.join(ck['bones'])}; {d['size']} px. Weights stored as float16.",
+        f"- Loss: `{cfg['loss']['mode']}` scale-invariant log loss, BCE + Dice on the masks.",
+        f"- Data: `{d['root']}`: {describe_data(root)}, in synthetic CTs with varied bodies (docs/data.md: thin to "
+        "obese, outlines, thighs, bowel gas and faeces, bladder, table, metal on the body, shields, calcifications); "
+        f"{d['size']} px.",
+        "- Images: made on the fly from the material line integrals through a random imaging chain per item and "
+        f"epoch (`data.chain: {d['chain']}`: kVp 60-100, filtration, heel effect, scatter with and without a "
+        "grid, dose, noise, blur, vendor processing, LUTs, bit depth, JPEG, inversion, collimation, markers, text; "
+        f"docs/data.md); {100 * d['negatives']:.0f} % of the items are images without hip anatomy "
+        "(the real chest CT's views, upside-down hip films, noise) with empty targets"
+        + (f"; {100 * d['mirror']:.0f} % are the patient's exact mirror image (`data.mirror`, left and right swapped)"
+           if d.get("mirror") else "")
+        + (f"; {100 * d['marker']:.0f} % carry a 20-30 mm steel calibration ball where practice puts one "
+           "(`data.marker`)" if d.get("marker") else "") + ".",
+        "- Geometry: the standard AP preset (SDD 1000 mm, 430 mm detector, iso-centre 820 mm from the source, "
+        "superior up, patient's right on the image's left), poses within +-10 deg tilt, +-8 deg rotation, "
+        "+-5 deg in-plane, +-25/25 mm lateral/longitudinal and +-10 mm along the beam.",
+        f"- Training: `{cmd}`; {cfg['optim']['epochs']} epochs, {train_minutes(run):.0f} min on 2 CPU cores"
+        + (f" (from the weights of `{cfg['init']}`)" if cfg.get("init") else "")
+        + f"; released: best validation epoch {ck['epoch']}.",
+        f"- Test, in distribution (`3ddx evaluate --data {test['data']} --split test --chain random`, "
+        f"meshing {test.get('mesh_method')}): {figures(test)}.",
+        f"<!-- /release:{name} -->",
+    ]
+
+
+def put_section(card: str, name: str, lines: list[str]) -> str:
+    """``card`` with model ``name``'s marked section replaced by ``lines`` (appended before the trust notes when new)."""
+    text = "\n".join(lines)
+    pattern = re.compile(rf"<!-- release:{re.escape(name)} -->.*?<!-- /release:{re.escape(name)} -->", re.S)
+    if pattern.search(card):
+        return pattern.sub(lambda _: text, card)
+    at = card.find("## How far to trust them")
+    return card + "\n" + text + "\n" if at < 0 else card[:at] + text + "\n\n" + card[at:]
+
+
 def main() -> int:
-    from threeddx.network.checkpoint import export_release, load_checkpoint
-    from threeddx.apps.demo import make_example
+    from threeddx.apps.demo import EXAMPLE, make_example
+    from threeddx.network.checkpoint import RELEASED, export_release
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dualface", default="runs/release-128/dependent", help="the run released as the dual-face model")
-    ap.add_argument("--single", default="runs/ablation-128/single", help="the run released as the single-depth baseline")
-    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--model", action="append", required=True, metavar="NAME=RUN",
+                    help=f"release RUN/best.pt as NAME (one of {', '.join(RELEASED)}); repeatable")
+    ap.add_argument("--example", type=Path, help="a data folder whose test subject 10, pose 0 becomes the demo example")
     a = ap.parse_args()
     weights = ROOT / "src/threeddx/data/weights"
-    card = ["# Released models", "",
-            "Trained by this repository's own commands; `3ddx predict IMAGE --out DIR` uses the dual-face model "
-            "without a path (`--checkpoint single` for the baseline). How far to trust them is at the end.", ""]
-    for name, run in (("dualface", ROOT / a.dualface), ("single", ROOT / a.single)):
-        ck_path = run / "best.pt"
-        ck = load_checkpoint(ck_path)
-        cfg = ck["config"]
+    card_path = weights / "MODEL_CARD.md"
+    card = card_path.read_text()
+    for spec in a.model:
+        name, _, run = spec.partition("=")
+        if name not in RELEASED or not run:
+            ap.error(f"--model {spec}: NAME=RUN with NAME one of {', '.join(RELEASED)}")
+        run = Path(run) if Path(run).is_absolute() else ROOT / run
         test = json.loads((run / "eval-test" / "results.json").read_text())
-        config = next((c for c in (ROOT / "configs").glob("*.yaml") if run.parent.name in c.stem), None)
-        cmd = (f"3ddx train --config configs/{config.name if config else '?'}"
-               + (" --loss single" if name == "single" else "") + f" --out {run.relative_to(ROOT)}")
-        if (run / "command.txt").exists():  # a run made otherwise (e.g. resumed with a longer schedule) says how
-            cmd = (run / "command.txt").read_text().strip()
-        info = {
-            "name": name, "run": str(run.relative_to(ROOT)), "epoch": ck["epoch"], "command": cmd,
-            "summary": f"{cfg['loss']['mode']} loss, {cfg['data']['size']} px, width {cfg['model']['width']}, "
-                       f"epoch {ck['epoch']} of {cfg['optim']['epochs']}, physics on the fly and negatives",
-            "test": figures(test),
-        }
-        out = weights / f"{name}-{a.size}.pt"
-        size = export_release(ck_path, out, half=True, info=info)
-        mc = ck["model_config"]
-        card += [
-            f"## {name}-{a.size}.pt ({size / 1e6:.1f} MB)", "",
-            f"- Model: DualFaceNet U-Net, width {mc['width']}, {mc['levels']} levels, {mc['blocks']} block(s) per level; "
-            f"{'one depth map (the nearest bone surface), the single-depth baseline' if mc['single_depth'] else 'a front and a back depth map per bone'}; "
-            f"bones {', '.join(ck['bones'])}. Weights stored as float16.",
-            f"- Loss: `{cfg['loss']['mode']}` scale-invariant log loss, BCE + Dice on the masks.",
-            f"- Data: `{cfg['data']['root']}` (configs/{config.name if config else '?'} header): LLP26 subjects split by "
-            "subject (train 16, val 3, test 3; 22-25 never used) plus 48 random shapes from the PCA of the training "
-            "subjects, 6 seeded poses each, in synthetic CTs with varied bodies (docs/data.md: thin to obese, outlines, "
-            "thighs, bowel gas and faeces, bladder, table, metal on the body, shields, calcifications); "
-            f"{cfg['data']['size']} px.",
-            f"- Images: made on the fly from the material line integrals through a random imaging chain per item and "
-            f"epoch (`data.chain: {cfg['data']['chain']}`: kVp 60-100, filtration, heel effect, scatter with and without a "
-            "grid, dose, noise, blur, vendor processing, LUTs, bit depth, JPEG, inversion, collimation, markers, text; "
-            f"docs/data.md); {100 * cfg['data']['negatives']:.0f} % of the items are images without hip anatomy "
-            "(the real chest CT's views, upside-down hip films, noise) with empty targets"
-            + (f"; {100 * cfg['data']['mirror']:.0f} % are the patient's exact mirror image (`data.mirror`, left and "
-               "right swapped)" if cfg["data"].get("mirror") else "") + ".",
-            "- Geometry: the standard AP preset (SDD 1000 mm, 430 mm detector, iso-centre 820 mm from the source, "
-            "superior up, patient's right on the image's left), poses within +-10 deg tilt, +-8 deg rotation, "
-            "+-5 deg in-plane, +-25/25 mm lateral/longitudinal and +-10 mm along the beam.",
-            f"- Training: `{cmd}`; {ck['config']['optim']['epochs']} epochs, {train_minutes(run):.0f} min on 2 CPU cores; "
-            f"released: best validation epoch {ck['epoch']}.",
-            f"- Test, in distribution (`3ddx evaluate --data data/sim{a.size} --checkpoint {name} --chain random`): "
-            f"{figures(test)}.", "",
-        ]
-    card += [
-        "## How far to trust them", "",
-        "- **Trained and validated on** simulated radiographs only: 16 real adult pelvis/femur shapes (LLP26) and 48 "
-        "PCA variants of them, in synthetic bodies, through simulated imaging chains. The robustness benchmark "
-        "(docs/results.md, \"Robustness\") measures them on the 3 held-out test subjects under shifts: each imaging-chain "
-        "family at its extreme, extreme bodies, another renderer (DiffDRR), and declared geometries other than the "
-        "training one.",
-        "- **Not validated on** real clinical radiographs with ground truth: none exist offline, so no figure here is a "
-        "clinical accuracy. Real patients differ from the simulation in anatomy beyond the hip bones (organs, muscles), "
-        "implants inside bone, pathology, and the exact processing of each vendor.",
-        "- **Refusal**: predict reports each bone's confidence and refuses images where it finds no hip (real chest and "
-        "leg radiographs, noise, blank and wrongly loaded films are refused in the benchmark; docs/results.md). A "
-        "refusal means \"unlike every training image\", not a diagnosis.",
-        "- **Geometry**: trained at one geometry (SDD 1000 mm, 430 mm detector, hips ~820 mm from the source). Any "
-        "other declared geometry is shown to the network as the training geometry would have shown the same anatomy "
-        "(threeddx.geometry.model_view: the model's angular pixel size and magnification, depths moved back along the "
-        "beam); the benchmark measures SDD 1150 mm and the table +-30 mm at 0.96-0.97x of the in-distribution ASSD (dual-face model, 2026-12-02). "
-        "Give `source_to_isocenter_mm` in the geometry JSON when the patient is not on the table at the usual height.",
-        "- **Masks**: a pixel is bone when its probability exceeds 0.7 (calibrated on the validation split; "
-        "benchmarks/mask_threshold.py).",
-        "- **Mirrored patients**: the training subjects' posture favours one side (their left femur lies ~10 mm "
-        "nearer the source than the right, on average); a model trained without mirrored patients learns that and "
-        "doubles its femur error on patients lying the other way. A model trained with them (`mirror_tta` in the "
-        "checkpoint) averages with the mirrored view and gives the mirrored answer for a mirrored patient "
-        "(docs/results.md, \"Mirrored patients\").",
-        "- **Femur placement**: for the dual-face model, predict moves each femur along the beam until its head meets "
-        "the hip joint that a shape-model fit of the predicted pelvis locates (threeddx.inference.hipjoint; `--no-hip-anchor` "
-        "keeps the network's depths; the test figures above include it, benchmarks/hip_anchor.py compares). A femur "
-        "then inherits the pelvis's placement error along the beam, and its tilt (hip flexion, which an AP image "
-        "barely shows) is still the network's.",
-        "- **Frames**: shape-model fits (the pelvis's meshing and the femurs' anchoring) are made in the exposure's AP "
-        "frame and judged (threeddx.meshing.ssm.fit_in_view, judge_fit): no result depends on the world frame a geometry is "
-        "written in (tests/test_frames.py), and an implausible fit falls back to the network's own surface with a "
-        "warning (docs/results.md, \"Shape-model fits that cannot silently fail\").", "",
-    ]
-    with open(weights / "MODEL_CARD.md", "w") as f:
-        f.write("\n".join(card))
-    data = ROOT / f"data/sim{a.size}"
-    make_example(data / "samples/llp26-10/pose_00.npz", data / "meshes/llp26-10",
-                 ROOT / "src/threeddx/data/example/llp26-10_p00.npz")
-    print("\n".join(card))
+        info = {"name": name, "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
+                "test": figures(test)}
+        size = export_release(run / "best.pt", weights / RELEASED[name], half=True, info=info)
+        card = put_section(card, name, section(name, RELEASED[name], run, size))
+    card_path.write_text(card)
+    if a.example:
+        make_example(a.example / "samples/llp26-10/pose_00.npz", a.example / "meshes/llp26-10",
+                     ROOT / "src/threeddx/data/example" / EXAMPLE)
+    print(card)
     return 0
 
 

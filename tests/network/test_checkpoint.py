@@ -127,12 +127,7 @@ def test_the_typed_checkpoint_round_trips_and_names_what_is_missing(tmp_path):
 
 def test_the_release_meshing_rule_picks_the_lowest_validation_assd_per_bone():
     """scripts/release_mesh.py: per bone the mesher with the lower validation ASSD; dual ones are not recorded."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("release_mesh", Path(__file__).parents[2] / "scripts" / "release_mesh.py")
-    rule = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rule)
+    rule = _script("release_mesh")
 
     def results(pelvis, left, right):
         return {"bones": {b: {"assd_mean": v, "hd95_mean": 3 * v} for b, v in
@@ -142,6 +137,39 @@ def test_the_release_meshing_rule_picks_the_lowest_validation_assd_per_bone():
     assert chosen == {"pelvis": "ssm"}  # a tie (the right femur) keeps the first candidate
     assert evidence["pelvis"] == {"dual": {"assd": 3.9, "hd95": 11.7}, "ssm": {"assd": 3.6, "hd95": 10.8}, "chosen": "ssm"}
     assert evidence["femur_right"]["chosen"] == "dual"
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_release_replaces_only_its_own_section_of_the_model_card():
+    """scripts/release.py: one model's marked section is replaced; the others and the hand-written notes stay; a new
+    model's section goes before the trust notes."""
+    release = _script("release")
+    card = ("# Released models\n\nintro\n\n<!-- release:a -->\n## a.pt\nold a\n<!-- /release:a -->\n\n"
+            "<!-- release:b -->\n## b.pt\nb, edited by hand\n<!-- /release:b -->\n\n## How far to trust them\n\nnotes\n")
+    again = release.put_section(card, "a", ["<!-- release:a -->", "## a.pt", "new a", "<!-- /release:a -->"])
+    assert "new a" in again and "old a" not in again and "b, edited by hand" in again and again.endswith("notes\n")
+    added = release.put_section(again, "c", ["<!-- release:c -->", "## c.pt", "<!-- /release:c -->"])
+    assert added.index("## b.pt") < added.index("## c.pt") < added.index("## How far to trust them")
+    assert release.put_section(added, "c", ["<!-- release:c -->", "## c.pt", "<!-- /release:c -->"]) == added
+
+
+def test_the_release_counts_its_data_from_the_manifest(tmp_path):
+    release = _script("release")
+    rows = ["sample_id,subject_id,split,pose"]
+    for subject, split in (("llp26-00", "train"), ("llp26-01", "train"), ("llp26-02", "val"), ("llp26-10", "test"),
+                           ("pca-000", "train"), ("pca-001", "train"), ("pca-002", "train")):
+        rows += [f"{subject}_p{k:02d},{subject},{split},{k}" for k in range(4)]
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    text = release.describe_data(tmp_path)
+    assert "(train 2, val 1, test 1;" in text and "plus 3 random shapes" in text and "4 seeded poses each (28 samples)" in text
 
 
 def _renamed(tmp_path: Path, bones: list) -> Path:

@@ -51,6 +51,11 @@ def train_minutes(run: Path) -> float:
     return sum(float(r["seconds"]) for r in csv.DictReader(open(run / "metrics.csv")) if r.get("seconds")) / 60
 
 
+def meshing(method) -> str:
+    """An evaluation's meshing as words: ``dual`` or ``pelvis ssm, femur_left dual, ...``."""
+    return ", ".join(f"{bone} {m}" for bone, m in method.items()) if isinstance(method, dict) else str(method)
+
+
 def describe_data(root: Path) -> str:
     """What a simulated data set holds, counted from its manifest (subjects by split, shape-model variants, poses)."""
     rows = list(csv.DictReader(open(root / "manifest.csv")))
@@ -98,11 +103,10 @@ def section(name: str, file: str, run: Path, size_bytes: int) -> list[str]:
         "- Geometry: the standard AP preset (SDD 1000 mm, 430 mm detector, iso-centre 820 mm from the source, "
         "superior up, patient's right on the image's left), poses within +-10 deg tilt, +-8 deg rotation, "
         "+-5 deg in-plane, +-25/25 mm lateral/longitudinal and +-10 mm along the beam.",
-        f"- Training: `{cmd}`; {cfg['optim']['epochs']} epochs, {train_minutes(run):.0f} min on 2 CPU cores"
-        + (f" (from the weights of `{cfg['init']}`)" if cfg.get("init") else "")
-        + f"; released: best validation epoch {ck['epoch']}.",
+        f"- Training: `{cmd}`; {cfg['optim']['epochs']} epochs, {train_minutes(run):.0f} min on 2 CPU cores; "
+        f"released: best validation epoch {ck['epoch']}.",
         f"- Test, in distribution (`3ddx evaluate --data {test['data']} --split test --chain random`, "
-        f"meshing {test.get('mesh_method')}): {figures(test)}.",
+        f"meshing {meshing(test.get('mesh_method'))}): {figures(test)}.",
         f"<!-- /release:{name} -->",
     ]
 

@@ -281,8 +281,9 @@ def test_a_png_of_any_shape_gets_its_geometry_from_two_numbers(tmp_path, capsys)
 
     with np.load(Path(__file__).resolve().parents[1] / "src" / "threeddx" / "data" / "example" / "llp26-10_p00.npz") as z:
         img = np.clip(z["image"], 0, 1)
+    k = 1024 // img.shape[0]
     wide = np.zeros((1024, 1280), np.uint16)
-    wide[:, 128:1152] = np.kron(img, np.ones((8, 8))) * 65535  # the example at 8x, 0.42 mm pixels, padded sideways
+    wide[:, 128:1152] = np.kron(img, np.ones((k, k))) * 65535  # the example at 1024 px, 0.42 mm pixels, padded sideways
     png = tmp_path / "wide.png"
     Image.fromarray(wide).save(png)
     code, _, err = run(capsys, "predict", png, "--out", tmp_path / "a")
@@ -304,7 +305,16 @@ def test_inspect_says_what_it_reads_and_assumes(tmp_path, capsys):
     example = Path(__file__).resolve().parents[1] / "src" / "threeddx" / "data" / "example" / "llp26-10_p00.npz"
     code, out, _ = run(capsys, "inspect", example)
     assert code == 0 and "(geometry from file)" in out and "hip anatomy: found" in out
-    assert "assumed: the patient on the table, 180 mm above the detector" in out  # its JSON declares no distance
+    assert "iso-centre:  820 mm from the source (declared)" in out  # its geometry states the hips' distance
+    with np.load(example) as z:  # the same geometry without that distance: the default's, and said so
+        geometry = json.loads(str(z["geometry"]))
+        np.save(tmp_path / "x.npy", z["image"])
+    geometry.pop("source_to_isocenter_mm")
+    (tmp_path / "g.json").write_text(json.dumps(geometry))
+    code, out, _ = run(capsys, "inspect", tmp_path / "x.npy", "--geometry", tmp_path / "g.json")
+    assert code == 0 and "assumed: the patient on the table, 180 mm above the detector" in out
+    for made in ("x.npy", "g.json"):
+        (tmp_path / made).unlink()
     noise = tmp_path / "noise.npy"
     np.save(noise, np.random.default_rng(0).random((128, 128)).astype(np.float32))
     code, out, _ = run(capsys, "inspect", noise, "--json")

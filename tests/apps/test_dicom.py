@@ -248,7 +248,7 @@ def test_a_mirrored_file_gives_the_same_bones(tmp_path):
 
 # ------------------------------------------------------------------ geometry from tags
 SDD = 1000.0
-IPS = 430.0 / 128
+IPS = 430.0 / _pixels(8).shape[0]  # the example's detector pixel (430 mm across)
 
 #: tags -> (the iso-centre distance they give, the detector pixel (mm), what isocenter_from names)
 ISO_TAGS = {
@@ -436,7 +436,7 @@ def test_a_declared_isocentre_or_table_overrides_the_file(tmp_path):
     Image.fromarray((_ap_image()[:, :100] // 16).astype(np.uint8)).save(png)
     reading = Reading()
     _, geo, source = read_radiograph(png, None, nominal, Declared(pixel_mm=0.5, table_mm=1100.0, sdd_mm=1200.0), reading)
-    assert source == "--pixel-mm" and geo.detector_shape == (128, 100) and geo.isocenter_distance == 955.0
+    assert source == "--pixel-mm" and geo.detector_shape == (_ap_image().shape[0], 100) and geo.isocenter_distance == 955.0
     assert reading.isocenter_from.startswith("--table-mm 1100")
     with pytest.raises(InputError, match="between"):
         read_radiograph(png, None, nominal, Declared(pixel_mm=0.5, isocenter_mm=1500.0))

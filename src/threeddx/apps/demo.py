@@ -2,7 +2,7 @@
 
 The example (``data/example/EXAMPLE.npz``, made by :func:`make_example` from the
 benchmark's simulated test split, through the ``standard`` imaging chain of
-:mod:`threeddx.simulator.physics`) is a 128 px radiograph of LLP26 subject 10, a
+:mod:`threeddx.simulator.physics`) is a 256 px radiograph of LLP26 subject 10, a
 test subject that no released model or shape model has seen, in one of its
 seeded poses, with its projection geometry (render.npz format) and the
 ground-truth bone meshes of that pose (world mm, LPS). The demo runs

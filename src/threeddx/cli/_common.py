@@ -8,6 +8,10 @@ from pathlib import Path
 from threeddx.errors import InputError
 
 
+#: ``--checkpoint``'s help, one text for every command (the names: threeddx.network.checkpoint.RELEASED).
+CHECKPOINT_HELP = "a checkpoint, or a released model: dualface (256 px, the default), dualface-128 or single"
+
+
 def device(name: str) -> str:
     """``--device``: cpu, cuda, cuda:N, mps, or auto (cuda when available); checked before any work."""
     import torch

@@ -5,7 +5,8 @@ import argparse
 from pathlib import Path
 
 from threeddx.meshing.reconstruct import MESHERS, mesher_option
-from ._common import add_hip_anchor_option, add_mirror_option, add_ssm_options, device, hip_anchor, ssm_settings
+from ._common import (CHECKPOINT_HELP, add_hip_anchor_option, add_mirror_option, add_ssm_options, device, hip_anchor,
+                      ssm_settings)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +15,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="ASSD / HD95 against the ground-truth meshes of a simulated split",
         description="Evaluate a checkpoint (or, with --oracle, the ground-truth depths) on a simulated split.",
     )
-    p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--data", type=Path, required=True, help="a 3ddx simulate folder")
     p.add_argument("--chain", help="imaging chain making each image from its material line integrals: 'random' "
                    "(seeded by --seed) or a preset (standard, no-grid, low-dose, edge-enhanced, jpeg-8bit, inverted, "

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_geometry_options, declared_geometry, device, marker_spec
+from ._common import CHECKPOINT_HELP, add_geometry_options, declared_geometry, device, marker_spec
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                      "each bone's confidence, and every warning. Nothing is written."),
     )
     p.add_argument("image", type=Path)
-    p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     add_geometry_options(p)
     p.add_argument("--json", action="store_true", help="print the JSON instead of the screen")
     p.add_argument("--device", default="cpu")

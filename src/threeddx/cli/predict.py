@@ -7,8 +7,8 @@ from pathlib import Path
 
 from threeddx.errors import InputError
 from threeddx.meshing.reconstruct import MESHERS, mesher_help, mesher_option
-from ._common import (add_geometry_options, add_hip_anchor_option, add_mirror_option, add_ssm_options,
-                      declared_geometry, device, hip_anchor, marker_spec, ssm_settings)
+from ._common import (CHECKPOINT_HELP, add_geometry_options, add_hip_anchor_option, add_mirror_option,
+                      add_ssm_options, declared_geometry, device, hip_anchor, marker_spec, ssm_settings)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("image", type=str, help="a radiograph; or a folder, a CSV (image[,geometry]) or a quoted glob "
                    "pattern of many: then --out is the batch folder (threeddx.apps.batch)")
-    p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     add_geometry_options(p)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--mesh", type=mesher_option, metavar="{" + ",".join(MESHERS) + "}",

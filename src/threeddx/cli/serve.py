@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ._common import device
+from ._common import CHECKPOINT_HELP, device
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def add(sub: argparse._SubParsersAction) -> None:
             "Binds 127.0.0.1 unless --host says otherwise; any other host needs --token."
         ),
     )
-    p.add_argument("--checkpoint", help="a checkpoint, or a released model: dualface (default) or single")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--token", default=os.environ.get("THREEDDX_TOKEN"),

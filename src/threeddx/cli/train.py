@@ -19,7 +19,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, required=True, help="YAML config")
     p.add_argument("--resume", type=Path, help="continue from a checkpoint (last.pt)")
-    p.add_argument("--init", help="fine-tune: start from this checkpoint's weights (a path, or dualface/single)")
+    p.add_argument("--init", help="fine-tune: start from this checkpoint's weights (a path, or a released name: dualface, dualface-128, single)")
     p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run (deletes it)")
     p.add_argument("--loss", help="override the loss: single, dependent, independent or casi")
     p.add_argument("--data", help="override data.root")

@@ -206,8 +206,11 @@ MAX_MODEL_PIXELS = 4096 * 4096
 #: ``release`` is written by :func:`export_release` itself.
 RELEASE_KEYS = tuple(f.name for f in fields(Checkpoint) if f.name != "release")
 
-#: The released models bundled with the package (src/threeddx/data/weights/MODEL_CARD.md).
-RELEASED = {"dualface": "dualface-128.pt", "single": "single-128.pt"}
+#: The released models bundled with the package (src/threeddx/data/weights/MODEL_CARD.md): name -> file.
+#: ``dualface`` (the default of predict, evaluate, the demo and the server) is the 256 px dual-face model;
+#: ``dualface-128`` the 128 px one it was fine-tuned from (the release until 2026-12-06); ``single`` the
+#: single-depth baseline (128 px).
+RELEASED = {"dualface": "dualface-256.pt", "dualface-128": "dualface-128.pt", "single": "single-128.pt"}
 
 
 def rng_state() -> dict:
@@ -281,7 +284,7 @@ def export_release(checkpoint: str | Path, out: str | Path, half: bool = True, i
 
 
 def resolve_checkpoint(name: str | Path | None) -> Path:
-    """A checkpoint path, or a released model's name (``dualface``, ``single``; None: ``dualface``)."""
+    """A checkpoint path, or a released model's name (:data:`RELEASED`; None: ``dualface``)."""
     if name is None or str(name) in RELEASED:
         from importlib.resources import files
 

@@ -66,10 +66,11 @@ class ModelConfig:
 
 
 #: Named architectures (module doc): name -> (what it is, its ModelConfig fields). ``release-128`` is the released
-#: dual-face model's; the others are the candidates for 256 px (issue 30; docs/results.md says which won).
+#: dual-face models' (128 px, and fine-tuned at 256 px: configs/release-256-ft.yaml); the others are the
+#: candidates for 256 px trained from scratch (issue 30; docs/results.md compares them).
 PRESETS: dict[str, tuple[str, dict]] = {
     "small": ("width 16, 4 levels, 1 block: the CPU ablation's", {"width": 16, "levels": 4, "blocks": 1}),
-    "release-128": ("width 24, 4 levels, 1 block: the released dual-face model (128 px)",
+    "release-128": ("width 24, 4 levels, 1 block: the released dual-face models (128 px; fine-tuned at 256 px)",
                     {"width": 24, "levels": 4, "blocks": 1}),
     "context-256": ("width 24, 5 levels, 1 block, ray directions in, 4-head attention at the bottleneck: the "
                     "context for absolute depth at 256 px", {"width": 24, "levels": 5, "blocks": 1, "coords": True,

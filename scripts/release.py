@@ -1,6 +1,6 @@
 """Release a finished run as one of the package's models: its weights, its model-card section, the demo example.
 
-    python scripts/release.py --model dualface=runs/release-256-ft7 [--model single=runs/ablation-128/single] \
+    python scripts/release.py --model dualface=runs/release-256-ft [--model single=runs/ablation-128/single] \
         [--example data/sim256-10x]
 
 ``NAME`` is a released model's name (``threeddx.network.checkpoint.RELEASED``: the
@@ -76,7 +76,7 @@ def section(name: str, file: str, run: Path, size_bytes: int) -> list[str]:
     cfg, mc = ck["config"], ck["model_config"]
     test = json.loads((run / "eval-test" / "results.json").read_text())
     config = next((c for c in sorted((ROOT / "configs").glob("*.yaml")) if c.stem in run.name or run.name in c.stem), None)
-    cmd = (ROOT / run / "command.txt").read_text().strip() if (run / "command.txt").exists() else (
+    cmd = (run / "command.txt").read_text().strip() if (run / "command.txt").exists() else (
         f"3ddx train --config configs/{config.name if config else '?'}" + (" --loss single" if mc["single_depth"] else "")
         + f" --out {run.relative_to(ROOT) if run.is_relative_to(ROOT) else run}")
     d = cfg["data"]

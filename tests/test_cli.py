@@ -323,3 +323,11 @@ def test_inspect_says_what_it_reads_and_assumes(tmp_path, capsys):
     assert r["pose"] == "the model's nominal AP pose" and any("nominal pose" in w for w in r["warnings"])
     assert r["isocenter"] == "the model's nominal geometry's" and r["intensity_steps"] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["noise.npy"]
+
+
+def test_the_checkpoint_help_names_every_released_model():
+    """One help text for --checkpoint (predict, evaluate, inspect, serve), kept in step with the released names."""
+    from threeddx.cli._common import CHECKPOINT_HELP
+    from threeddx.network.checkpoint import RELEASED
+
+    assert all(name in CHECKPOINT_HELP for name in RELEASED)

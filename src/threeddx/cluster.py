@@ -103,6 +103,12 @@ def map_tasks(fn: Callable, arg_list: Sequence[tuple], workers: int = 1, schedul
                 # Dask's default share (memory / workers) would restart workers mid-task on small machines
                 import dask
 
+                # The workers' processes share one multiprocessing resource tracker, started now with this
+                # environment. A Ctrl-C can end a worker while it holds a semaphore; the tracker then frees it at
+                # exit and says so ("resource_tracker: There appear to be 1 leaked semaphore objects"), a notice
+                # about its own clean-up that would follow the one line a user is promised (cli.main).
+                os.environ["PYTHONWARNINGS"] = ",".join(
+                    w for w in (environ.get("PYTHONWARNINGS"), "ignore:resource_tracker:UserWarning") if w)
                 with dask.config.set({_TRIM: None}):  # module doc: glibc's own allocation policy in the workers
                     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                            dashboard_address=None, memory_limit=0, silence_logs=logging.ERROR)

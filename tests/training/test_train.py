@@ -187,6 +187,7 @@ def test_the_rules_of_a_run_folder(small_sim, tmp_path, capsys):
     assert main([*args, "--out", str(b), "--resume", str(a / "last.pt")]) == 0
     assert (b / "last.pt").exists() and (b / "best.pt").exists()
     assert load_checkpoint(b / "last.pt")["epoch"] == 2
+    assert [r["epoch"] for r in csv.DictReader(open(b / "metrics.csv"))] == ["1", "2"]  # the log continues a's
     assert main([*args, "--out", str(a), "--overwrite"]) == 0
     assert [r["epoch"] for r in csv.DictReader(open(a / "metrics.csv"))] == ["1", "2"]
 

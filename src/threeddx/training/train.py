@@ -545,8 +545,9 @@ def prepare_run_folder(out: str | Path, resume: str | Path | None, overwrite: bo
       ``--resume`` continues it, ``--overwrite`` deletes the earlier run's files
       (only :data:`RUN_FILES`) and starts again;
     * ``--resume`` into another folder copies the resumed run's ``best.pt`` (when
-      there is one) so that the new folder holds both files, once the resumed
-      checkpoint is accepted (:func:`copy_resumed_best`);
+      there is one) so that the new folder holds both files, and its log up to the
+      resumed epoch so that the new log continues it, once the resumed checkpoint
+      is accepted (:func:`carry_resumed_run`);
     * temporaries left by a killed run (``.last.pt.*.tmp.pt``) are removed.
     """
     import shutil
@@ -571,16 +572,26 @@ def prepare_run_folder(out: str | Path, resume: str | Path | None, overwrite: bo
                 tmp.unlink(missing_ok=True)
 
 
-def copy_resumed_best(out: str | Path, resume: str | Path) -> None:
-    """``--resume`` into another folder: copy the resumed run's ``best.pt`` there (when it has one), once the
+def carry_resumed_run(out: str | Path, resume: str | Path, epoch: int) -> None:
+    """``--resume`` into another folder: copy the resumed run's ``best.pt`` there (when it has one) and its
+    ``metrics.csv`` rows up to the resumed ``epoch`` (so the new folder's log holds the whole run), once the
     resumed checkpoint has been accepted (a refused one leaves nothing that would block a fresh run)."""
     import shutil
 
-    out, src = Path(out), Path(resume).parent / "best.pt"
-    if src.exists() and not (out / "best.pt").exists() and src.resolve() != (out / "best.pt").resolve():
+    out, src = Path(out), Path(resume).parent
+    if src.resolve() == out.resolve():
+        return
+    if (src / "best.pt").exists() and not (out / "best.pt").exists():
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "best.pt") as tmp:
-            shutil.copy2(src, tmp)
+            shutil.copy2(src / "best.pt", tmp)
+    if (src / "metrics.csv").exists() and not (out / "metrics.csv").exists():
+        with open(src / "metrics.csv", newline="") as f:
+            rows = list(csv.reader(f))
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "metrics.csv") as tmp:
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows(rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= epoch])
 
 
 def train(cfg: dict, resume: str | Path | None = None, progress: bool = True,
@@ -594,7 +605,7 @@ def train(cfg: dict, resume: str | Path | None = None, progress: bool = True,
         prepare_run_folder(cfg["out"], resume, overwrite)
     trainer = Trainer(cfg, resume, progress)
     if resume is not None and int(os.environ.get("RANK", "0")) == 0:
-        copy_resumed_best(cfg["out"], resume)
+        carry_resumed_run(cfg["out"], resume, trainer.epoch)
     if trainer.epoch >= int(cfg["optim"]["epochs"]):
         return {"finished": True, "epoch": trainer.epoch}
     try:

@@ -314,7 +314,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     # the name is bound before the file exists (as result_folder's): a Ctrl-C the moment after it is made still
     # finds it below; this host and process in the name, so no other writer makes the same one
-    tmp_path = path.parent / f".{path.name}.{writer_tag()}.{uuid.uuid4().hex[:8]}.tmp{''.join(path.suffixes)}"
+    tmp_path = _hidden_name(path, ".tmp" + "".join(path.suffixes))
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -476,7 +476,7 @@ def result_folder(out: str | Path, marker: str) -> Iterator[Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
         # the name is bound before the folder exists (not tempfile.mkdtemp, which a Ctrl-C the moment after it
         # made the folder would end before its name is returned): the finally below always finds it
-        tmp = _partial_name(out)
+        tmp = _hidden_name(out, ".partial")
         tmp.mkdir(mode=0o700)
         yield tmp
         if not (tmp / marker).exists():
@@ -494,10 +494,10 @@ def result_folder(out: str | Path, marker: str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _partial_name(out: Path) -> Path:
-    """The hidden ``.NAME.HOST.PID.XXXXXXXX.partial`` folder's path beside ``out`` (this host and process: no
-    other writer makes the same name)."""
-    return out.parent / f".{out.name}.{writer_tag()}.{uuid.uuid4().hex[:8]}.partial"
+def _hidden_name(out: Path, suffix: str) -> Path:
+    """A temporary's hidden path beside ``out``, ``.NAME.HOST.PID.<8 hex>SUFFIX`` (this host and process in the
+    name: no other writer makes the same one; :func:`is_dead_temporary` reads them back)."""
+    return out.parent / f".{out.name}.{writer_tag()}.{uuid.uuid4().hex[:8]}{suffix}"
 
 
 def _swap_in(tmp: Path, out: Path) -> None:

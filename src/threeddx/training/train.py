@@ -353,13 +353,7 @@ class Trainer:
         path = self.out / "metrics.csv"
         if not self.dist.main or not path.exists():
             return
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-        keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
-        if len(keep) != len(rows):
-            with atomic_path(path) as tmp:
-                with open(tmp, "w", newline="") as f:
-                    csv.writer(f).writerows(keep)
+        write_log(path, log_rows_until(path, epoch))  # a few hundred bytes, rewritten once per resume
 
     # ---------------------------------------------------------- loops
     def _batch_loss(self, batch: dict, training: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
@@ -586,12 +580,21 @@ def carry_resumed_run(out: str | Path, resume: str | Path, epoch: int) -> None:
         with atomic_path(out / "best.pt") as tmp:
             shutil.copy2(src / "best.pt", tmp)
     if (src / "metrics.csv").exists() and not (out / "metrics.csv").exists():
-        with open(src / "metrics.csv", newline="") as f:
-            rows = list(csv.reader(f))
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "metrics.csv") as tmp:
-            with open(tmp, "w", newline="") as f:
-                csv.writer(f).writerows(rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= epoch])
+        write_log(out / "metrics.csv", log_rows_until(src / "metrics.csv", epoch))
+
+
+def log_rows_until(path: Path, epoch: int) -> list[list[str]]:
+    """A run's ``metrics.csv`` as rows: the header and the epochs up to ``epoch``."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
+
+
+def write_log(path: Path, rows: list[list[str]]) -> None:
+    """Write ``metrics.csv`` rows whole or not at all."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(rows)
 
 
 def train(cfg: dict, resume: str | Path | None = None, progress: bool = True,

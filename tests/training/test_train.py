@@ -207,6 +207,32 @@ def test_fine_tuning_starts_from_the_weights_and_records_mirroring(small_sim, tm
         Trainer(other, progress=False)
 
 
+def test_init_match_shapes_puts_a_single_depth_head_on_a_dual_face_backbone(small_sim, tmp_path, capsys):
+    """init_match: shapes takes every tensor of the same name and shape (the backbone) and starts the rest fresh,
+    naming them; "all" refuses the other model; an unknown option is one error at load time."""
+    from threeddx.training.train import load_config, shared_tensors
+
+    first = tiny_cfg(small_sim, tmp_path / "first", optim={"epochs": 1})
+    train(first, progress=False)
+    ck = load_checkpoint(tmp_path / "first" / "last.pt")
+    single = tiny_cfg(small_sim, tmp_path / "single", init=str(tmp_path / "first" / "last.pt"),
+                      loss={"mode": "single"})
+    with pytest.raises(InputError, match="model settings differ"):
+        Trainer(single, progress=False)
+    single["init_match"] = "shapes"
+    tr = Trainer(single, progress=False)
+    fresh = {k for k, v in tr.model.state_dict().items() if v.shape != ck["model"][k].shape}
+    assert fresh == {"head.2.weight", "head.2.bias"}  # the output layer: 1 depth per bone instead of 2
+    assert all(torch.equal(v, ck["model"][k]) for k, v in tr.model.state_dict().items() if k not in fresh)
+    assert "2 fresh: head.2.bias, head.2.weight" in capsys.readouterr().out
+    # names from before the trunk had its own (released files of that time) match too
+    old = {k.removeprefix("trunk."): v for k, v in ck["model"].items()}
+    taken, left = shared_tensors(tr.model.state_dict(), old)
+    assert left == sorted(fresh) and len(taken) == len(ck["model"]) - 2
+    with pytest.raises(InputError, match="unknown init_match in config .*tiny.yaml: 'shape'; did you mean 'shapes'"):
+        load_config(REPO / "configs" / "tiny.yaml", {"init_match": "shape"})
+
+
 def test_a_four_face_model_trains_predicts_and_meshes(four_face_sim, tmp_path):
     """model.faces 4 on samples simulated with --faces 4: the loss sees the inner faces, the checkpoint says K,
     and the one inference path gives inner faces that evaluate meshes."""

@@ -20,6 +20,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, required=True, help="YAML config")
     p.add_argument("--resume", type=Path, help="continue from a checkpoint (last.pt)")
     p.add_argument("--init", help="fine-tune: start from this checkpoint's weights (a path, or a released name: dualface, dualface-128, single)")
+    p.add_argument("--init-match", choices=("all", "shapes"), help="which of --init's tensors to take: all (the "
+                   "same model settings; the default) or shapes (those of the same name and shape, e.g. a "
+                   "single-depth head on a dual-face backbone; the others start fresh and are printed)")
     p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run (deletes it)")
     p.add_argument("--loss", help="override the loss: single, dependent, independent or casi")
     p.add_argument("--data", help="override data.root")
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         over.setdefault("model", {})["faces"] = args.faces
     if args.init:
         over["init"] = args.init
+    if args.init_match:
+        over["init_match"] = args.init_match
     cfg = load_config(args.config, over)
     if args.budget_min is not None and not (args.budget_min > 0 and math.isfinite(args.budget_min)):
         raise InputError(f"--budget-min must be a positive number of minutes, got {args.budget_min}")

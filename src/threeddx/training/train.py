@@ -35,7 +35,7 @@ import yaml
 
 from threeddx import __version__
 from threeddx.training.trainconfig import check, defaults
-from threeddx.errors import InputError, check_number
+from threeddx.errors import InputError, check_number, look_up_option
 from threeddx.io import check_names, is_dead_temporary
 from threeddx.geometry import XrayGeometry, standard_ap_geometry
 from threeddx.network.checkpoint import (  # noqa: F401 (re-exported)
@@ -43,7 +43,7 @@ from threeddx.network.checkpoint import (  # noqa: F401 (re-exported)
 )
 from threeddx.io import atomic_path
 from threeddx.network.losses import MODES, mask_loss, scale_invariant_loss
-from threeddx.network.model import DualFaceNet, ModelConfig, apply_casi_offset, model_config, face_masks, nearest_surface  # noqa: F401 (re-exported)
+from threeddx.network.model import DualFaceNet, ModelConfig, apply_casi_offset, model_config, face_masks, nearest_surface, upgrade_state_dict  # noqa: F401 (re-exported)
 
 LOSS_CHOICES = ("single", "dependent", "independent", "casi")
 
@@ -91,8 +91,8 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         raise InputError(f"config: loss.mode must be one of {MODES}, got {cfg['loss']['mode']!r}")
     check_names(cfg["data"]["bones"], f"config {path or '(defaults)'}: data.bones")
     check_config(cfg, f"config {path or '(defaults)'}")
+    look_up_option(cfg["init_match"], INIT_MATCH, f"init_match in config {path or '(defaults)'}:")
     if cfg["model"]["preset"] is not None:
-        from threeddx.errors import look_up_option
         from threeddx.network.model import PRESETS
 
         look_up_option(cfg["model"]["preset"], PRESETS, f"model preset in config {path or '(defaults)'}:")
@@ -330,9 +330,19 @@ class Trainer:
 
         path = resolve_checkpoint(name)
         ck = load_checkpoint(path, map_location=self.device)
-        if not self._same_model(ck):
-            raise InputError(f"init {path}: the checkpoint's model settings differ from the config's")
-        self.model.load_state_dict(ck["model"])  # float16 release weights are cast to the model's float32
+        match = self.cfg.get("init_match", "all")  # checked by load_config
+        if match == "all":
+            if not self._same_model(ck):
+                raise InputError(f"init {path}: the checkpoint's model settings differ from the config's "
+                                 "(init_match: shapes takes the tensors they share)")
+            self.model.load_state_dict(ck["model"])  # float16 release weights are cast to the model's float32
+            return
+        taken, fresh = shared_tensors(self.model.state_dict(), ck["model"])
+        if not taken:
+            raise InputError(f"init {path}: the checkpoint shares no tensor (name and shape) with this model")
+        self.model.load_state_dict(taken, strict=False)
+        if self.dist.rank == 0 and fresh:
+            print(f"init {path}: {len(taken)} tensors taken, {len(fresh)} fresh: {', '.join(fresh)}")
 
     def _load(self, path: str | Path) -> None:
         ck = load_checkpoint(path, map_location=self.device)
@@ -588,6 +598,19 @@ def log_rows_until(path: Path, epoch: int) -> list[list[str]]:
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     return rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
+
+
+#: ``init_match`` options: how a fine-tune takes its starting checkpoint's tensors (:meth:`Trainer._init_weights`).
+INIT_MATCH = ("all", "shapes")
+
+
+def shared_tensors(model: dict[str, torch.Tensor], init: dict[str, torch.Tensor]) -> tuple[dict, list[str]]:
+    """The tensors of ``init`` (a state dict; names from before the trunk/head split upgraded) whose name and
+    shape ``model`` (a state dict) has, cast to the model's dtype, and the names of the model's tensors left
+    without one (sorted)."""
+    init = upgrade_state_dict(dict(init))
+    taken = {k: v.to(model[k].dtype) for k, v in init.items() if k in model and tuple(v.shape) == tuple(model[k].shape)}
+    return taken, sorted(k for k in model if k not in taken)
 
 
 def write_log(path: Path, rows: list[list[str]]) -> None:

@@ -99,6 +99,10 @@ class TrainConfig:
     # fine-tuning: start from this checkpoint's weights (a path or a released name; same model settings), with a
     # new optimiser and schedule; ignored when resuming
     init: str | None = None
+    # which of init's tensors are taken: "all" (the same model settings, every tensor) or "shapes" (every tensor
+    # whose name and shape this model shares; the others keep their fresh initialisation and are printed): e.g. a
+    # single-depth head on a dual-face backbone (docs/training.md)
+    init_match: str = "all"
 
 
 def defaults() -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Hip-joint anchoring (threeddx.inference.hipjoint): the released model with and without it, and the anchor's own error.
 
     .venv/bin/python benchmarks/hip_anchor.py [--data data/sim128] [--old-test data/shift/old-test] [--out runs/hip-anchor] [--shifts]
+        [--checkpoint dualface-128]
 
 1. **The anchor on ground truth**: the true masks and depths of the split,
    anchored: the shift it applies to each (correctly placed) femur is its own
@@ -14,6 +15,8 @@
    the robustness benchmark's other renderer (DiffDRR) and declared geometries. The settings were chosen on
    the validation rows; the test rows are reported, not tuned on.
 
+The default model is the 128 px release (``dualface-128``) on its own 128 px data, as the recorded figures
+were made; the 256 px release: ``--data data/sim256-10x-eval --checkpoint dualface --out runs/hip-anchor-256``.
 Evaluations are cached in OUT (delete a folder to rerun it).
 """
 from __future__ import annotations
@@ -53,13 +56,13 @@ def oracle_shifts(data: Path, split: str) -> np.ndarray:
     return np.array(out)
 
 
-def evaluation(data: Path, split: str, chain, anchor: bool, out: Path) -> list[dict]:
+def evaluation(data: Path, split: str, chain, anchor: bool, out: Path, checkpoint: str) -> list[dict]:
     from threeddx.evaluation.evaluate import evaluate
     from threeddx.inference.hipjoint import AnchorSettings
 
-    folder = out / f"{data.name}-{split}-{'on' if anchor else 'off'}"
+    folder = out / f"{Path(checkpoint).stem}-{data.name}-{split}-{'on' if anchor else 'off'}"  # per model: no stale cache
     if not (folder / "results.csv").exists():
-        evaluate(data, folder, "dualface", split=split, chain=chain, progress=False,
+        evaluate(data, folder, checkpoint, split=split, chain=chain, progress=False,
                  hip_anchor=AnchorSettings() if anchor else None)
     return list(csv.DictReader(open(folder / "results.csv")))
 
@@ -69,12 +72,13 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "sim128")
     ap.add_argument("--old-test", type=Path, default=ROOT / "data" / "shift" / "old-test")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "hip-anchor")
+    ap.add_argument("--checkpoint", default="dualface-128", help="the model (a path or a released name)")
     ap.add_argument("--shifts", action="store_true",
                     help="also the other renderer and the declared geometries of benchmarks/robustness.py (data/shift/)")
     a = ap.parse_args()
     import torch
 
-    print(f"`python benchmarks/hip_anchor.py{' --shifts' if a.shifts else ''}`; {platform.machine()}, {torch.get_num_threads()} threads, "
+    print(f"`python benchmarks/hip_anchor.py --checkpoint {a.checkpoint} --data {a.data}{' --shifts' if a.shifts else ''}`; {platform.machine()}, {torch.get_num_threads()} threads, "
           f"{time.strftime('%Y-%m-%d')}\n")
     print("| ground truth, split | femurs | applied | shift mean mm | shift SD mm | largest shift mm |")
     print("|---|---|---|---|---|---|")
@@ -96,7 +100,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     for label, data, split, chain in sets:
         for anchor in (False, True):
-            rows = evaluation(data, split, chain, anchor, a.out)
+            rows = evaluation(data, split, chain, anchor, a.out, a.checkpoint)
             for bone in (*BONES, "femur"):
                 r = [x for x in rows if x["status"] == "ok" and (x["bone"] == bone or (bone == "femur" and x["bone"] != "pelvis"))]
                 v = {k: np.array([float(x[k]) for x in r]) for k in ("assd", "hd95", "beam_shift_mm", "assd_beam_aligned")}

@@ -1,6 +1,9 @@
 """Calibrate the mask threshold of the inference path (threeddx.inference.predictor.MASK_THRESHOLD).
 
-    .venv/bin/python benchmarks/mask_threshold.py [--data data/sim128] [--split val] [--checkpoint dualface]
+    .venv/bin/python benchmarks/mask_threshold.py [--data data/sim128] [--split val] [--checkpoint dualface-128]
+
+The defaults are the 128 px release on its own 128 px data (the figures recorded before the 256 px release);
+the 256 px one: ``--data data/sim256-10x-eval --checkpoint dualface``.
 
 Every image of the split is made through a random imaging chain (seeded as
 ``3ddx evaluate --chain random`` does), the network's mask probabilities are
@@ -31,7 +34,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("data/sim128"))
     ap.add_argument("--split", default="val")
-    ap.add_argument("--checkpoint", default="dualface")
+    ap.add_argument("--checkpoint", default="dualface-128")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     pred = Predictor(a.checkpoint)

@@ -17,8 +17,9 @@
    no side bias scores the same on both; the released model before mirroring
    was fine-tuned in does not.
 
-``--model LABEL=CHECKPOINT`` (repeatable; default: the installed release as
-``dualface``); a CHECKPOINT of the form ``git:REV`` is the release file of git
+``--model LABEL=CHECKPOINT`` (repeatable; default: the 128 px release as ``dualface-128``, on its own 128 px
+data as the recorded figures were made; the 256 px release: ``--data data/sim256-10x-eval --model
+dualface=dualface``); a CHECKPOINT of the form ``git:REV`` is the release file of git
 revision REV. Evaluations are cached in OUT (delete a folder to rerun it).
 """
 from __future__ import annotations
@@ -79,7 +80,7 @@ def main() -> int:
     a = ap.parse_args()
     import torch
 
-    models = [m.split("=", 1) for m in (a.model or ["dualface=dualface"])]
+    models = [m.split("=", 1) for m in (a.model or ["dualface-128=dualface-128"])]
     print(f"`python benchmarks/mirror.py {' '.join('--model ' + '='.join(m) for m in models)}`; {platform.machine()}, "
           f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}\n")
     print("| split | images | left - right femur depth, mean mm | SD mm |")

@@ -27,6 +27,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", help="override the loss: single, dependent, independent or casi")
     p.add_argument("--data", help="override data.root")
     p.add_argument("--out", help="override out (run folder)")
+    p.add_argument("--limit-train", type=int, help="override data.limit_train: train on the split's first N samples "
+                   "(the manifest's order: whole subjects, their poses together; a data-size curve)")
     p.add_argument("--epochs", type=int, help="override optim.epochs")
     p.add_argument("--faces", type=int, help="override model.faces: depth faces per bone, even (2: front and back; "
                    "K > 2 needs data simulated with --faces K or more)")
@@ -46,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         over["data"] = {"root": args.data}
     if args.out:
         over["out"] = args.out
+    if args.limit_train is not None:
+        over.setdefault("data", {})["limit_train"] = args.limit_train
     if args.epochs is not None:
         over.setdefault("optim", {})["epochs"] = args.epochs
     if args.device:

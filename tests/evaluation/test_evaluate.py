@@ -103,7 +103,7 @@ def test_the_oracles_measurements_against_the_truths(small_sim, tmp_path):
 def test_a_marker_trial_reads_the_ball_in_every_image(small_sim, tmp_path):
     """evaluate with a MarkerTrial: each image made at a detector's resolution with a ball beside the right
     trochanter at the hips' depth; the ball is read (its depth error per row) and places the bones; the
-    oracle is refused (a marker tests a network's placement)."""
+    oracle is refused (a marker tests a network's placement); read="truth" uses the true ball (no reading error)."""
     from threeddx.errors import InputError
     from threeddx.evaluation.evaluate import MarkerTrial, evaluate
 
@@ -112,6 +112,12 @@ def test_a_marker_trial_reads_the_ball_in_every_image(small_sim, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "m" / "results.csv")))
     err = {float(r["marker_depth_error_mm"]) for r in rows}
     assert len(err) == 1 and abs(err.pop()) < 15.0  # one ball per image, read within a few mm at 512 px
+    evaluate(small_sim, tmp_path / "t", "dualface", split="val", limit=1, progress=False,
+             marker=MarkerTrial(render_px=512, read="truth"))
+    rows = list(csv.DictReader(open(tmp_path / "t" / "results.csv")))
+    assert {float(r["marker_depth_error_mm"]) for r in rows} == {0.0}  # read perfectly: its true centre
+    with pytest.raises(InputError, match="unknown marker reading 'truths'"):
+        MarkerTrial(read="truths")
     with pytest.raises(InputError, match="not with --oracle"):
         evaluate(small_sim, tmp_path / "o", oracle=True, split="val", limit=1, progress=False, marker=MarkerTrial())
 

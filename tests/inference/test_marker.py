@@ -45,6 +45,18 @@ def test_the_sphere_is_measured_to_a_hundredth_of_a_pixel(where, size):
     assert m.distance_mm == pytest.approx(np.linalg.norm(c), abs=1.0)
 
 
+@pytest.mark.parametrize("where", list(CENTRES))
+def test_a_perfect_reading_is_the_analytic_projection(where):
+    """evaluate's perfectly read ball (``MarkerTrial(read="truth")``) is the sphere's analytic projection."""
+    from threeddx.evaluation.evaluate import true_marker
+
+    geo = standard_ap_geometry(size=256)
+    m = true_marker(np.asarray(CENTRES[where], float), 25.0, geo)
+    row, col, diameter = _truth(geo, CENTRES[where])
+    assert (m.row, m.col, m.apparent_diameter_px) == pytest.approx((row, col, diameter), abs=1e-6)
+    assert m.distance_mm == pytest.approx(np.linalg.norm(CENTRES[where])) and m.depth_mm == CENTRES[where][2]
+
+
 def test_a_steel_ball_s_soft_edge_costs_a_little():
     """Steel at ~1/mm is not opaque at its very edge: the outline reads ~0.02 px small, the distance ~1.5 mm
     long at 820 mm (still within 0.1 px)."""

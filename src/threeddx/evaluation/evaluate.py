@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from threeddx.bones import DEFAULT_BONES, groups as bone_groups
-from threeddx.errors import InputError
+from threeddx.errors import InputError, look_up_option
 from threeddx.facemaps import FaceMaps
 from threeddx.geometry import XrayGeometry
 from threeddx.inference.hipjoint import AnchorSettings
@@ -201,13 +201,32 @@ class MarkerTrial:
     further from the source than the hip joints' true mid-point (simulated samples: the world origin); the
     image made at ``render_px`` (the anatomy's line integrals interpolated, the ball exact: a clinical
     detector's resolution); ``use``: read it (``offset_mm`` declared, as ``--marker-offset-mm``) and place
-    the bones by it, or leave it in the image unread (does the network mind it?)."""
+    the bones by it, or leave it in the image unread (does the network mind it?); ``read``: "image" (found in
+    the image, as predict does) or "truth" (its true centre, as if read perfectly: what the rest of the placement
+    costs without the reading's error)."""
 
     diameter_mm: float = 25.0
     render_px: int = 2048
     use: bool = True
     true_offset_mm: float = 0.0
     offset_mm: float = 0.0
+    read: str = "image"
+
+    def __post_init__(self) -> None:
+        look_up_option(self.read, ("image", "truth"), "marker reading")
+
+
+def true_marker(centre_source: np.ndarray, diameter_mm: float, geometry: XrayGeometry):
+    """The :class:`~threeddx.inference.marker.Marker` a perfect reading of a ball at ``centre_source`` (source
+    frame, mm) would give on ``geometry``."""
+    from threeddx.inference.marker import Marker, _project_source
+
+    distance = float(np.linalg.norm(centre_source))
+    alpha = np.arcsin(diameter_mm / 2.0 / distance)
+    row, col = _project_source(geometry, centre_source)
+    px = float(np.mean(geometry.pixel_spacing))
+    return Marker(float(diameter_mm), np.asarray(centre_source, np.float64), row, col, distance,
+                  float(2 * geometry.sdd * np.tan(alpha) / px), 0.0, 0)
 
 
 def marker_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, trial: MarkerTrial,
@@ -295,7 +314,9 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
             gt["masks"] = ndimage.zoom(gt["masks"], (1, *f), order=0)  # the truth on the image's grid
             if task.marker.use and task.checkpoint is not None:
                 try:
-                    ball_found = find_marker(gt["image"], geo_full, task.marker.diameter_mm)
+                    ball_found = (true_marker(ball, task.marker.diameter_mm, geo_full)
+                                  if task.marker.read == "truth"
+                                  else find_marker(gt["image"], geo_full, task.marker.diameter_mm))
                     reading = MarkerReading(ball_found, task.marker.offset_mm)
                     marker_row["marker_depth_error_mm"] = ball_found.depth_mm - float(ball[2])
                 except InputError:

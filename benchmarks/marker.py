@@ -1,6 +1,7 @@
 """The calibration sphere on simulated radiographs: is it found, and how far off is the depth it gives?
 
     .venv/bin/python benchmarks/marker.py --data data/v5val data/val512 [--n 12] [--diameter 25]
+    .venv/bin/python benchmarks/marker.py --data data/val512 --n 12 --upsample 2048 --ablate
 
 Per sample of each folder, a steel ball (``--diameter`` mm) is added to the material line integrals
 (:func:`threeddx.inference.marker.with_marker`) beside the right greater trochanter at the hips' distance
@@ -10,6 +11,10 @@ then looks for it. Printed per folder and chain: how many balls were found, how 
 kind: none found, several, at the border), how many found balls sit elsewhere than the true one (more than
 half its radius off), and the true finds' depth error (mm, their source-frame z against the truth): median and
 largest.
+
+``--ablate``: which step of a random chain misleads the reading. Per image of the random chain, the depth error
+(mm) as made, and with the chain's blur set to 0, with its display window not clipping the ball (upper
+percentile 100, no S-curve), and with both; beside the chain's blur (output pixels), edge enhancement and JPEG.
 """
 from __future__ import annotations
 
@@ -21,6 +26,61 @@ from pathlib import Path
 import numpy as np
 
 
+def ball_centre(i: int, geo) -> np.ndarray:
+    """The i-th image's ball (source frame, mm): beside the right trochanter at the hips' distance, a few rows apart."""
+    return np.array([-130.0 + 20 * (i % 3), 20.0 - 30 * (i % 4), geo.isocenter_distance_or_assumed])
+
+
+def sample_at(f: Path, upsample: int):
+    """A sample's geometry and material line integrals, interpolated to ``upsample`` px a side (0: as stored)."""
+    from threeddx.geometry import XrayGeometry
+    from threeddx.simulator.physics import sample_materials
+
+    with np.load(f) as z:
+        geo = XrayGeometry.from_json(str(z["geometry"]))
+        mats = sample_materials(z)
+    if upsample:
+        from scipy import ndimage
+
+        k = upsample / geo.detector_shape[0]
+        mats = {m: ndimage.zoom(v, k, order=1) for m, v in mats.items()}
+        geo = geo.resample(upsample)
+    return geo, mats
+
+
+def ablate(a) -> None:
+    """``--ablate`` (module doc): one table over the first ``--n`` samples of each folder."""
+    from dataclasses import replace
+
+    from threeddx.errors import InputError
+    from threeddx.inference.marker import find_marker, with_marker
+    from threeddx.simulator.physics import radiograph, sample_chain
+
+    variants = {"as made": {}, "blur 0": {"blur_px": 0.0}, "window not clipping": {"window_hi_pct": 100.0, "lut_s": 0.0},
+                "both": {"blur_px": 0.0, "window_hi_pct": 100.0, "lut_s": 0.0}}
+    print(f"# {datetime.date.today()} {platform.machine()}; a {a.diameter:g} mm steel ball, random chains"
+          + (f", rendered at {a.upsample} px" if a.upsample else "") + "; depth error mm (- nearer the source)")
+    print("| data | image | blur px | edge gain / radius mm | window hi % | S-curve | JPEG | "
+          + " | ".join(variants) + " |")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(variants))
+    for folder in a.data:
+        for i, f in enumerate(sorted(folder.glob("samples/*/*.npz"))[: a.n]):
+            geo, mats = sample_at(f, a.upsample)
+            centre = ball_centre(i, geo)
+            with_ball, chain, cells = with_marker(mats, geo, centre, a.diameter), sample_chain(i), []
+            row, col, _ = geo.with_pose(np.eye(4)).project(centre)
+            for change in variants.values():
+                try:
+                    m = find_marker(radiograph(with_ball, geo, replace(chain, **change)), geo, a.diameter)
+                    off = np.hypot(m.row - row, m.col - col) > m.apparent_diameter_px / 4
+                    cells.append("elsewhere" if off else f"{m.depth_mm - centre[2]:+.1f}")
+                except InputError as e:
+                    cells.append("several" if "candidates" in str(e) else "border" if "border" in str(e) else "none")
+            print(f"| {folder.name} | {i} | {chain.blur_px:.2f} | {chain.edge_strength:.1f} / {chain.edge_radius_mm:.0f} | "
+                  f"{chain.window_hi_pct:.1f} | {chain.lut_s:.1f} | {chain.jpeg_quality or '-'} | {' | '.join(cells)} |",
+                  flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, nargs="+", required=True)
@@ -29,12 +89,15 @@ def main() -> None:
     ap.add_argument("--upsample", type=int, default=0,
                     help="render at this many pixels a side instead (the anatomy's line integrals interpolated, the ball "
                     "analytic at that resolution, the chain at it): a clinical detector's resolution")
+    ap.add_argument("--ablate", action="store_true", help="per random-chain image, the error without the chain's "
+                    "blur, without its clipping window, and without both")
     a = ap.parse_args()
     from threeddx.errors import InputError
-    from threeddx.geometry import XrayGeometry
     from threeddx.inference.marker import find_marker, with_marker
-    from threeddx.simulator.physics import radiograph, sample_chain, sample_materials
+    from threeddx.simulator.physics import radiograph, sample_chain
 
+    if a.ablate:
+        return ablate(a)
     print(f"# {datetime.date.today()} {platform.machine()}; a {a.diameter:g} mm steel ball beside the right trochanter"
           + (f"; rendered at {a.upsample} px" if a.upsample else ""))
     print("| data | chain | images | found there | found elsewhere | refused: none / several / border | "
@@ -45,16 +108,8 @@ def main() -> None:
         for kind in ("standard", "random"):
             errors, elsewhere, refused = [], 0, {"none": 0, "several": 0, "border": 0}
             for i, f in enumerate(files):
-                with np.load(f) as z:
-                    geo = XrayGeometry.from_json(str(z["geometry"]))
-                    mats = sample_materials(z)
-                if a.upsample:
-                    from scipy import ndimage
-
-                    k = a.upsample / geo.detector_shape[0]
-                    mats = {m: ndimage.zoom(v, k, order=1) for m, v in mats.items()}
-                    geo = geo.resample(a.upsample)
-                centre = np.array([-130.0 + 20 * (i % 3), 20.0 - 30 * (i % 4), geo.isocenter_distance_or_assumed])
+                geo, mats = sample_at(f, a.upsample)
+                centre = ball_centre(i, geo)
                 chain = "standard" if kind == "standard" else sample_chain(i)
                 img = radiograph(with_marker(mats, geo, centre, a.diameter), geo, chain)
                 row, col, _ = geo.with_pose(np.eye(4)).project(centre)

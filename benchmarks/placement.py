@@ -18,6 +18,12 @@ out of the detector plane, hip flexion as the view sees it). A second table give
 true tilts' spread (what a constant guess would miss by), the predicted-vs-true error (bias, RMS, and the
 correlation: does the network see the flexion at all?) and the calibration on test; ``--write`` then stores
 the validation RMS as ``tilt_sd_deg``.
+
+**What the image shows of the pose** (a third table): simulated samples place the hips (the world origin) a
+random distance from the iso-centre the geometry states (``POSE_RANGES``; the evaluation states 820 mm). Per
+split and bone group: that offset's SD, the bones' RMS shift, their correlation, and the least-squares slope of
+the shift on the offset: 1 when the network always places the hips at the stated iso-centre (it sees nothing of
+the offset), 0 when it sees it all; the residual SD is the misplacement that does not come from the offset.
 """
 from __future__ import annotations
 
@@ -40,6 +46,55 @@ def shifts(folder: Path) -> dict[str, np.ndarray]:
             if r["status"] == "ok" and math.isfinite(v):
                 out.setdefault(r["bone"], []).append(v)
     return {b: np.asarray(v) for b, v in out.items()}
+
+
+def pose_offsets(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """bone -> (the hips' offset from the stated iso-centre along the beam, mm; the bone's beam shift, mm) of
+    each scored row of an evaluate folder, read from the evaluated samples (results.json's ``data``); empty
+    when those samples are not on this machine."""
+    import json
+
+    folder = Path(folder)
+    data = Path(json.loads((folder / "results.json").read_text())["data"])
+    if not (data / "manifest.csv").is_file():
+        return {}
+    with open(data / "manifest.csv", newline="") as f:
+        render = {r["sample_id"]: r["render"] for r in csv.DictReader(f)}
+    offset: dict[str, float] = {}
+    out: dict[str, list[tuple[float, float]]] = {}
+    with open(folder / "results.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            v = float(r.get("beam_shift_mm") or "nan")
+            if r["status"] != "ok" or not math.isfinite(v):
+                continue
+            if r["sample_id"] not in offset:
+                with np.load(data / render[r["sample_id"]]) as z:
+                    g = json.loads(str(z["geometry"]))
+                offset[r["sample_id"]] = float(np.asarray(g["world_to_source"])[2, 3] - g["source_to_isocenter_mm"])
+            out.setdefault(r["bone"], []).append((offset[r["sample_id"]], v))
+    return {b: (np.array(v)[:, 0], np.array(v)[:, 1]) for b, v in out.items()}
+
+
+def offset_table(folders: dict[str, Path]) -> None:
+    """Print the third table of the module doc (pooled groups of the bone registry: the femurs together)."""
+    from threeddx.bones import groups
+
+    print("\n| split | bones | n | hips' offset SD (mm) | shift RMS (mm) | corr(shift, offset) | slope (1: unseen) | "
+          "residual SD (mm) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for split, folder in folders.items():
+        per_bone = pose_offsets(folder)
+        if not per_bone:
+            print(f"| {split} | (the samples of {folder} are not on this machine) |||||||")
+            continue
+        paired = groups(list(per_bone))
+        single = {b: [b] for b in per_bone if not any(b in m for m in paired.values())}
+        for group, members in {**single, **paired}.items():
+            x = np.concatenate([per_bone[b][0] for b in members])
+            y = np.concatenate([per_bone[b][1] for b in members])
+            slope, icpt = np.polyfit(x, y, 1)
+            print(f"| {split} | {group} | {len(x)} | {x.std():.1f} | {np.sqrt(np.mean(y**2)):.1f} | "
+                  f"{np.corrcoef(x, y)[0, 1]:+.2f} | {slope:.2f} | {np.std(y - (slope * x + icpt)):.1f} |")
 
 
 def tilts(folder: Path) -> dict[str, np.ndarray]:
@@ -106,6 +161,7 @@ def main() -> None:
         rms = float(np.sqrt(np.mean(t**2))) if len(t) else float("nan")
         print(f"| {b} | {len(val[b])} | {val[b].mean():+.2f} | {s:.2f} | {len(t)} | {rms:.2f} | {w1:.0f} % | {w2:.0f} % |")
     tilt_sd = tilt_table(tilts(a.val), tilts(a.test))
+    offset_table({"validation": a.val, "test": a.test})
     if a.write:
         from threeddx.network.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 

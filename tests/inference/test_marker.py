@@ -47,11 +47,12 @@ def test_the_sphere_is_measured_to_a_hundredth_of_a_pixel(where, size):
 
 @pytest.mark.parametrize("where", list(CENTRES))
 def test_a_perfect_reading_is_the_analytic_projection(where):
-    """evaluate's perfectly read ball (``MarkerTrial(read="truth")``) is the sphere's analytic projection."""
-    from threeddx.evaluation.evaluate import true_marker
+    """A sphere's Marker (what fits end in; evaluate's perfectly read ball, ``MarkerTrial(read="truth")``) is
+    its analytic projection."""
+    from threeddx.inference.marker import sphere_marker
 
     geo = standard_ap_geometry(size=256)
-    m = true_marker(np.asarray(CENTRES[where], float), 25.0, geo)
+    m = sphere_marker(geo, np.asarray(CENTRES[where], float), 25.0)
     row, col, diameter = _truth(geo, CENTRES[where])
     assert (m.row, m.col, m.apparent_diameter_px) == pytest.approx((row, col, diameter), abs=1e-6)
     assert m.distance_mm == pytest.approx(np.linalg.norm(CENTRES[where])) and m.depth_mm == CENTRES[where][2]

@@ -216,19 +216,6 @@ class MarkerTrial:
         look_up_option(self.read, ("image", "truth"), "marker reading")
 
 
-def true_marker(centre_source: np.ndarray, diameter_mm: float, geometry: XrayGeometry):
-    """The :class:`~threeddx.inference.marker.Marker` a perfect reading of a ball at ``centre_source`` (source
-    frame, mm) would give on ``geometry``."""
-    from threeddx.inference.marker import Marker, _project_source
-
-    distance = float(np.linalg.norm(centre_source))
-    alpha = np.arcsin(diameter_mm / 2.0 / distance)
-    row, col = _project_source(geometry, centre_source)
-    px = float(np.mean(geometry.pixel_spacing))
-    return Marker(float(diameter_mm), np.asarray(centre_source, np.float64), row, col, distance,
-                  float(2 * geometry.sdd * np.tan(alpha) / px), 0.0, 0)
-
-
 def marker_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, trial: MarkerTrial,
                  where: Path | str = "sample") -> tuple[np.ndarray, XrayGeometry, np.ndarray]:
     """The sample's radiograph with a calibration ball (:class:`MarkerTrial`) at ``trial.render_px``: (image,
@@ -304,7 +291,7 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
             gt["inner"] = (z["depth_inner"], z["inner_valid"])
         reading = None
         if task.marker is not None:
-            from threeddx.inference.marker import MarkerReading, find_marker
+            from threeddx.inference.marker import MarkerReading, find_marker, sphere_marker
 
             from scipy import ndimage
 
@@ -314,7 +301,7 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
             gt["masks"] = ndimage.zoom(gt["masks"], (1, *f), order=0)  # the truth on the image's grid
             if task.marker.use and task.checkpoint is not None:
                 try:
-                    ball_found = (true_marker(ball, task.marker.diameter_mm, geo_full)
+                    ball_found = (sphere_marker(geo_full, ball, task.marker.diameter_mm)
                                   if task.marker.read == "truth"
                                   else find_marker(gt["image"], geo_full, task.marker.diameter_mm))
                     reading = MarkerReading(ball_found, task.marker.offset_mm)

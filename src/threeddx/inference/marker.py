@@ -195,6 +195,19 @@ class Marker:
                 "edge_rms_px": round(self.edge_rms_px, 3), "edge_points": self.edge_points}
 
 
+def sphere_marker(geometry: XrayGeometry, centre_source: np.ndarray, diameter_mm: float, edge_rms_px: float = 0.0,
+                  edge_points: int = 0) -> Marker:
+    """The :class:`Marker` of a sphere of ``diameter_mm`` centred at ``centre_source`` (source frame, mm) on
+    ``geometry``: where its centre projects and its outline cone's diameter (module doc, "Measuring it")."""
+    centre = np.asarray(centre_source, np.float64)
+    distance = float(np.linalg.norm(centre))
+    alpha = np.arcsin(diameter_mm / 2.0 / distance)
+    row, col = _project_source(geometry, centre)
+    px = float(np.mean(geometry.pixel_spacing))
+    return Marker(float(diameter_mm), centre, row, col, distance, float(2 * geometry.sdd * np.tan(alpha) / px),
+                  float(edge_rms_px), int(edge_points))
+
+
 def fit_cone(rows: np.ndarray, cols: np.ndarray, geometry: XrayGeometry, diameter_mm: float) -> Marker:
     """The sphere of ``diameter_mm`` whose outline passes through the edge points (pixel indices), module doc."""
     u = _source_rays(geometry, rows, cols)
@@ -212,12 +225,8 @@ def fit_cone(rows: np.ndarray, cols: np.ndarray, geometry: XrayGeometry, diamete
     if not 0 < alpha < np.pi / 2:
         raise InputError("the marker's edge does not outline a sphere")
     distance = (diameter_mm / 2.0) / np.sin(alpha)
-    centre = distance * c
-    px = float(np.mean(geometry.pixel_spacing))
-    row, col = _project_source(geometry, centre)
-    rms_px = float(np.sqrt(np.mean(ang[keep] ** 2)) * geometry.sdd / px)
-    return Marker(float(diameter_mm), centre, row, col, float(distance), 2 * geometry.sdd * np.tan(alpha) / px,
-                  rms_px, int(keep.sum()))
+    rms_px = float(np.sqrt(np.mean(ang[keep] ** 2)) * geometry.sdd / float(np.mean(geometry.pixel_spacing)))
+    return sphere_marker(geometry, distance * c, diameter_mm, rms_px, int(keep.sum()))
 
 
 def _project_source(geometry: XrayGeometry, p: np.ndarray) -> tuple[float, float]:
@@ -447,12 +456,9 @@ def refine_cone(img: np.ndarray, geometry: XrayGeometry, first: Marker, band_px:
     cos_a = 1.0 / np.linalg.norm(w)
     alpha = float(np.arccos(cos_a))
     distance = (first.diameter_mm / 2.0) / np.sin(alpha)
-    centre = distance * w * cos_a
-    row, col = _project_source(geometry, centre)
-    px = float(np.mean(geometry.pixel_spacing))
     contrast = float(np.ptp(values)) or 1.0
-    return Marker(first.diameter_mm, centre, row, col, float(distance), 2 * geometry.sdd * np.tan(alpha) / px,
-                  float(np.sqrt(np.mean(fit.fun**2)) / contrast), int(band.sum()))
+    return sphere_marker(geometry, distance * w * cos_a, first.diameter_mm,
+                         float(np.sqrt(np.mean(fit.fun**2)) / contrast), int(band.sum()))
 
 
 #: The largest scaling of the bones about the focal spot a marker may ask for (1 +- this): a marker that

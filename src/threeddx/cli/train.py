@@ -20,7 +20,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, required=True, help="YAML config")
     p.add_argument("--resume", type=Path, help="continue from a checkpoint (last.pt)")
     p.add_argument("--init", help="fine-tune: start from this checkpoint's weights (a path, or a released name: dualface, dualface-128, single)")
-    p.add_argument("--init-match", choices=("all", "shapes"), help="which of --init's tensors to take: all (the "
+    p.add_argument("--init-match", help="which of --init's tensors to take: all (the "
                    "same model settings; the default) or shapes (those of the same name and shape, e.g. a "
                    "single-depth head on a dual-face backbone; the others start fresh and are printed)")
     p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run (deletes it)")

@@ -101,7 +101,7 @@ class TrainConfig:
     init: str | None = None
     # which of init's tensors are taken: "all" (the same model settings, every tensor) or "shapes" (every tensor
     # whose name and shape this model shares; the others keep their fresh initialisation and are printed): e.g. a
-    # single-depth head on a dual-face backbone (docs/training.md)
+    # single-depth head on a dual-face backbone (README, train; configs/ablation-256-ft.yaml)
     init_match: str = "all"
 
 

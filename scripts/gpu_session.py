@@ -2,7 +2,7 @@
 
     # here, once (a few seconds): the data, the config and the starting weights in one folder under 46 MiB
     .venv/bin/python scripts/gpu_session.py pack --data data/sim256-10x --config configs/scale-256.yaml \
-        --init runs/scale-256/context/last.pt --out gpu_pack
+        --init runs/scale-256/context/last.pt --out gpu_pack  # --init: a path or a released name (dualface)
     # there (the device tool; no network, torch/numpy/scipy/yaml/tqdm/tensorboard installed, no venv):
     #   carry ["gpu_pack"], command:
     PYTHONPATH=src python3 scripts/gpu_session.py run --pack gpu_pack --out $OUT --minutes 8
@@ -88,7 +88,7 @@ def unpack_sample(p) -> dict[str, np.ndarray]:
             "image": np.zeros(shape[1:], np.float32)}  # the chain makes the image; the stored one is never read
 
 
-def pack(data: Path, config: Path, out: Path, n: int, init: Path | None, val_share: float = 0.1,
+def pack(data: Path, config: Path, out: Path, n: int, init: str | Path | None, val_share: float = 0.1,
          budget_mib: float = PACK_MIB) -> dict:
     """Write the pack (module doc); returns what it holds. Samples come one pose per subject first (the
     manifest's order within), training and validation subjects apart; stops before ``budget_mib``."""
@@ -97,13 +97,17 @@ def pack(data: Path, config: Path, out: Path, n: int, init: Path | None, val_sha
     import yaml
 
     from threeddx.io import save_npz_atomic
-    from threeddx.network.checkpoint import export_release
+    from threeddx.errors import InputError
+    from threeddx.network.checkpoint import export_release, resolve_checkpoint
     from threeddx.training.dataset import read_manifest
 
+    path = None if init is None else resolve_checkpoint(init)  # a path or a released name; checked before writing
+    if path is not None and not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
     out.mkdir(parents=True, exist_ok=True)
     used = 0
-    if init is not None:  # the release's slim float16 copy: no optimiser, read back without running code
-        used += export_release(init, out / "init.pt", info={"packed_from": str(init)})
+    if path is not None:  # the release's slim float16 copy: no optimiser, read back without running code
+        used += export_release(path, out / "init.pt", info={"packed_from": str(init)})
     neg = data / "negatives"
     rows = read_manifest(data)
     if float((yaml.safe_load(config.read_text()) or {}).get("data", {}).get("negatives") or 0) > 0:
@@ -273,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack", help="here: data, config and starting weights in one folder")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--init", type=Path, help="a checkpoint to start from (its weights travel in float16)")
+    p.add_argument("--init", help="a checkpoint to start from, a path or a released name (its weights travel in "
+                   "float16)")
     p.add_argument("--n", type=int, default=400, help="at most this many samples (the MiB budget may stop sooner)")
     p.add_argument("--mib", type=float, default=PACK_MIB)
     p.add_argument("--out", type=Path, required=True)
@@ -286,11 +291,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--batch-size", type=int)
     r.add_argument("--lr", type=float)
     a = ap.parse_args(argv)
-    if a.cmd == "pack":
-        info = pack(a.data, a.config, a.out, a.n, a.init, budget_mib=a.mib)
-        print(json.dumps(info, indent=1))
-    else:
-        print(json.dumps(run(a.pack, a.out, a.minutes, a.device, a.workers, a.batch_size, a.lr), indent=1))
+    from threeddx.errors import InputError
+
+    try:
+        if a.cmd == "pack":
+            info = pack(a.data, a.config, a.out, a.n, a.init, budget_mib=a.mib)
+            print(json.dumps(info, indent=1))
+        else:
+            print(json.dumps(run(a.pack, a.out, a.minutes, a.device, a.workers, a.batch_size, a.lr), indent=1))
+    except InputError as e:  # bad input: one line, exit 2, as the CLI
+        print(f"gpu_session: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

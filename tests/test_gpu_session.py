@@ -95,3 +95,24 @@ def test_a_pack_with_starting_weights_starts_from_them(small_sim, tmp_path):
     for k, v in first.model.state_dict().items():
         if v.is_floating_point():
             torch.testing.assert_close(second.model.state_dict()[k], v, rtol=1e-2, atol=1e-2)
+
+
+def test_pack_takes_a_released_name_and_refuses_a_missing_checkpoint_in_one_line(small_sim, tmp_path, capsys):
+    """--init dualface packs the installed release's weights (float16, as released); a missing checkpoint is one
+    line on stderr, exit 2, and no pack folder."""
+    import torch
+
+    from threeddx.network.checkpoint import load_checkpoint, resolve_checkpoint
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("model: {preset: small}\ndata: {chain: random}\n")
+    args = ["pack", "--data", str(small_sim), "--config", str(cfg), "--n", "2"]
+    assert gpu_session.main([*args, "--init", "dualface", "--out", str(tmp_path / "pack")]) == 0
+    packed, released = load_checkpoint(tmp_path / "pack" / "init.pt"), load_checkpoint(resolve_checkpoint("dualface"))
+    assert all(torch.equal(v, released["model"][k].half() if v.is_floating_point() else released["model"][k])
+               for k, v in packed["model"].items())
+    capsys.readouterr()
+    assert gpu_session.main([*args, "--init", str(tmp_path / "none.pt"), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpu_session: error: checkpoint not found") and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()

@@ -26,6 +26,11 @@ from pathlib import Path
 import numpy as np
 
 
+def refusal_kind(e: Exception) -> str:
+    """find_marker's refusal as "several", "border" or "none" (its one-line message)."""
+    return "several" if "candidates" in str(e) else "border" if "border" in str(e) else "none"
+
+
 def ball_centre(i: int, geo) -> np.ndarray:
     """The i-th image's ball (source frame, mm): beside the right trochanter at the hips' distance, a few rows apart."""
     return np.array([-130.0 + 20 * (i % 3), 20.0 - 30 * (i % 4), geo.isocenter_distance_or_assumed])
@@ -75,7 +80,7 @@ def ablate(a) -> None:
                     off = np.hypot(m.row - row, m.col - col) > m.apparent_diameter_px / 4
                     cells.append("elsewhere" if off else f"{m.depth_mm - centre[2]:+.1f}")
                 except InputError as e:
-                    cells.append("several" if "candidates" in str(e) else "border" if "border" in str(e) else "none")
+                    cells.append(refusal_kind(e))
             print(f"| {folder.name} | {i} | {chain.blur_px:.2f} | {chain.edge_strength:.1f} / {chain.edge_radius_mm:.0f} | "
                   f"{chain.window_hi_pct:.1f} | {chain.lut_s:.1f} | {chain.jpeg_quality or '-'} | {' | '.join(cells)} |",
                   flush=True)
@@ -117,7 +122,7 @@ def main() -> None:
                 try:
                     m = find_marker(img, geo, a.diameter)
                 except InputError as e:
-                    refused["several" if "candidates" in str(e) else "border" if "border" in str(e) else "none"] += 1
+                    refused[refusal_kind(e)] += 1
                     continue
                 if np.hypot(m.row - row, m.col - col) > radius_px / 2:
                     elsewhere += 1

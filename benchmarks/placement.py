@@ -54,6 +54,8 @@ def pose_offsets(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     when those samples are not on this machine."""
     import json
 
+    from threeddx.geometry import XrayGeometry
+
     folder = Path(folder)
     data = Path(json.loads((folder / "results.json").read_text())["data"])
     if not (data / "manifest.csv").is_file():
@@ -67,10 +69,10 @@ def pose_offsets(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             v = float(r.get("beam_shift_mm") or "nan")
             if r["status"] != "ok" or not math.isfinite(v):
                 continue
-            if r["sample_id"] not in offset:
+            if r["sample_id"] not in offset:  # the world origin (the hips) in the source frame, less the stated
                 with np.load(data / render[r["sample_id"]]) as z:
-                    g = json.loads(str(z["geometry"]))
-                offset[r["sample_id"]] = float(np.asarray(g["world_to_source"])[2, 3] - g["source_to_isocenter_mm"])
+                    g = XrayGeometry.from_json(str(z["geometry"]))
+                offset[r["sample_id"]] = float(g.to_source(np.zeros((1, 3)))[0, 2] - g.isocenter_distance_or_assumed)
             out.setdefault(r["bone"], []).append((offset[r["sample_id"]], v))
     return {b: (np.array(v)[:, 0], np.array(v)[:, 1]) for b, v in out.items()}
 

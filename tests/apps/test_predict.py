@@ -402,6 +402,21 @@ def test_a_marker_places_the_bones_and_says_so(tmp_path, capsys):
     assert not f["marker"]["applied"] and "calibration marker found but not used" in " ".join(f["notes"])
 
 
+def test_an_inverted_film_s_dark_ball_is_read_as_the_upright_one(tmp_path):
+    """A film displayed bone dark (a PNG of an inverted display, which says nothing of it): the network sees the
+    bones dark against the body, so the ball is read as a dark disc; the reading is the upright film's."""
+    path = _example_with_marker(tmp_path, 800.0)
+    with np.load(path) as z:
+        img, geo = z["image"], str(z["geometry"])
+    inverted = tmp_path / "inverted.npz"
+    np.savez(inverted, image=(img.max() - img).astype(np.float32), geometry=geo)
+    got = []
+    for k, p in enumerate((path, inverted)):
+        assert main(["predict", str(p), "--marker-mm", "25", "--out", str(tmp_path / f"r{k}"), "--no-measure"]) == 0
+        got.append(json.loads((tmp_path / f"r{k}" / "summary.json").read_text())["marker"])
+    assert got[1]["distance_mm"] == pytest.approx(got[0]["distance_mm"], abs=0.05)
+
+
 def test_a_missing_marker_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert main(["predict", str(EXAMPLE), "--marker-mm", "25", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

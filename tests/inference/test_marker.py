@@ -104,3 +104,45 @@ def test_a_ball_on_a_tilted_background_beside_a_bright_bar_is_found_alone():
     row, col, diameter = _truth(geo, c)
     assert abs(m.row - row) < 0.05 and abs(m.col - col) < 0.05
     assert abs(m.apparent_diameter_px - diameter) < 0.05
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.3])
+def test_an_inverted_display_gives_the_same_ball_when_it_is_known(scale):
+    """A film displayed bone dark (an inverted display, a decreasing change of intensity) shows the ball as a dark
+    disc: told so (``bone_dark``), the reading is the upright one's; not told, no bright disc is there."""
+    geo = standard_ap_geometry(size=256)
+    img = _render(geo, [CENTRES["off-axis"]])
+    upright = find_marker(img, geo, 25.0)
+    dark = find_marker(scale * (1.0 - img), geo, 25.0, bone_dark=True)
+    assert (dark.row, dark.col, dark.apparent_diameter_px) == pytest.approx(
+        (upright.row, upright.col, upright.apparent_diameter_px), abs=1e-6)
+    with pytest.raises(InputError, match="uniformly bright disc"):
+        find_marker(scale * (1.0 - img), geo, 25.0)
+
+
+def test_a_ball_on_a_larger_bright_region_is_not_hidden_by_it():
+    """A ball over bone that a hard window saturates: a larger bright plateau holds it. Each place and size is
+    its own candidate (the plateau's disc, larger and stronger, used to hide the ball inside it)."""
+    geo = standard_ap_geometry(size=256)
+    c = [-40.0, 30.0, 820.0]
+    row, col, diameter = _truth(geo, c)
+    yy, xx = np.mgrid[:256, :256]
+    plateau = 0.6 * (np.hypot(yy - row - 6, xx - col + 8) < 1.6 * diameter)
+    img = np.maximum(0.1 + plateau, _render(geo, [c]))
+    m = find_marker(img, geo, 25.0)
+    assert abs(m.row - row) < 0.05 and abs(m.col - col) < 0.05
+
+
+@pytest.mark.parametrize("inverted, masks_on, expected", [
+    (False, True, False), (True, True, True), (True, False, False)])
+def test_the_display_s_polarity_is_the_bones_against_the_body_around_them(inverted, masks_on, expected):
+    """shows_bone_dark: bone brighter than the band of body around it is the usual display; darker, inverted;
+    with no bone found, the usual display is assumed."""
+    from threeddx.inference.marker import shows_bone_dark
+
+    yy, xx = np.mgrid[:64, :64]
+    bone = (np.hypot(yy - 32, xx - 24) < 10) | ((abs(yy - 32) < 4) & (xx > 30) & (xx < 56))
+    img = 0.2 + 0.3 * (np.hypot(yy - 32, xx - 32) < 30) + 0.4 * bone  # air, body, bone
+    img = 1.0 - img if inverted else img
+    masks = np.stack([bone & (xx < 34), bone & (xx >= 34)]) & masks_on
+    assert shows_bone_dark(img, masks) is expected

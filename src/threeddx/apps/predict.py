@@ -72,14 +72,16 @@ class MarkerSpec:
             raise InputError(f"the calibration marker's offset must be within +-300 mm, got {self.offset_mm:g}")
         return self
 
-    def read(self, image: np.ndarray, geometry: XrayGeometry):
+    def read(self, image: np.ndarray, geometry: XrayGeometry, predictor: Predictor):
         """The marker found in ``image`` at its own resolution (:func:`threeddx.inference.marker.find_marker`;
         one-line InputError when none, several or a cut one is found), as a
-        :class:`~threeddx.inference.marker.MarkerReading`."""
+        :class:`~threeddx.inference.marker.MarkerReading`; a dark disc where ``predictor`` sees the image show
+        bone dark (:meth:`~threeddx.inference.predictor.Predictor.shows_bone_dark`)."""
         from threeddx.inference.marker import MarkerReading, find_marker
 
         self.check()
-        return MarkerReading(find_marker(image, geometry, self.diameter_mm), float(self.offset_mm))
+        dark = predictor.shows_bone_dark(image, geometry)
+        return MarkerReading(find_marker(image, geometry, self.diameter_mm, bone_dark=dark), float(self.offset_mm))
 
 
 def marker_for(marker: MarkerSpec | None, geometry_path: str | Path | None,
@@ -135,7 +137,7 @@ def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: s
     reading = Reading()
     raw, geo, source = read_input(image_path, predictor, geometry_path, declared, reading)
     marker, marker_from = marker_for(marker, geometry_path, declared)
-    found = marker.read(raw, geo) if marker is not None else None
+    found = marker.read(raw, geo, predictor) if marker is not None else None
     if found is not None:
         from dataclasses import replace
 
@@ -285,7 +287,7 @@ def reconstruct_image(
     marker, marker_from = marker_for(marker, geometry_path, declared)
     if marker is not None:
         s = time.perf_counter()
-        reading_marker = marker.read(raw, geo_full)
+        reading_marker = marker.read(raw, geo_full, predictor)
         reading.isocenter_from, reading.isocenter_basis = marker_from, "marker"
         t["marker_s"] = time.perf_counter() - s
     t0 = time.perf_counter()

@@ -301,9 +301,12 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
             gt["masks"] = ndimage.zoom(gt["masks"], (1, *f), order=0)  # the truth on the image's grid
             if task.marker.use and task.checkpoint is not None:
                 try:
-                    ball_found = (sphere_marker(geo_full, ball, task.marker.diameter_mm)
-                                  if task.marker.read == "truth"
-                                  else find_marker(gt["image"], geo_full, task.marker.diameter_mm))
+                    if task.marker.read == "truth":
+                        ball_found = sphere_marker(geo_full, ball, task.marker.diameter_mm)
+                    else:  # as predict reads it (MarkerSpec.read): a dark disc where the network sees bone dark
+                        dark = _predictor(task.checkpoint, task.device, task.hip_anchor,
+                                          task.mirror).shows_bone_dark(gt["image"], geo_full)
+                        ball_found = find_marker(gt["image"], geo_full, task.marker.diameter_mm, bone_dark=dark)
                     reading = MarkerReading(ball_found, task.marker.offset_mm)
                     marker_row["marker_depth_error_mm"] = ball_found.depth_mm - float(ball[2])
                 except InputError:

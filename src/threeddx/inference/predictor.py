@@ -292,6 +292,23 @@ class Predictor:
             res["inner_valid"] = valid[0].cpu().numpy()
         return res
 
+    def view_of(self, image: np.ndarray, geometry: XrayGeometry) -> tuple[View, np.ndarray]:
+        """The model's view of a radiograph (H0, W0, any intensity scale) taken with ``geometry``: the view
+        (:func:`model_view`) and its image (size, size) in [0, 1]."""
+        nominal = self.geometry
+        view = model_view(geometry, nominal, geometry.isocenter_distance_or_assumed,
+                          nominal.isocenter_distance_or_assumed)
+        image01 = normalise_radiograph(np.asarray(image, dtype=np.float32))
+        return view, view_image(image01, view.affine, nominal.detector_shape)
+
+    def shows_bone_dark(self, image: np.ndarray, geometry: XrayGeometry) -> bool:
+        """Whether the radiograph shows bone dark (an inverted display; a calibration ball is then a dark disc):
+        the network's bones against the body around them (:func:`threeddx.inference.marker.shows_bone_dark`)."""
+        from threeddx.inference.marker import shows_bone_dark
+
+        _, img = self.view_of(image, geometry)
+        return shows_bone_dark(img, self(img)["masks"])
+
     def infer(self, image: np.ndarray, geometry: XrayGeometry, marker: "MarkerReading | None" = None) -> Prediction:
         """A radiograph (H0, W0, any intensity scale, bone bright) taken with ``geometry`` -> :class:`Prediction`.
 
@@ -305,9 +322,7 @@ class Predictor:
         nominal = self.geometry
         d_model = nominal.isocenter_distance_or_assumed
         d_image = geometry.isocenter_distance_or_assumed
-        view = model_view(geometry, nominal, d_image, d_model)
-        image01 = normalise_radiograph(np.asarray(image, dtype=np.float32))
-        img = view_image(image01, view.affine, nominal.detector_shape)
+        view, img = self.view_of(image, geometry)
         raw = self(img)
         notes = []
         cover = view_coverage(view, image.shape)

@@ -7,7 +7,9 @@ Per sample of each folder, a steel ball (``--diameter`` mm) is added to the mate
 (:func:`threeddx.inference.marker.with_marker`) beside the right greater trochanter at the hips' distance
 from the source (source frame x -130 .. -90 mm, a few rows apart), and the radiograph is made through the
 standard chain and through a random one (seeded by the sample's index). :func:`~threeddx.inference.marker.find_marker`
-then looks for it. Printed per folder and chain: how many balls were found, how many refusals (and their
+then looks for it, as a dark disc where the chain displays the film inverted (predict learns the display's
+polarity from the network's bones, ``Predictor.shows_bone_dark``: right on all 72 random-chain images of the
+256 px validation and test views, docs/results.md). Printed per folder and chain: how many balls were found, how many refusals (and their
 kind: none found, several, at the border), how many found balls sit elsewhere than the true one (more than
 half its radius off), and the true finds' depth error (mm, their source-frame z against the truth): median and
 largest.
@@ -76,7 +78,8 @@ def ablate(a) -> None:
             row, col, _ = geo.with_pose(np.eye(4)).project(centre)
             for change in variants.values():
                 try:
-                    m = find_marker(radiograph(with_ball, geo, replace(chain, **change)), geo, a.diameter)
+                    m = find_marker(radiograph(with_ball, geo, replace(chain, **change)), geo, a.diameter,
+                                    bone_dark=chain.invert)
                     off = np.hypot(m.row - row, m.col - col) > m.apparent_diameter_px / 4
                     cells.append("elsewhere" if off else f"{m.depth_mm - centre[2]:+.1f}")
                 except InputError as e:
@@ -120,7 +123,7 @@ def main() -> None:
                 row, col, _ = geo.with_pose(np.eye(4)).project(centre)
                 radius_px = a.diameter / 2 * geo.sdd / centre[2] / float(np.mean(geo.pixel_spacing))
                 try:
-                    m = find_marker(img, geo, a.diameter)
+                    m = find_marker(img, geo, a.diameter, bone_dark=kind == "random" and chain.invert)
                 except InputError as e:
                     refused[refusal_kind(e)] += 1
                     continue

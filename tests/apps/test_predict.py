@@ -415,6 +415,7 @@ def test_an_inverted_film_s_dark_ball_is_read_as_the_upright_one(tmp_path):
         assert main(["predict", str(p), "--marker-mm", "25", "--out", str(tmp_path / f"r{k}"), "--no-measure"]) == 0
         got.append(json.loads((tmp_path / f"r{k}" / "summary.json").read_text())["marker"])
     assert got[1]["distance_mm"] == pytest.approx(got[0]["distance_mm"], abs=0.05)
+    assert (got[0]["dark_disc"], got[1]["dark_disc"]) == (False, True)  # summary.json says how it was looked for
 
 
 def test_a_missing_marker_is_one_line_and_writes_nothing(tmp_path, capsys):

@@ -5,17 +5,21 @@ One AP image cannot tell a patient shifted along the beam from a bigger or small
 arthroplasty: a steel ball of known diameter (typically 25 mm) is placed at the level of the greater
 trochanter, and its magnification gives its distance from the source.
 
-**Finding it** (:func:`find_marker`): the ball is a round, flat, bright disc. The image is block-averaged
+**Finding it** (:func:`find_marker`): the ball is a round, flat, bright disc (dark on a film displayed bone
+dark: the caller says so, :func:`shows_bone_dark` tells it from the network's bones). The image is block-averaged
 so the smallest ball it can show is ~12 px across and scored per radius (a ladder 7 % apart, between the
 ball's images at :data:`NEAREST` of the SDD and at the detector) as the disc's mean minus the ring's around
-it, less twice the spread inside (:func:`marker_candidates`); each bright, flat local maximum is then fitted
+it, less twice the spread inside (:func:`marker_candidates`); each bright, flat local maximum (one per place
+and size: a ball on a larger saturated region of bone is its own candidate) is then fitted
 at full resolution (:func:`_measure_candidate`): edge points where the profile falls fastest along rays
 from its centre (robust to anatomy behind the ball that is brighter on one side), a cone through them
 (0.35 px RMS at most, else it is not a sphere), refined on the pixels. None, several, or one cut by the
 image's border is an error in one line. Measured on the simulator's processed radiographs
-(``benchmarks/marker.py``, docs/results.md): at a clinical detector's resolution (2048 px) the ball is found
-in 11 of 12 images, its distance within 1 mm through the standard chain and a median 3.8 mm (at most 12)
-through random chains; at the model's 128 px a 9 px ball is found in 1-8 of 12 with 18-63 mm errors (a
+(``benchmarks/marker.py``, ``benchmarks/marker_finding.py``, docs/results.md): at a clinical detector's
+resolution (2048 px) the ball is found in 30 of 36 random-chain films (the others: cut by the collimator or
+the border, or lost in a window that whitens it and the bone behind it), none is invented on the same films
+without a ball, its distance within 1 mm through the standard chain and a median 1.6 mm (at most 10)
+through random chains; at the model's 128 px a 9 px ball is found in 1-3 of 12 with 13-63 mm errors (a
 tenth of a pixel is 15 mm there): predict reads it from the image's own resolution.
 
 **Measuring it**: the sphere's outline is where the cone from the focal spot touches the sphere: every
@@ -45,7 +49,7 @@ Frames and units: the source frame and pixel indices of :mod:`threeddx.geometry`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -178,7 +182,8 @@ class Marker:
     (pixel indices); ``distance_mm``: source to centre; ``apparent_diameter_px``: its outline's cone
     diameter on the detector at the central ray (``2 SDD tan(alpha)`` in pixels); ``edge_rms_px``: the fit's
     misfit (edge points: pixels off the cone; refined: the pixels' RMS residual as a share of the ball's
-    contrast); ``edge_points``: how many points or pixels it used.
+    contrast); ``edge_points``: how many points or pixels it used; ``dark``: found as a dark disc (the film
+    shows bone dark, :func:`find_marker`'s ``bone_dark``).
     """
 
     diameter_mm: float
@@ -189,6 +194,7 @@ class Marker:
     apparent_diameter_px: float
     edge_rms_px: float
     edge_points: int
+    dark: bool = False
 
     @property
     def depth_mm(self) -> float:
@@ -199,7 +205,7 @@ class Marker:
         return {"diameter_mm": self.diameter_mm, "centre_source_mm": np.round(self.centre_source, 2).tolist(),
                 "centre_px": [round(self.row, 3), round(self.col, 3)], "distance_mm": round(self.distance_mm, 2),
                 "depth_mm": round(self.depth_mm, 2), "apparent_diameter_px": round(self.apparent_diameter_px, 3),
-                "edge_rms_px": round(self.edge_rms_px, 3), "edge_points": self.edge_points}
+                "edge_rms_px": round(self.edge_rms_px, 3), "edge_points": self.edge_points, "dark_disc": self.dark}
 
 
 def sphere_marker(geometry: XrayGeometry, centre_source: np.ndarray, diameter_mm: float, edge_rms_px: float = 0.0,
@@ -318,8 +324,6 @@ def marker_candidates(image: np.ndarray, diameter_px: tuple[float, float], min_c
 
 def _crop_geometry(geometry: XrayGeometry, r0: int, c0: int, rows: int, cols: int) -> XrayGeometry:
     """The geometry of the detector window starting at pixel (r0, c0), ``rows x cols`` pixels."""
-    from dataclasses import replace
-
     u0, v0 = geometry.principal_point
     return replace(geometry, detector_shape=(rows, cols), principal_point=(u0 - c0, v0 - r0))
 
@@ -415,7 +419,7 @@ def find_marker(image: np.ndarray, geometry: XrayGeometry, diameter_mm: float, b
                              "image's border; the marker must lie wholly inside the image")
         raise InputError(f"no {diameter_mm:g} mm marker found (a round, uniformly {'dark' if bone_dark else 'bright'} "
                          f"disc {dmin:.0f}-{dmax:.0f} px across); check --marker-mm")
-    return found[0]
+    return replace(found[0], dark=bool(bone_dark))
 
 
 #: The rims this many of the model's pixels wide inside and outside the bones' outline are compared.

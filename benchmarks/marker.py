@@ -8,8 +8,8 @@ Per sample of each folder, a steel ball (``--diameter`` mm) is added to the mate
 from the source (source frame x -130 .. -90 mm, a few rows apart), and the radiograph is made through the
 standard chain and through a random one (seeded by the sample's index). :func:`~threeddx.inference.marker.find_marker`
 then looks for it, as a dark disc where the chain displays the film inverted (predict learns the display's
-polarity from the network's bones, ``Predictor.shows_bone_dark``: right on all 72 random-chain images of the
-256 px validation and test views, docs/results.md). Printed per folder and chain: how many balls were found, how many refusals (and their
+polarity from the network's bones, ``Predictor.shows_bone_dark``: right on all 36 random-chain films of
+``benchmarks/marker_finding.py``). Printed per folder and chain: how many balls were found, how many refusals (and their
 kind: none found, several, at the border), how many found balls sit elsewhere than the true one (more than
 half its radius off), and the true finds' depth error (mm, their source-frame z against the truth): median and
 largest.

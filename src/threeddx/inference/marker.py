@@ -432,8 +432,8 @@ def shows_bone_dark(image: np.ndarray, masks: np.ndarray) -> bool:
     network found in this image (any polarity: it is trained on inverted displays too). The mean of the rim
     :data:`BAND_PX` wide inside the bones' outline against that of the rim outside it (means, not medians: a
     hard window and 8 bits give both rims one median); False when the network found under 50 bone pixels
-    (nothing to compare: the usual display is assumed). On the 36 random-chain images of the 256 px
-    validation and test views (8 inverted) it is right on all, the rims 0.03-0.34 apart."""
+    (nothing to compare: the usual display is assumed). Right on all 36 random-chain films of
+    ``benchmarks/marker_finding.py`` (8 inverted)."""
     from scipy import ndimage
 
     bone = np.asarray(masks, bool).reshape(-1, *np.shape(image)).any(axis=0)

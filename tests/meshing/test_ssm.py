@@ -136,6 +136,11 @@ class _GroundTruthPredictor:
     def __call__(self, image):
         return self.gt
 
+    def view_of(self, image, geometry):
+        from threeddx.inference.predictor import Predictor
+
+        return Predictor.view_of(self, image, geometry)
+
     def infer(self, image, geometry, marker=None):
         from threeddx.inference.predictor import Predictor
 

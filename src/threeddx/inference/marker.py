@@ -18,7 +18,7 @@ image's border is an error in one line. Measured on the simulator's processed ra
 (``benchmarks/marker.py``, ``benchmarks/marker_finding.py``, docs/results.md): at a clinical detector's
 resolution (2048 px) the ball is found in 30 of 36 random-chain films (the others: cut by the collimator or
 the border, or lost in a window that whitens it and the bone behind it), none is invented on the same films
-without a ball, its distance within 1 mm through the standard chain and a median 1.6 mm (at most 10)
+without a ball, its distance within 1 mm through the standard chain and a median 1.2-1.8 mm (at most 10)
 through random chains; at the model's 128 px a 9 px ball is found in 1-3 of 12 with 13-63 mm errors (a
 tenth of a pixel is 15 mm there): predict reads it from the image's own resolution.
 
@@ -65,7 +65,7 @@ BRIGHT = 0.85
 #: Radial lines along which the edge is found.
 EDGE_RAYS = 90
 #: How many candidate discs (strongest first) are fitted before giving up (a collimated film's bright bands
-#: and burned-in text give dozens before a ball on bone: 40 missed 3 of 36 balls, benchmarks/marker.py).
+#: and burned-in text give dozens before a ball on bone: 40 left some balls unfitted).
 MAX_CANDIDATES = 120
 #: A candidate disc is at least this much brighter than the ring around it (share of the image's 0.5-99.9 %
 #: range): a ball over bone under a window that saturates both is only ~0.05 brighter.

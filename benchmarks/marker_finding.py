@@ -29,12 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from marker import refusal_kind  # benchmarks/marker.py: one home for reading a refusal's kind
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def refusal_kind(e: Exception) -> str:
-    """find_marker's refusal as "several", "border" or "none" (its one-line message)."""
-    return "several" if "candidates" in str(e) else "border" if "border" in str(e) else "none"
 
 
 def images(data: Path, split: str):

@@ -23,10 +23,12 @@ def test_ctrl_c_during_a_dask_run_is_one_line(tmp_path):
     import sys
     import time
 
+    from processes import terminal_signals
+
     out = tmp_path / "sim"
     proc = subprocess.Popen([sys.executable, "-m", "threeddx.cli", "simulate", "--out", str(out), "--subjects", "0-9",
                              "--poses", "1", "--size", "64", "--voxel-mm", "2", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=terminal_signals)
     deadline = time.time() + 120
     while not list(out.glob("samples/*/pose_00.npz")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)  # the first subject done: the workers are running the next ones

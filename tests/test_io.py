@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from phantoms import make_volume
+from processes import terminal_signals
 from threeddx.errors import InputError
 from threeddx.io import (
     atomic_path,
@@ -255,7 +256,7 @@ def test_ctrl_c_the_moment_after_a_temporary_is_made_leaves_nothing(tmp_path, mo
 def _run_until_partial(args: list[str], parent: Path, sig: int) -> subprocess.CompletedProcess:
     """Start ``3ddx ARGS`` and send ``sig`` the moment a hidden ``.partial`` folder appears in ``parent``."""
     proc = subprocess.Popen([sys.executable, "-m", "threeddx.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=terminal_signals)
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline:
         if any(p.name.endswith(".partial") for p in parent.iterdir()):

@@ -1,7 +1,7 @@
 """Does a calibration marker settle where the bones lie along the beam? (issue 31)
 
     .venv/bin/python benchmarks/marker_placement.py [--data data/v5val] [--checkpoint dualface] [--limit N]
-        [--out runs/marker-placement] [--rows none ignored used truth nearer]
+        [--out runs/marker-placement] [--rows none ignored used signal truth nearer]
 
 The test split (LLP26 10, 16, 19; never trained on) through random imaging chains, each image made at a
 clinical detector's resolution (2048 px: the anatomy's line integrals interpolated, the ball exact) with a
@@ -14,6 +14,8 @@ clinical detector's resolution (2048 px: the anatomy's line integrals interpolat
   about the focal spot until the pelvis fit's hip joints lie at its depth;
 * **marker used, where found**: the same rows, only the images whose ball was found (the others keep the
   network's placement);
+* **marker used, measured on the detector signal** (``signal``): the ball found in the film, measured on the
+  signal the film was processed from (what predict does with a "for processing" DICOM);
 * **marker read perfectly** (``truth``): the ball's true centre used as the reading: what the placement by the
   hip joints costs without the reading's error;
 * **marker 20 mm nearer, offset not declared** (``nearer``): the ball 20 mm nearer the source than the hip
@@ -49,6 +51,7 @@ CONDITIONS = {
     "none": ("no marker", dict(diameter_mm=0.0, use=False)),  # the same 2048 px images without the ball
     "ignored": ("marker present, ignored", dict(use=False)),
     "used": ("marker used", dict()),
+    "signal": ("marker used, measured on the detector signal", dict(read="signal")),
     "truth": ("marker read perfectly", dict(read="truth")),
     "nearer": ("marker 20 mm nearer, offset not declared", dict(true_offset_mm=-20.0)),
 }

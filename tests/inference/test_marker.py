@@ -81,15 +81,31 @@ def test_no_marker_two_markers_or_one_at_the_edge_are_one_line_errors(centres, m
     assert "\n" not in str(e.value)
 
 
-def test_a_ball_joins_a_sample_as_metal():
-    """with_marker adds the ball's chord (cm) times steel's density to the metal line integral, nothing else."""
+def test_a_ball_joins_a_sample_as_a_pixel_share_of_steel():
+    """with_marker adds the ball (steel along each pixel's covered part, and that part's share), nothing else; a
+    pixel on the outline then lets through, at every energy, what its sub-rays let through on average (within
+    2 % of the open field), where one mean chord per pixel passes far too little there."""
+    from threeddx.simulator.physics import BALL, BALL_SHARE, RHO_IRON, transmission
+
     geo = standard_ap_geometry(size=64)
-    mats = {"bone": np.ones((64, 64), np.float32), "soft": np.ones((64, 64), np.float32)}
-    out = with_marker(mats, geo, np.array([0.0, 0.0, 820.0]), 25.0)
-    assert out["bone"] is mats["bone"] and "metal" not in mats
-    chord_mm = sphere_chord_mm(geo, np.array([0.0, 0.0, 820.0]), 12.5)
-    np.testing.assert_allclose(out["metal"], 7.874 * chord_mm / 10.0, rtol=1e-6)
-    assert 0.8 * 25.0 < chord_mm.max() <= 25.0  # a pixel's mean chord, at most the diameter
+    soft = np.full((64, 64), 20.0, np.float32)  # 20 cm of water
+    centre = np.array([0.0, 0.0, 820.0])
+    out = with_marker({"soft": soft}, geo, centre, 25.0)
+    assert out["soft"] is soft and set(out) == {"soft", BALL, BALL_SHARE}
+    share = out[BALL_SHARE]
+    assert share.max() == 1.0 and ((share > 0) & (share < 1)).any()
+    sub = sphere_chord_mm(geo.resample(64 * 4), centre, 12.5, supersample=1)  # the same 4 x 4 sub-rays, one by one
+    fine = transmission({"soft": np.full(sub.shape, 20.0, np.float32), "metal": RHO_IRON * sub / 10.0}, 80.0)
+    truth = fine.reshape(64, 4, 64, 4).mean(axis=(1, 3))
+    got = transmission({"soft": soft}, 80.0, ball=(out[BALL], share))
+    water = transmission({"soft": soft}, 80.0)[0, 0]
+    edge = (share > 0) & (share < 1)
+    assert np.abs(got - truth)[edge].max() < 0.02 * water
+    assert np.abs(got - truth)[~edge].max() < 1e-4
+    mean_chord = transmission({"soft": soft, "metal": RHO_IRON * sphere_chord_mm(geo, centre, 12.5) / 10.0}, 80.0)
+    assert np.abs(mean_chord - truth)[edge].max() > 0.1 * water  # what the ninth session's ball was
+    with pytest.raises(ValueError, match="one calibration ball"):
+        with_marker(out, geo, centre, 25.0)
 
 
 def test_a_ball_on_a_tilted_background_beside_a_bright_bar_is_found_alone():
@@ -146,3 +162,57 @@ def test_the_display_s_polarity_is_the_bones_against_the_body_around_them(invert
     img = 1.0 - img if inverted else img
     masks = np.stack([bone & (xx < 34), bone & (xx >= 34)]) & masks_on
     assert shows_bone_dark(img, masks) is expected
+
+
+def _blurred_ball_film(size=512, ss=4):
+    """A 25 mm opaque ball off the central ray on a tilted background: the detector signal (background x
+    transmission + scatter, blurred with sigma 1.5 px) and its film (the log, a window, an S-shaped curve)."""
+    from scipy import ndimage
+
+    geo = standard_ap_geometry(size=size)
+    c = np.array([60.0, -40.0, 800.0])
+    transmission = 1.0 - _render(geo, [c], ss=ss)
+    h, w = geo.detector_shape
+    rr, cc = np.mgrid[:h, :w] / size
+    signal = ndimage.gaussian_filter((0.25 + 0.3 * cc + 0.1 * rr) * transmission + 0.01, 1.5)
+    lo, hi = np.percentile(-np.log(signal), [1, 99.9])
+    x = np.clip((-np.log(signal) - lo) / (hi - lo) * 1.1, 0, 1)
+    a = 1 / (1 + np.exp(3.0))
+    film = (1 / (1 + np.exp(-6 * (x - 0.5))) - a) / (1 - 2 * a)
+    return geo, c, signal, film
+
+
+def test_a_blurred_ball_is_measured_on_the_detector_signal_not_the_film():
+    """The display's logarithm and curve move a blurred ball's visible edge: read on the film it is pixels small
+    (tens of mm too far); measured on the detector signal (a "for processing" file) within 0.1 px and 2 mm, and
+    any affine change of the signal (gain, offset, the sign -1 of a LIN file) gives the same cone (0.01 px)."""
+    geo, c, signal, film = _blurred_ball_film()
+    _, _, diameter = _truth(geo, c)
+    on_film = find_marker(film, geo, 25.0)
+    assert on_film.read_on == "display" and on_film.apparent_diameter_px - diameter < -1.0
+    m = find_marker(film, geo, 25.0, signal=signal)
+    assert m.read_on == "detector signal" and m.to_dict()["read_on"] == "detector signal"
+    assert abs(m.apparent_diameter_px - diameter) < 0.1 and abs(m.depth_mm - c[2]) < 2.0
+    for changed in (3.0 * signal + 7.0, 65535.0 - 40000.0 * signal):
+        k = find_marker(film, geo, 25.0, signal=changed)
+        assert (k.row, k.col, k.apparent_diameter_px) == pytest.approx((m.row, m.col, m.apparent_diameter_px), abs=0.01)
+
+
+def test_a_signal_that_cannot_be_measured_leaves_the_film_s_reading():
+    """A flat signal (nothing to fit) leaves the film's reading as it was, and says so; a signal of another
+    shape than the film is a one-line error."""
+    from threeddx.inference.marker import measure_on_signal
+
+    geo = standard_ap_geometry(size=128)
+    film = _render(geo, [CENTRES["central"]])
+    m = find_marker(film, geo, 25.0)
+    assert measure_on_signal(np.ones_like(film), geo, m) == m and m.read_on == "display"
+    with pytest.raises(InputError, match="detector signal is 64x64 px but the image is 128x128"):
+        find_marker(film, geo, 25.0, signal=np.ones((64, 64)))
+
+
+@pytest.mark.parametrize("radius_px, band", [(4.0, 2.5), (10.0, 5.0), (37.0, 9.0), (70.0, 9.0)])
+def test_the_refined_band_grows_with_the_ball_to_cover_a_blurred_edge(radius_px, band):
+    from threeddx.inference.marker import refine_band_px
+
+    assert refine_band_px(radius_px) == band

@@ -72,16 +72,23 @@ class MarkerSpec:
             raise InputError(f"the calibration marker's offset must be within +-300 mm, got {self.offset_mm:g}")
         return self
 
-    def read(self, image: np.ndarray, geometry: XrayGeometry, predictor: Predictor):
+    def read(self, image: np.ndarray, geometry: XrayGeometry, predictor: Predictor, reading: Reading | None = None):
         """The marker found in ``image`` at its own resolution (:func:`threeddx.inference.marker.find_marker`;
         one-line InputError when none, several or a cut one is found), as a
         :class:`~threeddx.inference.marker.MarkerReading`; a dark disc where ``predictor`` sees the image show
-        bone dark (:meth:`~threeddx.inference.predictor.Predictor.shows_bone_dark`)."""
+        bone dark (:meth:`~threeddx.inference.predictor.Predictor.shows_bone_dark`). Measured on the file's
+        detector signal when ``reading`` holds one (a "for processing" file, :attr:`Reading.signal`); the
+        ``reading``'s iso-centre basis is set to what the ball's depth rests on
+        (:data:`threeddx.geometry.ISOCENTER_SD_MM`: ``marker`` or ``marker+signal``)."""
         from threeddx.inference.marker import MarkerReading, find_marker
 
         self.check()
         dark = predictor.shows_bone_dark(image, geometry)
-        return MarkerReading(find_marker(image, geometry, self.diameter_mm, bone_dark=dark), float(self.offset_mm))
+        signal = reading.signal if reading is not None else None
+        found = find_marker(image, geometry, self.diameter_mm, bone_dark=dark, signal=signal)
+        if reading is not None:
+            reading.isocenter_basis = "marker+signal" if found.read_on == "detector signal" else "marker"
+        return MarkerReading(found, float(self.offset_mm))
 
 
 def marker_for(marker: MarkerSpec | None, geometry_path: str | Path | None,
@@ -137,12 +144,12 @@ def inspect_image(image_path: str | Path, predictor: Predictor, geometry_path: s
     reading = Reading()
     raw, geo, source = read_input(image_path, predictor, geometry_path, declared, reading)
     marker, marker_from = marker_for(marker, geometry_path, declared)
-    found = marker.read(raw, geo, predictor) if marker is not None else None
+    found = marker.read(raw, geo, predictor, reading) if marker is not None else None
     if found is not None:
         from dataclasses import replace
 
         geo = replace(geo, isocenter_distance=found.hips_depth_mm)
-        reading.isocenter_from, reading.isocenter_basis = marker_from, "marker"
+        reading.isocenter_from = marker_from
     pred = predictor.infer(raw, geo)
     extra = {"marker": {**found.marker.to_dict(), "offset_mm": found.offset_mm}} if found is not None else {}
     return {**extra,
@@ -287,8 +294,8 @@ def reconstruct_image(
     marker, marker_from = marker_for(marker, geometry_path, declared)
     if marker is not None:
         s = time.perf_counter()
-        reading_marker = marker.read(raw, geo_full, predictor)
-        reading.isocenter_from, reading.isocenter_basis = marker_from, "marker"
+        reading_marker = marker.read(raw, geo_full, predictor, reading)
+        reading.isocenter_from = marker_from
         t["marker_s"] = time.perf_counter() - s
     t0 = time.perf_counter()
     pred = predictor.infer(raw, geo_full, marker=reading_marker)

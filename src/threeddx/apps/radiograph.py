@@ -10,7 +10,9 @@ principal point is the image centre); an NPZ's own geometry; the model's nominal
 detector, not the patient's pose: the pose is the model's nominal one, so meshes are in that nominal frame.
 
 A DICOM's pixels go through DICOM's grayscale pipeline (:func:`displayed_pixels`) or, for a "for
-processing" image, through the imaging chain's own processing (:func:`processed_for_display`); an image
+processing" image, are taken back to the detector's signal (:func:`recovered_signal`) and through the standard
+imaging chain's processing (:func:`threeddx.simulator.physics.process`), the signal kept for a calibration
+ball's measurement (:attr:`Reading.signal`); an image
 stored in another orientation than an AP film's reading, or a PA view, is turned to it
 (:func:`dicom_orientation`). What was read and assumed is a :class:`Reading`, which predict writes into
 summary.json and ``3ddx inspect`` prints. Nothing here runs the network (:mod:`threeddx.apps.predict` does).
@@ -55,8 +57,11 @@ class Reading:
     #: what it rests on: a key of :data:`threeddx.geometry.ISOCENTER_SD_MM` (None: nothing was read or declared)
     isocenter_basis: str | None = None
     #: a "for processing" image: (Pixel Intensity Relationship, its sign, the largest storable value), converted
-    #: once the geometry is known (:func:`processed_for_display`)
+    #: once the geometry is known (:func:`read_radiograph`)
     raw: tuple[str, int, float] | None = None
+    #: a LIN "for processing" image's detector signal (H, W; :func:`recovered_signal`), which a calibration
+    #: ball is measured on (:func:`threeddx.inference.marker.measure_on_signal`); None for any other image
+    signal: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         d = {"intensity_steps": self.steps, "dicom_tags": self.tags,
@@ -398,7 +403,7 @@ def displayed_pixels(ds, stored: np.ndarray, reading: Reading | None = None) -> 
     then the inversion that MONOCHROME1 or a Presentation LUT Shape of INVERSE asks for (the two say the same
     thing for DX images; done once). ``reading.steps`` receives one line per step taken, for summary.json.
     A "for processing" image (:func:`for_processing`) takes the Modality LUT only: its values are the
-    detector's, which :func:`processed_for_display` turns into a displayed radiograph once the geometry is
+    detector's, which :func:`read_radiograph` turns into a displayed radiograph once the geometry is
     known (``reading.raw`` says how: Pixel Intensity Relationship (0028,1040) and its sign (0028,1041)).
     """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -449,17 +454,12 @@ def displayed_pixels(ds, stored: np.ndarray, reading: Reading | None = None) -> 
 LOG_RAW_RANGE = 5.0
 
 
-def processed_for_display(raw: np.ndarray, geometry: XrayGeometry, relation: str, sign: int,
-                          top: float | None = None) -> np.ndarray:
-    """A "for processing" image's values (the detector's, after the Modality LUT) -> the displayed radiograph
-    the network was trained on: the detector signal recovered (``LIN``: proportional to the values, or with
-    ``sign`` -1 to their distance below ``top``, the largest value the file can store (no X-rays), else
-    below the largest present; ``LOG``: their exponential, the 0.5-99.5 % range taken
-    as :data:`LOG_RAW_RANGE` natural-log units), then the imaging chain's own processing of the
-    ``standard`` chain (:func:`threeddx.simulator.physics.process`: log, range compression, edge enhancement,
-    windowing on the anatomy). (H, W) float32 in [0, 1], bone bright."""
-    from threeddx.simulator.physics import process
-
+def recovered_signal(raw: np.ndarray, relation: str, sign: int, top: float | None = None) -> np.ndarray:
+    """A "for processing" image's values (the detector's, after the Modality LUT) -> the detector signal,
+    (H, W) float32, 1 about the open field: ``LIN``, proportional to the values, or with ``sign`` -1 to their
+    distance below ``top``, the largest value the file can store (no X-rays), else below the largest present;
+    ``LOG``, their exponential, the 0.5-99.5 % range taken as :data:`LOG_RAW_RANGE` natural-log units (a
+    guess: the file does not state its scale, so a LOG image's signal is linear only where the guess holds)."""
     x = np.asarray(raw, np.float64)
     if relation == "LOG":
         lo, hi = np.percentile(x, [0.5, 99.5])
@@ -468,7 +468,7 @@ def processed_for_display(raw: np.ndarray, geometry: XrayGeometry, relation: str
     else:
         signal = x - min(float(x.min()), 0.0) if sign > 0 else max(float(x.max()), top or 0.0) - x
         signal = signal / max(float(np.percentile(signal, 99.5)), 1e-12)
-    return process(signal.astype(np.float32), geometry, "standard")
+    return signal.astype(np.float32)
 
 
 def _first(value) -> float:
@@ -560,8 +560,13 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
     if declared is not None:
         geo = declared.placed(geo, r)
     if r.raw is not None:
+        from threeddx.simulator.physics import process
+
         relation, sign, top = r.raw
-        img = processed_for_display(img, geo, relation, sign, top)
+        signal = recovered_signal(img, relation, sign, top)
+        if relation == "LIN":  # a LOG file's scale is guessed: its signal is not known to be linear
+            r.signal = signal
+        img = process(signal, geo, "standard")  # the standard chain's processing: the film the network knows
         r.steps.append(f"a 'for processing' image ({relation}, sign {sign:+d}): the detector signal recovered and "
                        "processed as the standard imaging chain does (log, range compression, edge enhancement, "
                        "windowing on the anatomy)")

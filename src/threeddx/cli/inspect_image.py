@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if "marker" in r:
         m = r["marker"]
         print(f"  marker:      {m['diameter_mm']:g} mm ball at row {m['centre_px'][0]:.1f} col {m['centre_px'][1]:.1f}, "
-              f"{m['distance_mm']:.1f} mm from the source ({m['apparent_diameter_px']:.2f} px across)")
+              f"{m['distance_mm']:.1f} mm from the source ({m['apparent_diameter_px']:.2f} px across, measured on "
+              f"the {m['read_on']})")
     print(f"  pose:        {r['pose']}")
     print(f"  reading:     {r['reading']}")
     print(f"  intensities: {'; '.join(r['intensity_steps']) or 'as stored (no LUT, no inversion)'}")

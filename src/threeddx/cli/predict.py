@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name}: not found in the image")
     if s.get("marker", {}).get("applied"):
         m = s["marker"]
-        print(f"  marker: {m['diameter_mm']:g} mm ball {m['distance_mm']:.0f} mm from the source; the hips placed at "
-              f"{m['hips_depth_mm']:.0f} mm (moved {m['moved_mm']:+.1f} mm)")
+        print(f"  marker: {m['diameter_mm']:g} mm ball {m['distance_mm']:.0f} mm from the source (measured on the "
+              f"{m['read_on']}); the hips placed at {m['hips_depth_mm']:.0f} mm (moved {m['moved_mm']:+.1f} mm)")
     for name, b in s["bones"].items():
         if not b["found"]:
             print(f"  {name}: written because of --force, but not found ({s['checks'][name]['why_not']})")

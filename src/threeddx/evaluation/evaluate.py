@@ -202,8 +202,9 @@ class MarkerTrial:
     image made at ``render_px`` (the anatomy's line integrals interpolated, the ball exact: a clinical
     detector's resolution); ``use``: read it (``offset_mm`` declared, as ``--marker-offset-mm``) and place
     the bones by it, or leave it in the image unread (does the network mind it?); ``read``: "image" (found in
-    the image, as predict does) or "truth" (its true centre, as if read perfectly: what the rest of the placement
-    costs without the reading's error)."""
+    the image, as predict does), "signal" (found in the image and measured on its detector signal, as predict
+    does for a "for processing" file) or "truth" (its true centre, as if read perfectly: what the rest of the
+    placement costs without the reading's error)."""
 
     diameter_mm: float = 25.0
     render_px: int = 2048
@@ -213,17 +214,37 @@ class MarkerTrial:
     read: str = "image"
 
     def __post_init__(self) -> None:
-        look_up_option(self.read, ("image", "truth"), "marker reading")
+        look_up_option(self.read, ("image", "signal", "truth"), "marker reading")
 
 
 def marker_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, trial: MarkerTrial,
                  where: Path | str = "sample") -> tuple[np.ndarray, XrayGeometry, np.ndarray]:
     """The sample's radiograph with a calibration ball (:class:`MarkerTrial`) at ``trial.render_px``: (image,
     its geometry, the ball's centre in the source frame, mm)."""
+    img, _, geo, centre = marker_film(npz, geometry, chain, seed, index, trial, where)
+    return img, geo, centre
+
+
+def marker_film(npz, geometry: XrayGeometry, chain, seed: int, index: int, trial: MarkerTrial,
+                where: Path | str = "sample") -> tuple[np.ndarray, np.ndarray, XrayGeometry, np.ndarray]:
+    """:func:`marker_image`'s radiograph and the detector signal it was processed from (what a "for
+    processing" file holds): (image, signal, their geometry, the ball's centre in the source frame, mm)."""
+    from threeddx.simulator.physics import chain_for, detector_signal, process
+
+    mats, geo, centre = marker_materials(npz, geometry, index, trial, where)
+    c = chain_for(chain or "standard", np.random.default_rng([seed, index]))
+    signal = detector_signal(mats, geo, c)
+    return process(signal, geo, c), signal, geo, centre
+
+
+def marker_materials(npz, geometry: XrayGeometry, index: int, trial: MarkerTrial, where: Path | str = "sample",
+                     ) -> tuple[dict[str, np.ndarray], XrayGeometry, np.ndarray]:
+    """The sample's material line integrals at ``trial.render_px`` with the calibration ball of
+    :func:`marker_image` added: (materials, their geometry, the ball's centre in the source frame, mm)."""
     from scipy import ndimage
 
     from threeddx.inference.marker import with_marker
-    from threeddx.simulator.physics import chain_for, radiograph, sample_materials
+    from threeddx.simulator.physics import sample_materials
 
     mats = sample_materials(npz)
     if mats is None:
@@ -236,9 +257,7 @@ def marker_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, tria
     centre = np.array([-130.0 + 20 * (index % 3), 20.0 - 30 * (index % 4), hips_z + trial.true_offset_mm])
     if trial.diameter_mm > 0:  # 0: the same image without the ball
         mats = with_marker(mats, geo, centre, trial.diameter_mm)
-    img = radiograph(mats, geo,
-                     chain_for(chain or "standard", np.random.default_rng([seed, index])))
-    return img, geo, centre
+    return mats, geo, centre
 
 
 def chain_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, where: Path | str = "sample") -> np.ndarray:
@@ -295,8 +314,8 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
 
             from scipy import ndimage
 
-            gt["image"], geo_full, ball = marker_image(z, geo_full, task.chain, task.seed, index, task.marker,
-                                                       task.data / row["render"])
+            gt["image"], signal, geo_full, ball = marker_film(z, geo_full, task.chain, task.seed, index, task.marker,
+                                                              task.data / row["render"])
             f = (geo_full.detector_shape[0] / gt["masks"].shape[1], geo_full.detector_shape[1] / gt["masks"].shape[2])
             gt["masks"] = ndimage.zoom(gt["masks"], (1, *f), order=0)  # the truth on the image's grid
             if task.marker.use and task.checkpoint is not None:
@@ -306,7 +325,8 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
                     else:  # as predict reads it (MarkerSpec.read): a dark disc where the network sees bone dark
                         dark = _predictor(task.checkpoint, task.device, task.hip_anchor,
                                           task.mirror).shows_bone_dark(gt["image"], geo_full)
-                        ball_found = find_marker(gt["image"], geo_full, task.marker.diameter_mm, bone_dark=dark)
+                        ball_found = find_marker(gt["image"], geo_full, task.marker.diameter_mm, bone_dark=dark,
+                                                 signal=signal if task.marker.read == "signal" else None)
                     reading = MarkerReading(ball_found, task.marker.offset_mm)
                     marker_row["marker_depth_error_mm"] = ball_found.depth_mm - float(ball[2])
                 except InputError:

@@ -18,9 +18,10 @@ image's border is an error in one line. Measured on the simulator's processed ra
 (``benchmarks/marker.py``, ``benchmarks/marker_finding.py``, docs/results.md): at a clinical detector's
 resolution (2048 px) the ball is found in 30 of 36 random-chain films (the others: cut by the collimator or
 the border, or lost in a window that whitens it and the bone behind it), none is invented on the same films
-without a ball, its distance within 1 mm through the standard chain and a median 1.2-1.8 mm (at most 10)
-through random chains; at the model's 128 px a 9 px ball is found in 1-3 of 12 with 13-63 mm errors (a
-tenth of a pixel is 15 mm there): predict reads it from the image's own resolution.
+without a ball, its depth error an RMS of 1.8-3.0 mm (at most 9.5) on the films and 1.0-1.2 mm (at most 1.9)
+on their detector signal (validation-test; ninth session); at the model's 128 px a 9 px ball was found in 1-3
+of 12 with 13-63 mm errors (a tenth of a pixel is 15 mm there; seventh session): predict reads it from the
+image's own resolution.
 
 **Measuring it**: the sphere's outline is where the cone from the focal spot touches the sphere: every
 outline ray ``u`` (unit, source frame) makes the same angle ``alpha`` with the cone's axis ``c``,
@@ -29,12 +30,21 @@ the central ray the outline is an ellipse and this is still exact). A first cone
 (the steepest fall along rays from the candidate's centre; :func:`fit_cone`, linear least squares in
 ``w = c / cos(alpha)``); it is refined on the pixels themselves (:func:`refine_cone`): each pixel near
 the outline predicted as the background plus the ball's contrast times the share of the pixel inside the
-cone (sub-rays), the cone moved until the prediction matches. On a noiseless image the centre and the
-diameter come out within 0.02 px (tests); the edge points alone are ~0.15 px small at 9 px across.
+cone (sub-rays), the cone moved until the prediction matches, in a band about the outline wide enough to
+hold a blurred edge (:func:`refine_band_px`), laid again about each new outline. On a noiseless image the
+centre and the diameter come out within 0.02 px (tests); the edge points alone are ~0.15 px small at 9 px
+across. A film's display (the logarithm, a window, an S-shaped curve, edge enhancement) moves a blurred
+ball's visible edge by up to a pixel, which at a detector's 2048 px is several mm of depth: where the file
+holds the detector's linear signal (a "for processing" DICOM), the ball found on the film is measured again
+on that signal (:func:`measure_on_signal`), where the half-way level of a blurred opaque ball lies on its
+outline whatever the blur.
 
-**Drawing it** (:func:`sphere_chord_mm`, :func:`with_marker`): the chord a sphere cuts from each pixel's
-ray is analytic, so a training or test sample gets a ball added to its metal line integral on the fly
-(training: ``data.marker``, a share of the items with a ball where practice puts one, :func:`random_marker`).
+**Drawing it** (:func:`sphere_cover`, :func:`with_marker`): the chord a sphere cuts from each sub-ray is
+analytic, so a training or test sample gets a ball on the fly: per pixel the steel of its part inside the
+outline and that part's share, which the physics lets through at each energy and adds as intensities, as a
+detector pixel does (training: ``data.marker``, a share of the items with a ball where practice puts one,
+:func:`random_marker`). Until the ninth session the ball was one mean chord per pixel, which passes almost
+nothing where a pixel is half over the ball: its image grew by a few tenths of a pixel.
 
 **Placing the bones by it** (:func:`place_by_marker`, the last step of
 :meth:`threeddx.inference.predictor.Predictor.infer` when a marker is given): the declared iso-centre is the
@@ -113,35 +123,49 @@ def sphere_chord_mm(geometry: XrayGeometry, centre_source: np.ndarray, radius_mm
     """Length (mm) of each pixel's ray inside a sphere (centre in the source frame, mm), (rows, cols) float32;
     ``supersample``: mean over that many sub-rays per pixel side (partial volume at the outline). Only the
     window that holds the sphere's image is computed (:func:`_outline_window`); the rest is 0."""
+    return sphere_cover(geometry, centre_source, radius_mm, supersample)[0]
+
+
+def sphere_cover(geometry: XrayGeometry, centre_source: np.ndarray, radius_mm: float,
+                 supersample: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel (rows, cols, float32): the mean chord (mm) over ``supersample`` x ``supersample`` sub-rays, the
+    share of the sub-rays that cross the sphere, and the mean chord of those that do (0 where none does)."""
     c = np.asarray(centre_source, np.float64)
     rows, cols = geometry.detector_shape
-    out = np.zeros((rows, cols))
+    mean, share, inside = (np.zeros((rows, cols), np.float32) for _ in range(3))
     r0, r1, c0, c1 = _outline_window(geometry, c, radius_mm) or (0, rows, 0, cols)
     if r1 <= r0 or c1 <= c0:
-        return out.astype(np.float32)
+        return mean, share, inside
     off = (np.arange(supersample) + 0.5) / supersample - 0.5
     rr, cc = np.meshgrid(np.arange(r0, r1, dtype=np.float64), np.arange(c0, c1, dtype=np.float64), indexing="ij")
-    win = np.zeros(rr.shape)
+    total, hits = np.zeros(rr.shape), np.zeros(rr.shape)
     for dr in off:
         for dc in off:
             u = _source_rays(geometry, rr + dr, cc + dc)
             t = u @ c
             disc = radius_mm**2 - (c @ c - t**2)
-            win += 2.0 * np.sqrt(np.maximum(disc, 0.0)) * (t > 0)
-    out[r0:r1, c0:c1] = win / supersample**2
-    return out.astype(np.float32)
+            chord = 2.0 * np.sqrt(np.maximum(disc, 0.0)) * (t > 0)
+            total += chord
+            hits += chord > 0
+    n = supersample**2
+    mean[r0:r1, c0:c1] = total / n
+    share[r0:r1, c0:c1] = hits / n
+    inside[r0:r1, c0:c1] = np.where(hits > 0, total / np.maximum(hits, 1), 0.0)
+    return mean, share, inside
 
 
 def with_marker(materials: dict, geometry: XrayGeometry, centre_source: np.ndarray, diameter_mm: float) -> dict:
-    """A sample's material line integrals (g/cm^2, :data:`threeddx.simulator.physics.MATERIALS`) with a steel ball added
-    to its metal: the ball's chord (cm) times the metal's density (:data:`threeddx.simulator.physics.RHO_IRON`)."""
-    from threeddx.simulator.physics import RHO_IRON
+    """A sample's material line integrals (g/cm^2, :data:`threeddx.simulator.physics.MATERIALS`) with a steel ball:
+    the steel along the rays of each pixel's part inside the ball's outline (their mean chord, cm, times
+    :data:`threeddx.simulator.physics.RHO_IRON`) and that part's share (:data:`threeddx.simulator.physics.BALL`,
+    ``BALL_SHARE``): the physics lets each part through at each energy and adds the intensities, as a detector
+    pixel does (a pixel half over an opaque ball passes half the X-rays)."""
+    from threeddx.simulator.physics import BALL, BALL_SHARE, RHO_IRON
 
-    out = dict(materials)
-    chord_cm = sphere_chord_mm(geometry, centre_source, diameter_mm / 2.0) / 10.0
-    metal = np.asarray(out.get("metal", np.zeros(geometry.detector_shape, np.float32)), np.float32)
-    out["metal"] = (metal + RHO_IRON * chord_cm).astype(np.float32)
-    return out
+    if BALL in materials:
+        raise ValueError("one calibration ball per sample")
+    _, share, inside = sphere_cover(geometry, centre_source, diameter_mm / 2.0)
+    return {**materials, BALL: (RHO_IRON * inside / 10.0).astype(np.float32), BALL_SHARE: share}
 
 
 #: Where clinics put a calibration ball for an AP hip radiograph, for training images (source frame axes,
@@ -183,7 +207,9 @@ class Marker:
     diameter on the detector at the central ray (``2 SDD tan(alpha)`` in pixels); ``edge_rms_px``: the fit's
     misfit (edge points: pixels off the cone; refined: the pixels' RMS residual as a share of the ball's
     contrast); ``edge_points``: how many points or pixels it used; ``dark``: found as a dark disc (the film
-    shows bone dark, :func:`find_marker`'s ``bone_dark``).
+    shows bone dark, :func:`find_marker`'s ``bone_dark``); ``read_on``: the image its outline was measured on,
+    ``"display"`` (the film as shown) or ``"detector signal"`` (a "for processing" image's linear signal,
+    :func:`find_marker`'s ``signal``).
     """
 
     diameter_mm: float
@@ -195,6 +221,7 @@ class Marker:
     edge_rms_px: float
     edge_points: int
     dark: bool = False
+    read_on: str = "display"
 
     @property
     def depth_mm(self) -> float:
@@ -205,7 +232,8 @@ class Marker:
         return {"diameter_mm": self.diameter_mm, "centre_source_mm": np.round(self.centre_source, 2).tolist(),
                 "centre_px": [round(self.row, 3), round(self.col, 3)], "distance_mm": round(self.distance_mm, 2),
                 "depth_mm": round(self.depth_mm, 2), "apparent_diameter_px": round(self.apparent_diameter_px, 3),
-                "edge_rms_px": round(self.edge_rms_px, 3), "edge_points": self.edge_points, "dark_disc": self.dark}
+                "edge_rms_px": round(self.edge_rms_px, 3), "edge_points": self.edge_points, "dark_disc": self.dark,
+                "read_on": self.read_on}
 
 
 def sphere_marker(geometry: XrayGeometry, centre_source: np.ndarray, diameter_mm: float, edge_rms_px: float = 0.0,
@@ -352,16 +380,21 @@ def _gradient_edge_points(win: np.ndarray, row: float, col: float, radius: float
     return (row + np.sin(angles) * s)[ok], (col + np.cos(angles) * s)[ok], float(outside.any(axis=1).mean())
 
 
+def _window(img: np.ndarray, row: float, col: float, radius_px: float) -> tuple[np.ndarray, int, int]:
+    """The part of ``img`` within 2.5 radii (+3 px) of (``row``, ``col``), and its first row and column."""
+    half = int(np.ceil(2.5 * radius_px)) + 3
+    r0, c0 = max(int(round(row)) - half, 0), max(int(round(col)) - half, 0)
+    r1, c1 = min(int(round(row)) + half + 1, img.shape[0]), min(int(round(col)) + half + 1, img.shape[1])
+    return img[r0:r1, c0:c1], r0, c0
+
+
 def _measure_candidate(img: np.ndarray, geometry: XrayGeometry, c: _Candidate, diameter_mm: float,
                        diameter_px: tuple[float, float] = (0.0, np.inf)) -> tuple[Marker | None, bool]:
     """The sphere fitted to one candidate at full resolution (a window of 2.5 radii around it), or None when its
     edge is not a sphere's outline (too few rays with an edge, or edge points off the cone by more than
     0.35 px RMS, or its size outside ``diameter_px``, the smallest and largest the ball can have); and whether
     it is such a sphere's outline cut by the image's border."""
-    half = int(np.ceil(2.5 * c.radius_px)) + 3
-    r0, c0 = max(int(round(c.row)) - half, 0), max(int(round(c.col)) - half, 0)
-    r1, c1 = min(int(round(c.row)) + half + 1, img.shape[0]), min(int(round(c.col)) + half + 1, img.shape[1])
-    win = img[r0:r1, c0:c1]
+    win, r0, c0 = _window(img, c.row, c.col, c.radius_px)
     rows, cols, cut = _gradient_edge_points(win, c.row - r0, c.col - c0, c.radius_px)
     if len(rows) < MIN_EDGE_SHARE * (1.0 - cut) * EDGE_RAYS or len(rows) < 0.3 * EDGE_RAYS:
         return None, False  # an edge on too few sides: a bright region's border, not a ball
@@ -376,8 +409,7 @@ def _measure_candidate(img: np.ndarray, geometry: XrayGeometry, c: _Candidate, d
         m = refine_cone(win, sub, first)
     except InputError:
         return None, False
-    m = Marker(m.diameter_mm, m.centre_source, m.row + r0, m.col + c0, m.distance_mm, m.apparent_diameter_px,
-               m.edge_rms_px, m.edge_points)
+    m = replace(m, row=m.row + r0, col=m.col + c0)  # the window's pixel indices -> the image's
     if not 0.9 * diameter_px[0] <= m.apparent_diameter_px <= 1.1 * diameter_px[1]:
         return None, False  # round, but not a size this ball can have
     radius = m.apparent_diameter_px / 2
@@ -386,10 +418,14 @@ def _measure_candidate(img: np.ndarray, geometry: XrayGeometry, c: _Candidate, d
     return m, False
 
 
-def find_marker(image: np.ndarray, geometry: XrayGeometry, diameter_mm: float, bone_dark: bool = False) -> Marker:
+def find_marker(image: np.ndarray, geometry: XrayGeometry, diameter_mm: float, bone_dark: bool = False,
+                signal: np.ndarray | None = None) -> Marker:
     """The calibration sphere of ``diameter_mm`` in ``image`` (H, W, as displayed) taken with ``geometry``
     (module doc). ``bone_dark``: the display shows bone dark (an inverted film, :func:`shows_bone_dark`), so the
-    ball is a dark disc. Raises InputError, one line, when none, several or one at the border is found."""
+    ball is a dark disc. ``signal``: the same image's detector signal (H, W; linear in the X-ray intensity up to
+    an offset and a gain, as a "for processing" file holds it), when there is one: the ball found on ``image``
+    is measured again on it (:func:`measure_on_signal`). Raises InputError, one line, when none, several or one
+    at the border is found."""
     lo_d, hi_d = DIAMETER_RANGE_MM
     if not (np.isfinite(diameter_mm) and lo_d <= diameter_mm <= hi_d):
         raise InputError(f"--marker-mm must be between {lo_d:g} and {hi_d:g} mm, got {diameter_mm:g}")
@@ -419,7 +455,37 @@ def find_marker(image: np.ndarray, geometry: XrayGeometry, diameter_mm: float, b
                              "image's border; the marker must lie wholly inside the image")
         raise InputError(f"no {diameter_mm:g} mm marker found (a round, uniformly {'dark' if bone_dark else 'bright'} "
                          f"disc {dmin:.0f}-{dmax:.0f} px across); check --marker-mm")
-    return replace(found[0], dark=bool(bone_dark))
+    m = replace(found[0], dark=bool(bone_dark))
+    return m if signal is None else measure_on_signal(signal, geometry, m, (dmin, dmax))
+
+
+def measure_on_signal(signal: np.ndarray, geometry: XrayGeometry, found: Marker,
+                      diameter_px: tuple[float, float] = (0.0, np.inf)) -> Marker:
+    """``found`` (a ball found on the displayed film) measured again on the film's detector signal ``signal``
+    (H, W, linear in the intensity up to an offset and a gain): :func:`refine_cone` from ``found``'s cone.
+
+    A steel ball is opaque to within a few hundredths of a mm of its outline, so in the linear signal its image
+    is a step blurred by the detector, whose half-way level lies on the outline whatever the blur; the display's
+    logarithm and curve move that level inside or outside the outline by up to a pixel, which at 2048 px is
+    several mm of depth (``benchmarks/marker_finding.py``: the depth error's RMS on the validation films 1.8 mm
+    measured on the film, 1.2 on the signal, and at most 3.1 against 1.9; on the test films 3.0 and 1.0, at
+    most 9.5 against 1.8; docs/results.md). Where the signal's fit fails or gives a size the ball cannot have,
+    ``found`` is returned as it was (``read_on`` says which)."""
+    sig = np.asarray(signal, np.float64)
+    if sig.shape != tuple(geometry.detector_shape):
+        raise InputError(f"the detector signal is {sig.shape[0]}x{sig.shape[1]} px but the image is "
+                         f"{geometry.detector_shape[0]}x{geometry.detector_shape[1]}")
+    if not np.all(np.isfinite(sig)) or not np.ptp(sig) > 0:
+        return found
+    win, r0, c0 = _window(sig, found.row, found.col, found.apparent_diameter_px / 2)
+    sub = _crop_geometry(geometry, r0, c0, *win.shape)
+    try:
+        m = refine_cone(win, sub, replace(found, row=found.row - r0, col=found.col - c0))
+    except InputError:
+        return found
+    if not 0.9 * diameter_px[0] <= m.apparent_diameter_px <= 1.1 * diameter_px[1]:
+        return found
+    return replace(m, row=m.row + r0, col=m.col + c0, dark=found.dark, read_on="detector signal")
 
 
 #: The rims this many of the model's pixels wide inside and outside the bones' outline are compared.
@@ -462,16 +528,48 @@ def _inside_share(geometry: XrayGeometry, rows: np.ndarray, cols: np.ndarray, w:
     return out / ss**2
 
 
-def refine_cone(img: np.ndarray, geometry: XrayGeometry, first: Marker, band_px: float = 2.5) -> Marker:
-    """The cone of ``first`` moved until the pixels within ``band_px`` of its outline match a ball of uniform
-    contrast on a background that may tilt across it (a plane), each pixel by its share inside (module doc);
-    least squares over the cone's three parameters, the contrast and background solved exactly at each step."""
+#: The band about the outline that :func:`refine_cone` fits: half the ball's radius, at least 2.5 and at most
+#: 9 px. A detector's blur reaches 3-5 px from the outline (sigma 1-1.5 px) and a vendor's edge enhancement
+#: further: a narrow band cuts the blurred edge and leaves the fit free to trade the ball's contrast against
+#: its size (the ball blurred by 1.5 px in the tests is measured within 0.1 px; ``benchmarks/marker_finding.py``
+#: on the simulator's films, docs/results.md).
+REFINE_BAND_PX = (2.5, 9.0)
+
+
+def refine_band_px(radius_px: float) -> float:
+    """The band (px either side of the outline) :func:`refine_cone` fits for a ball of ``radius_px``."""
+    lo, hi = REFINE_BAND_PX
+    return float(np.clip(radius_px / 2.0, lo, hi))
+
+
+def refine_cone(img: np.ndarray, geometry: XrayGeometry, first: Marker, band_px: float | None = None) -> Marker:
+    """The cone of ``first`` moved until the pixels within ``band_px`` (default :func:`refine_band_px`) of its
+    outline match a ball of uniform contrast on a background that may tilt across it (a plane), each pixel by
+    its share inside (module doc); least squares over the cone's three parameters, the contrast and background
+    solved exactly at each step. The band is then laid about the new outline and the fit made again, until the
+    outline moves under 0.02 px (at most :data:`REFINE_PASSES` fits): a band about a first outline a pixel off
+    cuts one side of a blurred edge. Any affine change of ``img``'s values gives the same cone."""
+    m = first
+    for _ in range(REFINE_PASSES):
+        prev, m = m, _refine_once(img, geometry, m, band_px)
+        if max(abs(m.row - prev.row), abs(m.col - prev.col), abs(m.apparent_diameter_px - prev.apparent_diameter_px)) < 0.02:
+            break
+    return m
+
+
+#: At most this many fits in :func:`refine_cone`.
+REFINE_PASSES = 4
+
+
+def _refine_once(img: np.ndarray, geometry: XrayGeometry, first: Marker, band_px: float | None) -> Marker:
+    """One fit of :func:`refine_cone`, its band about ``first``'s outline."""
     from scipy.optimize import least_squares
 
     c0 = first.centre_source / first.distance_mm
     alpha0 = np.arcsin(first.diameter_mm / 2.0 / first.distance_mm)
     w0 = c0 / np.cos(alpha0)
     radius_px = first.apparent_diameter_px / 2.0
+    band_px = refine_band_px(radius_px) if band_px is None else band_px
     ss = 8 if radius_px < 25 else 2  # big balls: the outline's sub-pixel share matters little
     rr, cc = np.mgrid[: img.shape[0], : img.shape[1]]
     dist = np.hypot(rr - first.row, cc - first.col)
@@ -479,6 +577,8 @@ def refine_cone(img: np.ndarray, geometry: XrayGeometry, first: Marker, band_px:
     rows, cols, values = rr[band].astype(np.float64), cc[band].astype(np.float64), img[band]
     if len(values) < 12:
         raise InputError("the marker's outline lies outside the image")
+    contrast = float(np.ptp(values)) or 1.0
+    values = (values - np.median(values)) / contrast  # an affine change of the image's values changes nothing
 
     dr, dc = (rows - first.row) / max(radius_px, 1.0), (cols - first.col) / max(radius_px, 1.0)
 
@@ -493,9 +593,9 @@ def refine_cone(img: np.ndarray, geometry: XrayGeometry, first: Marker, band_px:
     cos_a = 1.0 / np.linalg.norm(w)
     alpha = float(np.arccos(cos_a))
     distance = (first.diameter_mm / 2.0) / np.sin(alpha)
-    contrast = float(np.ptp(values)) or 1.0
-    return sphere_marker(geometry, distance * w * cos_a, first.diameter_mm,
-                         float(np.sqrt(np.mean(fit.fun**2)) / contrast), int(band.sum()))
+    return replace(sphere_marker(geometry, distance * w * cos_a, first.diameter_mm,
+                                 float(np.sqrt(np.mean(fit.fun**2))), int(band.sum())),
+                   dark=first.dark, read_on=first.read_on)
 
 
 #: The largest scaling of the bones about the focal spot a marker may ask for (1 +- this): a marker that

@@ -55,6 +55,12 @@ from threeddx.geometry import XrayGeometry
 
 #: Materials of a sample's ``materials`` array, in this order (g/cm^2 along each ray).
 MATERIALS = ("bone", "soft", "metal")
+#: A calibration ball added to a sample (:func:`threeddx.inference.marker.with_marker`): ``BALL`` the steel
+#: (g/cm^2) along the rays of the pixel's part inside its outline, ``BALL_SHARE`` that part (0-1). A pixel lets
+#: through ``(1 - share) + share * exp(-mu(E) ball)`` of what reaches it at each energy: a detector pixel averages
+#: the intensity over its area, and a pixel half inside an opaque ball passes half the X-rays, where any single
+#: line integral for the whole pixel would pass the wrong share at all but one energy.
+BALL, BALL_SHARE = "ball", "ball_share"
 
 # ------------------------------------------------------------ HU -> materials
 #: Two- and three-material decomposition of HU (mass densities in g/cm^3):
@@ -202,12 +208,14 @@ def detector_weights(csi_mm: float = 0.5) -> np.ndarray:
 
 
 def transmission(materials: Mapping[str, np.ndarray], kvp: float, al_mm: float = 3.0, cu_mm: float = 0.0,
-                 anode_angle_deg: float = 14.0, csi_mm: float = 0.5, positions_cm: np.ndarray | None = None) -> np.ndarray:
+                 anode_angle_deg: float = 14.0, csi_mm: float = 0.5, positions_cm: np.ndarray | None = None,
+                 ball: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Detected primary signal relative to the open field at the same position (0-1], (H, W).
 
     ``materials``: areal densities (g/cm^2), (H, W) each. ``positions_cm``: per
     row, the position along the anode-cathode axis (None: the central ray's
-    spectrum everywhere).
+    spectrum everywhere). ``ball``: a calibration ball's steel and pixel share, (H, W) each
+    (:data:`BALL`, :data:`BALL_SHARE`).
     """
     t = tables()
     first = np.asarray(next(iter(materials.values())))
@@ -224,6 +232,11 @@ def transmission(materials: Mapping[str, np.ndarray], kvp: float, al_mm: float =
     tau = areal @ np.stack([mus[m] for m in names]).astype(np.float32)
     np.negative(tau, out=tau)
     np.exp(tau, out=tau)
+    if ball is not None:  # the pixels a ball covers in part or whole: the two parts' intensities, weighted (BALL)
+        steel, share = (np.asarray(a, np.float32).reshape(-1) for a in ball)
+        at = np.flatnonzero(share > 0)
+        mu_iron = t.mu_rho["iron"][keep].astype(np.float32)
+        tau[at] *= (1.0 - share[at, None]) + share[at, None] * np.exp(-steel[at, None] * mu_iron[None])
     sig = np.matmul(tau.reshape(h, w, -1), s.astype(np.float32)[:, :, None])[..., 0]  # each row's spectrum
     return (sig / np.maximum(s.sum(1), 1e-30)[:, None]).astype(np.float32)
 
@@ -433,8 +446,10 @@ def detector_signal(materials: Mapping[str, np.ndarray], geometry: XrayGeometry,
     mats = {m: np.asarray(a, np.float32) for m, a in materials.items() if m in MATERIALS}
     if not mats:
         raise InputError(f"no material line integrals (expected some of {', '.join(MATERIALS)})")
+    ball = (materials[BALL], materials[BALL_SHARE]) if BALL in materials else None
     shape = next(iter(mats.values())).shape
-    if any(a.shape != shape for a in mats.values()) or tuple(shape) != tuple(geometry.detector_shape):
+    if (any(np.shape(a) != shape for a in [*mats.values(), *(ball or ())])
+            or tuple(shape) != tuple(geometry.detector_shape)):
         raise InputError("material maps must all have the detector's shape")
     rng = np.random.default_rng(c.seed)
     h, w = shape
@@ -443,7 +458,7 @@ def detector_signal(materials: Mapping[str, np.ndarray], geometry: XrayGeometry,
     # heel effect: rows along the anode-cathode axis, positions scaled to the table's 1 m
     v = (np.arange(h) + 0.5 - geometry.principal_point[1]) * row_mm
     pos_cm = c.heel_sign * v / 10.0 * (1000.0 / geometry.sdd)
-    primary = transmission(mats, c.kvp, c.al_mm, c.cu_mm, c.anode_angle_deg, c.csi_mm, pos_cm)
+    primary = transmission(mats, c.kvp, c.al_mm, c.cu_mm, c.anode_angle_deg, c.csi_mm, pos_cm, ball)
     # the open field's own spectrum and fluence vary along the axis (heel), relative to the centre
     open_field = spectrum(c.kvp, c.anode_angle_deg, pos_cm, c.al_mm, c.cu_mm) @ detector_weights(c.csi_mm)
     centre = spectrum(c.kvp, c.anode_angle_deg, 0.0, c.al_mm, c.cu_mm) @ detector_weights(c.csi_mm)

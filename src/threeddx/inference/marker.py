@@ -552,7 +552,8 @@ def refine_cone(img: np.ndarray, geometry: XrayGeometry, first: Marker, band_px:
     m = first
     for _ in range(REFINE_PASSES):
         prev, m = m, _refine_once(img, geometry, m, band_px)
-        if max(abs(m.row - prev.row), abs(m.col - prev.col), abs(m.apparent_diameter_px - prev.apparent_diameter_px)) < 0.02:
+        moved = (m.row - prev.row, m.col - prev.col, m.apparent_diameter_px - prev.apparent_diameter_px)
+        if max(map(abs, moved)) < 0.02:
             break
     return m
 

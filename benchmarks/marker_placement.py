@@ -12,8 +12,8 @@ clinical detector's resolution (2048 px: the anatomy's line integrals interpolat
 * **marker present, ignored**: the ball in the image, not read (does the network mind it?);
 * **marker used**: the ball at the hip joints' depth, read and used (``--marker-mm 25``): the bones scaled
   about the focal spot until the pelvis fit's hip joints lie at its depth;
-* **marker used, where found**: the same rows, only the images whose ball was found (the others keep the
-  network's placement);
+* **marker used, where found** (and for ``signal``): the same rows, only the images whose ball was found (the
+  others keep the network's placement);
 * **marker used, measured on the detector signal** (``signal``): the ball found in the film, measured on the
   signal the film was processed from (what predict does with a "for processing" DICOM);
 * **marker read perfectly** (``truth``): the ball's true centre used as the reading: what the placement by the
@@ -91,8 +91,8 @@ def main() -> None:
                      marker=MarkerTrial(**trial))
             print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
         results[name] = rows_of(folder)
-        if key == "used":
-            results["marker used, where found"] = found_only(results[name])
+        if key in ("used", "signal"):
+            results[f"{name}, where found"] = found_only(results[name])
     n = len({r["sample_id"] for r in next(iter(results.values()))})
     print(f"\n{a.checkpoint} on {a.data.name} (test split, {n} images, random chains), {datetime.date.today()}, "
           f"{platform.machine()}; mm\n")

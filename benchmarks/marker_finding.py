@@ -19,7 +19,8 @@ signal: ``find_marker``'s ``signal``).
 
 Printed: images, inverted ones, polarity right (network rule), balls found at the true place, found elsewhere,
 refusals (none / several / border), false finds on the images without a ball, and the found balls' depth
-error (mm, source-frame z against the truth): median, largest and RMS (the validation split's RMS is what
+error (mm, source-frame z against the truth): median, largest and RMS of its size, and its mean (signed: + read
+further from the source than the ball is; the validation split's RMS is what
 predict states as a ball's iso-centre SD, ``threeddx.geometry.ISOCENTER_SD_MM["marker"]``).
 """
 from __future__ import annotations
@@ -102,16 +103,19 @@ def main() -> None:
                 s["false"] += false[p]
             print(f"  {split} {i}: {time.perf_counter() - t0:.0f} s", flush=True)
         for (p, im), s in acc.items():
-            e = np.abs(s["found"])
+            signed = np.asarray(s["found"], float)
+            e = np.abs(signed)
             table.append(f"| {split} | {p} | {im} | {n} | {inverted} | {right} | {len(e)} | {s['elsewhere']} | "
                          f"{s['none']} / {s['several']} / {s['border']} | {s['false']} | "
                          f"{np.median(e) if len(e) else float('nan'):.1f} | {e.max() if len(e) else float('nan'):.1f} | "
-                         f"{np.sqrt(np.mean(e**2)) if len(e) else float('nan'):.1f} |")
+                         f"{np.sqrt(np.mean(e**2)) if len(e) else float('nan'):.1f} | "
+                         f"{signed.mean() if len(e) else float('nan'):+.1f} |")
     print(f"\n{a.checkpoint} on {a.data.name}, random chains at 2048 px, a 25 mm steel ball; {datetime.date.today()}, "
           f"{platform.machine()}; {time.perf_counter() - t0:.0f} s\n")
     print("| split | polarity | measured on | images | inverted | polarity right | found there | found elsewhere | "
-          "refused: none / several / border | false finds (no ball) | depth error median (mm) | largest (mm) | RMS (mm) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "refused: none / several / border | false finds (no ball) | depth error median (mm) | largest (mm) | RMS (mm) | "
+          "mean (mm, + far) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(table))
 
 

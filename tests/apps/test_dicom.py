@@ -479,7 +479,7 @@ def test_a_ball_in_a_for_processing_file_is_measured_on_its_signal(relation, rea
                  "--mesh", "dual"]) == 0
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert s["marker"]["read_on"] == read_on
-    # on the signal within 2 mm; the film's curve moves the edge (here 13 mm; benchmarks/marker_finding.py)
+    # on the signal within 3 mm (2 here); the film's curve moves the edge (13 mm here; benchmarks/marker_finding.py)
     assert abs(s["marker"]["depth_mm"] - 800.0) < (3.0 if relation == "LIN" else 25.0)
     basis = "marker+signal" if relation == "LIN" else "marker"
     assert s["isocenter_sd_mm"] == pytest.approx(ISOCENTER_SD_MM[basis])

@@ -186,7 +186,8 @@ def _blurred_ball_film(size=512, ss=4):
 def test_a_blurred_ball_is_measured_on_the_detector_signal_not_the_film():
     """The display's logarithm and curve move a blurred ball's visible edge: read on the film it is pixels small
     (tens of mm too far); measured on the detector signal (a "for processing" file) within 0.1 px and 2 mm, and
-    any affine change of the signal (gain, offset, the sign -1 of a LIN file) gives the same cone (0.01 px)."""
+    any affine change of the signal (gain, offset, the sign -1 of a LIN file) gives the same cone (0.01 px); the
+    mirrored film and signal give the mirrored ball."""
     geo, c, signal, film = _blurred_ball_film()
     _, _, diameter = _truth(geo, c)
     on_film = find_marker(film, geo, 25.0)
@@ -197,6 +198,10 @@ def test_a_blurred_ball_is_measured_on_the_detector_signal_not_the_film():
     for changed in (3.0 * signal + 7.0, 65535.0 - 40000.0 * signal):
         k = find_marker(film, geo, 25.0, signal=changed)
         assert (k.row, k.col, k.apparent_diameter_px) == pytest.approx((m.row, m.col, m.apparent_diameter_px), abs=0.01)
+    w = film.shape[1]
+    k = find_marker(film[:, ::-1].copy(), geo, 25.0, signal=signal[:, ::-1].copy())  # the principal point is central
+    assert (k.row, w - 1 - k.col, k.apparent_diameter_px) == pytest.approx((m.row, m.col, m.apparent_diameter_px),
+                                                                          abs=0.01)
 
 
 def test_a_signal_that_cannot_be_measured_leaves_the_film_s_reading():

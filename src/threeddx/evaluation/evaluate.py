@@ -229,22 +229,10 @@ def marker_film(npz, geometry: XrayGeometry, chain, seed: int, index: int, trial
                 where: Path | str = "sample") -> tuple[np.ndarray, np.ndarray, XrayGeometry, np.ndarray]:
     """:func:`marker_image`'s radiograph and the detector signal it was processed from (what a "for
     processing" file holds): (image, signal, their geometry, the ball's centre in the source frame, mm)."""
-    from threeddx.simulator.physics import chain_for, detector_signal, process
-
-    mats, geo, centre = marker_materials(npz, geometry, index, trial, where)
-    c = chain_for(chain or "standard", np.random.default_rng([seed, index]))
-    signal = detector_signal(mats, geo, c)
-    return process(signal, geo, c), signal, geo, centre
-
-
-def marker_materials(npz, geometry: XrayGeometry, index: int, trial: MarkerTrial, where: Path | str = "sample",
-                     ) -> tuple[dict[str, np.ndarray], XrayGeometry, np.ndarray]:
-    """The sample's material line integrals at ``trial.render_px`` with the calibration ball of
-    :func:`marker_image` added: (materials, their geometry, the ball's centre in the source frame, mm)."""
     from scipy import ndimage
 
     from threeddx.inference.marker import with_marker
-    from threeddx.simulator.physics import sample_materials
+    from threeddx.simulator.physics import chain_for, detector_signal, process, sample_materials
 
     mats = sample_materials(npz)
     if mats is None:
@@ -257,7 +245,9 @@ def marker_materials(npz, geometry: XrayGeometry, index: int, trial: MarkerTrial
     centre = np.array([-130.0 + 20 * (index % 3), 20.0 - 30 * (index % 4), hips_z + trial.true_offset_mm])
     if trial.diameter_mm > 0:  # 0: the same image without the ball
         mats = with_marker(mats, geo, centre, trial.diameter_mm)
-    return mats, geo, centre
+    c = chain_for(chain or "standard", np.random.default_rng([seed, index]))
+    signal = detector_signal(mats, geo, c)
+    return process(signal, geo, c), signal, geo, centre
 
 
 def chain_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, where: Path | str = "sample") -> np.ndarray:

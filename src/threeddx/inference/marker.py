@@ -388,6 +388,11 @@ def _window(img: np.ndarray, row: float, col: float, radius_px: float) -> tuple[
     return img[r0:r1, c0:c1], r0, c0
 
 
+def _a_size_it_can_have(m: Marker, diameter_px: tuple[float, float]) -> bool:
+    """Whether ``m``'s image lies within 10 % of ``diameter_px`` (the smallest and largest the ball can have)."""
+    return 0.9 * diameter_px[0] <= m.apparent_diameter_px <= 1.1 * diameter_px[1]
+
+
 def _measure_candidate(img: np.ndarray, geometry: XrayGeometry, c: _Candidate, diameter_mm: float,
                        diameter_px: tuple[float, float] = (0.0, np.inf)) -> tuple[Marker | None, bool]:
     """The sphere fitted to one candidate at full resolution (a window of 2.5 radii around it), or None when its
@@ -410,7 +415,7 @@ def _measure_candidate(img: np.ndarray, geometry: XrayGeometry, c: _Candidate, d
     except InputError:
         return None, False
     m = replace(m, row=m.row + r0, col=m.col + c0)  # the window's pixel indices -> the image's
-    if not 0.9 * diameter_px[0] <= m.apparent_diameter_px <= 1.1 * diameter_px[1]:
+    if not _a_size_it_can_have(m, diameter_px):
         return None, False  # round, but not a size this ball can have
     radius = m.apparent_diameter_px / 2
     if min(m.row, m.col, img.shape[0] - 1 - m.row, img.shape[1] - 1 - m.col) < radius - 0.5:
@@ -483,7 +488,7 @@ def measure_on_signal(signal: np.ndarray, geometry: XrayGeometry, found: Marker,
         m = refine_cone(win, sub, replace(found, row=found.row - r0, col=found.col - c0))
     except InputError:
         return found
-    if not 0.9 * diameter_px[0] <= m.apparent_diameter_px <= 1.1 * diameter_px[1]:
+    if not _a_size_it_can_have(m, diameter_px):
         return found
     return replace(m, row=m.row + r0, col=m.col + c0, dark=found.dark, read_on="detector signal")
 
@@ -536,6 +541,10 @@ def _inside_share(geometry: XrayGeometry, rows: np.ndarray, cols: np.ndarray, w:
 REFINE_BAND_PX = (2.5, 9.0)
 
 
+#: At most this many fits in :func:`refine_cone`.
+REFINE_PASSES = 4
+
+
 def refine_band_px(radius_px: float) -> float:
     """The band (px either side of the outline) :func:`refine_cone` fits for a ball of ``radius_px``."""
     lo, hi = REFINE_BAND_PX
@@ -556,10 +565,6 @@ def refine_cone(img: np.ndarray, geometry: XrayGeometry, first: Marker, band_px:
         if max(map(abs, moved)) < 0.02:
             break
     return m
-
-
-#: At most this many fits in :func:`refine_cone`.
-REFINE_PASSES = 4
 
 
 def _refine_once(img: np.ndarray, geometry: XrayGeometry, first: Marker, band_px: float | None) -> Marker:

@@ -444,9 +444,10 @@ def test_a_declared_isocentre_or_table_overrides_the_file(tmp_path):
         Declared(isocenter_mm=800.0, table_mm=950.0)
 
 
-def _ball_for_processing(tmp_path, relation):
+def _ball_for_processing(tmp_path, relation, **tags):
     """The bundled example as a 512 px "for processing" DICOM (its film taken back to a detector signal) with an
-    opaque 25 mm ball beside the right trochanter, 800 mm from the source, blurred by the detector."""
+    opaque 25 mm ball beside the right trochanter, 800 mm from the source, blurred by the detector; ``tags``
+    more of the file's tags."""
     from scipy import ndimage
 
     from threeddx.geometry import XrayGeometry
@@ -460,7 +461,7 @@ def _ball_for_processing(tmp_path, relation):
     signal = ndimage.gaussian_filter(np.exp(-3.0 * film / film.max()) * transmission + 0.005, 1.0)
     values = 60000 * signal / signal.max() if relation == "LIN" else 60000 + 4000 * np.log(signal / signal.max())
     path = _for_processing(tmp_path / f"{relation}.dcm", np.clip(np.round(values), 0, 65535).astype(np.uint16), geo,
-                           PixelIntensityRelationship=relation, PixelIntensityRelationshipSign=1)
+                           PixelIntensityRelationship=relation, PixelIntensityRelationshipSign=1, **tags)
     return path
 
 
@@ -483,3 +484,37 @@ def test_a_ball_in_a_for_processing_file_is_measured_on_its_signal(relation, rea
     assert abs(s["marker"]["depth_mm"] - 800.0) < (3.0 if relation == "LIN" else 25.0)
     basis = "marker+signal" if relation == "LIN" else "marker"
     assert s["isocenter_sd_mm"] == pytest.approx(ISOCENTER_SD_MM[basis])
+    # the steel's edge: at 80 kVp when the file states no KVP, and the summary says it was assumed
+    assert s["marker"]["edge_kvp"] == (80.0 if relation == "LIN" else None)
+    assert any("80 kVp" in a for a in s["assumptions"]) == (relation == "LIN")
+
+
+@pytest.mark.parametrize("kvp, used", [("90", 90.0), ("12", None), ("n/a", None)])
+def test_the_tube_voltage_is_read_from_kvp(kvp, used, tmp_path):
+    """KVP (0018,0060) gives the tube voltage a ball's steel edge is fitted at (Reading.kvp, recorded among the
+    tags used); one that is no tube voltage (12 kV, text a modality wrote against the standard) is not used, the
+    file is still read and the reading says so."""
+    path = _uncompressed(tmp_path / "kvp.dcm", np.full((64, 64), 1000, np.uint16), 12, KVP="99.9")
+    data = path.read_bytes()
+    assert data.count(b"99.9") == 1
+    path.write_bytes(data.replace(b"99.9", kvp.ljust(4).encode()))  # as written, valid or not (pydicom refuses text)
+    reading = Reading()
+    read_radiograph(path, None, standard_ap_geometry(size=64), reading=reading)
+    assert reading.kvp == used
+    assert reading.tags["KVP (0018,0060)"].strip() == kvp
+    assert any("KVP" in a for a in reading.assumptions) == (used is None)
+
+
+def test_a_ball_on_the_signal_is_fitted_at_the_file_s_kvp(tmp_path):
+    """A LIN "for processing" file stating KVP 100: the ball's steel edge is fitted at 100 kVp (summary.json's
+    ``marker.edge_kvp``) and nothing is assumed about it."""
+    import json
+
+    from threeddx.cli import main
+
+    path = _ball_for_processing(tmp_path, "LIN", KVP="100")
+    assert main(["predict", str(path), "--marker-mm", "25", "--out", str(tmp_path / "o"), "--no-measure",
+                 "--mesh", "dual"]) == 0
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert s["marker"]["edge_kvp"] == 100.0 and s["marker"]["read_on"] == "detector signal"
+    assert not any("kVp" in a for a in s["assumptions"])

@@ -77,17 +77,23 @@ class MarkerSpec:
         one-line InputError when none, several or a cut one is found), as a
         :class:`~threeddx.inference.marker.MarkerReading`; a dark disc where ``predictor`` sees the image show
         bone dark (:meth:`~threeddx.inference.predictor.Predictor.shows_bone_dark`). Measured on the file's
-        detector signal when ``reading`` holds one (a "for processing" file, :attr:`Reading.signal`); the
+        detector signal when ``reading`` holds one (a "for processing" file, :attr:`Reading.signal`), its steel's
+        soft edge reckoned at the file's tube voltage (:attr:`Reading.kvp`) or an assumed one; the
         ``reading``'s iso-centre basis is set to what the ball's depth rests on
         (:data:`threeddx.geometry.ISOCENTER_SD_MM`: ``marker`` or ``marker+signal``)."""
-        from threeddx.inference.marker import MarkerReading, find_marker
+        from threeddx.inference.marker import EDGE_KVP, MarkerReading, find_marker
 
         self.check()
         dark = predictor.shows_bone_dark(image, geometry)
         signal = reading.signal if reading is not None else None
-        found = find_marker(image, geometry, self.diameter_mm, bone_dark=dark, signal=signal)
+        kvp = reading.kvp if reading is not None else None
+        found = find_marker(image, geometry, self.diameter_mm, bone_dark=dark, signal=signal, kvp=kvp)
         if reading is not None:
-            reading.isocenter_basis = "marker+signal" if found.read_on == "detector signal" else "marker"
+            on_signal = found.read_on == "detector signal"
+            reading.isocenter_basis = "marker+signal" if on_signal else "marker"
+            if on_signal and kvp is None:
+                reading.assumptions.append(f"the calibration ball's soft edge reckoned at {EDGE_KVP:g} kVp (the "
+                                           "file states no KVP)")
         return MarkerReading(found, float(self.offset_mm))
 
 

@@ -62,6 +62,8 @@ class Reading:
     #: a LIN "for processing" image's detector signal (H, W; :func:`recovered_signal`), which a calibration
     #: ball is measured on (:func:`threeddx.inference.marker.measure_on_signal`); None for any other image
     signal: np.ndarray | None = field(default=None, repr=False)
+    #: the exposure's tube voltage (kVp) from a DICOM's KVP (0018,0060) (:func:`dicom_kvp`); None when not stated
+    kvp: float | None = None
 
     def to_dict(self) -> dict:
         d = {"intensity_steps": self.steps, "dicom_tags": self.tags,
@@ -111,6 +113,29 @@ def _spacing(value, path: Path, what: str) -> tuple[float, float]:
     if not (0.01 <= sr <= 10 and 0.01 <= sc <= 10):
         raise InputError(f"{path}: DICOM tag {what} is {sr:g} x {sc:g} mm, outside 0.01-10 mm; give --geometry")
     return sr, sc
+
+
+def dicom_kvp(ds, reading: Reading | None = None) -> float | None:
+    """The exposure's tube voltage (kVp) from KVP (0018,0060), which a calibration ball's soft edge is reckoned
+    with (:class:`threeddx.inference.marker.SteelEdge`); None when absent, or when not a number within
+    :data:`threeddx.inference.marker.KVP_RANGE` (the tag only refines a reading: such a value is noted in
+    ``reading``'s assumptions, not refused)."""
+    from threeddx.inference.marker import KVP_RANGE
+
+    value = _tag(ds, (0x0018, 0x0060), "KVP", reading)
+    if value is None:
+        return None
+    try:
+        kvp = float(value)
+    except (TypeError, ValueError):
+        kvp = float("nan")
+    lo, hi = KVP_RANGE
+    if not lo <= kvp <= hi:
+        if reading is not None:
+            reading.assumptions.append(f"KVP (0018,0060) {value!r} is not a tube voltage of {lo:g}-{hi:g} kV: "
+                                       "not used")
+        return None
+    return kvp
 
 
 #: Pixel Spacing Calibration Types (0028,0A02) that put Pixel Spacing (0028,0030) at the patient, not the detector.
@@ -507,6 +532,7 @@ def read_radiograph(path: str | Path, geometry: XrayGeometry | None, fallback: X
 
             ds = pydicom.dcmread(str(path))
             turn = dicom_orientation(ds, path, r)
+            r.kvp = dicom_kvp(ds, r)
             img = displayed_pixels(ds, dicom_pixels(ds, path), r)
             if img.ndim != 2:
                 raise InputError(f"{path}: expected a single-frame grey radiograph, got shape {img.shape}")

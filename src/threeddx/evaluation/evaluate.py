@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -203,7 +203,7 @@ class MarkerTrial:
     detector's resolution); ``use``: read it (``offset_mm`` declared, as ``--marker-offset-mm``) and place
     the bones by it, or leave it in the image unread (does the network mind it?); ``read``: "image" (found in
     the image, as predict does), "signal" (found in the image and measured on its detector signal, as predict
-    does for a "for processing" file) or "truth" (its true centre, as if read perfectly: what the rest of the
+    does for a "for processing" file that states its KVP: the chain's tube voltage) or "truth" (its true centre, as if read perfectly: what the rest of the
     placement costs without the reading's error)."""
 
     diameter_mm: float = 25.0
@@ -221,14 +221,26 @@ def marker_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, tria
                  where: Path | str = "sample") -> tuple[np.ndarray, XrayGeometry, np.ndarray]:
     """The sample's radiograph with a calibration ball (:class:`MarkerTrial`) at ``trial.render_px``: (image,
     its geometry, the ball's centre in the source frame, mm)."""
-    img, _, geo, centre = marker_film(npz, geometry, chain, seed, index, trial, where)
-    return img, geo, centre
+    film = marker_film(npz, geometry, chain, seed, index, trial, where)
+    return film.image, film.geometry, film.centre
+
+
+class MarkerFilm(NamedTuple):
+    """:func:`marker_film`'s film: the radiograph (H, W), the detector signal it was processed from (what a "for
+    processing" file holds), their geometry, the ball's centre (source frame, mm) and the exposure's tube
+    voltage (kVp, what the file's KVP tag would state)."""
+
+    image: np.ndarray
+    signal: np.ndarray
+    geometry: XrayGeometry
+    centre: np.ndarray
+    kvp: float
 
 
 def marker_film(npz, geometry: XrayGeometry, chain, seed: int, index: int, trial: MarkerTrial,
-                where: Path | str = "sample") -> tuple[np.ndarray, np.ndarray, XrayGeometry, np.ndarray]:
-    """:func:`marker_image`'s radiograph and the detector signal it was processed from (what a "for
-    processing" file holds): (image, signal, their geometry, the ball's centre in the source frame, mm)."""
+                where: Path | str = "sample") -> MarkerFilm:
+    """:func:`marker_image`'s radiograph with the detector signal it was processed from, as a
+    :class:`MarkerFilm`."""
     from scipy import ndimage
 
     from threeddx.inference.marker import with_marker
@@ -244,10 +256,10 @@ def marker_film(npz, geometry: XrayGeometry, chain, seed: int, index: int, trial
     hips_z = float(geo.to_source(np.zeros((1, 3)))[0, 2])
     centre = np.array([-130.0 + 20 * (index % 3), 20.0 - 30 * (index % 4), hips_z + trial.true_offset_mm])
     if trial.diameter_mm > 0:  # 0: the same image without the ball
-        mats = with_marker(mats, geo, centre, trial.diameter_mm)
+        mats = with_marker(mats, geo, centre, trial.diameter_mm, exact=True)  # the steel's edge as 2048 px see it
     c = chain_for(chain or "standard", np.random.default_rng([seed, index]))
     signal = detector_signal(mats, geo, c)
-    return process(signal, geo, c), signal, geo, centre
+    return MarkerFilm(process(signal, geo, c), signal, geo, centre, float(c.kvp))
 
 
 def chain_image(npz, geometry: XrayGeometry, chain, seed: int, index: int, where: Path | str = "sample") -> np.ndarray:
@@ -304,8 +316,8 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
 
             from scipy import ndimage
 
-            gt["image"], signal, geo_full, ball = marker_film(z, geo_full, task.chain, task.seed, index, task.marker,
-                                                              task.data / row["render"])
+            film = marker_film(z, geo_full, task.chain, task.seed, index, task.marker, task.data / row["render"])
+            gt["image"], signal, geo_full, ball = film.image, film.signal, film.geometry, film.centre
             f = (geo_full.detector_shape[0] / gt["masks"].shape[1], geo_full.detector_shape[1] / gt["masks"].shape[2])
             gt["masks"] = ndimage.zoom(gt["masks"], (1, *f), order=0)  # the truth on the image's grid
             if task.marker.use and task.checkpoint is not None:
@@ -316,7 +328,8 @@ def score_image(task: EvalTask, index: int, row: dict) -> ImageResult:
                         dark = _predictor(task.checkpoint, task.device, task.hip_anchor,
                                           task.mirror).shows_bone_dark(gt["image"], geo_full)
                         ball_found = find_marker(gt["image"], geo_full, task.marker.diameter_mm, bone_dark=dark,
-                                                 signal=signal if task.marker.read == "signal" else None)
+                                                 signal=signal if task.marker.read == "signal" else None,
+                                                 kvp=film.kvp)  # as the file's KVP tag states it
                     reading = MarkerReading(ball_found, task.marker.offset_mm)
                     marker_row["marker_depth_error_mm"] = ball_found.depth_mm - float(ball[2])
                 except InputError:

@@ -61,6 +61,19 @@ MATERIALS = ("bone", "soft", "metal")
 #: the intensity over its area, and a pixel half inside an opaque ball passes half the X-rays, where any single
 #: line integral for the whole pixel would pass the wrong share at all but one energy.
 BALL, BALL_SHARE = "ball", "ball_share"
+#: A calibration ball drawn exactly (:func:`threeddx.inference.marker.with_marker`'s ``exact``): a
+#: :class:`BallTransmission`, which replaces :data:`BALL` and :data:`BALL_SHARE`.
+BALL_EXACT = "ball_exact"
+
+
+@dataclass(frozen=True)
+class BallTransmission:
+    """A ball's transmission per pixel and energy: ``pixels`` (n,) the flat indices of the pixels it covers in
+    part or whole, ``t`` (n, E) the share of each one's X-rays it lets through at each of :func:`tables`'
+    energies (the mean over the pixel's area: what a detector pixel integrates)."""
+
+    pixels: np.ndarray
+    t: np.ndarray
 
 # ------------------------------------------------------------ HU -> materials
 #: Two- and three-material decomposition of HU (mass densities in g/cm^3):
@@ -209,13 +222,13 @@ def detector_weights(csi_mm: float = 0.5) -> np.ndarray:
 
 def transmission(materials: Mapping[str, np.ndarray], kvp: float, al_mm: float = 3.0, cu_mm: float = 0.0,
                  anode_angle_deg: float = 14.0, csi_mm: float = 0.5, positions_cm: np.ndarray | None = None,
-                 ball: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                 ball: "tuple[np.ndarray, np.ndarray] | BallTransmission | None" = None) -> np.ndarray:
     """Detected primary signal relative to the open field at the same position (0-1], (H, W).
 
     ``materials``: areal densities (g/cm^2), (H, W) each. ``positions_cm``: per
     row, the position along the anode-cathode axis (None: the central ray's
     spectrum everywhere). ``ball``: a calibration ball's steel and pixel share, (H, W) each
-    (:data:`BALL`, :data:`BALL_SHARE`).
+    (:data:`BALL`, :data:`BALL_SHARE`), or its exact transmission (:class:`BallTransmission`).
     """
     t = tables()
     first = np.asarray(next(iter(materials.values())))
@@ -232,7 +245,9 @@ def transmission(materials: Mapping[str, np.ndarray], kvp: float, al_mm: float =
     tau = areal @ np.stack([mus[m] for m in names]).astype(np.float32)
     np.negative(tau, out=tau)
     np.exp(tau, out=tau)
-    if ball is not None:  # the pixels a ball covers in part or whole: the two parts' intensities, weighted (BALL)
+    if isinstance(ball, BallTransmission):
+        tau[ball.pixels] *= ball.t[:, keep].astype(np.float32)
+    elif ball is not None:  # the pixels a ball covers in part or whole: the two parts' intensities, weighted (BALL)
         steel, share = (np.asarray(a, np.float32).reshape(-1) for a in ball)
         at = np.flatnonzero(share > 0)
         mu_iron = t.mu_rho["iron"][keep].astype(np.float32)
@@ -448,7 +463,11 @@ def detector_signal(materials: Mapping[str, np.ndarray], geometry: XrayGeometry,
         raise InputError(f"no material line integrals (expected some of {', '.join(MATERIALS)})")
     ball = (materials[BALL], materials[BALL_SHARE]) if BALL in materials else None
     shape = next(iter(mats.values())).shape
-    if (any(np.shape(a) != shape for a in [*mats.values(), *(ball or ())])
+    if BALL_EXACT in materials:
+        if ball is not None:
+            raise InputError("a ball is drawn either exactly or as steel and share, not both")
+        ball = materials[BALL_EXACT]
+    if (any(np.shape(a) != shape for a in [*mats.values(), *(ball if isinstance(ball, tuple) else ())])
             or tuple(shape) != tuple(geometry.detector_shape)):
         raise InputError("material maps must all have the detector's shape")
     rng = np.random.default_rng(c.seed)

@@ -121,13 +121,14 @@ BODY_THICKNESS_RANGE_MM = (100.0, 600.0)
 #: height above the detector, which is the median body on a table: :data:`HIPS_ABOVE_TABLE_MM`'s spread over the
 #: bodies); a skin distance alone (:data:`HIPS_BELOW_ENTRANCE_MM`'s spread); a calibration ball (the RMS depth
 #: error of the balls found on the validation films, random imaging chains at a detector's resolution:
-#: ``benchmarks/marker_finding.py``, ninth session), measured on the film (``marker``; 2.9 before the ninth
-#: session's wider, repeated outline fit) or on a "for processing" file's detector signal (``marker+signal``).
-#: The body figures are
+#: ``benchmarks/marker_finding.py``, tenth session), measured on the film (``marker``; 2.9 before the ninth
+#: session's wider, repeated outline fit) or on a "for processing" file's detector signal, its steel edge fitted
+#: at the file's KVP (``marker+signal+kvp``) or at 80 kVp assumed (``marker+signal``; 1.2 in the ninth session,
+#: the ball then fitted as opaque). The body figures are
 #: ``benchmarks/isocentre_rule.py``'s (22 adults x 20 bodies). predict adds it to the network's own
 #: calibrated placement SD (summary.json ``isocenter_sd_mm``, each bone's ``placement_total_sd_mm``).
 ISOCENTER_SD_MM = {"declared": 0.0, "table+thickness": 5.2, "entrance+thickness": 5.2, "table": 25.7,
-                   "assumed": 25.7, "entrance": 41.1, "marker": 1.8, "marker+signal": 1.2}
+                   "assumed": 25.7, "entrance": 41.1, "marker": 1.8, "marker+signal": 0.74, "marker+signal+kvp": 0.55}
 
 
 def table_basis(body_thickness_mm: float | None) -> str:

@@ -507,10 +507,11 @@ def test_the_tube_voltage_is_read_from_kvp(kvp, used, tmp_path):
 
 def test_a_ball_on_the_signal_is_fitted_at_the_file_s_kvp(tmp_path):
     """A LIN "for processing" file stating KVP 100: the ball's steel edge is fitted at 100 kVp (summary.json's
-    ``marker.edge_kvp``) and nothing is assumed about it."""
+    ``marker.edge_kvp``), nothing is assumed about it, and the iso-centre's SD is that reading's."""
     import json
 
     from threeddx.cli import main
+    from threeddx.geometry import ISOCENTER_SD_MM
 
     path = _ball_for_processing(tmp_path, "LIN", KVP="100")
     assert main(["predict", str(path), "--marker-mm", "25", "--out", str(tmp_path / "o"), "--no-measure",
@@ -518,3 +519,4 @@ def test_a_ball_on_the_signal_is_fitted_at_the_file_s_kvp(tmp_path):
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert s["marker"]["edge_kvp"] == 100.0 and s["marker"]["read_on"] == "detector signal"
     assert not any("kVp" in a for a in s["assumptions"])
+    assert s["isocenter_sd_mm"] == pytest.approx(ISOCENTER_SD_MM["marker+signal+kvp"])

@@ -80,7 +80,7 @@ class MarkerSpec:
         detector signal when ``reading`` holds one (a "for processing" file, :attr:`Reading.signal`), its steel's
         soft edge reckoned at the file's tube voltage (:attr:`Reading.kvp`) or an assumed one; the
         ``reading``'s iso-centre basis is set to what the ball's depth rests on
-        (:data:`threeddx.geometry.ISOCENTER_SD_MM`: ``marker`` or ``marker+signal``)."""
+        (:data:`threeddx.geometry.ISOCENTER_SD_MM`: ``marker``, ``marker+signal`` or ``marker+signal+kvp``)."""
         from threeddx.inference.marker import EDGE_KVP, MarkerReading, find_marker
 
         self.check()
@@ -90,7 +90,8 @@ class MarkerSpec:
         found = find_marker(image, geometry, self.diameter_mm, bone_dark=dark, signal=signal, kvp=kvp)
         if reading is not None:
             on_signal = found.read_on == "detector signal"
-            reading.isocenter_basis = "marker+signal" if on_signal else "marker"
+            reading.isocenter_basis = ("marker" if not on_signal else "marker+signal" if kvp is None
+                                       else "marker+signal+kvp")
             if on_signal and kvp is None:
                 reading.assumptions.append(f"the calibration ball's soft edge reckoned at {EDGE_KVP:g} kVp (the "
                                            "file states no KVP)")

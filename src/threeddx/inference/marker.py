@@ -18,8 +18,8 @@ image's border is an error in one line. Measured on the simulator's processed ra
 (``benchmarks/marker.py``, ``benchmarks/marker_finding.py``, docs/results.md): at a clinical detector's
 resolution (2048 px) the ball is found in 30 of 36 random-chain films (the others: cut by the collimator or
 the border, or lost in a window that whitens it and the bone behind it), none is invented on the same films
-without a ball, its depth error an RMS of 1.8-3.0 mm (at most 9.5) on the films and 1.0-1.2 mm (at most 1.9)
-on their detector signal (validation-test; ninth session); at the model's 128 px a 9 px ball was found in 1-3
+without a ball, its depth error an RMS of 1.8-3.2 mm (at most 9.7) on the films and 0.55-0.56 mm (at most 1.3)
+on their detector signal at the file's KVP (validation-test; tenth session); at the model's 128 px a 9 px ball was found in 1-3
 of 12 with 13-63 mm errors (a tenth of a pixel is 15 mm there; seventh session): predict reads it from the
 image's own resolution.
 
@@ -46,7 +46,9 @@ analytic, so a training or test sample gets a ball on the fly: per pixel the ste
 outline and that part's share, which the physics lets through at each energy and adds as intensities, as a
 detector pixel does (training: ``data.marker``, a share of the items with a ball where practice puts one,
 :func:`random_marker`). Until the ninth session the ball was one mean chord per pixel, which passes almost
-nothing where a pixel is half over the ball: its image grew by a few tenths of a pixel.
+nothing where a pixel is half over the ball: its image grew by a few tenths of a pixel. The marker benchmarks'
+films draw it exactly (``exact``, :func:`sphere_transmission`): each covered pixel's transmission at every
+energy, the steel's thin last tens of um included, which the pixel-share maps pass too little of.
 
 **Placing the bones by it** (:func:`place_by_marker`, the last step of
 :meth:`threeddx.inference.predictor.Predictor.infer` when a marker is given): the declared iso-centre is the

@@ -123,9 +123,8 @@ def main() -> None:
             e = np.abs(signed)
             table.append(f"| {split} | {p} | {MEASURED_ON[im]} | {n} | {inverted} | {right} | {len(e)} | "
                          f"{s['elsewhere']} | {s['none']} / {s['several']} / {s['border']} | {s['false']} | "
-                         f"{np.median(e) if len(e) else float('nan'):.2f} | {e.max() if len(e) else float('nan'):.2f} | "
-                         f"{np.sqrt(np.mean(e**2)) if len(e) else float('nan'):.2f} | "
-                         f"{signed.mean() if len(e) else float('nan'):+.2f} |")
+                         + (" | ".join(f"{v:.2f}" for v in (np.median(e), e.max(), np.sqrt(np.mean(e**2))))
+                            + f" | {signed.mean():+.2f} |" if len(e) else "nan | nan | nan | nan |"))
     print(f"\n{a.checkpoint} on {a.data.name}, random chains at 2048 px, a 25 mm steel ball; {datetime.date.today()}, "
           f"{platform.machine()}; {time.perf_counter() - t0:.0f} s\n")
     print("| split | polarity | measured on | images | inverted | polarity right | found there | found elsewhere | "

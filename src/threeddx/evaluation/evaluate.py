@@ -203,8 +203,8 @@ class MarkerTrial:
     detector's resolution); ``use``: read it (``offset_mm`` declared, as ``--marker-offset-mm``) and place
     the bones by it, or leave it in the image unread (does the network mind it?); ``read``: "image" (found in
     the image, as predict does), "signal" (found in the image and measured on its detector signal, as predict
-    does for a "for processing" file that states its KVP: the chain's tube voltage) or "truth" (its true centre, as if read perfectly: what the rest of the
-    placement costs without the reading's error)."""
+    does for a "for processing" file that states its KVP: the chain's tube voltage) or "truth" (its true
+    centre, as if read perfectly: what the rest of the placement costs without the reading's error)."""
 
     diameter_mm: float = 25.0
     render_px: int = 2048

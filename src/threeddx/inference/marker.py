@@ -19,8 +19,8 @@ image's border is an error in one line. Measured on the simulator's processed ra
 resolution (2048 px) the ball is found in 30 of 36 random-chain films (the others: cut by the collimator or
 the border, or lost in a window that whitens it and the bone behind it), none is invented on the same films
 without a ball, its depth error an RMS of 1.8-3.2 mm (at most 9.7) on the films and 0.55-0.56 mm (at most 1.3)
-on their detector signal at the file's KVP (validation-test; tenth session); at the model's 128 px a 9 px ball was found in 1-3
-of 12 with 13-63 mm errors (a tenth of a pixel is 15 mm there; seventh session): predict reads it from the
+on their detector signal at the file's KVP (validation-test; tenth session); at the model's 128 px a 9 px ball
+was found in 1-3 of 12 with 13-63 mm errors (a tenth of a pixel is 15 mm there; seventh session): predict reads it from the
 image's own resolution.
 
 **Measuring it**: the sphere's outline is where the cone from the focal spot touches the sphere: every

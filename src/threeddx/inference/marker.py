@@ -20,8 +20,8 @@ resolution (2048 px) the ball is found in 30 of 36 random-chain films (the other
 the border, or lost in a window that whitens it and the bone behind it), none is invented on the same films
 without a ball, its depth error an RMS of 1.8-3.2 mm (at most 9.7) on the films and 0.55-0.56 mm (at most 1.3)
 on their detector signal at the file's KVP (validation-test; tenth session); at the model's 128 px a 9 px ball
-was found in 1-3 of 12 with 13-63 mm errors (a tenth of a pixel is 15 mm there; seventh session): predict reads it from the
-image's own resolution.
+was found in 1-3 of 12 with 13-63 mm errors (a tenth of a pixel is 15 mm there; seventh session): predict reads
+it from the image's own resolution.
 
 **Measuring it**: the sphere's outline is where the cone from the focal spot touches the sphere: every
 outline ray ``u`` (unit, source frame) makes the same angle ``alpha`` with the cone's axis ``c``,
@@ -590,7 +590,7 @@ class SteelEdge:
     kvp: float = EDGE_KVP
 
     @property
-    def _table(self) -> tuple[np.ndarray, np.ndarray]:
+    def _table(self) -> tuple[np.ndarray, np.ndarray]:  # computed once per ball and voltage
         return _steel_edge_table(float(self.diameter_mm), float(self.kvp))
 
     @property
@@ -607,6 +607,7 @@ class SteelEdge:
 
     @property
     def centre_transmission(self) -> float:
+        """The share let through along the ball's diameter (0-1): deep inside, the edge's last value."""
         d, taken = self._table
         return float(1.0 - (taken[-1] - taken[-2]) / (d[-1] - d[-2]))
 
@@ -715,9 +716,9 @@ def refine_cone(img: np.ndarray, geometry: XrayGeometry, first: Marker, band_px:
                 edge: SteelEdge | None = None) -> Marker:
     """The cone of ``first`` moved until the pixels within ``band_px`` (default :func:`refine_band_px`) of its
     outline match a ball of uniform contrast (or a steel ball's own edge, ``edge``: :class:`SteelEdge`), its edge
-    blurred by a Gaussian (its SD fitted too), on a background
-    that may tilt across it (a plane), each pixel by its share inside (module doc); least squares over the cone's
-    three parameters and the blur, the contrast and background solved exactly at each step. The band is then
+    blurred by a Gaussian (its SD fitted too), on a background that may tilt across it (a plane), each pixel by
+    its share inside (module doc); least squares over the cone's three parameters and the blur, the contrast and
+    background solved exactly at each step. The band is then
     laid about the new outline and the fit made again, until the outline moves under 0.02 px (at most
     :data:`REFINE_PASSES` fits): a band about a first outline a pixel off cuts one side of a blurred edge. Any
     affine change of ``img``'s values gives the same cone.

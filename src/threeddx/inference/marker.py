@@ -182,6 +182,13 @@ def with_marker(materials: dict, geometry: XrayGeometry, centre_source: np.ndarr
     return {**materials, BALL: (RHO_IRON * inside / 10.0).astype(np.float32), BALL_SHARE: share}
 
 
+def chord_at_depth(radius_mm: float, depth_mm: np.ndarray) -> np.ndarray:
+    """The chord (mm) a sphere of ``radius_mm`` cuts from a ray ``depth_mm`` inside its outline (0 outside):
+    ``2 sqrt(2 R d - d^2)``."""
+    d = np.asarray(depth_mm, np.float64)
+    return 2.0 * np.sqrt(np.maximum(2.0 * radius_mm * d - d**2, 0.0))
+
+
 def sphere_transmission(geometry: XrayGeometry, centre_source: np.ndarray, radius_mm: float,
                         supersample: int = 4) -> "BallTransmission":
     """A steel sphere's transmission per covered pixel and energy, the mean over each pixel's area
@@ -189,7 +196,7 @@ def sphere_transmission(geometry: XrayGeometry, centre_source: np.ndarray, radiu
 
     ``supersample`` x ``supersample`` sub-rays per pixel; each stands for a strip ``h`` wide across the outline
     (``h``: the sub-rays' spacing at the sphere), whose transmission is the exact mean of ``exp(-mu(E) c(d))``
-    over the strip (``c(d) = 2 sqrt(2 R d - d^2)`` the chord ``d`` inside the outline; a cumulative integral on
+    over the strip (``c(d)``: :func:`chord_at_depth`, the chord ``d`` inside the outline; a cumulative integral on
     a grid dense at the outline), so the steel's last tens of um are drawn however coarse the sub-rays."""
     from threeddx.simulator.physics import RHO_IRON, BallTransmission, tables
 
@@ -205,7 +212,7 @@ def sphere_transmission(geometry: XrayGeometry, centre_source: np.ndarray, radiu
     h = float(np.mean(geometry.pixel_spacing)) * dist / geometry.sdd / supersample  # mm at the sphere
     # G(d) = integral of the strip's transmission up to d inside the outline (d < 0: outside, transmission 1)
     d = np.concatenate([np.linspace(-2.0 * h, 0.0, 33)[:-1], r * np.linspace(0.0, 1.0, 4001) ** 3])
-    f = np.exp(-np.sqrt(np.maximum(2.0 * r * d - d**2, 0.0))[:, None] * 2.0 * mu[None])  # (D, E)
+    f = np.exp(-chord_at_depth(r, d)[:, None] * mu[None])  # (D, E)
     g = np.concatenate([np.zeros((1, len(mu))), np.cumsum((f[1:] + f[:-1]) / 2.0 * np.diff(d)[:, None], 0)])
 
     def cumulative(x: np.ndarray) -> np.ndarray:  # G at depths x (mm), (n, E); beyond the grid's ends, linear
@@ -619,7 +626,7 @@ def _steel_edge_table(diameter_mm: float, kvp: float) -> tuple[np.ndarray, np.nd
 
     r = diameter_mm / 2.0
     d = r * np.linspace(0.0, 1.0, 4001) ** 3
-    chord_mm = 2.0 * np.sqrt(np.maximum(2.0 * r * d - d**2, 0.0))
+    chord_mm = chord_at_depth(r, d)
     n = len(d)
     tissue = {"soft": np.full((1, n), EDGE_TISSUE_G_CM2, np.float32)}
     steel = (chord_mm * RHO_IRON / 10.0)[None].astype(np.float32)

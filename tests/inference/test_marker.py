@@ -289,23 +289,25 @@ def test_a_ball_drawn_exactly_matches_fine_sub_rays():
     assert len(edge) > 20 and worst < 0.005 and worst_maps > 0.03, (len(edge), worst, worst_maps)
 
 
+@pytest.mark.parametrize("size, tol_mm", [(2048, 0.1), (1024, 0.15)])
 @pytest.mark.parametrize("kvp", [60.0, 100.0])
-def test_a_steel_ball_is_measured_on_its_signal_at_its_tube_voltage(kvp):
-    """A 25 mm steel ball drawn exactly at 2048 px, blurred by 1 px, on a tilted background with scatter:
-    measured on its detector signal at the stated tube voltage its depth is right within 0.1 mm; read as an
+def test_a_steel_ball_is_measured_on_its_signal_at_its_tube_voltage(kvp, size, tol_mm):
+    """A 25 mm steel ball drawn exactly at a detector's 2048 px (and the same exposure read out at 1024 px),
+    blurred by 1 px, on a tilted background with scatter: measured on its detector signal at the stated tube
+    voltage its depth is right within 0.1 mm (0.15 at 1024 px); read as an
     opaque disc (the ninth session's fit) it comes out too far, by more at the harder beam (the steel's
     soft edge); at 80 kVp assumed it is off by under 1 mm."""
     from scipy import ndimage
 
     from threeddx.inference.marker import measure_on_signal, sphere_marker
 
-    geo, c, t = _exact_ball(2048, kvp)
+    geo, c, t = _exact_ball(size, kvp)
     rr, cc = np.mgrid[: t.shape[0], : t.shape[1]] / t.shape[0]
     signal = ndimage.gaussian_filter((1.0 + 0.2 * rr - 0.1 * cc) * t + 0.3, 1.0)
     start = sphere_marker(geo, c * 1.004, 25.0)  # as found on the film: 3 mm off
     m = measure_on_signal(signal, geo, start, kvp=kvp)
     assert m.read_on == "detector signal" and m.edge_kvp == kvp
-    assert abs(m.depth_mm - c[2]) < 0.1, m.depth_mm - c[2]
+    assert abs(m.depth_mm - c[2]) < tol_mm, m.depth_mm - c[2]
     opaque = measure_on_signal(signal, geo, start, kvp=kvp, opaque=True).depth_mm - c[2]
     assert opaque > (1.0 if kvp == 100.0 else 0.2), opaque
     assert abs(measure_on_signal(signal, geo, start).depth_mm - c[2]) < 1.0

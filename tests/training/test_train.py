@@ -139,6 +139,26 @@ def test_every_loss_trains_one_epoch(small_sim, tmp_path, loss):
         assert 700 < ck["casi_offset_mm"] < 950
 
 
+@pytest.mark.parametrize("size", [None, 32])
+def test_casi_offset_is_the_mean_depth_of_the_stored_bones(small_sim, size):
+    """The CASI prior is the mean of the front and back faces inside the masks, as the (unaugmented) items hold
+    them at the model's size: computed from the files, so it needs no imaging chain and is the same every run."""
+    from threeddx.training.dataset import SimulatedDataset
+    from threeddx.training.train import casi_offset_prior
+
+    ds = SimulatedDataset(small_sim, "train", size=size)
+    s, n = 0.0, 0
+    for i in range(len(ds)):
+        item = ds[i]
+        m = item["masks"] > 0.5
+        s += float(item["depth_front"][m].double().sum() + item["depth_back"][m].double().sum())
+        n += 2 * int(m.sum())
+    assert n > 0
+    assert casi_offset_prior(ds) == pytest.approx(s / n, rel=1e-9)
+    chained = SimulatedDataset(small_sim, "train", size=size, chain="random", negatives=0.5, mirror=0.5)
+    assert casi_offset_prior(chained) == pytest.approx(s / n, rel=1e-9)  # neither chain nor augmentation moves it
+
+
 def test_torchrun_ddp_on_cpu(small_sim, tmp_path):
     """The same command under torchrun trains with DistributedDataParallel (gloo on a CPU)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -173,19 +173,30 @@ def depth_targets(batch: dict, single: bool) -> tuple[torch.Tensor, torch.Tensor
 
 
 def casi_offset_prior(dataset) -> float:
-    """Mean ground-truth bone depth (mm) over a dataset: the CASI model's offset at inference.
+    """Mean ground-truth bone depth (mm) over a dataset's samples: the CASI model's offset at inference.
 
     A CASI-trained network predicts shape, not position; at inference its depths
     are shifted so that their masked mean equals this prior (the geometry
     preset's typical bone depth, measured on the training set). The error of
     this choice is the spread of the true mean depth over patients and poses.
+
+    Read from the stored samples at the model's resolution (front and back faces
+    inside the masks), as :func:`mask_statistics` reads the masks: no imaging chain
+    and no augmentation runs (mirroring only swaps the bones, negatives only drop
+    samples), so the prior is the same on every run and costs seconds, not an
+    epoch's worth of imaging chains.
     """
+    from threeddx.training.dataset import downsample_sample
+
     s, n = 0.0, 0
-    for i in range(len(dataset)):
-        item = dataset[i]
-        m = item["masks"] > 0.5
-        s += float(item["depth_front"][m].sum() + item["depth_back"][m].sum())
-        n += 2 * int(m.sum())
+    for row in dataset.rows:
+        with np.load(dataset.root / row["render"]) as z:
+            m = z["masks"][dataset.channels]
+            front, back = z["depth_front"][dataset.channels], z["depth_back"][dataset.channels]
+        _, m, front, back = downsample_sample(np.zeros(m.shape[1:], np.float32), m, front, back, dataset.factor)
+        inside = m > 0
+        s += float(front[inside].sum(dtype=np.float64) + back[inside].sum(dtype=np.float64))
+        n += 2 * int(inside.sum())
     if n == 0:
         raise InputError("no bone pixel in the training set: cannot compute the CASI offset")
     return s / n

@@ -29,8 +29,11 @@ import numpy as np
 
 
 def refusal_kind(e: Exception) -> str:
-    """find_marker's refusal as "several", "border" or "none" (its one-line message)."""
-    return "several" if "candidates" in str(e) else "border" if "border" in str(e) else "none"
+    """find_marker's refusal as "several", "border", "hidden" (an outline that shows only in part) or "none" (its
+    one-line message)."""
+    m = str(e)
+    return ("several" if "candidates" in m else "border" if "border" in m else "hidden" if "only in part" in m
+            else "none")
 
 
 def ball_centre(i: int, geo) -> np.ndarray:
@@ -108,13 +111,13 @@ def main() -> None:
         return ablate(a)
     print(f"# {datetime.date.today()} {platform.machine()}; a {a.diameter:g} mm steel ball beside the right trochanter"
           + (f"; rendered at {a.upsample} px" if a.upsample else ""))
-    print("| data | chain | images | found there | found elsewhere | refused: none / several / border | "
+    print("| data | chain | images | found there | found elsewhere | refused: none / several / border / hidden | "
           "depth error median (mm) | largest (mm) |")
     print("|---|---|---|---|---|---|---|---|")
     for folder in a.data:
         files = sorted(folder.glob("samples/*/*.npz"))[: a.n]
         for kind in ("standard", "random"):
-            errors, elsewhere, refused = [], 0, {"none": 0, "several": 0, "border": 0}
+            errors, elsewhere, refused = [], 0, {"none": 0, "several": 0, "border": 0, "hidden": 0}
             for i, f in enumerate(files):
                 geo, mats = sample_at(f, a.upsample)
                 centre = ball_centre(i, geo)
@@ -135,7 +138,7 @@ def main() -> None:
             if errors:
                 print(f"  signed depth errors (mm): {np.round(errors, 1).tolist()}")
             print(f"| {folder.name} | {kind} | {len(files)} | {len(errors)} | {elsewhere} | "
-                  f"{refused['none']} / {refused['several']} / {refused['border']} | "
+                  f"{refused['none']} / {refused['several']} / {refused['border']} / {refused['hidden']} | "
                   f"{np.median(e) if len(e) else float('nan'):.1f} | {e.max() if len(e) else float('nan'):.1f} |")
 
 

@@ -17,10 +17,10 @@ from its centre (robust to anatomy behind the ball that is brighter on one side)
 image's border, or one whose outline shows only in part (under the collimator's blade) is an error in one
 line. Measured on the simulator's processed radiographs
 (``benchmarks/marker.py``, ``benchmarks/marker_finding.py``, docs/results.md): at a clinical detector's
-resolution (2048 px) the ball is found in 30 of 36 random-chain films (the others: cut by the collimator or
-the border, or lost in a window that whitens it and the bone behind it), none is invented on the same films
-without a ball, its depth error an RMS of 1.8-3.2 mm (at most 9.7) on the films and 0.55-0.56 mm (at most 1.3)
-on their detector signal at the file's KVP (validation-test; tenth session); at the model's 128 px a 9 px ball
+resolution (2048 px) the ball is found in 32 of 36 random-chain films (the other 4 lie half under the
+collimator's blade: 2 refused as such; eleventh session), none is invented on the same films without a ball,
+its depth error an RMS of 1.8-3.1 mm (at most 9.7) on the films and 0.55-0.56 mm (at most 1.3) on their
+detector signal at the file's KVP (validation-test; tenth and eleventh sessions); at the model's 128 px a 9 px ball
 was found in 1-3 of 12 with 13-63 mm errors (a tenth of a pixel is 15 mm there; seventh session): predict reads
 it from the image's own resolution.
 

@@ -260,6 +260,7 @@ BAD_VALUES = {
     "mask threshold NaN": (lambda ck: ck.update(mask_threshold=float("nan")), "mask_threshold"),
     "mask threshold -1": (lambda ck: ck.update(mask_threshold=-1.0), "mask_threshold"),
     "infinite CASI offset": (lambda ck: ck.update(casi_offset_mm=float("inf")), "casi_offset_mm"),
+    "negative CASI offset": (lambda ck: ck.update(casi_offset_mm=-300.0), "casi_offset_mm"),
     "SDD 1e9": (lambda ck: ck.update(geometry=ck["geometry"].replace('"source_to_detector_mm": 1000.0',
                                                                      '"source_to_detector_mm": 1e9')), "source_to_detector_mm"),
     "huge detector": (lambda ck: ck.update(geometry=re.sub(r'"detector_shape": \[\d+, \d+\]',
@@ -288,6 +289,16 @@ def test_a_checkpoints_values_are_checked_before_anything_runs(tmp_path, case):
     with pytest.raises(InputError, match=key) as e:
         Checkpoint.from_dict(ck, "c.pt")
     assert str(e.value).startswith("c.pt") and "\n" not in str(e.value)
+
+
+def test_a_casi_checkpoint_s_mean_depth_is_a_depth_from_the_source():
+    """The CASI offset is the training bones' mean depth, mm from the source (838.8 for the ten-times data): it is
+    accepted within the SDD's bounds (it was refused above 500 mm, so no CASI model could be evaluated)."""
+    from threeddx.network.checkpoint import Checkpoint
+
+    ck = load_checkpoint(resolve_checkpoint("dualface"))
+    ck["casi_offset_mm"] = 838.8
+    assert Checkpoint.from_dict(ck, "c.pt").casi_offset_mm == 838.8
 
 
 def test_a_calibrated_placement_uncertainty_reaches_the_summary(tmp_path):

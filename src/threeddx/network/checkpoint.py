@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from threeddx.errors import InputError, check_number
+from threeddx.geometry import PHYSICAL_LIMITS
 from threeddx.io import atomic_path, check_names
 
 #: Checkpoint layout version (1: the first; still the same keys).
@@ -58,7 +59,7 @@ class Checkpoint:
     bones: list  # the bones, in the order of the network's outputs
     geometry: str  # the nominal geometry trained for (XrayGeometry JSON)
     config: dict  # the training config (YAML as a dict)
-    casi_offset_mm: float | None = None  # the CASI models' depth offset, else None
+    casi_offset_mm: float | None = None  # the CASI models' mean bone depth (mm from the source), else None
     confidence: dict | None = None  # training masks' statistics for the refusal checks
     faces: int = 2  # depth faces per bone (front and back)
     mask_threshold: float | None = None  # the calibrated mask threshold, else the inference default
@@ -126,8 +127,8 @@ class Checkpoint:
                              f"{MAX_MODEL_PIXELS} pixels")
         if self.mask_threshold is not None:
             check_number(self.mask_threshold, 0.0, 1.0, where, "mask_threshold", open_ends=True)
-        if self.casi_offset_mm is not None:
-            check_number(self.casi_offset_mm, -500.0, 500.0, where, "casi_offset_mm")
+        if self.casi_offset_mm is not None:  # a mean bone depth: mm from the source, within the SDD's bounds
+            check_number(self.casi_offset_mm, *PHYSICAL_LIMITS["source_to_detector_mm"], where, "casi_offset_mm")
         if not isinstance(self.mirror_tta, bool):
             raise InputError(f"{where}: mirror_tta must be true or false, got {self.mirror_tta!r}")
         if self.placement_sd_mm is not None:

@@ -82,7 +82,8 @@ def main() -> None:
     table = []
     for split in a.splits:
         rows = [(p, im) for p in a.polarity for im in a.image]
-        acc = {k: {"found": [], "elsewhere": 0, "none": 0, "several": 0, "border": 0, "hidden": 0, "false": 0} for k in rows}
+        acc = {k: {"found": [], "elsewhere": 0, "none": 0, "several": 0, "border": 0, "hidden": 0, "false": 0}
+               for k in rows}
         n = inverted = right = 0
         for i, film, bare, inv in images(a.data, split):
             img, signal, geo, ball = film.image, film.signal, film.geometry, film.centre
@@ -122,13 +123,15 @@ def main() -> None:
             signed = np.asarray(s["found"], float)
             e = np.abs(signed)
             table.append(f"| {split} | {p} | {MEASURED_ON[im]} | {n} | {inverted} | {right} | {len(e)} | "
-                         f"{s['elsewhere']} | {s['none']} / {s['several']} / {s['border']} / {s['hidden']} | {s['false']} | "
+                         f"{s['elsewhere']} | {s['none']} / {s['several']} / {s['border']} / {s['hidden']} | "
+                         f"{s['false']} | "
                          + (" | ".join(f"{v:.2f}" for v in (np.median(e), e.max(), np.sqrt(np.mean(e**2))))
                             + f" | {signed.mean():+.2f} |" if len(e) else "nan | nan | nan | nan |"))
     print(f"\n{a.checkpoint} on {a.data.name}, random chains at 2048 px, a 25 mm steel ball; {datetime.date.today()}, "
           f"{platform.machine()}; {time.perf_counter() - t0:.0f} s\n")
     print("| split | polarity | measured on | images | inverted | polarity right | found there | found elsewhere | "
-          "refused: none / several / border / hidden | false finds (no ball) | depth error median (mm) | largest (mm) | RMS (mm) | "
+          "refused: none / several / border / hidden | false finds (no ball) | depth error median (mm) | largest (mm) | "
+          "RMS (mm) | "
           "mean (mm, + far) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(table))

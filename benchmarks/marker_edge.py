@@ -67,22 +67,8 @@ def synthetic(sizes: list[int], kvps: list[float]) -> list[str]:
     return rows
 
 
-def _inset_mm(kvp: float, al_mm: float, cu_mm: float, soft_g_cm2: float, radius_mm: float = 12.5) -> float:
-    """The signal a steel ball lets through inside its outline, as a depth (mm), through a chain's filtration."""
-    from threeddx.inference.marker import chord_at_depth
-    from threeddx.simulator.physics import RHO_IRON, transmission
-
-    d = radius_mm * np.linspace(0.0, 1.0, 4001) ** 3
-    n = len(d)
-    tissue = {"soft": np.full((1, n), soft_g_cm2, np.float32)}
-    steel = (chord_at_depth(radius_mm, d) * RHO_IRON / 10.0)[None].astype(np.float32)
-    t = (transmission(tissue, kvp, al_mm, cu_mm, ball=(steel, np.ones((1, n), np.float32)))[0]
-         / transmission(tissue, kvp, al_mm, cu_mm)[0])
-    return float(np.sum((t[1:] + t[:-1]) / 2.0 * np.diff(d)))
-
-
 def lean(folder: Path) -> list[str]:
-    from threeddx.inference.marker import EDGE_AL_MM, EDGE_TISSUE_G_CM2
+    from threeddx.inference.marker import SteelEdge
     from threeddx.simulator.physics import chain_for
 
     rows = [r for r in csv.DictReader(open(folder / "results.csv")) if r["bone"] == "pelvis"]
@@ -92,9 +78,10 @@ def lean(folder: Path) -> list[str]:
         if not np.isfinite(e):
             continue
         c = chain_for("random", np.random.default_rng([0, i]))
-        assumed = _inset_mm(c.kvp, EDGE_AL_MM, 0.0, EDGE_TISSUE_G_CM2)
-        for key, soft in zip(predicted, (EDGE_TISSUE_G_CM2, 20.0)):  # a radius short by x reads the ball x / R far
-            predicted[key].append((_inset_mm(c.kvp, c.al_mm, c.cu_mm, soft) - assumed) / 12.5 * CENTRE[2])
+        assumed = SteelEdge(25.0, c.kvp).inset_mm  # the fit's filtration and tissue
+        for key, soft in zip(predicted, (SteelEdge.tissue_g_cm2, 20.0)):  # a radius short by x reads it x / R far
+            inset = SteelEdge(25.0, c.kvp, c.al_mm, c.cu_mm, soft).inset_mm
+            predicted[key].append((inset - assumed) / 12.5 * CENTRE[2])
         errors.append(e)
     e = np.asarray(errors)
     out = [f"| measured | {len(e)} | {e.mean():+.2f} | | {np.sqrt(np.mean(e**2)):.2f} |"]

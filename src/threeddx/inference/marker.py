@@ -646,14 +646,20 @@ class SteelEdge:
     even a few mm. The signal the last part lets through, ``integral of t(d) dd`` (:attr:`inset_mm`), is 6 um
     at 60 kVp, 18 at 80 and 35 at 100 for a 25 mm ball: a ball read as opaque is read that much small in
     radius, 0.1 % at 80 kVp, ~1 mm too far at 850 mm from the source; :func:`refine_cone` fits this profile on
-    a detector signal instead of an opaque step."""
+    a detector signal instead of an opaque step. ``al_mm``, ``cu_mm`` and ``tissue_g_cm2`` are the beam's
+    filtration and the body behind the ball (the fit's assumptions by default; ``benchmarks/marker_edge.py``
+    sets a chain's own to see what they move)."""
 
     diameter_mm: float
     kvp: float = EDGE_KVP
+    al_mm: float = EDGE_AL_MM
+    cu_mm: float = 0.0
+    tissue_g_cm2: float = EDGE_TISSUE_G_CM2
 
     @property
-    def _table(self) -> tuple[np.ndarray, np.ndarray]:  # computed once per ball and voltage
-        return _steel_edge_table(float(self.diameter_mm), float(self.kvp))
+    def _table(self) -> tuple[np.ndarray, np.ndarray]:  # computed once per ball, voltage and filtration
+        return _steel_edge_table(float(self.diameter_mm), float(self.kvp), float(self.al_mm), float(self.cu_mm),
+                                 float(self.tissue_g_cm2))
 
     @property
     def inset_mm(self) -> float:
@@ -675,7 +681,8 @@ class SteelEdge:
 
 
 @lru_cache(maxsize=64)
-def _steel_edge_table(diameter_mm: float, kvp: float) -> tuple[np.ndarray, np.ndarray]:
+def _steel_edge_table(diameter_mm: float, kvp: float, al_mm: float, cu_mm: float,
+                      tissue_g_cm2: float) -> tuple[np.ndarray, np.ndarray]:
     """:class:`SteelEdge`'s depths (mm, dense at the outline) and the signal taken away up to each (mm)."""
     from threeddx.simulator.physics import RHO_IRON, transmission
 
@@ -683,10 +690,10 @@ def _steel_edge_table(diameter_mm: float, kvp: float) -> tuple[np.ndarray, np.nd
     d = r * np.linspace(0.0, 1.0, 4001) ** 3
     chord_mm = chord_at_depth(r, d)
     n = len(d)
-    tissue = {"soft": np.full((1, n), EDGE_TISSUE_G_CM2, np.float32)}
+    tissue = {"soft": np.full((1, n), tissue_g_cm2, np.float32)}
     steel = (chord_mm * RHO_IRON / 10.0)[None].astype(np.float32)
-    through = transmission(tissue, kvp, EDGE_AL_MM, ball=(steel, np.ones((1, n), np.float32)))[0]
-    t = through.astype(np.float64) / transmission(tissue, kvp, EDGE_AL_MM)[0].astype(np.float64)
+    through = transmission(tissue, kvp, al_mm, cu_mm, ball=(steel, np.ones((1, n), np.float32)))[0]
+    t = through.astype(np.float64) / transmission(tissue, kvp, al_mm, cu_mm)[0].astype(np.float64)
     a = 1.0 - t
     return d, np.concatenate([[0.0], np.cumsum((a[1:] + a[:-1]) / 2.0 * np.diff(d))])
 

@@ -172,6 +172,21 @@ def depth_targets(batch: dict, single: bool) -> tuple[torch.Tensor, torch.Tensor
             torch.cat([m, valid.flatten(1, 2), m], 1))
 
 
+def stored_maps(dataset, depths: bool = True):
+    """Yield each sample's stored masks (C, H, W, 0/1) and, with ``depths``, its front and back faces (C, H, W,
+    mm; else None) at the model's size, as :func:`threeddx.training.dataset.downsample_sample` takes them: no
+    imaging chain and no augmentation (the statistics below are of the samples, the same on every run)."""
+    from threeddx.training.dataset import downsample_sample
+
+    for row in dataset.rows:
+        with np.load(dataset.root / row["render"]) as z:
+            m = z["masks"][dataset.channels]
+            front, back = ((z["depth_front"][dataset.channels], z["depth_back"][dataset.channels]) if depths
+                           else (m.astype(np.float32), m.astype(np.float32)))
+        _, m, front, back = downsample_sample(np.zeros(m.shape[1:], np.float32), m, front, back, dataset.factor)
+        yield (m, front, back) if depths else (m, None, None)
+
+
 def casi_offset_prior(dataset) -> float:
     """Mean ground-truth bone depth (mm) over a dataset's samples: the CASI model's offset at inference.
 
@@ -180,20 +195,12 @@ def casi_offset_prior(dataset) -> float:
     preset's typical bone depth, measured on the training set). The error of
     this choice is the spread of the true mean depth over patients and poses.
 
-    Read from the stored samples at the model's resolution (front and back faces
-    inside the masks), as :func:`mask_statistics` reads the masks: no imaging chain
-    and no augmentation runs (mirroring only swaps the bones, negatives only drop
-    samples), so the prior is the same on every run and costs seconds, not an
-    epoch's worth of imaging chains.
+    Read from the stored samples (:func:`stored_maps`): mirroring only swaps the
+    bones and negatives only drop samples, so the prior is the same on every run
+    and costs seconds, not an epoch's worth of imaging chains.
     """
-    from threeddx.training.dataset import downsample_sample
-
     s, n = 0.0, 0
-    for row in dataset.rows:
-        with np.load(dataset.root / row["render"]) as z:
-            m = z["masks"][dataset.channels]
-            front, back = z["depth_front"][dataset.channels], z["depth_back"][dataset.channels]
-        _, m, front, back = downsample_sample(np.zeros(m.shape[1:], np.float32), m, front, back, dataset.factor)
+    for m, front, back in stored_maps(dataset):
         inside = m > 0
         s += float(front[inside].sum(dtype=np.float64) + back[inside].sum(dtype=np.float64))
         n += 2 * int(inside.sum())
@@ -209,15 +216,9 @@ def mask_statistics(dataset) -> dict:
     users judge whether a predicted mask is plausible against them (a bone 20x
     too small, or at the other end of the image, is "not found").
     """
-    from threeddx.training.dataset import downsample_sample
-
     areas: dict[str, list[float]] = {b: [] for b in dataset.bones}
     cents: dict[str, list[tuple[float, float]]] = {b: [] for b in dataset.bones}
-    for row in dataset.rows:
-        with np.load(dataset.root / row["render"]) as z:
-            m = z["masks"][dataset.channels]
-        m = downsample_sample(np.zeros(m.shape[1:], np.float32), m, m.astype(np.float32), m.astype(np.float32),
-                              dataset.factor)[1]
+    for m, _, _ in stored_maps(dataset, depths=False):
         for c, b in enumerate(dataset.bones):
             if m[c].sum():
                 areas[b].append(float(m[c].sum()))

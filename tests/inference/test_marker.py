@@ -179,7 +179,8 @@ def test_a_grey_ball_sloping_with_its_background_is_found():
     """A processed film's large unsharp mask leaves the ball flat in the signal but sloping with the background
     across it, and only a few hundredths of the image's range brighter than its ring (validation film 1 of the
     256 px evaluation): flatness is judged about the plane fitted inside, the contrast from 0.025 of the
-    range. The same slope without a ball is not a ball."""
+    range; under another gain and offset, and mirrored, the same (mirrored) ball. The same slope without a ball is
+    not a ball."""
     geo = standard_ap_geometry(size=256)
     c = [-40.0, 30.0, 820.0]
     row, col, _ = _truth(geo, c)
@@ -190,6 +191,10 @@ def test_a_grey_ball_sloping_with_its_background_is_found():
     ball = 0.03 * _render(geo, [c])
     m = find_marker(ramp + ball, geo, 25.0)
     assert abs(m.row - row) < 0.1 and abs(m.col - col) < 0.1
+    k = find_marker(40.0 * (ramp + ball) + 900.0, geo, 25.0)  # another display's gain and offset: the same ball
+    assert (k.row, k.col) == pytest.approx((m.row, m.col), abs=0.01)
+    k = find_marker((ramp + ball)[:, ::-1].copy(), geo, 25.0)  # the mirrored film (a central principal point)
+    assert (k.row, 255 - k.col) == pytest.approx((m.row, m.col), abs=0.01)
     with pytest.raises(InputError, match="no 25 mm marker found"):
         find_marker(ramp, geo, 25.0)
 

@@ -14,6 +14,8 @@ iso-centre, along the image's rows) it is fitted as ``e = a + b s``:
 * ``a``, the error **at the joint**, split per image into the two joints' **common** part (the pelvis's own
   placement along the beam, which the anchoring hands to both femurs and a ball removes) and their
   **half-difference** (the pelvis fit turned about the body's long axis: one joint nearer, the other farther);
+  beside it the same half-difference of the femurs' own heads, as the network placed them before the
+  anchoring moved them (whether the turn is the fit's or already the network's);
 * ``b``, the **slope** along the femur (a femur tilted out of the detector plane: hip flexion as the view sees
   it; as an angle, ``atan(b)``), which moves the femur's pixels by ``b * s`` (``b * s_mean`` on average);
 * what is left about the line, per pixel (the depths' own noise and shape).
@@ -73,7 +75,9 @@ def femur_errors(data: Path, split: str, checkpoint: str, seed: int) -> list[dic
             e = error[rr, cc]
             design = np.stack([np.ones_like(s), s], 1)
             (a, b), *_ = np.linalg.lstsq(design, e, rcond=None)
+            shift = float(p.checks[bone]["hip_anchor"].get("shift_mm", 0.0))  # what the anchoring moved it by
             out.append({"sample": row["sample_id"], "bone": bone, "mean": float(e.mean()), "at_joint": float(a),
+                        "anchor_shift": shift,
                         "slope": float(b), "s_mean": float(s.mean()), "residual": float((e - design @ (a, b)).std())})
     return out
 
@@ -86,6 +90,8 @@ def summarise(rows: list[dict]) -> dict:
     pairs = [v for v in by_image.values() if all(b in v for b in FEMURS)]
     common = np.array([(v[FEMURS[0]]["at_joint"] + v[FEMURS[1]]["at_joint"]) / 2 for v in pairs])
     half = np.array([(v[FEMURS[0]]["at_joint"] - v[FEMURS[1]]["at_joint"]) / 2 for v in pairs])
+    own = lambda r: r["at_joint"] - r["anchor_shift"]  # noqa: E731  the network's own head, before the anchoring
+    half_own = np.array([(own(v[FEMURS[0]]) - own(v[FEMURS[1]])) / 2 for v in pairs])
     slope = np.array([r["slope"] for r in rows])
     slope_share = np.array([r["slope"] * r["s_mean"] for r in rows])
     left = np.concatenate([[+h, -h] for h in half]) if len(half) else np.array([])
@@ -96,7 +102,8 @@ def summarise(rows: list[dict]) -> dict:
     return {
         "femurs": len(rows), "images": len(pairs),
         "mean_rms": rms([r["mean"] for r in rows]),
-        "common_sd": float(np.std(common)), "half_rms": rms(half),
+        "common_sd": float(np.std(common)), "half_rms": rms(half), "half_own_rms": rms(half_own),
+        "half_corr": float(np.corrcoef(half, half_own)[0, 1]) if len(half) > 2 else float("nan"),
         "slope_deg_rms": math.degrees(math.atan(rms(slope))), "slope_share_rms": rms(slope_share),
         "s_mean": float(np.mean([r["s_mean"] for r in rows])),
         "residual": float(np.mean([r["residual"] for r in rows])), "ball_leaves_rms": float(ball),
@@ -114,13 +121,15 @@ def main() -> None:
     print(f"# Where the femurs' misplacement along the beam comes from ({datetime.date.today()}, "
           f"{platform.machine()}; {a.checkpoint} on {a.data}, random chains seed {a.seed}; mm)\n")
     print("| split | femurs | mean error RMS | at the joint: common SD (the pelvis's placement; a ball fixes it) "
-          "| at the joint: half-difference RMS (the pelvis turned) | slope RMS (deg) | slope's share at the mean "
+          "| at the joint: half-difference RMS (the pelvis turned) | the same of the femurs' own heads (before the "
+          "anchoring), RMS; its correlation with the anchored | slope RMS (deg) | slope's share at the mean "
           "distance below the joint, RMS | mean distance below the joint | per-pixel residual SD "
           "| left with a perfect ball, RMS |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for split in a.splits:
         s = summarise(femur_errors(a.data, split, a.checkpoint, a.seed))
         print(f"| {split} | {s['femurs']} | {s['mean_rms']:.1f} | {s['common_sd']:.1f} | {s['half_rms']:.1f} | "
+              f"{s['half_own_rms']:.1f}; {s['half_corr']:+.2f} | "
               f"{s['slope_deg_rms']:.1f} | {s['slope_share_rms']:.1f} | {s['s_mean']:.0f} | {s['residual']:.1f} | "
               f"{s['ball_leaves_rms']:.1f} |")
     print(f"\n({time.time() - t0:.0f} s)")

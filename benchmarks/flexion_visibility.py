@@ -74,26 +74,26 @@ def contour_points(mesh, vertices: np.ndarray, normals: np.ndarray,
     return edges[cross], fi[cross] / (fi[cross] - fj[cross]), segments
 
 
-def femur_changes(mesh, hip: np.ndarray, geometry, base_deg: float, step_deg: float, modes: np.ndarray) -> dict:
-    """The outline's changes of one femur (``trimesh.Trimesh``, world mm; hip centre (3,)) for ``step_deg``
-    more flexion, rotation and adduction about the hip centre from ``base_deg`` of flexion, for a 1 % larger
-    femur and for 1 mm along the central ray, in px of ``geometry``'s detector, on its contour points inside
-    the detector (:func:`contour_points`). ``modes`` (V, 3, K): the shape model's modes for this femur's
-    vertices (mm per SD), fitted together with the other two turns to each turn's change."""
+def outline_changes(mesh, centre: np.ndarray, geometry, turns: dict, modes: np.ndarray, step_deg: float,
+                    probe: np.ndarray | None = None) -> dict:
+    """What each of ``turns`` (name -> axis (3,), world; by ``step_deg`` about ``centre``), a 1 % larger bone
+    (about ``centre``) and 1 mm along the central ray do to a bone (``trimesh.Trimesh``, world mm): the visible
+    surface's mean depth change (mm), ``probe``'s depth change (mm; a point that moves with the bone, e.g. a hip
+    joint), and its outline's move across itself on the contour points inside the detector
+    (:func:`contour_points`; px of ``geometry``): raw, after a similarity, after that and the other turns and
+    ``modes`` (V, 3, K: the shape model's modes for the mesh's vertices, mm per SD), and the least SD of an
+    unbiased fit of the outline with 1 px of edge noise (Cramer-Rao; scales with the noise)."""
     from threeddx.geometry import rotation_matrix
-    from threeddx.simulator.anatomy import knee_center
 
     def turned(points: np.ndarray, axis, deg: float) -> np.ndarray:
-        return (points - hip) @ rotation_matrix(axis, math.radians(deg)).T + hip
+        return (points - centre) @ rotation_matrix(axis, math.radians(deg)).T + centre
 
     def proj(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r, c, d = geometry.project(v)
         return np.stack([r, c], -1), d
 
-    rot = rotation_matrix((1, 0, 0), math.radians(base_deg))
-    base = turned(np.asarray(mesh.vertices), (1, 0, 0), base_deg)
-    normals = np.asarray(mesh.vertex_normals) @ rot.T
-    modes = np.einsum("ij,vjk->vik", rot, modes)
+    base = np.asarray(mesh.vertices, dtype=np.float64)
+    normals = np.asarray(mesh.vertex_normals)
     edges, t, segments = contour_points(mesh, base, normals, geometry.source_position_world)
 
     def on_contour(values: np.ndarray) -> np.ndarray:  # per-vertex values (V, ...) at the contour points
@@ -119,32 +119,31 @@ def femur_changes(mesh, hip: np.ndarray, geometry, base_deg: float, step_deg: fl
     seen = (rv >= 0) & (rv < rows) & (cv >= 0) & (cv < cols)
     area = np.zeros(len(base))
     np.add.at(area, np.asarray(mesh.faces).ravel(), np.repeat(mesh.area_faces / 3.0, 3))
-    long_axis = hip - knee_center(base)  # as the simulator's articulation takes it
 
     def across(moved: np.ndarray) -> np.ndarray:  # each contour point's move across the outline (px)
         return ((proj(on_contour(moved)[inside])[0] - p0) * normal2d).sum(1)
 
     eps = 0.1
-    turns = {"flexion": (1, 0, 0), "rotation": long_axis, "adduction": (0, 1, 0)}
     per_unit = {name: across(turned(base, axis, eps)) / eps for name, axis in turns.items()}
     shape_fields = [across(base + eps * modes[:, :, k]) / eps for k in range(modes.shape[2])]
     central = np.asarray(geometry.world_to_source)[:3, :3].T @ np.array([0.0, 0.0, 1.0])  # central ray, world
+    probe = centre if probe is None else np.asarray(probe, dtype=np.float64)
     out = {}
-    for name, moved in [(n, turned(base, axis, step_deg)) for n, axis in turns.items()] + [
-        ("size", (base - hip) * 1.01 + hip),
-        ("beam", base + central),
+    for name, move in [(n, lambda v, ax=ax: turned(v, ax, step_deg)) for n, ax in turns.items()] + [
+        ("size", lambda v: (v - centre) * 1.01 + centre),
+        ("beam", lambda v: v + central),
     ]:
+        moved = move(base)
         change = across(moved)
         res = outline_residual(p0, change, normal2d, weights=weights)
         others = np.stack([f for n, f in per_unit.items() if n != name] + shape_fields, 1)
         res_all = outline_residual(p0, change, normal2d, others, weights)
         out[name] = {
             "depth_mm": float(np.sum(area[seen] * (proj(moved)[1] - d_base)[seen]) / area[seen].sum()),
+            "probe_mm": float(proj(move(probe[None]))[1][0] - proj(probe[None])[1][0]),
             "raw_rms": float(np.sqrt(np.mean(change**2))), "raw_max": float(np.abs(change).max()),
             "res_rms": float(np.sqrt(np.mean(res**2))), "res_max": float(res.max()),
             "all_rms": float(np.sqrt(np.mean(res_all**2))), "all_max": float(res_all.max()),
-            # the least SD (in units of the change) an unbiased fit of the outline could reach, every edge
-            # point read with 1 px of noise per px of outline (Cramer-Rao; scales with the edge noise)
             "floor": float(1.0 / np.sqrt(np.sum(weights * res_all**2))),
         }
     out["visible_mm"] = float(np.ptp(base[seen][:, 2]))
@@ -153,67 +152,136 @@ def femur_changes(mesh, hip: np.ndarray, geometry, base_deg: float, step_deg: fl
     return out
 
 
+def _based(mesh, centre: np.ndarray, modes: np.ndarray, axis, deg: float):
+    """The mesh and its modes turned by ``deg`` about ``axis`` through ``centre`` (the base pose)."""
+    import trimesh
+
+    from threeddx.geometry import rotation_matrix
+
+    rot = rotation_matrix(axis, math.radians(deg))
+    moved = trimesh.Trimesh((np.asarray(mesh.vertices) - centre) @ rot.T + centre, mesh.faces, process=False)
+    return moved, np.einsum("ij,vjk->vik", rot, modes)
+
+
+def femur_changes(mesh, hip: np.ndarray, geometry, base_deg: float, step_deg: float, modes: np.ndarray) -> dict:
+    """:func:`outline_changes` of a femur flexed ``base_deg`` about its hip centre ``hip``: its flexion (the
+    left-right axis), rotation (about its long axis, hip to knee, as the simulator's articulation takes it) and
+    adduction (the antero-posterior axis), each about the hip centre."""
+    from threeddx.simulator.anatomy import knee_center
+
+    mesh, modes = _based(mesh, hip, modes, (1, 0, 0), base_deg)
+    long_axis = hip - knee_center(np.asarray(mesh.vertices))
+    turns = {"flexion": (1, 0, 0), "rotation": long_axis, "adduction": (0, 1, 0)}
+    return outline_changes(mesh, hip, geometry, turns, modes, step_deg)
+
+
+def pelvis_changes(mesh, joints: np.ndarray, geometry, base_deg: float, step_deg: float, modes: np.ndarray) -> dict:
+    """:func:`outline_changes` of a pelvis tilted ``base_deg`` about its hip joints' mid-point: its tilt (the
+    left-right axis), its turn about the body's long axis and its obliquity (the antero-posterior axis); the
+    probe is the left hip joint ``joints[0]``, whose depth the femur's anchoring takes (a turn moves the two
+    joints oppositely along the beam)."""
+    centre = np.asarray(joints, dtype=np.float64).mean(0)
+    mesh, modes = _based(mesh, centre, modes, (1, 0, 0), base_deg)
+    from threeddx.geometry import rotation_matrix
+
+    left = (joints[0] - centre) @ rotation_matrix((1, 0, 0), math.radians(base_deg)).T + centre
+    turns = {"tilt": (1, 0, 0), "turn": (0, 0, 1), "obliquity": (0, 1, 0)}
+    return outline_changes(mesh, centre, geometry, turns, modes, step_deg, probe=left)
+
+
+#: Per bone: the turns in the table's order (the first is the base pose's), and the label of its base angle.
+TURNS = {"femur": (("flexion", "rotation", "adduction"), "flexion"),
+         "pelvis": (("tilt", "turn", "obliquity"), "pelvic tilt")}
+
+
+def bone_cases(bone: str, shapes: list, pca) -> list[tuple]:
+    """(mesh, centre or joints, modes (V, 3, K)) per LLP26 adult (both femurs for ``femur``)."""
+    import trimesh
+
+    from threeddx.simulator.anatomy import PARTS
+
+    start, offsets = 0, {}
+    for part in PARTS:
+        offsets[part] = start
+        start += shapes[0].vertices[part].size
+    k = len(pca.std)
+
+    def modes_of(part: str) -> np.ndarray:
+        n = shapes[0].vertices[part].size
+        return (pca.modes[offsets[part]:offsets[part] + n] * pca.std).reshape(-1, 3, k)
+
+    cases = []
+    for s in shapes:
+        if bone == "femur":
+            for part, hip in (("femur-l", s.hip_centers[0]), ("femur-r", s.hip_centers[1])):
+                cases.append((trimesh.Trimesh(s.vertices[part], s.faces[part], process=False), hip, modes_of(part)))
+        else:
+            parts = ("hemipelvis-left", "hemipelvis-right", "sacrum")
+            verts = [s.vertices[p] for p in parts]
+            first = np.cumsum([0] + [len(v) for v in verts[:-1]])
+            faces = np.concatenate([s.faces[p] + f for p, f in zip(parts, first)])
+            mesh = trimesh.Trimesh(np.concatenate(verts), faces, process=False)
+            cases.append((mesh, s.hip_centers, np.concatenate([modes_of(p) for p in parts])))
+    return cases
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--step-deg", type=float, default=1.0, help="the flexion's change (default 1 degree)")
+    ap.add_argument("--bones", nargs="+", choices=list(TURNS), default=list(TURNS))
+    ap.add_argument("--step-deg", type=float, default=1.0, help="each turn's change (default 1 degree)")
     ap.add_argument("--base-deg", type=float, nargs="+", default=[-8.0, 0.0, 8.0],
-                    help="flexions it starts from (the simulator draws +-8; default -8 0 8)")
+                    help="flexions (femur) or pelvic tilts it starts from (the simulator draws +-8 degrees of "
+                         "flexion; default -8 0 8)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 2048], help="detector sizes, px (default 256 2048)")
     ap.add_argument("--edge-noise-px", type=float, default=0.3,
                     help="the SD of an edge point's position across the outline, px, for the least-SD column "
                          "(default 0.3: the calibration ball's edge points on noisy films at 2048 px)")
     a = ap.parse_args()
-    import trimesh
-
     from threeddx.geometry import standard_ap_geometry
-    from threeddx.simulator.anatomy import PARTS, USABLE_SUBJECTS, ShapePCA, load_shape
+    from threeddx.simulator.anatomy import USABLE_SUBJECTS, ShapePCA, load_shape
 
     shapes = [load_shape(k) for k in USABLE_SUBJECTS]
     pca = ShapePCA.fit(USABLE_SUBJECTS)
-    start, offsets = 0, {}
-    for part in PARTS:
-        offsets[part] = start
-        start += shapes[0].vertices[part].size
     n_modes = len(pca.std)
-    print(f"# How much of a femur's flexion an AP image shows ({datetime.date.today()}, {platform.machine()}; "
-          f"{len(shapes)} LLP26 adults, both femurs, standard AP preset, hips at its iso-centre; "
-          f"medians over the femurs, the largest in brackets)\n")
-    for size in a.sizes:
-        geometry = standard_ap_geometry((0.0, 0.0, 0.0), size=size)
-        print(f"## {size} px ({430 / size:.3f} mm pixels at the detector)\n")
-        print("| base flexion (deg) | change | depth change (mm) | outline's change RMS (px) | largest (px) "
-              "| left after a 2-D similarity, RMS (px) | largest (px) | left after that, the other two turns "
-              f"and {n_modes} shape modes, RMS (px) | largest (px) | least SD of a fit of the outline, edges read "
-              f"to {a.edge_noise_px:g} px (deg) |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        for base_deg in a.base_deg:
-            rows = []
-            for s in shapes:
-                for part, hip in (("femur-l", s.hip_centers[0]), ("femur-r", s.hip_centers[1])):
-                    n = s.vertices[part].size
-                    modes = (pca.modes[offsets[part]:offsets[part] + n] * pca.std).reshape(-1, 3, n_modes)
-                    mesh = trimesh.Trimesh(s.vertices[part], s.faces[part], process=False)
-                    rows.append(femur_changes(mesh, hip, geometry, base_deg, a.step_deg, modes))
-            for name, label in (("flexion", f"flexion +{a.step_deg:g} deg"),
-                                ("rotation", f"rotation +{a.step_deg:g} deg"),
-                                ("adduction", f"adduction +{a.step_deg:g} deg"), ("size", "femur 1 % larger"),
-                                ("beam", "1 mm along the beam")):
-                def col(key: str, fmt: str = "{:.3f}") -> str:
-                    v = np.array([r[name][key] for r in rows])
-                    big = v[np.argmax(np.abs(v))]
-                    return f"{fmt.format(np.median(v))} ({fmt.format(big)})"
-                floor = "-"
-                if name in ("flexion", "rotation", "adduction"):
-                    f = np.array([r[name]["floor"] for r in rows]) * a.edge_noise_px * a.step_deg
-                    floor = f"{np.median(f):.2f} ({f.max():.2f})"
-                print(f"| {base_deg:+g} | {label} | {col('depth_mm', '{:+.2f}')} | {col('raw_rms')} | "
-                      f"{col('raw_max')} | {col('res_rms')} | {col('res_max')} | {col('all_rms')} | "
-                      f"{col('all_max')} | {floor} |")
-        vis = np.median([r["visible_mm"] for r in rows])
-        pts = np.median([r["outline_points"] for r in rows])
-        px = np.median([r["outline_px"] for r in rows])
-        print(f"\nVisible femur: {vis:.0f} mm of its length inside the detector; its outline {px:.0f} px long, "
-              f"{pts:.0f} contour points (medians).\n")
+    print(f"# How much of a bone's turn an AP image shows ({datetime.date.today()}, {platform.machine()}; "
+          f"{len(shapes)} LLP26 adults, standard AP preset, hips at its iso-centre; medians over the bones, the "
+          f"largest in brackets)\n")
+    for bone in a.bones:
+        names, base_label = TURNS[bone]
+        cases = bone_cases(bone, shapes, pca)
+        changes = femur_changes if bone == "femur" else pelvis_changes
+        for size in a.sizes:
+            geometry = standard_ap_geometry((0.0, 0.0, 0.0), size=size)
+            print(f"## {bone}, {size} px ({430 / size:.3f} mm pixels at the detector)\n")
+            print(f"| base {base_label} (deg) | change | depth change (mm) | "
+                  + ("left hip joint's depth change (mm) | " if bone == "pelvis" else "")
+                  + "outline's change RMS (px) | largest (px) | left after a 2-D similarity, RMS (px) | largest (px) "
+                  f"| left after that, the other two turns and {n_modes} shape modes, RMS (px) | largest (px) | "
+                  f"least SD of a fit of the outline, edges read to {a.edge_noise_px:g} px (deg) |")
+            print("|---" * (10 + (bone == "pelvis")) + "|")
+            for base_deg in a.base_deg:
+                rows = [changes(mesh, centre, geometry, base_deg, a.step_deg, modes) for mesh, centre, modes in cases]
+                for name, label in [(n, f"{n} +{a.step_deg:g} deg") for n in names] + [
+                        ("size", f"{bone} 1 % larger"), ("beam", "1 mm along the beam")]:
+                    def col(key: str, fmt: str = "{:.3f}") -> str:
+                        v = np.array([r[name][key] for r in rows])
+                        big = v[np.argmax(np.abs(v))]
+                        return f"{fmt.format(np.median(v))} ({fmt.format(big)})"
+                    floor = "-"
+                    if name in names:
+                        f = np.array([r[name]["floor"] for r in rows]) * a.edge_noise_px * a.step_deg
+                        in_plane = np.median([r[name]["res_rms"] / r[name]["raw_rms"] for r in rows]) < 0.02
+                        floor = "- (in the image plane: a similarity's own)" if in_plane else \
+                            f"{np.median(f):.3f} ({f.max():.3f})"
+                    probe = f" {col('probe_mm', '{:+.2f}')} |" if bone == "pelvis" else ""
+                    print(f"| {base_deg:+g} | {label} | {col('depth_mm', '{:+.2f}')} |{probe} {col('raw_rms')} | "
+                          f"{col('raw_max')} | {col('res_rms')} | {col('res_max')} | {col('all_rms')} | "
+                          f"{col('all_max')} | {floor} |")
+            vis = np.median([r["visible_mm"] for r in rows])
+            pts = np.median([r["outline_points"] for r in rows])
+            px = np.median([r["outline_px"] for r in rows])
+            print(f"\nVisible: {vis:.0f} mm of the {bone}'s height inside the detector; its outline {px:.0f} px long, "
+                  f"{pts:.0f} contour points (medians).\n")
 
 
 if __name__ == "__main__":

@@ -77,11 +77,12 @@ def test_femur_placement_summary_splits_the_error():
     for sample, c, h, b in (("a", 4.0, 3.0, 0.1), ("b", -2.0, -1.0, -0.05)):
         for bone, sign in (("femur_left", 1), ("femur_right", -1)):
             rows.append({"sample": sample, "bone": bone, "at_joint": c + sign * h, "slope": b, "s_mean": 50.0,
-                         "mean": c + sign * h + 50.0 * b, "residual": 1.0})
+                         "mean": c + sign * h + 50.0 * b, "residual": 1.0, "anchor_shift": sign * 1.0})
     s = fp.summarise(rows)
     assert s["femurs"] == 4 and s["images"] == 2
     assert s["common_sd"] == pytest.approx(np.std([4.0, -2.0]))
     assert s["half_rms"] == pytest.approx(math.sqrt((9 + 1) / 2))
+    assert s["half_own_rms"] == pytest.approx(math.sqrt((2**2 + 2**2) / 2))  # h - 1 before the anchoring
     leaves = [3 + 5.0, -3 + 5.0, -1 - 2.5, 1 - 2.5]
     assert s["ball_leaves_rms"] == pytest.approx(math.sqrt(np.mean(np.square(leaves))))
     assert s["slope_share_rms"] == pytest.approx(math.sqrt((25 + 25 + 6.25 + 6.25) / 4))

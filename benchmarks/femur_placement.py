@@ -2,7 +2,7 @@
 into what a calibration ball fixes and what it cannot.
 
     .venv/bin/python benchmarks/femur_placement.py [--data data/sim256-10x-eval] [--splits val test]
-        [--checkpoint dualface] [--seed 0]
+        [--checkpoint dualface] [--seed 0] [--per-femur]
 
 Each image of a split is made through the random imaging chain ``3ddx evaluate --chain random --seed S`` draws
 for it (:func:`threeddx.evaluation.evaluate.chain_image`, the same index), predicted as predict does (hip-joint
@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--splits", nargs="+", default=["val", "test"])
     ap.add_argument("--checkpoint", default="dualface")
     ap.add_argument("--seed", type=int, default=0, help="the random chains' seed, as evaluate's --seed (default 0)")
+    ap.add_argument("--per-femur", action="store_true", help="also each femur's line, after the table")
     a = ap.parse_args()
     t0 = time.time()
     print(f"# Where the femurs' misplacement along the beam comes from ({datetime.date.today()}, "
@@ -126,12 +127,21 @@ def main() -> None:
           "distance below the joint, RMS | mean distance below the joint | per-pixel residual SD "
           "| left with a perfect ball, RMS |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    every = {}
     for split in a.splits:
-        s = summarise(femur_errors(a.data, split, a.checkpoint, a.seed))
+        every[split] = rows = femur_errors(a.data, split, a.checkpoint, a.seed)
+        s = summarise(rows)
         print(f"| {split} | {s['femurs']} | {s['mean_rms']:.1f} | {s['common_sd']:.1f} | {s['half_rms']:.1f} | "
               f"{s['half_own_rms']:.1f}; {s['half_corr']:+.2f} | "
               f"{s['slope_deg_rms']:.1f} | {s['slope_share_rms']:.1f} | {s['s_mean']:.0f} | {s['residual']:.1f} | "
               f"{s['ball_leaves_rms']:.1f} |")
+    if a.per_femur:
+        print("\n| split | image | femur | mean error | at the joint | before the anchoring | slope (deg) |")
+        print("|---|---|---|---|---|---|---|")
+        for split, rows in every.items():
+            for r in rows:
+                print(f"| {split} | {r['sample']} | {r['bone']} | {r['mean']:+.1f} | {r['at_joint']:+.1f} | "
+                      f"{r['at_joint'] - r['anchor_shift']:+.1f} | {math.degrees(math.atan(r['slope'])):+.1f} |")
     print(f"\n({time.time() - t0:.0f} s)")
 
 

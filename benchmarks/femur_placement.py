@@ -39,14 +39,17 @@ ROOT = Path(__file__).resolve().parents[1]
 FEMURS = ("femur_left", "femur_right")
 
 
-def femur_errors(data: Path, split: str, checkpoint: str, seed: int) -> list[dict]:
+def femur_errors(data: Path, split: str, checkpoint: str, seed: int, outline_weight: float | None = None) -> list[dict]:
     """Per image and femur of ``split``: the mid-depth error's line against the distance below the joint."""
     from threeddx.evaluation.evaluate import chain_image
     from threeddx.geometry import XrayGeometry
     from threeddx.inference.predictor import loaded_predictor
     from threeddx.training.dataset import read_manifest
 
-    predictor = loaded_predictor(checkpoint)
+    from threeddx.inference.hipjoint import AnchorSettings
+
+    anchor = AnchorSettings() if outline_weight is None else AnchorSettings(outline_weight=outline_weight)
+    predictor = loaded_predictor(checkpoint, hip_anchor=anchor)
     rows = [r for r in read_manifest(data) if r["split"] == split]
     out = []
     for index, row in enumerate(rows):  # the index evaluate gives the image: the same random chain
@@ -117,6 +120,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="dualface")
     ap.add_argument("--seed", type=int, default=0, help="the random chains' seed, as evaluate's --seed (default 0)")
     ap.add_argument("--per-femur", action="store_true", help="also each femur's line, after the table")
+    ap.add_argument("--outline-weight", type=float, default=None,
+                    help="the pelvis fit's outline weight (default: the release's, AnchorSettings)")
     a = ap.parse_args()
     t0 = time.time()
     print(f"# Where the femurs' misplacement along the beam comes from ({datetime.date.today()}, "
@@ -129,7 +134,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     every = {}
     for split in a.splits:
-        every[split] = rows = femur_errors(a.data, split, a.checkpoint, a.seed)
+        every[split] = rows = femur_errors(a.data, split, a.checkpoint, a.seed, a.outline_weight)
         s = summarise(rows)
         print(f"| {split} | {s['femurs']} | {s['mean_rms']:.1f} | {s['common_sd']:.1f} | {s['half_rms']:.1f} | "
               f"{s['half_own_rms']:.1f}; {s['half_corr']:+.2f} | "

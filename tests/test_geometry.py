@@ -65,6 +65,23 @@ def test_project_pixel_centre_is_its_index():
     np.testing.assert_allclose(depth, 700.0, rtol=1e-12)
 
 
+def test_project_jacobian_is_the_projections_derivative():
+    """project_jacobian against central differences of project, for a posed geometry off the central ray."""
+    g = small_geometry(pose=sample_pose((10.0, -5.0, 3.0), 3))
+    pts = g.source_position_world + np.array([650.0, 800.0, 950.0])[:, None] * g.ray_directions_at(
+        np.array([3.0, 30.0, 60.0]), np.array([5.0, 40.0, 20.0]))
+    jac = g.project_jacobian(pts)
+    assert jac.shape == (3, 2, 3)
+    h = 1e-4
+    for k in range(3):
+        e = np.zeros(3)
+        e[k] = h
+        r1, c1, _ = g.project(pts + e)
+        r0, c0, _ = g.project(pts - e)
+        np.testing.assert_allclose(jac[:, 0, k], (r1 - r0) / (2 * h), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(jac[:, 1, k], (c1 - c0) / (2 * h), rtol=1e-6, atol=1e-9)
+
+
 def test_backproject_then_project_round_trip():
     rng = np.random.default_rng(0)
     g = small_geometry(pose=sample_pose((10.0, -5.0, 3.0), 3))

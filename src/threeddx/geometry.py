@@ -371,6 +371,17 @@ class XrayGeometry:
         depth = np.linalg.norm(ps, axis=-1)
         return row, col, depth
 
+    def project_jacobian(self, points_world: np.ndarray) -> np.ndarray:
+        """d(row, col) / d(world point) of :meth:`project` at world points (..., 3) mm: (..., 2, 3), px per mm
+        (points in front of the source)."""
+        ps = self.to_source(points_world)
+        x, y, z = ps[..., 0], ps[..., 1], ps[..., 2]
+        sr, sc = self.pixel_spacing
+        zero = np.zeros_like(z)
+        d_row = np.stack([zero, 1 / z, -y / z**2], -1) * (self.sdd / sr)
+        d_col = np.stack([1 / z, zero, -x / z**2], -1) * (self.sdd / sc)
+        return np.stack([d_row, d_col], -2) @ self.world_to_source[:3, :3]
+
     def on_detector(self, points_world: np.ndarray, margin_px: float = 0.0) -> np.ndarray:
         """Whether each world point (..., 3) mm projects onto the detector (``margin_px`` inside its edge)."""
         row, col, _ = self.project(points_world)

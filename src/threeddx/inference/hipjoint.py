@@ -68,6 +68,11 @@ MIN_PELVIS_PIXELS = 100
 MAX_FIT_RMS_MM = FitBounds.max_rms_mm
 #: A shift larger than this (mm) is not applied.
 MAX_SHIFT_MM = 40.0
+#: Weight of the pelvis's outline (from the network's pelvis probability) in its shape-model fit, against its
+#: surface points (:class:`threeddx.meshing.ssm.Outline`): chosen on the validation split (docs/results.md, "The
+#: pelvis's outline in its fit"); and the fewest outline points it is used with.
+OUTLINE_WEIGHT = 3.0
+MIN_OUTLINE_POINTS = 50
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class AnchorSettings:
     head_radius_mm: float = HEAD_RADIUS_MM
     max_shift_mm: float = MAX_SHIFT_MM
     max_fit_rms_mm: float = MAX_FIT_RMS_MM
+    #: weight of the pelvis's outline in its shape-model fit (0: its surface points only)
+    outline_weight: float = OUTLINE_WEIGHT
 
 
 def load_hip_model(path: str | Path = PELVIS_MODEL_PATH):
@@ -87,19 +94,31 @@ def load_hip_model(path: str | Path = PELVIS_MODEL_PATH):
     return shipped_pelvis_model(path)
 
 
-def fit_pelvis(pelvis_points: np.ndarray, geometry: XrayGeometry, model=None):
+def fit_pelvis(pelvis_points: np.ndarray, geometry: XrayGeometry, model=None, outline: np.ndarray | None = None,
+               outline_weight: float = OUTLINE_WEIGHT):
     """The pelvis shape model fitted to the pelvis's surface points (N, 3) mm in ``geometry``'s AP frame
     (back-projected through ``geometry.in_ap_frame()``).
 
     Started from the data and the view, judged, returned in world mm
     (:func:`threeddx.meshing.ssm.fit_in_view`): a :class:`threeddx.meshing.ssm.FitResult` whose
     ``landmarks`` hold both hip-joint centres. The ``ssm`` mesher meshes the pelvis
-    from this same fit (one fit per image). Raises InputError when the points cannot be fitted.
+    from this same fit (one fit per image). ``outline``: the pelvis's probability (or mask) on ``geometry``'s
+    pixels, whose outline the fit matches too with ``outline_weight`` (:class:`threeddx.meshing.ssm.Outline`).
+    Raises InputError when the points cannot be fitted.
     """
-    from threeddx.meshing.ssm import FitSettings, fit_in_view
+    from threeddx.meshing.ssm import FitSettings, Outline, fit_in_view, outline_points
 
-    return fit_in_view(model or load_hip_model(), {"pelvis": np.asarray(pelvis_points, np.float64)}, geometry,
-                       FitSettings())
+    model = model or load_hip_model()
+    points = {"pelvis": np.asarray(pelvis_points, np.float64)}
+    if outline is not None and outline_weight > 0:
+        edge = outline_points(outline)
+        if len(edge) >= MIN_OUTLINE_POINTS:
+            fit = fit_in_view(model, points, geometry, FitSettings(),
+                              outline=Outline("pelvis", edge, geometry, outline_weight, mask=np.asarray(outline) > 0.5))
+            if "pelvis" not in fit.rejected:
+                return fit
+    # no outline, or one that made the fit implausible (judge_fit): the surface points' own fit
+    return fit_in_view(model, points, geometry, FitSettings())
 
 
 def hip_joint_centres(pelvis_points: np.ndarray, geometry: XrayGeometry, model=None) -> tuple[dict[str, np.ndarray], float]:
@@ -132,7 +151,7 @@ def head_depth(mask: np.ndarray, front: np.ndarray, back: np.ndarray, geometry: 
 def anchor_femurs(bones: list[str], masks: np.ndarray, front: np.ndarray, back: np.ndarray | None,
                   geometry: XrayGeometry, checks: dict, settings: AnchorSettings | None = None,
                   found: dict[str, bool] | None = None, inner: tuple[np.ndarray, np.ndarray] | None = None,
-                  fits: dict | None = None) -> dict:
+                  fits: dict | None = None, probabilities: np.ndarray | None = None) -> dict:
     """Shift each femur's depth maps (in place) along its rays so its head meets the pelvis's hip joint.
 
     ``masks`` (C, H, W) bool, ``front``/``back`` (C, H, W) mm on ``geometry``'s rays,
@@ -142,6 +161,8 @@ def anchor_femurs(bones: list[str], masks: np.ndarray, front: np.ndarray, back: 
     a K-face model's inner faces (C, K-2, H, W) mm and gap validity (C, K/2-1, H, W)
     bool, shifted with the rest. ``fits``: when given, receives the pelvis fit (``fits["pelvis"]``, a
     :class:`threeddx.meshing.ssm.FitResult` in world mm, judged) for the ``ssm`` mesher to reuse.
+    ``probabilities``: (C, H, W) the bones' probabilities, whose pelvis outline the fit matches too when
+    ``settings.outline_weight`` > 0 (default: the masks').
     """
     st = settings or AnchorSettings()
     femurs = [b for b in JOINTS if b in bones]
@@ -165,7 +186,9 @@ def anchor_femurs(bones: list[str], masks: np.ndarray, front: np.ndarray, back: 
     if len(pelvis.pixels) < MIN_PELVIS_PIXELS:
         return skip("too few pelvis pixels")
     try:
-        fit = fit_pelvis(pelvis.both(), geometry)  # its points in_ap's world: the AP frame
+        outline = masks[p].astype(np.float32) if probabilities is None else probabilities[p]
+        fit = fit_pelvis(pelvis.both(), geometry, outline=outline,  # its points in_ap's world: the AP frame
+                         outline_weight=st.outline_weight)
     except InputError as e:
         return skip(f"pelvis fit failed ({e})")
     if fits is not None:
@@ -174,6 +197,7 @@ def anchor_femurs(bones: list[str], masks: np.ndarray, front: np.ndarray, back: 
     centres = {n: fit.landmarks[n] for n in JOINTS.values()}  # world mm, for the summary
     centres_ap = {n: fit.local_landmarks[n] for n in JOINTS.values()}
     checks.setdefault("pelvis", {})["hip_fit_rms_mm"] = round(rms, 3)
+    checks["pelvis"]["hip_fit_outline_weight"] = fit.outline_weight
     if "pelvis" in fit.rejected:
         return skip(f"pelvis fit rejected: {fit.rejected['pelvis']}")
     if rms > st.max_fit_rms_mm:

@@ -347,7 +347,8 @@ class Predictor:
         fits: dict = {}
         if self.hip_anchor is not None and back is not None:
             anchor_femurs(self.bones, masks, front, back, view.camera, raw["checks"], self.hip_anchor,
-                          found={b: c["found"] for b, c in raw["checks"].items()}, inner=inner, fits=fits)
+                          found={b: c["found"] for b, c in raw["checks"].items()}, inner=inner, fits=fits,
+                          probabilities=raw.get("probabilities"))
         depth_inner, inner_valid = inner or (None, None)
         placed = None
         if marker is not None:

@@ -335,6 +335,96 @@ def _rodrigues(omega: np.ndarray) -> np.ndarray:
     return np.eye(3) + math.sin(theta) * kk + (1 - math.cos(theta)) * kk @ kk
 
 
+@dataclass(frozen=True)
+class Outline:
+    """A bone's outline in the image, for :func:`fit_ssm`'s outline term (module doc, "Outline").
+
+    ``points`` (M, 2): continuous pixel indices (row, col; :meth:`~threeddx.geometry.XrayGeometry.project`'s) of
+    ``camera``, whose world is the fit's frame, on the bone's silhouette and its holes (:func:`outline_points`);
+    ``weight``: of their mean squared distance to the model's outline (mm at the bone's depth) against the mean
+    squared distance of the surface points."""
+
+    bone: str
+    points: np.ndarray
+    camera: object
+    weight: float = 1.0
+    #: (H, W) bool, the bone's mask on ``camera``'s pixels: the model's contour points with bone just outside them
+    #: (folds inside its silhouette, which the outline does not show) are left out of the matching
+    mask: np.ndarray | None = None
+
+
+def outline_points(probability: np.ndarray, level: float = 0.5, margin_px: float = 1.5,
+                   max_points: int = 2000) -> np.ndarray:
+    """A bone's outline (M, 2) (row, col pixel indices, sub-pixel) in its probability or mask (H, W): the
+    ``level`` set (marching squares), less what lies within ``margin_px`` of the image's border (a bone cut by
+    the field's edge has no edge there), evenly thinned to at most ``max_points``."""
+    from skimage.measure import find_contours
+
+    p = np.asarray(probability, np.float64)
+    lines = find_contours(p, level)
+    pts = np.concatenate(lines) if lines else np.zeros((0, 2))
+    h, w = p.shape
+    keep = ((pts[:, 0] > margin_px) & (pts[:, 0] < h - 1 - margin_px)
+            & (pts[:, 1] > margin_px) & (pts[:, 1] < w - 1 - margin_px))
+    pts = pts[keep]
+    if len(pts) > max_points:
+        pts = pts[np.linspace(0, len(pts) - 1, max_points).round().astype(int)]
+    return pts
+
+
+def _unique_edges(faces: np.ndarray) -> np.ndarray:
+    """The (E, 2) undirected edges of a triangle mesh, each once."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    return np.unique(np.sort(e, 1), axis=0)
+
+
+def _outline_rows(world: np.ndarray, faces: np.ndarray, edges: np.ndarray, outline: Outline,
+                  centre: np.ndarray, basis: np.ndarray, rot: np.ndarray, scl: float, tra: np.ndarray,
+                  scale: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The outline term's residuals (M,) mm and their Jacobian (M, pose + K) for one bone (module doc, "Outline").
+
+    ``world`` (V, 3): the bone's current vertices in the fit's frame; ``basis`` (V, 3, K): mm per unit weight,
+    model frame; ``centre``: the point rotations turn about (the points' term's). Each outline point is matched
+    to the nearest projected point of the model's contour generator (the surface points whose ray grazes it,
+    interpolated on the mesh edges where the vertex normals turn from facing the source to facing away); its
+    residual is the distance across the model's outline there, scaled to mm at that point's depth."""
+    from scipy.spatial import cKDTree
+
+    cam = outline.camera
+    nv = _vertex_normals(world, faces)
+    ray = world - cam.source_position_world
+    f = (nv * ray).sum(1) / np.linalg.norm(ray, axis=1)
+    e = edges[f[edges[:, 0]] * f[edges[:, 1]] < 0]
+    t = f[e[:, 0]] / (f[e[:, 0]] - f[e[:, 1]])
+    bary = np.stack([1 - t, t], 1)
+    c = np.einsum("nj,njd->nd", bary, world[e])
+    normal = np.einsum("nj,njd->nd", bary, nv[e])
+    row, col, depth = cam.project(c)
+    proj = np.stack([row, col], 1)
+    jac_p = cam.project_jacobian(c)  # (E, 2, 3) px per mm
+    n2 = np.einsum("nij,nj->ni", jac_p, normal)
+    n2 /= np.maximum(np.linalg.norm(n2, axis=1, keepdims=True), 1e-12)
+    if outline.mask is not None:  # the silhouette's points: no bone 2 px outside them
+        h, w = outline.mask.shape
+        q = np.rint(proj + 2.0 * n2).astype(int)
+        ok = (q[:, 0] >= 0) & (q[:, 0] < h) & (q[:, 1] >= 0) & (q[:, 1] < w)
+        edge = np.ones(len(q), bool)
+        edge[ok] = ~outline.mask[q[ok, 0], q[ok, 1]]
+        if edge.sum() >= 3:
+            e, bary, c, normal, proj, jac_p, n2, depth = (v[edge] for v in (e, bary, c, normal, proj, jac_p, n2, depth))
+    near = cKDTree(proj).query(outline.points)[1]
+    mm_per_px = depth[near] * float(np.mean(cam.pixel_spacing)) / cam.sdd
+    r = ((proj[near] - outline.points) * n2[near]).sum(1) * mm_per_px
+    m = np.einsum("ni,nij->nj", n2[near], jac_p[near]) * mm_per_px[:, None]  # d r / d (contour point), model-free
+    cn = c[near]
+    cols = [np.cross(cn - centre, m), m]
+    if scale:
+        cols.append((m * (cn - tra)).sum(1, keepdims=True))
+    a = np.einsum("nj,njdk->ndk", bary[near], basis[e[near]])
+    cols.append(scl * np.einsum("nd,de,nek->nk", m, rot, a))
+    return r, np.concatenate(cols, 1), np.abs(r)
+
+
 @dataclass
 class FitSettings:
     """Settings of :func:`fit_ssm` (the ``ssm`` section of a config)."""
@@ -403,6 +493,8 @@ class FitResult:
     #: the landmarks in the frame the fit was made in (the view's AP frame, :func:`fit_in_view`), before
     #: :meth:`transformed` took them to the world: what later steps in that frame use, bit for bit
     local_landmarks: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the weight of the bone's outline in this fit (:class:`Outline`; 0: its surface points only)
+    outline_weight: float = 0.0
 
     def mesh(self, bone: str):
         import trimesh
@@ -443,6 +535,7 @@ class FitResult:
             "seconds": round(self.seconds, 3),
             "rotation_from_view_deg": {b: round(v, 2) for b, v in self.view_rotation_deg.items()},
             "rejected": dict(self.rejected),
+            "outline_weight": self.outline_weight,
         }
 
 
@@ -462,10 +555,12 @@ def check_points(points: np.ndarray, bone: str) -> np.ndarray:
 
 
 def fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSettings | None = None,
-            init: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> FitResult:
+            init: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+            outline: Outline | None = None) -> FitResult:
     """Fit ``model`` to each bone's points (world mm); bones of the model without points follow the shape.
 
-    ``init``: optional starting (R, t) per bone (default: identity, module doc).
+    ``init``: optional starting (R, t) per bone (default: identity, module doc). ``outline``: a bone's outline
+    in the image, fitted too (module doc, "Outline").
     BLAS runs on one thread during the fit: the trimming's yes/no decisions
     amplify the last bits that a multi-threaded matrix product's summation
     order changes, and the fit must not depend on the machine's thread count
@@ -474,11 +569,11 @@ def fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSetti
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fit_ssm(model, points, settings, init)
+        return _fit_ssm(model, points, settings, init, outline)
 
 
 def _fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSettings | None,
-             init: Mapping[str, tuple[np.ndarray, np.ndarray]] | None) -> FitResult:
+             init: Mapping[str, tuple[np.ndarray, np.ndarray]] | None, outline: Outline | None = None) -> FitResult:
     from scipy.spatial import cKDTree
 
     st = settings or FitSettings()
@@ -508,10 +603,13 @@ def _fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSett
     rms, inl = {}, {}
     verts = model.vertices(z)  # the current shape, updated at the end of each iteration
     coarse = st.coarse_tol_mm > 0
+    use_outline = outline is not None and outline.bone in bones and outline.weight > 0 and len(outline.points) > 0
+    edges = _unique_edges(model.faces[outline.bone]) if use_outline else None
     for it in range(1, st.iterations + 1):
         h = np.zeros((n_par, n_par))
         g = np.zeros(n_par)
         n_w = 0.0
+        h_o, g_o, n_o = np.zeros((n_par, n_par)), np.zeros(n_par), 0.0  # the outline term's
         centre: dict[str, np.ndarray] = {}
         for j, b in enumerate(bones):
             sl = model.bone_slice(b)
@@ -546,9 +644,19 @@ def _fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSett
             h[np.ix_(idx, idx)] += (jac * w[:, None]).T @ jac
             g[idx] += (jac * w[:, None]).T @ r
             n_w += w.sum()
+            if use_outline and b == outline.bone:
+                r_o, jac_o, dist_o = _outline_rows(world, model.faces[b], edges, outline, c,
+                                                   basis.reshape(-1, 3, k)[sl], rot[b], scl[b], tra[b], st.scale)
+                w_o = (dist_o <= max(st.outlier_mm, st.outlier_k * float(np.median(dist_o)))).astype(np.float64)
+                h_o[np.ix_(idx, idx)] += (jac_o * w_o[:, None]).T @ jac_o
+                g_o[idx] += (jac_o * w_o[:, None]).T @ r_o
+                n_o += w_o.sum()
         # Gauss-Newton step of (1/N) sum w r^2 + reg |z|^2, the pose lightly damped
         h /= n_w
         g /= n_w
+        if n_o > 0:
+            h += outline.weight * h_o / n_o
+            g += outline.weight * g_o / n_o
         h[-k:, -k:] += st.reg * np.eye(k)
         g[-k:] += st.reg * z
         h[: n_par - k, : n_par - k] += 1e-6 * np.eye(n_par - k)
@@ -684,7 +792,7 @@ def view_start(vertices: np.ndarray, points: np.ndarray, geometry, iterations: i
 
 
 def fit_in_view(model: BoneSSM, points: Mapping[str, np.ndarray], geometry, settings: FitSettings | None = None,
-                bounds: FitBounds | None = None) -> FitResult:
+                bounds: FitBounds | None = None, outline: Outline | None = None) -> FitResult:
     """Fit ``model`` to each bone's points as the view sees them; the result in world mm, judged.
 
     ``points``: per bone (N, 3) mm in the exposure's **AP frame**
@@ -695,12 +803,16 @@ def fit_in_view(model: BoneSSM, points: Mapping[str, np.ndarray], geometry, sett
     ``FitResult.rejected``) and mapped to the world by
     :attr:`~threeddx.geometry.XrayGeometry.ap_to_world`. Nothing before that
     last step sees the world frame, so a rigid change of it moves the result with
-    it exactly (tests/test_frames.py).
+    it exactly (tests/test_frames.py). ``outline``: a bone's outline on ``geometry``'s pixels (its camera is
+    taken to be the AP frame's, the same pixels; module doc, "Outline").
     """
     in_ap = geometry.in_ap_frame()
     init = {b: (np.eye(3), view_start(model.mean[model.bone_slice(b)], check_points(p, b), in_ap))
             for b, p in points.items() if b in model.bones}
-    fit = fit_ssm(model, points, settings, init)
+    if outline is not None:
+        outline = replace(outline, camera=in_ap)
+    fit = fit_ssm(model, points, settings, init, outline)
+    fit.outline_weight = float(outline.weight) if outline is not None and outline.bone in fit.rms_mm else 0.0
     fit.view_rotation_deg = {b: round(rotation_angle_deg(fit.rotation[b]), 3) for b in fit.rms_mm}
     fit.rejected = judge_fit(model, fit, bounds)
     fit.local_landmarks = dict(fit.landmarks)

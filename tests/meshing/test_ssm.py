@@ -207,3 +207,55 @@ def test_the_shipped_femur_models_are_the_training_split_ones(bone):
     built = _cached_ssm([bone], train)
     np.testing.assert_allclose(shipped.mean, built.mean, atol=1e-3)
     np.testing.assert_allclose(shipped.std, built.std, rtol=1e-5)
+
+
+def _sphere_outline(geometry, radius: float, centre, n: int = 720):
+    """The exact outline (n, 2) (row, col px) of a sphere in ``geometry``'s image: the circle the cone of rays
+    tangent to it cuts from the detector (a sphere centred on the central ray)."""
+    d = float(np.linalg.norm(np.asarray(centre) - geometry.source_position_world))
+    r_px = geometry.sdd * radius / np.sqrt(d**2 - radius**2) / geometry.pixel_spacing[0]
+    row, col, _ = geometry.project(np.asarray(centre, float)[None])
+    phi = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([row[0] + r_px * np.sin(phi), col[0] + r_px * np.cos(phi)], 1), r_px
+
+
+def test_outline_points_of_a_disc_lie_on_its_circle_and_not_on_the_border():
+    """The level set of a smooth disc's probability is its circle (sub-pixel); a disc cut by the image's edge
+    has no outline there."""
+    from threeddx.meshing.ssm import outline_points
+
+    rr, cc = np.mgrid[:64, :64].astype(float)
+    r = np.hypot(rr - 30.3, cc - 33.7)
+    prob = 1 / (1 + np.exp((r - 15.0) / 0.8))  # 0.5 exactly at radius 15
+    pts = outline_points(prob)
+    np.testing.assert_allclose(np.hypot(pts[:, 0] - 30.3, pts[:, 1] - 33.7), 15.0, atol=0.02)
+    cut = outline_points(1 / (1 + np.exp((np.hypot(rr - 5.0, cc - 33.0) - 15.0) / 0.8)))
+    assert len(cut) > 20 and (cut[:, 0] > 1.5).all()  # the part beyond row 0 is not an edge
+
+
+def test_outline_rows_of_a_sphere_are_its_distances_and_their_derivatives():
+    """The outline term (ssm._outline_rows) on an icosphere against its exact circle: residuals near zero in place,
+    the lateral offset in mm when moved sideways, and the translation columns of the Jacobian as the residuals'
+    change."""
+    from threeddx.meshing.ssm import Outline, _outline_rows, _unique_edges
+
+    geometry = standard_ap_geometry(size=256)
+    sphere = trimesh.creation.icosphere(subdivisions=5, radius=25.0)
+    verts = np.asarray(sphere.vertices)
+    faces, edges = np.asarray(sphere.faces), _unique_edges(np.asarray(sphere.faces))
+    circle, r_px = _sphere_outline(geometry, 25.0, (0.0, 0.0, 0.0))
+    outline = Outline("ball", circle, geometry, 1.0)
+    none = np.zeros((len(verts), 3, 0))
+
+    def rows(t):
+        return _outline_rows(verts + t, faces, edges, outline, np.asarray(t, float), none, np.eye(3), 1.0,
+                             np.asarray(t, float), False)
+
+    r0, jac, _ = rows(np.zeros(3))
+    assert np.sqrt(np.mean(r0**2)) < 0.05  # mm: the mesh's facets only
+    step = np.array([0.5, 0.0, 0.0])  # 0.5 mm towards the patient's left: the image's columns
+    r1, _, _ = rows(step)
+    np.testing.assert_allclose(r1 - r0, jac[:, 3:6] @ step, atol=0.03)
+    # a sideways move shows across the outline by its cosine with the outline's normal, at the ball's scale
+    phi = np.arctan2(circle[:, 0] - circle[:, 0].mean(), circle[:, 1] - circle[:, 1].mean())
+    np.testing.assert_allclose(r1 - r0, 0.5 * np.cos(phi) * 820.0 / np.sqrt(820.0**2 - 25.0**2), atol=0.03)

@@ -18,7 +18,9 @@ of the whole pelvis, and that model carries the HJCs (LLP26's ``pelvis-LHJC``
    to the predicted pelvis's front and back points (:func:`threeddx.meshing.ssm.fit_ssm`,
    rigid pose and 15 modes) in the exposure's AP frame, started at the
    points' centroid with the orientation the view implies
-   (:func:`threeddx.meshing.ssm.fit_in_view`; nothing depends on the world frame), and
+   (:func:`threeddx.meshing.ssm.fit_in_view`; nothing depends on the world frame), matching also the
+   pelvis's outline in the image (its probability at 0.5, weight :data:`OUTLINE_WEIGHT`; a fit the outline
+   makes implausible is dropped for the points' own), and
    judged (:func:`threeddx.meshing.ssm.judge_fit`: a rejected fit anchors nothing);
    its landmarks give both HJCs in world mm; the ``ssm`` mesher reuses this fit;
 2. **head depth**: per femur, the mean mid-depth ``(front + back) / 2`` of its

@@ -41,6 +41,18 @@ further than ``max(outlier_mm, outlier_k * median)`` from the surface get
 weight 0 (robust to wrong depths). Deterministic: the only randomness is the
 seeded subsample of ``max_points`` points per bone.
 
+**Outline** (:class:`Outline`, optional). A bone's outline in the image, the level set of its predicted
+probability (:func:`outline_points`), adds to the minimised sum ``weight * (1/M) sum_j w_j r_j^2``: each
+outline point is paired with the nearest projected point of the model's contour generator (the surface points
+whose ray grazes it, interpolated on the mesh edges where the vertex normals turn from facing the source to
+facing away; with the bone's mask, those with bone just outside them, folds inside the silhouette, are left out),
+and ``r_j`` is the distance across the model's outline there (px through
+:meth:`~threeddx.geometry.XrayGeometry.project_jacobian`, in mm at that point's depth), trimmed as the points
+are. To first order a contour point moves across the outline as the surface point it is, so it enters the same
+Gauss-Newton step (pose and weights). The outline shows what the depths get wrong most: a pelvis turned about the
+body's long axis (docs/results.md, "The pelvis's outline in its fit"). Too large a weight folds the shape to make
+contour where the image has an edge; :func:`judge_fit` catches that.
+
 **Landmarks.** A model also carries landmarks that move with its bones: the
 LLP26 hip-joint centres (``hjc_left``/``hjc_right``, the gias3 landmarks
 ``pelvis-LHJC``/``-RHJC``) with the pelvis, and each femoral head's centre
@@ -391,6 +403,7 @@ def _outline_rows(world: np.ndarray, faces: np.ndarray, edges: np.ndarray, outli
     from scipy.spatial import cKDTree
 
     cam = outline.camera
+    n_cols = 6 + int(scale) + basis.shape[2]  # rotation, translation, [log scale], weights
     nv = _vertex_normals(world, faces)
     ray = world - cam.source_position_world
     f = (nv * ray).sum(1) / np.linalg.norm(ray, axis=1)
@@ -412,6 +425,8 @@ def _outline_rows(world: np.ndarray, faces: np.ndarray, edges: np.ndarray, outli
         edge[ok] = ~outline.mask[q[ok, 0], q[ok, 1]]
         if edge.sum() >= 3:
             e, bary, c, normal, proj, jac_p, n2, depth = (v[edge] for v in (e, bary, c, normal, proj, jac_p, n2, depth))
+    if len(e) < 3 or not np.isfinite(proj).all():  # no outline to pair with (or a bone behind the source)
+        return np.zeros(0), np.zeros((0, n_cols)), np.zeros(0)
     near = cKDTree(proj).query(outline.points)[1]
     mm_per_px = depth[near] * float(np.mean(cam.pixel_spacing)) / cam.sdd
     r = ((proj[near] - outline.points) * n2[near]).sum(1) * mm_per_px
@@ -647,10 +662,12 @@ def _fit_ssm(model: BoneSSM, points: Mapping[str, np.ndarray], settings: FitSett
             if use_outline and b == outline.bone:
                 r_o, jac_o, dist_o = _outline_rows(world, model.faces[b], edges, outline, c,
                                                    basis.reshape(-1, 3, k)[sl], rot[b], scl[b], tra[b], st.scale)
-                w_o = (dist_o <= max(st.outlier_mm, st.outlier_k * float(np.median(dist_o)))).astype(np.float64)
-                h_o[np.ix_(idx, idx)] += (jac_o * w_o[:, None]).T @ jac_o
-                g_o[idx] += (jac_o * w_o[:, None]).T @ r_o
-                n_o += w_o.sum()
+                if len(r_o):
+                    tau_o = max(st.outlier_mm, st.outlier_k * float(np.median(dist_o)))
+                    w_o = (dist_o <= tau_o).astype(np.float64)
+                    h_o[np.ix_(idx, idx)] += (jac_o * w_o[:, None]).T @ jac_o
+                    g_o[idx] += (jac_o * w_o[:, None]).T @ r_o
+                    n_o += w_o.sum()
         # Gauss-Newton step of (1/N) sum w r^2 + reg |z|^2, the pose lightly damped
         h /= n_w
         g /= n_w

@@ -2,7 +2,7 @@
 into what a calibration ball fixes and what it cannot.
 
     .venv/bin/python benchmarks/femur_placement.py [--data data/sim256-10x-eval] [--splits val test]
-        [--checkpoint dualface] [--seed 0] [--per-femur]
+        [--checkpoint dualface] [--seed 0] [--per-femur] [--outline-weight W]
 
 Each image of a split is made through the random imaging chain ``3ddx evaluate --chain random --seed S`` draws
 for it (:func:`threeddx.evaluation.evaluate.chain_image`, the same index), predicted as predict does (hip-joint
@@ -23,6 +23,8 @@ iso-centre, along the image's rows) it is fitted as ``e = a + b s``:
 Prints one table (mm; deg for the slope). Its last column is what a perfectly read ball would leave of each
 femur's mean error: the half-difference and the slope's share at the femur's mean distance below the joint,
 combined per femur (RMS over the femurs). `benchmarks/flexion_visibility.py` says why the slope stays.
+``--outline-weight`` sets the pelvis fit's outline weight (``AnchorSettings.outline_weight``; 0: the surface
+points only, as before 2026-12-07).
 """
 from __future__ import annotations
 
@@ -39,14 +41,14 @@ ROOT = Path(__file__).resolve().parents[1]
 FEMURS = ("femur_left", "femur_right")
 
 
-def femur_errors(data: Path, split: str, checkpoint: str, seed: int, outline_weight: float | None = None) -> list[dict]:
+def femur_errors(data: Path, split: str, checkpoint: str, seed: int,
+                 outline_weight: float | None = None) -> list[dict]:
     """Per image and femur of ``split``: the mid-depth error's line against the distance below the joint."""
     from threeddx.evaluation.evaluate import chain_image
     from threeddx.geometry import XrayGeometry
+    from threeddx.inference.hipjoint import AnchorSettings
     from threeddx.inference.predictor import loaded_predictor
     from threeddx.training.dataset import read_manifest
-
-    from threeddx.inference.hipjoint import AnchorSettings
 
     anchor = AnchorSettings() if outline_weight is None else AnchorSettings(outline_weight=outline_weight)
     predictor = loaded_predictor(checkpoint, hip_anchor=anchor)

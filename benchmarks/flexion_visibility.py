@@ -61,17 +61,23 @@ def contour_points(mesh, vertices: np.ndarray, normals: np.ndarray,
     where it is zero (linear). Returns the edges (E, 2), ``t`` (E,) and the contour's segments (S, 2): pairs of
     those edges that share a face. The contour generator is what makes a bone's edges in a radiograph; a point
     on it moves across the outline only by what moves the outline."""
-    ray = vertices - source
-    f = (normals * ray).sum(1) / np.linalg.norm(ray, axis=1)
+    from threeddx.meshing.ssm import contour_generator
+
     edges = np.asarray(mesh.edges_unique)
-    fi, fj = f[edges[:, 0]], f[edges[:, 1]]
-    cross = fi * fj < 0
+    crossing, t = contour_generator(vertices, normals, edges, source)
     index = np.full(len(edges), -1)
-    index[cross] = np.arange(cross.sum())
+    index[_edge_ids(edges, crossing)] = np.arange(len(crossing))
     per_face = index[np.asarray(mesh.faces_unique_edges)]  # (F, 3): each face's crossing edges, -1 elsewhere
     two = (per_face >= 0).sum(1) == 2
     segments = np.sort(per_face[two], 1)[:, 1:]
-    return edges[cross], fi[cross] / (fi[cross] - fj[cross]), segments
+    return crossing, t, segments
+
+
+def _edge_ids(edges: np.ndarray, some: np.ndarray) -> np.ndarray:
+    """The rows of ``edges`` (E, 2) that ``some`` (C, 2) are, in ``some``'s order (both sorted pairs, unique)."""
+    key = edges[:, 0].astype(np.int64) * (edges.max() + 1) + edges[:, 1]
+    order = np.argsort(key)
+    return order[np.searchsorted(key[order], some[:, 0].astype(np.int64) * (edges.max() + 1) + some[:, 1])]
 
 
 def outline_changes(mesh, centre: np.ndarray, geometry, turns: dict, modes: np.ndarray, step_deg: float,

@@ -56,28 +56,20 @@ def outline_residual(points: np.ndarray, change: np.ndarray, normal: np.ndarray,
 
 def contour_points(mesh, vertices: np.ndarray, normals: np.ndarray,
                    source: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where the rays graze the surface: the mesh edges along which ``cos(normal, ray)`` changes sign (vertex
-    normals, world mm) and, per such edge, the fraction ``t`` of the way from its first vertex to its second
-    where it is zero (linear). Returns the edges (E, 2), ``t`` (E,) and the contour's segments (S, 2): pairs of
-    those edges that share a face. The contour generator is what makes a bone's edges in a radiograph; a point
-    on it moves across the outline only by what moves the outline."""
+    """Where the rays graze the surface (:func:`threeddx.meshing.ssm.contour_generator`; vertex normals, world
+    mm): the crossing edges (E, 2), the fraction ``t`` (E,) along each, and the contour's segments (S, 2): pairs
+    of those edges that share a face. A point on the contour moves across the outline only by what moves the
+    outline."""
     from threeddx.meshing.ssm import contour_generator
 
     edges = np.asarray(mesh.edges_unique)
     crossing, t = contour_generator(vertices, normals, edges, source)
     index = np.full(len(edges), -1)
-    index[_edge_ids(edges, crossing)] = np.arange(len(crossing))
+    index[crossing] = np.arange(len(crossing))
     per_face = index[np.asarray(mesh.faces_unique_edges)]  # (F, 3): each face's crossing edges, -1 elsewhere
     two = (per_face >= 0).sum(1) == 2
     segments = np.sort(per_face[two], 1)[:, 1:]
-    return crossing, t, segments
-
-
-def _edge_ids(edges: np.ndarray, some: np.ndarray) -> np.ndarray:
-    """The rows of ``edges`` (E, 2) that ``some`` (C, 2) are, in ``some``'s order (both sorted pairs, unique)."""
-    key = edges[:, 0].astype(np.int64) * (edges.max() + 1) + edges[:, 1]
-    order = np.argsort(key)
-    return order[np.searchsorted(key[order], some[:, 0].astype(np.int64) * (edges.max() + 1) + some[:, 1])]
+    return edges[crossing], t, segments
 
 
 def outline_changes(mesh, centre: np.ndarray, geometry, turns: dict, modes: np.ndarray, step_deg: float,
@@ -120,9 +112,8 @@ def outline_changes(mesh, centre: np.ndarray, geometry, turns: dict, modes: np.n
     weights = weights[inside]
     p0 = p0[inside]
     # the depth change is the visible surface's mean, as the metrics' beam shift is: vertices weighted by area
-    _, d_base = proj(base)
-    rv, cv, _ = geometry.project(base)
-    seen = (rv >= 0) & (rv < rows) & (cv >= 0) & (cv < cols)
+    p_base, d_base = proj(base)
+    seen = (p_base[:, 0] >= 0) & (p_base[:, 0] < rows) & (p_base[:, 1] >= 0) & (p_base[:, 1] < cols)
     area = np.zeros(len(base))
     np.add.at(area, np.asarray(mesh.faces).ravel(), np.repeat(mesh.area_faces / 3.0, 3))
 

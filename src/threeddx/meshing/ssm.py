@@ -389,12 +389,13 @@ def contour_generator(vertices: np.ndarray, normals: np.ndarray, edges: np.ndarr
     """Where the rays from ``source`` graze a surface (the contour generator, what makes a bone's edges in a
     radiograph): the mesh ``edges`` (E, 2) along which ``cos(vertex normal, ray)`` changes sign, and per such
     edge the fraction ``t`` of the way from its first vertex to its second where it is zero (linear). Vertices,
-    normals (V, 3) and the source in one frame, mm. Returns the crossing edges (C, 2) and ``t`` (C,)."""
+    normals (V, 3) and the source in one frame, mm. Returns the crossing edges' rows of ``edges`` (C,) and ``t``
+    (C,)."""
     ray = vertices - source
     f = (normals * ray).sum(1) / np.linalg.norm(ray, axis=1)
     fi, fj = f[edges[:, 0]], f[edges[:, 1]]
-    cross = fi * fj < 0
-    return edges[cross], fi[cross] / (fi[cross] - fj[cross])
+    rows = np.flatnonzero(fi * fj < 0)
+    return rows, fi[rows] / (fi[rows] - fj[rows])
 
 
 def _unique_edges(faces: np.ndarray) -> np.ndarray:
@@ -418,7 +419,8 @@ def _outline_rows(world: np.ndarray, faces: np.ndarray, edges: np.ndarray, outli
     cam = outline.camera
     n_cols = 6 + int(scale) + basis.shape[2]  # rotation, translation, [log scale], weights
     nv = _vertex_normals(world, faces)
-    e, t = contour_generator(world, nv, edges, cam.source_position_world)
+    crossing, t = contour_generator(world, nv, edges, cam.source_position_world)
+    e = edges[crossing]
     bary = np.stack([1 - t, t], 1)
     c = np.einsum("nj,njd->nd", bary, world[e])
     normal = np.einsum("nj,njd->nd", bary, nv[e])

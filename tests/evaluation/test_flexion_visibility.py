@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ def fv():
     path = Path(__file__).parents[2] / "benchmarks" / "flexion_visibility.py"
     spec = importlib.util.spec_from_file_location("flexion_visibility", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -64,6 +66,55 @@ def test_sphere_outline_moves_as_its_cone(fv):
         assert abs(out[name]["depth_mm"]) < 1e-9
     for name in ("size", "beam"):
         assert out[name]["res_rms"] < 1e-3 * out[name]["raw_rms"], name
+
+
+
+def _ellipsoid_femur():
+    """A femur-like ellipsoid (semi-axes 20, 15 and 60 mm; world mm) hanging 40 mm below a 'hip' at the
+    standard preset's iso-centre, and the hip."""
+    import trimesh
+
+    mesh = trimesh.creation.icosphere(subdivisions=4, radius=1.0)
+    vertices = np.asarray(mesh.vertices) * [20.0, 15.0, 60.0] + [0.0, 0.0, -60.0]
+    return trimesh.Trimesh(vertices, mesh.faces, process=False), np.array([0.0, 0.0, 0.0])
+
+
+def test_unseen_bias_of_a_shape_the_model_holds_is_zero(fv):
+    """A bone the shape model makes exactly (its mean less half a mode) is read with no turn at all, with the
+    modes free; its modes held to their prior, the fit pays the mode's prior and the error follows from it."""
+    from threeddx.geometry import standard_ap_geometry
+
+    geometry = standard_ap_geometry((0.0, 0.0, 0.0), size=256)
+    mesh, hip = _ellipsoid_femur()
+    v = np.asarray(mesh.vertices)
+    bulge = np.zeros_like(v)
+    bulge[:, 0] = 0.1 * v[:, 0] * np.clip(v[:, 2] + 60, 0, None) / 60  # a wider upper half, mm per SD
+    mesh_posed, _, centre, turns, _ = fv.posed("femur", mesh, hip, bulge[:, :, None], 0.0)
+    out = fv.unseen_bias(mesh_posed, centre, geometry, turns, v - 0.5 * bulge, bulge[:, :, None], 0.3)
+    assert out["shape_rms_mm"] < 1e-6 and out["outline_rms_px"] < 1e-6
+    assert "adduction" not in out  # in the image plane: the similarity's rotation
+    for name in ("flexion", "rotation"):
+        assert abs(out[name]["free"]) < 1e-6, name
+        assert np.isfinite(out[name]["map"]) and out[name]["map_sd"] > 0, name
+
+
+def test_unseen_bias_noise_sd_is_the_cramer_rao_floor(fv):
+    """With no shape modes to confuse, the MAP fit's SD from the edge noise is the Cramer-Rao floor: the noise
+    over the norm of what of the turn's outline field the similarity and the other turn leave (the projection
+    :func:`outline_residual` makes, another route than the posterior covariance)."""
+    from threeddx.geometry import standard_ap_geometry
+
+    geometry = standard_ap_geometry((0.0, 0.0, 0.0), size=256)
+    mesh, hip = _ellipsoid_femur()
+    none = np.zeros((len(mesh.vertices), 3, 1))
+    mesh_posed, _, centre, turns, _ = fv.posed("femur", mesh, hip, none, 8.0)
+    out = fv.unseen_bias(mesh_posed, centre, geometry, turns, np.asarray(mesh.vertices), none, 0.3)
+    frame = fv.outline_frame(mesh_posed, geometry)
+    fields = fv.unit_fields(frame, {n: turns[n] for n in ("flexion", "rotation")}, centre)
+    for name, other in (("flexion", "rotation"), ("rotation", "flexion")):
+        left = fv.outline_residual(frame.points, fields[name], frame.normal, fields[other][:, None], frame.weights)
+        floor = 0.3 / math.sqrt(np.sum(frame.weights * left**2))
+        assert out[name]["map_sd"] == pytest.approx(floor, rel=1e-4), name
 
 
 def test_femur_placement_summary_splits_the_error():

@@ -288,11 +288,15 @@ class ShapePCA:
         ids = tuple(check_subject_id(k) for k in subject_ids)
         if len(ids) < 2:
             raise InputError("a PCA needs at least two subjects")
-        x = np.stack([load_shape(k).as_vector() for k in ids])
+        return cls.from_vectors(np.stack([load_shape(k).as_vector() for k in ids]), ids, n_modes)
+
+    @classmethod
+    def from_vectors(cls, x: np.ndarray, ids: Sequence[int], n_modes: int | None = None) -> "ShapePCA":
+        """The PCA of the subjects ``ids``' shape vectors ``x`` (S, D) (:meth:`Shape.as_vector`, in that order)."""
         mean = x.mean(0)
         u, s, vt = np.linalg.svd(x - mean, full_matrices=False)
         k = len(ids) - 1 if n_modes is None else min(n_modes, len(ids) - 1)
-        return cls(mean=mean, modes=vt[:k].T, std=s[:k] / math.sqrt(len(ids) - 1), subjects=ids)
+        return cls(mean=mean, modes=vt[:k].T, std=s[:k] / math.sqrt(len(ids) - 1), subjects=tuple(ids))
 
     def sample(self, rng: np.random.Generator | int, like: Shape, clip_sd: float = 2.5) -> Shape:
         """A new shape: mean + modes @ (std * z), z ~ N(0, 1) clipped to +-clip_sd."""

@@ -109,9 +109,12 @@ def map_tasks(fn: Callable, arg_list: Sequence[tuple], workers: int = 1, schedul
                 # about its own clean-up that would follow the one line a user is promised (cli.main).
                 os.environ["PYTHONWARNINGS"] = ",".join(
                     w for w in (environ.get("PYTHONWARNINGS"), "ignore:resource_tracker:UserWarning") if w)
+                # silence_logs CRITICAL: a Ctrl-C reaches the workers too, and a worker whose heartbeat then finds
+                # the scheduler gone logs that with its traceback at ERROR; a task's own failure still reaches the
+                # caller as its exception (future.result below)
                 with dask.config.set({_TRIM: None}):  # module doc: glibc's own allocation policy in the workers
                     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, memory_limit=0, silence_logs=logging.ERROR)
+                                           dashboard_address=None, memory_limit=0, silence_logs=logging.CRITICAL)
                 client = Client(cluster)
         try:
             futures = [client.submit(_call, fn, args, threads, pure=False) for args in arg_list]

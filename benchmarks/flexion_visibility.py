@@ -126,9 +126,10 @@ def outline_frame(mesh, geometry) -> OutlineFrame:
         shape = (-1,) + (1,) * (values.ndim - 1)
         return values[edges[:, 0]] * (1 - t).reshape(shape) + values[edges[:, 1]] * t.reshape(shape)
 
-    p0, _ = proj(on_contour_all(base))
+    c0 = on_contour_all(base)
+    p0, _ = proj(c0)
     inside = np.isfinite(p0).all(1) & (p0[:, 0] >= 0) & (p0[:, 0] < rows) & (p0[:, 1] >= 0) & (p0[:, 1] < cols)
-    step = proj(on_contour_all(base) + 0.1 * on_contour_all(normals))[0] - p0
+    step = proj(c0 + 0.1 * on_contour_all(normals))[0] - p0
     normal2d = (step / np.maximum(np.linalg.norm(step, axis=1, keepdims=True), 1e-12))[inside]
     # each contour point's share of the outline's length in the image (px): half of each segment it ends
     keep = inside[segments].all(1)
@@ -139,15 +140,16 @@ def outline_frame(mesh, geometry) -> OutlineFrame:
                         lambda values: on_contour_all(values)[inside], proj)
 
 
-def unit_fields(frame: OutlineFrame, turns: dict, centre: np.ndarray, eps_deg: float = 0.1) -> dict[str, np.ndarray]:
-    """Per turn (name -> axis (3,), world; about ``centre``) the outline's move (px) per degree."""
+def turned(points: np.ndarray, centre: np.ndarray, axis, deg: float) -> np.ndarray:
+    """``points`` (..., 3) turned by ``deg`` about ``axis`` (3,) through ``centre`` (world mm)."""
     from threeddx.geometry import rotation_matrix
 
-    out = {}
-    for name, axis in turns.items():
-        moved = (frame.base - centre) @ rotation_matrix(axis, math.radians(eps_deg)).T + centre
-        out[name] = frame.across(moved) / eps_deg
-    return out
+    return (points - centre) @ rotation_matrix(axis, math.radians(deg)).T + centre
+
+
+def unit_fields(frame: OutlineFrame, turns: dict, centre: np.ndarray, eps_deg: float = 0.1) -> dict[str, np.ndarray]:
+    """Per turn (name -> axis (3,), world; about ``centre``) the outline's move (px) per degree."""
+    return {name: frame.across(turned(frame.base, centre, axis, eps_deg)) / eps_deg for name, axis in turns.items()}
 
 
 #: A turn whose outline's move a 2-D similarity takes all but this share of (RMS) lies in the image plane.
@@ -163,11 +165,6 @@ def outline_changes(mesh, centre: np.ndarray, geometry, turns: dict, modes: np.n
     (:func:`contour_points`; px of ``geometry``): raw, after a similarity, after that and the other turns and
     ``modes`` (V, 3, K: the shape model's modes for the mesh's vertices, mm per SD), and the least SD of an
     unbiased fit of the outline with 1 px of edge noise (Cramer-Rao; scales with the noise)."""
-    from threeddx.geometry import rotation_matrix
-
-    def turned(points: np.ndarray, axis, deg: float) -> np.ndarray:
-        return (points - centre) @ rotation_matrix(axis, math.radians(deg)).T + centre
-
     frame = outline_frame(mesh, geometry)
     base, p0, normal2d, weights, across = frame.base, frame.points, frame.normal, frame.weights, frame.across
     proj, rows, cols = frame.proj, *geometry.detector_shape
@@ -182,7 +179,7 @@ def outline_changes(mesh, centre: np.ndarray, geometry, turns: dict, modes: np.n
     central = np.asarray(geometry.world_to_source)[:3, :3].T @ np.array([0.0, 0.0, 1.0])  # central ray, world
     probe = centre if probe is None else np.asarray(probe, dtype=np.float64)
     out = {}
-    for name, move in [(n, lambda v, ax=ax: turned(v, ax, step_deg)) for n, ax in turns.items()] + [
+    for name, move in [(n, lambda v, ax=ax: turned(v, centre, ax, step_deg)) for n, ax in turns.items()] + [
         ("size", lambda v: (v - centre) * 1.01 + centre),
         ("beam", lambda v: v + central),
     ]:
@@ -224,7 +221,6 @@ def posed(bone: str, mesh, centre: np.ndarray, modes: np.ndarray, base_deg: floa
     tilted ``base_deg`` about the joints' mid-point and turns by its tilt (the left-right axis), its turn about
     the body's long axis and its obliquity (the antero-posterior axis), its probe the left hip joint, whose depth
     the femur's anchoring takes (a turn moves the two joints oppositely along the beam)."""
-    from threeddx.geometry import rotation_matrix
     from threeddx.simulator.anatomy import knee_center
 
     if bone == "femur":
@@ -234,7 +230,7 @@ def posed(bone: str, mesh, centre: np.ndarray, modes: np.ndarray, base_deg: floa
     joints = np.asarray(centre, dtype=np.float64)
     mid = joints.mean(0)
     mesh, modes = _based(mesh, mid, modes, (1, 0, 0), base_deg)
-    left = (joints[0] - mid) @ rotation_matrix((1, 0, 0), math.radians(base_deg)).T + mid
+    left = turned(joints[0], mid, (1, 0, 0), base_deg)
     return mesh, modes, mid, {"tilt": (1, 0, 0), "turn": (0, 0, 1), "obliquity": (0, 1, 0)}, left
 
 
@@ -401,7 +397,7 @@ def main() -> None:
     n_modes = len(pca.std)
     vectors = np.stack([sh.as_vector() for sh in shapes])
     loo_cases = {}  # per bone: each adult's bones with the shape model of the other adults
-    for bone in a.bones:
+    for bone in [] if a.no_unseen else a.bones:
         loo_cases[bone] = [c for i, sh in enumerate(shapes) for c in bone_cases(
             bone, [sh], ShapePCA.from_vectors(np.delete(vectors, i, 0), [k for k in USABLE_SUBJECTS if k != i]))]
     print(f"# How much of a bone's turn an AP image shows ({datetime.date.today()}, {platform.machine()}; "

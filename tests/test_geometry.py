@@ -65,6 +65,18 @@ def test_project_pixel_centre_is_its_index():
     np.testing.assert_allclose(depth, 700.0, rtol=1e-12)
 
 
+def test_pixel_mm_at_is_one_pixel_across_on_the_central_ray():
+    """A point on the central ray moved sideways (the source frame's x) by pixel_mm_at(its distance) moves one
+    column's width in the image."""
+    g = small_geometry(pose=sample_pose((10.0, -5.0, 3.0), 3))
+    to_world = np.asarray(g.source_to_world)
+    for distance in (600.0, 820.0):
+        p0 = to_world[:3, :3] @ np.array([0.0, 0.0, distance]) + to_world[:3, 3]
+        _, c0, _ = g.project(p0[None])
+        _, c1, _ = g.project((p0 + g.pixel_mm_at(distance) * to_world[:3, 0])[None])
+        assert c1[0] - c0[0] == pytest.approx(np.mean(g.pixel_spacing) / g.pixel_spacing[1], rel=1e-9)
+
+
 def test_project_jacobian_is_the_projections_derivative():
     """project_jacobian against central differences of project, for a posed geometry off the central ray."""
     g = small_geometry(pose=sample_pose((10.0, -5.0, 3.0), 3))

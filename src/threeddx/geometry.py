@@ -371,6 +371,11 @@ class XrayGeometry:
         depth = np.linalg.norm(ps, axis=-1)
         return row, col, depth
 
+    def pixel_mm_at(self, distance_mm):
+        """The mean detector pixel's size (mm) seen at ``distance_mm`` from the source (float or array): the pixel
+        divided by the magnification ``sdd / distance``, on the central ray (off it the same to first order)."""
+        return float(np.mean(self.pixel_spacing)) * np.asarray(distance_mm, np.float64) / self.sdd
+
     def project_jacobian(self, points_world: np.ndarray) -> np.ndarray:
         """d(row, col) / d(world point) of :meth:`project` at world points (..., 3) mm: (..., 2, 3), px per mm
         (points in front of the source)."""

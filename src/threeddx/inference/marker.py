@@ -219,7 +219,7 @@ def sphere_transmission(geometry: XrayGeometry, centre_source: np.ndarray, radiu
     if r1 <= r0 or c1 <= c0:
         return BallTransmission(np.zeros(0, np.int64), np.ones((0, len(mu)), np.float32))
     dist = float(np.linalg.norm(c))
-    h = float(np.mean(geometry.pixel_spacing)) * dist / geometry.sdd / supersample  # mm at the sphere
+    h = float(geometry.pixel_mm_at(dist)) / supersample  # mm at the sphere
     # G(d) = integral of the strip's transmission up to d inside the outline (d < 0: outside, transmission 1)
     d = np.concatenate([np.linspace(-2.0 * h, 0.0, 33)[:-1], r * np.linspace(0.0, 1.0, 4001) ** 3])
     f = np.exp(-chord_at_depth(r, d)[:, None] * mu[None])  # (D, E)

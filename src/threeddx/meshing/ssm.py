@@ -440,7 +440,7 @@ def _outline_rows(world: np.ndarray, faces: np.ndarray, edges: np.ndarray, outli
     if len(e) < 3 or not np.isfinite(proj).all():  # no outline to pair with (or a bone behind the source)
         return np.zeros(0), np.zeros((0, n_cols)), np.zeros(0)
     near = cKDTree(proj).query(outline.points)[1]
-    mm_per_px = depth[near] * float(np.mean(cam.pixel_spacing)) / cam.sdd
+    mm_per_px = cam.pixel_mm_at(depth[near])
     r = ((proj[near] - outline.points) * n2[near]).sum(1) * mm_per_px
     m = np.einsum("ni,nij->nj", n2[near], jac_p[near]) * mm_per_px[:, None]  # d r / d (contour point), model-free
     cn = c[near]
